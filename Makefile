@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run console test lint bench-ingest bench-retention bench-console clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## Set up, migrate the embedded database and open the console in demo mode.
+run: setup
+	$(BIN)/python -m console demo
+
+## Open the console on the configured database (DATABASE_URL, default: embedded SQLite).
+console: setup
+	$(BIN)/python -m console
+
+## Set up and run the whole test suite (lint first).
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench-ingest: setup
+	$(BIN)/python bench/ingest.py
+
+bench-retention: setup
+	$(BIN)/python bench/retention.py
+
+bench-console: setup
+	$(BIN)/python bench/console.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

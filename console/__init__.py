@@ -1,0 +1,1 @@
+"""The operators' terminal console (Textual) and its command-line subcommands."""

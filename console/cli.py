@@ -1,0 +1,47 @@
+"""Command line of the console: no subcommand opens the app; subcommands do admin work.
+
+Each area registers its subcommands from its own module under ``console/commands``.
+Exit codes: 0 done, 1 failed, 2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from console.commands import admin
+from console.commands.common import EXIT_USAGE, fail
+from db.settings import SettingsError, load_settings
+
+COMMAND_MODULES = (admin,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m console",
+        description="AI Usage Firewall console. With no command, opens the terminal console.",
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        return fail(str(error), code=EXIT_USAGE)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        from console.app import run_console
+
+        return run_console(settings)
+    return int(handler(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

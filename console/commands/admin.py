@@ -1,0 +1,74 @@
+"""``create-admin``: the first (or another) administrator, password from stdin or a silent prompt."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail, run_in_session
+from db.audit import record_change
+from db.security import PasswordError, validate_password
+from db.settings import Settings
+from db.users import UserError, create_user
+
+
+def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "create-admin",
+        help="create an administrator (password read from standard input, or prompted without echo)",
+    )
+    parser.add_argument("username")
+    parser.add_argument("--email", required=True)
+    parser.add_argument("--full-name", default=None)
+    parser.set_defaults(handler=create_admin)
+
+
+def read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        second = getpass.getpass("Repeat password: ")
+        if first != second:
+            raise PasswordError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def create_admin(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        password = validate_password(read_password())
+    except PasswordError as error:
+        return fail(str(error), code=EXIT_USAGE)
+
+    async def work(session: AsyncSession) -> str:
+        user = await create_user(
+            session=session,
+            username=args.username,
+            email=args.email,
+            password=password,
+            full_name=args.full_name,
+            is_admin=True,
+            bcrypt_rounds=settings.bcrypt_rounds,
+        )
+        await record_change(
+            session=session,
+            actor=user.username,
+            source="cli",
+            action="user.create",
+            entity_type="user",
+            entity_id=user.username,
+            changes={"email": {"after": user.email}, "is_admin": {"after": True}},
+        )
+        await session.commit()
+        return user.username
+
+    try:
+        username = run_in_session(settings, work)
+    except UserError as error:
+        return fail(str(error), code=EXIT_USAGE)
+    except DatabaseError as error:
+        return fail(str(error), code=EXIT_FAILED)
+    print(f"created administrator {username!r}")
+    return EXIT_OK

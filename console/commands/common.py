@@ -1,0 +1,45 @@
+"""What every subcommand shares: exit codes, error output, running against the database."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
+from db.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+T = TypeVar("T")
+
+
+def fail(message: str, *, code: int = EXIT_FAILED) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = new_engine(settings)
+    try:
+        await check_database(engine, settings)
+        async with new_sessionmaker(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one session on a checked (and, for the embedded default, migrated) database.
+
+    Raises DatabaseError with a one-line message; callers turn it into exit code 1.
+    """
+    return asyncio.run(_with_session(settings, work))
+
+
+__all__ = ["DatabaseError", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "fail", "run_in_session"]

@@ -1,0 +1,140 @@
+"""Engine and session factories, connection checks and automatic migration.
+
+Never an engine at import time: each process (and each test) calls
+:func:`new_engine` in its own event loop and disposes of it when done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from db.settings import REPO_ROOT, Settings
+
+ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+POOL_SIZE = 20
+MAX_OVERFLOW = 10
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used; the message is one line a person can act on."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database server cannot be reached."""
+
+
+class SchemaNotMigrated(DatabaseError):
+    """The database is reachable but its schema is not at the newest revision."""
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the console, the ingest server and a cron cleanup share the file;
+    # busy_timeout makes a writer wait for the lock instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    """An async engine for the configured database (pool 20 + 10 overflow on PostgreSQL)."""
+    if settings.is_sqlite:
+        options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **overrides}
+        engine = create_async_engine(settings.database_url, **options)
+        event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+        return engine
+    options = {"pool_pre_ping": True, "connect_args": {"timeout": 10}, **overrides}
+    if options.get("poolclass") is None:
+        options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    return create_async_engine(settings.database_url, **options)
+
+
+def new_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def describe_connect_error(settings: Settings, error: BaseException) -> str:
+    """One line saying which database could not be reached and why."""
+    url = settings.url
+    reason = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    if isinstance(reason, ConnectionRefusedError | OSError) and not text:
+        text = "connection refused"
+    if settings.is_sqlite:
+        return f"cannot open SQLite database {url.database}: {text}"
+    host = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"cannot connect to PostgreSQL at {host} (database {url.database!r}): {text}; is it running?"
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    if database_url is not None:
+        config.attributes["database_url"] = database_url
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision (``alembic upgrade head``) on this engine."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade_to_head)
+
+
+async def check_connectable(engine: AsyncEngine, settings: Settings) -> str | None:
+    """Connect once; return the schema's revision, or raise DatabaseUnavailable with one line."""
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current_revision)
+    except (TimeoutError, OperationalError, DBAPIError, OSError) as error:
+        raise DatabaseUnavailable(describe_connect_error(settings, error)) from error
+
+
+async def check_database(engine: AsyncEngine, settings: Settings, *, auto_migrate: bool | None = None) -> None:
+    """Connect once and check the schema; raise DatabaseError with a one-line reason.
+
+    The embedded default migrates itself (``auto_migrate`` defaults to whether
+    DATABASE_URL was unset); any other database must be migrated explicitly.
+    """
+    if auto_migrate is None:
+        auto_migrate = settings.database_url_is_default
+    current = await check_connectable(engine, settings)
+    head = head_revision()
+    if current == head:
+        return
+    if auto_migrate:
+        await migrate(engine)
+        return
+    where = settings.describe_database()
+    state = "has no schema" if current is None else f"is at revision {current}, not {head}"
+    raise SchemaNotMigrated(f"the database ({where}) {state}: run `alembic upgrade head`")
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    return Path(settings.url.database) if settings.is_sqlite and settings.url.database else None

@@ -1,0 +1,190 @@
+"""The tables: the design guide's four, and what the backend adds around them.
+
+Guide tables keep the guide's column and index names exactly; additions
+(``organization_id`` on devices and logs, tokens, retention runs, rollups,
+audit) never rename or remove anything the guide defines.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, JSONType, UTCDateTime, utcnow
+from db.vocabulary import (
+    DEFAULT_ORGANIZATION_ID,
+    DEFAULT_RETENTION_DAYS,
+    MAX_RETENTION_DAYS,
+    MIN_RETENTION_DAYS,
+    RISK_LEVELS,
+    TOOL_TYPES,
+)
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class User(Base):
+    """An operator of the console."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True, index=True)
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Device(Base):
+    """A client agent (browser extension, desktop agent, CLI interceptor)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    device_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    device_type: Mapped[str] = mapped_column(String(16))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Additions to the guide:
+    organization_id: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_ORGANIZATION_ID, server_default=DEFAULT_ORGANIZATION_ID, index=True
+    )
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class FirewallConfig(Base):
+    """Configuration of one organisation, pushed to its agents."""
+
+    __tablename__ = "firewall_configs"
+    __table_args__ = (
+        CheckConstraint(
+            f"log_retention_days BETWEEN {MIN_RETENTION_DAYS} AND {MAX_RETENTION_DAYS}",
+            name="log_retention_days_range",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    monitored_tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    sensitivity_thresholds: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    custom_patterns: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    log_retention_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_RETENTION_DAYS)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class LogEntry(Base):
+    """One AI interaction, metadata only: no prompt content is ever stored."""
+
+    __tablename__ = "log_entries"
+    __table_args__ = (
+        Index("idx_timestamp_risk", "timestamp", "risk_level"),
+        Index("idx_user_timestamp", "user_id", "timestamp"),
+        Index("idx_tool_timestamp", "tool_name", "timestamp"),
+        # Addition: per-organisation retention and filtering.
+        Index("idx_org_timestamp", "organization_id", "timestamp"),
+        CheckConstraint(_in_list("risk_level", RISK_LEVELS), name="risk_level_known"),
+        CheckConstraint(_in_list("tool_type", TOOL_TYPES), name="tool_type_known"),
+        CheckConstraint("prompt_length >= 0", name="prompt_length_not_negative"),
+        CheckConstraint("entity_count >= 0", name="entity_count_not_negative"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    tool_name: Mapped[str] = mapped_column(String(100), index=True)
+    tool_type: Mapped[str] = mapped_column(String(16))
+    risk_level: Mapped[str] = mapped_column(String(8), index=True)
+    prompt_length: Mapped[int] = mapped_column(Integer, default=0)
+    detected_entity_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    entity_count: Mapped[int] = mapped_column(Integer, default=0)
+    was_sanitized: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_metadata: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Addition to the guide:
+    organization_id: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_ORGANIZATION_ID, server_default=DEFAULT_ORGANIZATION_ID
+    )
+
+
+class IngestToken(Base):
+    """A secret an organisation's agents present in ``hello``; only its SHA-256 is kept."""
+
+    __tablename__ = "ingest_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RetentionRun(Base):
+    """One retention cleanup of one organisation: what it cut, what it deleted, how it ended."""
+
+    __tablename__ = "retention_runs"
+    __table_args__ = (Index("ix_retention_runs_started_at", "started_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    retention_days: Mapped[int] = mapped_column(Integer)
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows_deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LogHourlyCount(Base):
+    """Pre-aggregated event counts per hour, kept current at ingest and kept past retention.
+
+    ``dimension`` says what ``key`` is: ``risk`` (key empty), ``tool``, ``user``
+    or ``entity``; each stored event adds one to its hour's row of every dimension.
+    """
+
+    __tablename__ = "log_hourly_counts"
+    __table_args__ = (Index("ix_log_hourly_counts_dimension_bucket", "dimension", "bucket_start"),)
+
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    risk_level: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditEvent(Base):
+    """A change made from the console or the CLI: who, when, what, before and after."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_occurred_at", "occurred_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(255))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,203 @@
+"""Settings read from the environment, validated once, in one place.
+
+Every part (console, ingest server, cron cleanup, migrations, tests) reads its
+configuration through :func:`load_settings`. A bad value raises
+:class:`SettingsError` whose message is one line naming the variable, so entry
+points can print it and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Where the embedded SQLite database lives when DATABASE_URL is unset.
+DEFAULT_DATA_DIR = REPO_ROOT / "var"
+DEFAULT_SQLITE_FILE = "firewall.db"
+
+SUPPORTED_DRIVERS = {
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    # The guide's plain form and common aliases mean the same server; we always talk asyncpg.
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the variable and is one line."""
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Limits of the ingest server, each a named setting with its unit."""
+
+    max_line_bytes: int = 64 * 1024
+    max_connections: int = 1000
+    hello_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 300.0
+    max_in_flight_per_connection: int = 1000
+    queue_max_events: int = 20_000
+    batch_max_events: int = 2000
+    batch_max_wait_ms: float = 20.0
+    stats_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one process."""
+
+    database_url: str
+    database_url_is_default: bool = False
+    enable_retention_scheduler: bool = False
+    retention_cleanup_interval_hours: float = 24.0
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 7878
+    ingest: IngestLimits = field(default_factory=IngestLimits)
+    bcrypt_rounds: int = 12
+
+    @property
+    def url(self) -> URL:
+        return make_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
+    def describe_database(self) -> str:
+        """Where the database is, for messages, without the password."""
+        url = self.url
+        if self.is_sqlite:
+            return f"SQLite file {url.database}"
+        return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
+def default_sqlite_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / DEFAULT_SQLITE_FILE}"
+
+
+def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
+    """Return the URL with the async driver we use, or raise SettingsError."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise SettingsError(f"{variable} is not a database URL: {raw!r}") from None
+    driver = SUPPORTED_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise SettingsError(
+            f"{variable} has unsupported scheme {url.drivername!r}; "
+            "use postgresql+asyncpg://user:password@host:port/database or sqlite+aiosqlite:///path"
+        )
+    url = url.set(drivername=driver)
+    if driver.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url.render_as_string(hide_password=False)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false; got {raw!r}")
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    integer: bool = False,
+    exclusive_minimum: bool = False,
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise SettingsError(f"{name} must be {kind}; got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingsError(f"{name} must be a finite number; got {raw!r}")
+    too_small = value <= minimum if exclusive_minimum else value < minimum
+    if too_small or (maximum is not None and value > maximum):
+        low = f"greater than {minimum:g}" if exclusive_minimum else f"at least {minimum:g}"
+        high = f" and at most {maximum:g}" if maximum is not None else ""
+        raise SettingsError(f"{name} must be {low}{high}; got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingsError naming the first bad variable."""
+    env = os.environ if env is None else env
+    raw_url = env.get("DATABASE_URL", "").strip()
+    if raw_url:
+        database_url, is_default = normalize_database_url(raw_url), False
+    else:
+        data_dir = Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+        database_url, is_default = normalize_database_url(default_sqlite_url(data_dir)), True
+
+    defaults = IngestLimits()
+    limits = IngestLimits(
+        max_line_bytes=int(
+            _number(env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=1024, integer=True)
+        ),
+        max_connections=int(
+            _number(env, "INGEST_MAX_CONNECTIONS", defaults.max_connections, minimum=1, integer=True)
+        ),
+        hello_timeout_seconds=_number(
+            env, "INGEST_HELLO_TIMEOUT_SECONDS", defaults.hello_timeout_seconds, minimum=0, exclusive_minimum=True
+        ),
+        idle_timeout_seconds=_number(
+            env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds, minimum=0, exclusive_minimum=True
+        ),
+        max_in_flight_per_connection=int(
+            _number(
+                env,
+                "INGEST_MAX_IN_FLIGHT",
+                defaults.max_in_flight_per_connection,
+                minimum=1,
+                integer=True,
+            )
+        ),
+        queue_max_events=int(
+            _number(env, "INGEST_QUEUE_MAX_EVENTS", defaults.queue_max_events, minimum=1, integer=True)
+        ),
+        batch_max_events=int(
+            _number(env, "INGEST_BATCH_MAX_EVENTS", defaults.batch_max_events, minimum=1, integer=True)
+        ),
+        batch_max_wait_ms=_number(env, "INGEST_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms, minimum=0),
+        stats_interval_seconds=_number(
+            env, "INGEST_STATS_INTERVAL_SECONDS", defaults.stats_interval_seconds, minimum=0
+        ),
+    )
+    return Settings(
+        database_url=database_url,
+        database_url_is_default=is_default,
+        enable_retention_scheduler=_bool(env, "ENABLE_RETENTION_SCHEDULER", False),
+        retention_cleanup_interval_hours=_number(
+            env, "RETENTION_CLEANUP_INTERVAL_HOURS", 24.0, minimum=0, exclusive_minimum=True
+        ),
+        ingest_host=(env.get("INGEST_HOST") or "127.0.0.1").strip(),
+        ingest_port=int(_number(env, "INGEST_PORT", 7878, minimum=0, maximum=65535, integer=True)),
+        ingest=limits,
+        bcrypt_rounds=int(_number(env, "AIFW_BCRYPT_ROUNDS", 12, minimum=4, maximum=16, integer=True)),
+    )

@@ -1,0 +1,92 @@
+"""Alembic environment (async template): reads DATABASE_URL like every other entry point.
+
+Called from the command line it builds its own engine; called from code
+(``db.engine.migrate``, the tests) it uses the connection passed in
+``config.attributes["connection"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import replace
+from logging.config import fileConfig
+from typing import Any
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from db import models  # noqa: F401  (registers every table on Base.metadata)
+from db.base import Base, UTCDateTime
+from db.engine import DatabaseError, check_connectable, new_engine
+from db.settings import SettingsError, load_settings
+
+config = context.config
+if config.config_file_name is not None and "connection" not in config.attributes:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations spell our UTC type as the plain timestamptz it is, so they never import app code.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_as_batch=connection.dialect.name == "sqlite",
+        render_item=render_item,
+    )
+
+
+def do_run_migrations(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.exit(f"error: {error}")
+    url = config.attributes.get("database_url") or settings.database_url
+    settings = replace(settings, database_url=url)
+    engine = new_engine(settings, poolclass=NullPool)
+    try:
+        await check_connectable(engine, settings)
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+            await connection.commit()
+    except DatabaseError as error:
+        sys.exit(f"error: {error}")
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_offline() -> None:
+    settings = load_settings()
+    context.configure(
+        url=config.attributes.get("database_url") or settings.database_url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+elif (connection := config.attributes.get("connection")) is not None:
+    do_run_migrations(connection)
+else:
+    asyncio.run(run_async_migrations())
