@@ -45,7 +45,8 @@ class FirewallConsole(App[None]):
 
     @work(exclusive=True, group="status")
     async def load_status(self) -> None:
-        assert self.engine is not None and self.sessions is not None
+        assert self.engine is not None
+        assert self.sessions is not None
         status = self.query_one("#status", Static)
         try:
             await check_database(self.engine, self.settings)
