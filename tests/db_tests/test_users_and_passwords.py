@@ -1,0 +1,77 @@
+"""Users: bcrypt-only storage, validation, duplicates, sign-in."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.security import hash_password, verify_password
+from db.users import UserError, authenticate, create_user, get_by_username
+
+
+async def add_user(session: AsyncSession, username: str = "alice", **overrides: object):
+    values = {"email": f"{username}@acme.com", "password": "correct horse", "bcrypt_rounds": 4}
+    values.update(overrides)
+    user = await create_user(session=session, username=username, **values)
+    await session.commit()
+    return user
+
+
+def test_password_is_hashed_with_bcrypt_and_verifies() -> None:
+    hashed = hash_password("correct horse", rounds=4)
+    assert hashed.startswith("$2b$04$")
+    assert "correct horse" not in hashed
+    assert verify_password("correct horse", hashed)
+    assert not verify_password("wrong horse", hashed)
+
+
+def test_verify_never_raises_on_a_malformed_hash() -> None:
+    assert verify_password("anything", "not-a-bcrypt-hash") is False
+
+
+async def test_created_user_stores_only_the_hash(session: AsyncSession) -> None:
+    user = await add_user(session)
+    assert user.hashed_password != "correct horse"
+    assert verify_password("correct horse", user.hashed_password)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"password": "short"}, "password"),
+        ({"password": "x" * 73}, "password"),
+        ({"email": "not-an-email"}, "email"),
+    ],
+)
+async def test_invalid_fields_are_refused_with_the_field_named(
+    session: AsyncSession, overrides: dict, field: str
+) -> None:
+    with pytest.raises(UserError) as error:
+        await add_user(session, **overrides)
+    assert error.value.field == field
+
+
+async def test_duplicate_username_and_email_are_refused(session: AsyncSession) -> None:
+    await add_user(session, "alice")
+    with pytest.raises(UserError, match="taken"):
+        await add_user(session, "alice", email="other@acme.com")
+    with pytest.raises(UserError, match="already used"):
+        await add_user(session, "alice2", email="ALICE@acme.com")
+
+
+async def test_sign_in_stamps_last_login(session: AsyncSession) -> None:
+    await add_user(session)
+    user = await authenticate(session=session, username="alice", password="correct horse")
+    assert user is not None
+    assert user.last_login is not None
+    assert user.last_login.tzinfo is not None
+
+
+async def test_sign_in_refuses_wrong_password_and_inactive_user(session: AsyncSession) -> None:
+    await add_user(session)
+    assert await authenticate(session=session, username="alice", password="wrong horse!") is None
+    user = await get_by_username(session=session, username="alice")
+    assert user is not None
+    user.is_active = False
+    await session.commit()
+    assert await authenticate(session=session, username="alice", password="correct horse") is None
