@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Set up, migrate the embedded database and open the console in demo mode.
+## Set up, migrate the embedded database and open the console.
 run: setup
-	$(BIN)/python -m console demo
+	$(BIN)/python -m console
 
 ## Open the console on the configured database (DATABASE_URL, default: embedded SQLite).
 console: setup
