@@ -96,6 +96,20 @@ class LogEntry(Base):
         Index("idx_tool_timestamp", "tool_name", "timestamp"),
         # Addition: per-organisation retention and filtering.
         Index("idx_org_timestamp", "organization_id", "timestamp"),
+        # Addition for the console's log browser (migration 0006): keyset pages on
+        # (timestamp, id), alone or under a risk level or a device, and entity-type
+        # containment; every filter a user can set then avoids a sequential scan.
+        # The GIN index is PostgreSQL's; SQLite gets a plain, unused index of that
+        # name so one model describes both schemas (alembic check stays clean).
+        Index("ix_log_entries_timestamp_id", "timestamp", "id"),
+        Index("ix_log_entries_risk_timestamp_id", "risk_level", "timestamp", "id"),
+        Index("ix_log_entries_device_timestamp", "device_id", "timestamp"),
+        Index(
+            "ix_log_entries_entity_types",
+            "detected_entity_types",
+            postgresql_using="gin",
+            postgresql_ops={"detected_entity_types": "jsonb_path_ops"},
+        ),
         CheckConstraint(_in_list("risk_level", RISK_LEVELS), name="risk_level_known"),
         CheckConstraint(_in_list("tool_type", TOOL_TYPES), name="tool_type_known"),
         CheckConstraint("prompt_length >= 0", name="prompt_length_not_negative"),
