@@ -48,6 +48,8 @@ class IngestLimits:
     batch_max_events: int = 2000
     batch_max_wait_ms: float = 20.0
     stats_interval_seconds: float = 60.0
+    shutdown_grace_seconds: float = 5.0
+    db_retry_max_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Settings:
     ingest_port: int = 7878
     ingest: IngestLimits = field(default_factory=IngestLimits)
     bcrypt_rounds: int = 12
+    #: PEM certificate chain and private key; both set means the ingest server speaks TLS.
+    ingest_tls_cert: str | None = None
+    ingest_tls_key: str | None = None
 
     @property
     def url(self) -> URL:
@@ -188,7 +193,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stats_interval_seconds=_number(
             env, "INGEST_STATS_INTERVAL_SECONDS", defaults.stats_interval_seconds, minimum=0
         ),
+        shutdown_grace_seconds=_number(
+            env, "INGEST_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds, minimum=0, maximum=300
+        ),
+        db_retry_max_seconds=_number(
+            env, "INGEST_DB_RETRY_MAX_SECONDS", defaults.db_retry_max_seconds, minimum=0, exclusive_minimum=True
+        ),
     )
+    tls_cert = (env.get("INGEST_TLS_CERT") or "").strip() or None
+    tls_key = (env.get("INGEST_TLS_KEY") or "").strip() or None
+    if (tls_cert is None) != (tls_key is None):
+        missing = "INGEST_TLS_KEY" if tls_key is None else "INGEST_TLS_CERT"
+        raise SettingsError(f"{missing} must be set too: TLS needs both INGEST_TLS_CERT and INGEST_TLS_KEY")
     return Settings(
         database_url=database_url,
         database_url_is_default=is_default,
@@ -200,4 +216,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_port=int(_number(env, "INGEST_PORT", 7878, minimum=0, maximum=65535, integer=True)),
         ingest=limits,
         bcrypt_rounds=int(_number(env, "AIFW_BCRYPT_ROUNDS", 12, minimum=4, maximum=16, integer=True)),
+        ingest_tls_cert=tls_cert,
+        ingest_tls_key=tls_key,
     )
