@@ -1,0 +1,198 @@
+"""The retention scheduler: an APScheduler job that cleans all organisations every N hours.
+
+The ingest server and the console each call :func:`maybe_start_retention_scheduler`
+inside their running event loop; with ``ENABLE_RETENTION_SCHEDULER`` false it
+returns None and nothing is scheduled. The job is an interval job with
+``coalesce=True`` and ``max_instances=1``: missed runs collapse into one, a run
+never overlaps itself, and two processes never clean at once because each run
+takes the retention lock (a run that finds it held is logged and skipped; the
+other process is doing the work).
+
+Spacing survives restarts: the first run comes shortly after start only if the
+last successful scheduled run (from ``retention_runs``) is at least one interval
+old; otherwise the job moves itself to one interval after that run. A process
+restarted daily therefore still cleans daily, and a console opened ten times
+an hour does not clean ten times.
+
+A failed run is logged here and recorded per organisation by :mod:`db.retention`;
+the job stays scheduled, so the next run still happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from apscheduler.job import Job
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.base import utcnow
+from db.retention import RetentionAlreadyRunning, RetentionSummary, last_run_started, run_retention
+from db.settings import Settings
+
+logger = logging.getLogger("aifw.retention.scheduler")
+
+JOB_ID = "retention-cleanup"
+TRIGGER = "scheduler"
+#: Delay before the first run after start when a run is due, so start-up is never slowed by a cleanup.
+STARTUP_DELAY_SECONDS = 30.0
+#: A run that could not start on time (busy or suspended process) still runs if at most this late.
+MAX_MISFIRE_GRACE_SECONDS = 3600
+#: How long shutdown() waits for a running cleanup to stop after its current batch.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class RetentionScheduler:
+    """A started retention schedule; ``await shutdown()`` stops it and any run in progress."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, interval_seconds: float) -> None:
+        if interval_seconds <= 0:
+            raise ValueError(f"the retention interval must be positive; got {interval_seconds}")
+        self._sessions = sessions
+        self._interval = timedelta(seconds=interval_seconds)
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._job: Job | None = None
+        self._cancel = asyncio.Event()
+        self._current: asyncio.Task[None] | None = None
+        self._runs_finished = 0
+        self._finished = asyncio.Condition()
+        #: The summary of the newest run that completed, and the error of the newest that did not.
+        self.last_summary: RetentionSummary | None = None
+        self.last_error: str | None = None
+
+    @property
+    def interval_hours(self) -> float:
+        return self._interval.total_seconds() / 3600
+
+    @property
+    def next_run_time(self) -> datetime | None:
+        """When the job runs next (UTC), or None once shut down."""
+        if self._job is None or not self._scheduler.running:
+            return None
+        return self._job.next_run_time
+
+    @property
+    def running(self) -> bool:
+        """True while a cleanup started by this scheduler is in progress."""
+        return self._current is not None and not self._current.done()
+
+    @property
+    def runs_finished(self) -> int:
+        """How many job executions have ended (run, skipped or failed) since start."""
+        return self._runs_finished
+
+    def start(self) -> None:
+        """Schedule the job; must be called with the event loop running."""
+        seconds = self._interval.total_seconds()
+        first_run = utcnow() + timedelta(seconds=min(seconds, STARTUP_DELAY_SECONDS))
+        self._job = self._scheduler.add_job(
+            self._run_job,
+            IntervalTrigger(seconds=seconds, timezone="UTC"),
+            id=JOB_ID,
+            name="retention cleanup of all organisations",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=int(max(1, min(seconds, MAX_MISFIRE_GRACE_SECONDS))),
+            next_run_time=first_run,
+        )
+        self._scheduler.start()
+        logger.info(
+            "retention scheduler started: every %.4g hours, first check at %s",
+            self.interval_hours,
+            first_run.isoformat(timespec="seconds"),
+        )
+
+    async def wait_for_runs(self, count: int) -> None:
+        """Wait until at least ``count`` job executions have ended since start (for tests and tools)."""
+        async with self._finished:
+            await self._finished.wait_for(lambda: self._runs_finished >= count)
+
+    async def _due_time(self) -> datetime | None:
+        async with self._sessions() as session:
+            last = await last_run_started(session, trigger=TRIGGER)
+        return None if last is None else last + self._interval
+
+    async def _run_job(self) -> None:
+        self._current = asyncio.current_task()
+        try:
+            due = await self._due_time()
+            if due is not None and due > utcnow() + timedelta(seconds=1):
+                if self._job is not None:
+                    self._job.modify(next_run_time=due)
+                logger.info("retention cleanup not due yet: the last scheduled run was within the interval")
+                return
+            summary = await run_retention(sessions=self._sessions, trigger=TRIGGER, cancel=self._cancel)
+        except RetentionAlreadyRunning as error:
+            logger.info("retention cleanup skipped: %s", error)
+        except Exception as error:
+            self.last_error = " ".join(str(error).split()) or type(error).__name__
+            logger.exception("retention cleanup failed; the next run is still scheduled")
+        else:
+            self.last_summary = summary
+            self.last_error = None
+            failed = [result for result in summary.results if result.error]
+            for result in failed:
+                logger.error("retention cleanup of %s failed: %s", result.organization_id, result.error)
+            logger.info(
+                "retention cleanup %s: %d organisations, %d rows deleted",
+                summary.status,
+                len(summary.results),
+                summary.total_rows,
+            )
+        finally:
+            self._current = None
+            async with self._finished:
+                self._runs_finished += 1
+                self._finished.notify_all()
+
+    async def shutdown(self) -> None:
+        """Stop scheduling; ask a running cleanup to stop after its batch and wait for it briefly."""
+        self._cancel.set()
+        current = self._current
+        if current is not None and not current.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(current), SHUTDOWN_GRACE_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.warning("retention cleanup did not stop in time; cancelling it")
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+            # AsyncIOScheduler shuts down via call_soon; let that callback run.
+            await asyncio.sleep(0)
+        self._job = None
+
+
+def start_retention_scheduler(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    interval_hours: float | None = None,
+    seconds: float | None = None,
+) -> RetentionScheduler:
+    """Start a retention schedule in the running event loop, every ``interval_hours`` (or ``seconds``)."""
+    if seconds is None:
+        if interval_hours is None:
+            raise ValueError("give interval_hours or seconds")
+        seconds = interval_hours * 3600
+    scheduler = RetentionScheduler(sessions, interval_seconds=seconds)
+    scheduler.start()
+    return scheduler
+
+
+def maybe_start_retention_scheduler(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    seconds: float | None = None,
+) -> RetentionScheduler | None:
+    """Start the schedule if ENABLE_RETENTION_SCHEDULER is true, else return None.
+
+    Call it with the event loop running (from an ``async`` function or ``on_mount``).
+    ``seconds`` overrides RETENTION_CLEANUP_INTERVAL_HOURS (tests use a short interval).
+    """
+    if not settings.enable_retention_scheduler:
+        return None
+    return start_retention_scheduler(
+        sessions, interval_hours=settings.retention_cleanup_interval_hours, seconds=seconds
+    )
