@@ -58,6 +58,8 @@ INTERRUPTED_ERROR = "interrupted: the process ended before the run finished"
 #: Called after each batch with the organisation and how many rows it has had deleted so far
 #: (for a dry run, once, with the count). May be a plain function or a coroutine function.
 ProgressCallback = Callable[[str, int], Awaitable[None] | None]
+#: Called when an organisation's cleanup has ended, whatever its status.
+ResultCallback = Callable[["OrganizationCleanup"], Awaitable[None] | None]
 
 __all__ = [
     "CANCELLED",
@@ -102,6 +104,8 @@ class OrganizationCleanup:
     started_at: datetime
     finished_at: datetime
     run_id: uuid.UUID | None
+    #: False when the organisation has logs but no config row (so the default retention applied).
+    has_config: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +119,7 @@ class OrganizationCleanup:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
             "run_id": str(self.run_id) if self.run_id else None,
+            "has_config": self.has_config,
         }
 
 
@@ -209,6 +214,8 @@ _POSTGRES_BATCH = """
 """
 
 # SQLite: the same by rowid; SQLite cannot aggregate over RETURNING, so timestamps come back.
+# The unary + on the repeated predicates keeps SQLite from answering them with
+# idx_org_timestamp (a scan of every expired row per batch) instead of rowid lookups.
 _SQLITE_BATCH = """
     DELETE FROM log_entries
     WHERE rowid IN (
@@ -217,7 +224,7 @@ _SQLITE_BATCH = """
         ORDER BY timestamp
         LIMIT :limit
     )
-      AND organization_id = :organization_id AND timestamp < :cutoff
+      AND +organization_id = :organization_id AND +timestamp < :cutoff
     RETURNING timestamp
 """
 
@@ -339,10 +346,10 @@ def _describe_error(error: BaseException) -> str:
     return message if isinstance(error, ConfigError) else f"{type(reason).__name__}: {message}"
 
 
-async def _notify(progress: ProgressCallback | None, organization_id: str, rows: int) -> None:
-    if progress is None:
+async def _call(callback: Callable[..., Awaitable[None] | None] | None, *args: Any) -> None:
+    if callback is None:
         return
-    outcome = progress(organization_id, rows)
+    outcome = callback(*args)
     if inspect.isawaitable(outcome):
         await outcome
 
@@ -357,6 +364,7 @@ class _RunRecord:
     cutoff: datetime
     dry_run: bool
     started_at: datetime
+    has_config: bool
     rows: int = 0
 
 
@@ -404,6 +412,7 @@ async def _finish_record(
         started_at=record.started_at,
         finished_at=values["finished_at"],
         run_id=record.run_id,
+        has_config=record.has_config,
     )
 
 
@@ -437,7 +446,7 @@ async def _delete_batches(
                 )
         record.rows += deleted
         if deleted:
-            await _notify(progress, record.organization_id, record.rows)
+            await _call(progress, record.organization_id, record.rows)
         if deleted == batch_size:
             after = newest
             continue
@@ -453,6 +462,7 @@ async def _clean_organization(
     *,
     organization_id: str,
     stored_days: int,
+    has_config: bool,
     now: datetime,
     trigger: str,
     dry_run: bool,
@@ -467,18 +477,21 @@ async def _clean_organization(
         cutoff=cutoff_for(now, stored_days),
         dry_run=dry_run,
         started_at=utcnow(),
+        has_config=has_config,
     )
     try:
         await _start_record(sessions, trigger=trigger, record=record)
         # The check constraint should make this impossible; if a value slipped past
         # it, this organisation fails loudly rather than being cleaned with it.
         validate_retention_days(stored_days)
-        if dry_run:
+        if cancel is not None and cancel.is_set():
+            status = CANCELLED
+        elif dry_run:
             async with sessions() as session:
                 record.rows = await count_expired(
                     session=session, organization_id=organization_id, cutoff=record.cutoff
                 )
-            await _notify(progress, organization_id, record.rows)
+            await _call(progress, organization_id, record.rows)
             status = SUCCEEDED
         else:
             status = await _delete_batches(
@@ -519,6 +532,7 @@ async def run_retention(
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    on_result: ResultCallback | None = None,
     cancel: asyncio.Event | None = None,
     wait: bool = False,
     wait_timeout: float | None = None,
@@ -530,7 +544,9 @@ async def run_retention(
     logs, and :class:`RetentionAlreadyRunning` if another run holds the lock (at
     once, or after ``wait_timeout`` seconds when ``wait`` is true). Failures inside
     an organisation do not raise: they are recorded and reported in the summary.
-    ``cancel`` is checked between batches; ``now`` pins the clock (tests).
+    ``progress`` hears ``(organization_id, rows so far)`` after each batch, ``on_result``
+    each organisation's outcome as it ends; ``cancel`` is checked between batches
+    (what is left is recorded as cancelled); ``now`` pins the clock (tests).
     """
     if trigger not in RETENTION_TRIGGERS:
         raise ValueError(f"trigger must be one of {', '.join(RETENTION_TRIGGERS)}; got {trigger!r}")
@@ -543,20 +559,21 @@ async def run_retention(
             plan = await _retention_plan(session, organization_id)
         await _fail_interrupted_runs(sessions)
         results = []
-        for org, stored_days, _has_config in plan:
-            results.append(
-                await _clean_organization(
-                    sessions,
-                    organization_id=org,
-                    stored_days=stored_days,
-                    now=now,
-                    trigger=trigger,
-                    dry_run=dry_run,
-                    batch_size=batch_size,
-                    progress=progress,
-                    cancel=cancel,
-                )
+        for org, stored_days, has_config in plan:
+            result = await _clean_organization(
+                sessions,
+                organization_id=org,
+                stored_days=stored_days,
+                has_config=has_config,
+                now=now,
+                trigger=trigger,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                progress=progress,
+                cancel=cancel,
             )
+            results.append(result)
+            await _call(on_result, result)
     return RetentionSummary(
         trigger=trigger,
         dry_run=dry_run,
