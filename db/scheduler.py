@@ -48,11 +48,18 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 class RetentionScheduler:
     """A started retention schedule; ``await shutdown()`` stops it and any run in progress."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        interval_seconds: float,
+        startup_delay_seconds: float = STARTUP_DELAY_SECONDS,
+    ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"the retention interval must be positive; got {interval_seconds}")
         self._sessions = sessions
         self._interval = timedelta(seconds=interval_seconds)
+        self._startup_delay = max(0.0, startup_delay_seconds)
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._job: Job | None = None
         self._cancel = asyncio.Event()
@@ -87,7 +94,7 @@ class RetentionScheduler:
     def start(self) -> None:
         """Schedule the job; must be called with the event loop running."""
         seconds = self._interval.total_seconds()
-        first_run = utcnow() + timedelta(seconds=min(seconds, STARTUP_DELAY_SECONDS))
+        first_run = utcnow() + timedelta(seconds=min(seconds, self._startup_delay))
         self._job = self._scheduler.add_job(
             self._run_job,
             IntervalTrigger(seconds=seconds, timezone="UTC"),

@@ -1,0 +1,273 @@
+"""The retention cleanup on both engines: boundaries, defaults, dry runs, batches, cancel, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import RetentionRun
+from db.retention import (
+    CANCELLED,
+    FAILED,
+    INTERRUPTED_ERROR,
+    RUNNING,
+    SUCCEEDED,
+    UnknownOrganization,
+    cutoff_for,
+    recent_runs,
+    retention_preview,
+    run_retention,
+)
+from db.vocabulary import DEFAULT_RETENTION_DAYS
+from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago, log_times
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def runs_of(sessions: Sessions, organization_id: str) -> list[RetentionRun]:
+    async with sessions() as session:
+        query = select(RetentionRun).where(RetentionRun.organization_id == organization_id)
+        return list((await session.scalars(query.order_by(RetentionRun.started_at))).all())
+
+
+async def test_each_organisation_keeps_a_row_one_second_inside_its_window(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    for organization_id, days in (("short", 30), ("long", 365)):
+        await add_config(sessions, organization_id, days)
+        await add_logs(
+            organization_id,
+            [days_ago(now, days, seconds=+1), days_ago(now, days), days_ago(now, days, seconds=-1)],
+        )
+
+    summary = await run_retention(sessions=sessions, trigger="cli", now=now)
+
+    assert summary.status == SUCCEEDED
+    assert {r.organization_id: r.rows for r in summary.results} == {"long": 1, "short": 1}
+    for organization_id, days in (("short", 30), ("long", 365)):
+        # Inside by one second and exactly at the cutoff stay; outside by one second goes.
+        assert await log_times(sessions, organization_id) == [
+            days_ago(now, days),
+            days_ago(now, days, seconds=+1),
+        ]
+
+
+async def test_organisation_without_config_follows_the_default_retention(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    days = DEFAULT_RETENTION_DAYS
+    await add_logs("no-config", [days_ago(now, days, seconds=+1), days_ago(now, days, seconds=-1)])
+
+    summary = await run_retention(sessions=sessions, trigger="cli", now=now)
+
+    [result] = summary.results
+    assert (result.organization_id, result.retention_days, result.has_config) == ("no-config", days, False)
+    assert result.cutoff == cutoff_for(now, days)
+    assert await log_times(sessions, "no-config") == [days_ago(now, days, seconds=+1)]
+
+
+async def test_cleaning_one_organisation_never_touches_another(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_config(sessions, "globex", 30)
+    old = [days_ago(now, 100 + i) for i in range(5)]
+    await add_logs("acme", old)
+    await add_logs("globex", old)
+
+    summary = await run_retention(sessions=sessions, trigger="cli", organization_id="acme", now=now)
+
+    assert [r.organization_id for r in summary.results] == ["acme"]
+    assert await count_logs(sessions, "acme") == 0
+    assert await count_logs(sessions, "globex") == 5
+
+
+async def test_dry_run_counts_what_the_real_run_then_deletes(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 45)
+    await add_logs("acme", [days_ago(now, day) for day in range(0, 200, 3)])
+    await add_logs("other", [days_ago(now, day) for day in range(0, 200, 7)])
+    before = await count_logs(sessions)
+
+    dry = await run_retention(sessions=sessions, trigger="console", dry_run=True, now=now)
+    assert await count_logs(sessions) == before
+    real = await run_retention(sessions=sessions, trigger="console", now=now)
+
+    assert [(r.organization_id, r.rows) for r in dry.results] == [
+        (r.organization_id, r.rows) for r in real.results
+    ]
+    assert dry.total_rows > 0
+    assert before - await count_logs(sessions) == dry.total_rows
+    acme_runs = await runs_of(sessions, "acme")
+    assert [(run.dry_run, run.status) for run in acme_runs] == [(True, SUCCEEDED), (False, SUCCEEDED)]
+
+
+async def test_preview_matches_the_dry_run(sessions: Sessions, add_logs: AddLogs, now: datetime) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_config(sessions, "empty", 60)
+    await add_logs("acme", [days_ago(now, day) for day in (1, 29, 31, 40)])
+    await add_logs("legacy", [days_ago(now, day) for day in (89, 91)])
+
+    async with sessions() as session:
+        preview = await retention_preview(session, now=now)
+
+    assert [(p.organization_id, p.retention_days, p.rows_to_delete, p.has_config) for p in preview] == [
+        ("acme", 30, 2, True),
+        ("empty", 60, 0, True),
+        ("legacy", DEFAULT_RETENTION_DAYS, 1, False),
+    ]
+    assert preview[0].cutoff == cutoff_for(now, 30)
+
+
+async def test_unknown_organisation_is_an_error_not_zero_deleted(sessions: Sessions) -> None:
+    with pytest.raises(UnknownOrganization, match="'nobody'"):
+        await run_retention(sessions=sessions, trigger="cli", organization_id="nobody")
+    async with sessions() as session:
+        assert await recent_runs(session) == []
+
+
+async def test_tiny_batches_delete_every_expired_row(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    # Several rows share a timestamp across a batch boundary; none may be skipped.
+    same = days_ago(now, 50)
+    await add_logs("acme", [same] * 5 + [days_ago(now, 40 + i) for i in range(12)] + [days_ago(now, 10)])
+    seen: list[int] = []
+
+    summary = await run_retention(
+        sessions=sessions,
+        trigger="cli",
+        batch_size=3,
+        now=now,
+        progress=lambda _org, rows: seen.append(rows),
+    )
+
+    assert summary.total_rows == 17
+    assert await log_times(sessions, "acme") == [days_ago(now, 10)]
+    assert seen == sorted(seen)
+    assert seen[-1] == 17
+    assert len(seen) >= 6
+    [run] = await runs_of(sessions, "acme")
+    assert (run.status, run.rows_deleted) == (SUCCEEDED, 17)
+
+
+async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_record(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_config(sessions, "zeta", 30)
+    await add_logs("acme", [days_ago(now, 40 + i) for i in range(10)])
+    await add_logs("zeta", [days_ago(now, 40 + i) for i in range(4)])
+    cancel = asyncio.Event()
+
+    summary = await run_retention(
+        sessions=sessions,
+        trigger="console",
+        batch_size=4,
+        now=now,
+        cancel=cancel,
+        progress=lambda _org, _rows: cancel.set(),
+    )
+
+    assert summary.status == CANCELLED
+    assert [(r.organization_id, r.status, r.rows) for r in summary.results] == [
+        ("acme", CANCELLED, 4),
+        ("zeta", CANCELLED, 0),
+    ]
+    # The record says exactly what happened; what is left is what was not yet reached.
+    [run] = await runs_of(sessions, "acme")
+    assert (run.status, run.rows_deleted, run.finished_at is not None) == (CANCELLED, 4, True)
+    assert await count_logs(sessions, "acme") == 6
+    assert await count_logs(sessions, "zeta") == 4
+    again = await run_retention(sessions=sessions, trigger="console", now=now)
+    assert again.total_rows == 10
+
+
+async def test_failure_in_one_organisation_is_recorded_and_the_others_are_cleaned(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, refuse_deletes: str
+) -> None:
+    for organization_id in ("alpha", refuse_deletes, "zulu"):
+        await add_config(sessions, organization_id, 30)
+        await add_logs(organization_id, [days_ago(now, 40), days_ago(now, 10)])
+
+    summary = await run_retention(sessions=sessions, trigger="scheduler", now=now)
+
+    assert summary.status == FAILED
+    by_org = {r.organization_id: r for r in summary.results}
+    assert (by_org["alpha"].status, by_org["alpha"].rows) == (SUCCEEDED, 1)
+    assert (by_org["zulu"].status, by_org["zulu"].rows) == (SUCCEEDED, 1)
+    assert by_org[refuse_deletes].status == FAILED
+    assert "deletes refused" in (by_org[refuse_deletes].error or "")
+    assert await count_logs(sessions, refuse_deletes) == 2
+    [run] = await runs_of(sessions, refuse_deletes)
+    assert (run.status, run.rows_deleted, run.trigger) == (FAILED, 0, "scheduler")
+    assert "deletes refused" in (run.error or "")
+
+
+async def test_every_run_is_recorded_with_its_cutoff_and_trigger(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 31), days_ago(now, 32)])
+
+    await run_retention(sessions=sessions, trigger="cli", now=now)
+    async with sessions() as session:
+        [run] = await recent_runs(session, limit=10)
+
+    assert run.organization_id == "acme"
+    assert (run.retention_days, run.cutoff, run.rows_deleted) == (30, cutoff_for(now, 30), 2)
+    assert (run.trigger, run.status, run.dry_run, run.error) == ("cli", SUCCEEDED, False, None)
+    assert run.started_at <= run.finished_at
+
+
+async def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    async with sessions() as session, session.begin():
+        session.add(
+            RetentionRun(
+                organization_id="acme",
+                retention_days=30,
+                cutoff=now - timedelta(days=31),
+                rows_deleted=7,
+                dry_run=False,
+                trigger="cli",
+                status=RUNNING,
+                started_at=now - timedelta(days=1),
+            )
+        )
+
+    await run_retention(sessions=sessions, trigger="cli", now=now)
+
+    stale, fresh = await runs_of(sessions, "acme")
+    assert (stale.status, stale.error, stale.rows_deleted) == (FAILED, INTERRUPTED_ERROR, 7)
+    assert fresh.status == SUCCEEDED
+
+
+@pytest.mark.parametrize("days", [29, 366])
+async def test_database_refuses_retention_outside_30_to_365_even_bypassing_validation(
+    sessions: Sessions, days: int
+) -> None:
+    await add_config(sessions, "acme", 30)
+    async with sessions() as session:
+        with pytest.raises(IntegrityError):
+            await session.execute(
+                text("UPDATE firewall_configs SET log_retention_days = :days WHERE organization_id = 'acme'"),
+                {"days": days},
+            )
+
+
+@pytest.mark.parametrize("days", [30, 365])
+async def test_database_accepts_retention_at_both_bounds(sessions: Sessions, days: int) -> None:
+    await add_config(sessions, "acme", days)
+    async with sessions() as session:
+        preview = await retention_preview(session)
+    assert [p.retention_days for p in preview] == [days]
