@@ -1,0 +1,126 @@
+"""Storing validated log events in batches, idempotently by the agent's event id.
+
+:func:`store_events` inserts what is new, skips what is already there, adds
+only the new events to the hourly rollups, all in the caller's transaction,
+and returns every id that is now safely stored (new or already present), which
+is exactly what the ingest server may acknowledge once it has committed.
+
+PostgreSQL takes the fast path: asyncpg ``COPY`` into a per-connection
+temporary table, then ``INSERT … SELECT … ON CONFLICT (id) DO NOTHING
+RETURNING id``. SQLite inserts many rows per statement with ``ON CONFLICT DO
+NOTHING RETURNING id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import rollups
+from db.base import utcnow
+from db.models import LogEntry
+
+#: Columns an event row provides (``created_at`` is added here), in COPY order.
+EVENT_COLUMNS = (
+    "id",
+    "timestamp",
+    "device_id",
+    "user_id",
+    "organization_id",
+    "tool_name",
+    "tool_type",
+    "risk_level",
+    "prompt_length",
+    "detected_entity_types",
+    "entity_count",
+    "was_sanitized",
+    "log_metadata",
+    "created_at",
+)
+STAGING_TABLE = "ingest_staging_events"
+_COLUMN_LIST = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
+
+
+def _unique(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    seen: set[uuid.UUID] = set()
+    unique = []
+    for event in events:
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            unique.append(event)
+    return unique
+
+
+async def store_events(*, session: AsyncSession, events: Sequence[Mapping[str, Any]]) -> list[uuid.UUID]:
+    """Insert the events that are new; return the ids of all given events, now stored or already present.
+
+    Runs in the caller's transaction (commit after). Only newly inserted events
+    are added to the hourly counts, so a resent event is neither stored nor counted twice.
+    """
+    unique = _unique(events)
+    if not unique:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = await _insert_postgresql(session, unique)
+    else:
+        inserted = await _insert_sqlite(session, unique)
+    if inserted:
+        await rollups.add_events(session=session, events=[e for e in unique if e["id"] in inserted])
+    return [event["id"] for event in unique]
+
+
+async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
+    # Going through the session first opens the transaction the raw COPY then joins.
+    await session.execute(
+        text(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} "
+            "(LIKE log_entries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+    )
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    created_at = utcnow()
+    records = [
+        (
+            event["id"],
+            event["timestamp"],
+            event["device_id"],
+            event["user_id"],
+            event["organization_id"],
+            event["tool_name"],
+            event["tool_type"],
+            event["risk_level"],
+            event["prompt_length"],
+            orjson.dumps(event["detected_entity_types"]).decode(),
+            event["entity_count"],
+            event["was_sanitized"],
+            orjson.dumps(event["log_metadata"]).decode(),
+            created_at,
+        )
+        for event in events
+    ]
+    await raw.copy_records_to_table(STAGING_TABLE, records=records, columns=EVENT_COLUMNS)
+    result = await session.execute(
+        text(
+            f"INSERT INTO log_entries ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE} "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+    )
+    # The staging table empties itself at commit (ON COMMIT DELETE ROWS); rows of an earlier call in
+    # the same transaction would only meet ON CONFLICT and not be reported or counted again.
+    return {row[0] for row in result}
+
+
+async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
+    created_at = utcnow()
+    rows = [{**{name: event[name] for name in EVENT_COLUMNS[:-1]}, "created_at": created_at} for event in events]
+    statement = sqlite_insert(LogEntry).on_conflict_do_nothing(index_elements=["id"]).returning(LogEntry.id)
+    result = await session.execute(statement, rows)
+    return set(result.scalars())

@@ -1,0 +1,94 @@
+"""Ingest tokens: created (the clear token shown once), listed, revoked, and verified on hello.
+
+Only the SHA-256 of a token and its first characters (to recognise it in a
+list) are stored; the clear token exists only in the output of :func:`create_token`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.base import as_utc, utcnow
+from db.configs import get_config
+from db.models import IngestToken
+from db.security import generate_token, hash_token
+
+#: How many leading characters of a token are kept to recognise it ("aifw_AbC1…").
+PREFIX_CHARS = 12
+MAX_NAME_CHARS = 100
+#: last_used_at is written at most this often per token, so hellos do not all write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenError(ValueError):
+    """A token cannot be created or revoked; the message says why and what to do."""
+
+
+async def create_token(
+    *, session: AsyncSession, organization_id: str, name: str = "", created_by: str | None = None
+) -> tuple[IngestToken, str]:
+    """Create a token for an existing organisation; return the row and the clear token (show it once)."""
+    if await get_config(session=session, organization_id=organization_id) is None:
+        raise TokenError(
+            f"organisation {organization_id!r} does not exist; create it first with "
+            f"`python -m console org create {organization_id}`"
+        )
+    name = name.strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise TokenError(f"token name must be at most {MAX_NAME_CHARS} characters")
+    clear = generate_token()
+    row = IngestToken(
+        organization_id=organization_id,
+        name=name,
+        token_prefix=clear[:PREFIX_CHARS],
+        token_hash=hash_token(clear),
+        created_at=utcnow(),
+        created_by=created_by,
+    )
+    session.add(row)
+    await session.flush()
+    return row, clear
+
+
+async def list_tokens(*, session: AsyncSession, organization_id: str | None = None) -> Sequence[IngestToken]:
+    """Tokens, newest first, optionally of one organisation (revoked ones included)."""
+    statement = select(IngestToken).order_by(IngestToken.created_at.desc(), IngestToken.id)
+    if organization_id is not None:
+        statement = statement.where(IngestToken.organization_id == organization_id)
+    return (await session.scalars(statement)).all()
+
+
+async def get_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestToken | None:
+    return await session.get(IngestToken, token_id)
+
+
+async def revoke_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestToken:
+    """Revoke a token from now on; TokenError if there is no such token or it is already revoked."""
+    row = await get_token(session=session, token_id=token_id)
+    if row is None:
+        raise TokenError(f"no ingest token with id {token_id}")
+    if row.revoked_at is not None:
+        raise TokenError(f"ingest token {token_id} was already revoked at {row.revoked_at.isoformat()}")
+    row.revoked_at = utcnow()
+    await session.flush()
+    return row
+
+
+async def verify(*, session: AsyncSession, organization_id: str, token: str) -> IngestToken | None:
+    """The live token of this organisation matching ``token``, or None; touches ``last_used_at``.
+
+    The lookup is by hash (unique index); the caller commits.
+    """
+    row = await session.scalar(select(IngestToken).where(IngestToken.token_hash == hash_token(token)))
+    if row is None or row.organization_id != organization_id or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        await session.flush()
+    return row
