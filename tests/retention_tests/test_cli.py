@@ -1,0 +1,179 @@
+"""``cleanup_logs.py`` as cron runs it: a real subprocess, its output, its JSON and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.settings import REPO_ROOT
+from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
+from tests.retention_tests.test_lock import start_lock_holder
+
+Sessions = async_sessionmaker[AsyncSession]
+SCRIPT = REPO_ROOT / "cleanup_logs.py"
+LINE_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+
+
+def cleanup(
+    env: dict[str, str], *args: str, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
+    """Run the script the way the guide's cron line does: from the repository, by file name."""
+    return subprocess.run(
+        [python, "cleanup_logs.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def seed(sessions: Sessions, add_logs: AddLogs, now: datetime) -> None:
+    """acme keeps 30 days (2 expired), legacy has no config (90 days, 1 expired)."""
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 31), days_ago(now, 45), days_ago(now, 1)])
+    await add_logs("legacy", [days_ago(now, 91), days_ago(now, 89)])
+
+
+async def test_cleans_all_organisations_and_says_cutoff_and_count_per_line(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await seed(sessions, add_logs, now)
+
+    result = cleanup(subprocess_env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(LINE_STAMP.match(line) for line in lines)
+    assert any(re.search(r" acme: retention 30 days, cutoff \S+Z, deleted 2 rows$", line) for line in lines)
+    assert any(
+        re.search(r" legacy: retention 90 days \(default\), cutoff \S+Z, deleted 1 rows$", line)
+        for line in lines
+    )
+    assert "succeeded: 2 organisations, 3 rows deleted" in lines[-1]
+    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "legacy")) == (1, 1)
+
+
+async def test_dry_run_json_counts_and_deletes_nothing(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await seed(sessions, add_logs, now)
+
+    result = cleanup(subprocess_env, "--dry-run", "--json")
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["dry_run"], summary["trigger"], summary["total_rows"]) == (
+        "succeeded",
+        True,
+        "cli",
+        3,
+    )
+    assert [(o["organization_id"], o["retention_days"], o["rows"]) for o in summary["organizations"]] == [
+        ("acme", 30, 2),
+        ("legacy", 90, 1),
+    ]
+    assert datetime.fromisoformat(summary["organizations"][0]["cutoff"]) < now
+    assert await count_logs(sessions) == 5
+
+
+async def test_organization_option_cleans_only_that_organisation(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await seed(sessions, add_logs, now)
+
+    result = cleanup(subprocess_env, "--organization", "legacy", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert [o["organization_id"] for o in json.loads(result.stdout)["organizations"]] == ["legacy"]
+    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "legacy")) == (3, 1)
+
+
+async def test_unknown_organisation_exits_2_with_one_line(
+    sessions: Sessions, subprocess_env: dict[str, str]
+) -> None:
+    result = cleanup(subprocess_env, "--organization", "nobody")
+
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "error: unknown organisation 'nobody': it has no configuration and no logs"
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--no-such-option"], ["--wait", "soon"]])
+def test_bad_arguments_exit_2(subprocess_env: dict[str, str], args: list[str]) -> None:
+    result = cleanup(subprocess_env, *args)
+
+    assert result.returncode == 2
+    assert "usage: cleanup_logs.py" in result.stderr
+
+
+async def test_failed_organisation_exits_1_and_says_why(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str], refuse_deletes: str
+) -> None:
+    await seed(sessions, add_logs, now)
+    await add_config(sessions, refuse_deletes, 30)
+    await add_logs(refuse_deletes, [days_ago(now, 40)])
+
+    result = cleanup(subprocess_env)
+
+    assert result.returncode == 1
+    assert re.search(rf" {refuse_deletes}: .*FAILED after 0 rows deleted: .*deletes refused", result.stdout)
+    assert "failed: 3 organisations, 3 rows deleted, 1 failed" in result.stdout
+    assert await count_logs(sessions, "legacy") == 1
+
+
+async def test_cleanup_already_running_elsewhere_exits_1(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await seed(sessions, add_logs, now)
+    holder = await start_lock_holder(subprocess_env)
+    try:
+        result = cleanup(subprocess_env, "--json")
+    finally:
+        holder.kill()
+        await holder.wait()
+
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {
+        "status": "already_running",
+        "error": "a retention cleanup is already running",
+    }
+    assert "error: a retention cleanup is already running" in result.stderr
+    assert await count_logs(sessions) == 5
+
+
+def test_unreachable_database_exits_1_with_one_line(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**subprocess_env, "DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"}
+
+    result = cleanup(env)
+
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_python_without_dependencies_reexecutes_with_the_repository_venv(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    bare_python = Path(sys.base_prefix) / "bin" / "python3"
+    venv_python = REPO_ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists() or Path(sys.prefix).resolve() != venv_python.parent.parent.resolve():
+        pytest.skip("the tests are not running from the repository's .venv")
+    if subprocess.run([bare_python, "-c", "import sqlalchemy"], capture_output=True).returncode == 0:
+        pytest.skip(f"{bare_python} has the dependencies installed; nothing to re-execute")
+    await seed(sessions, add_logs, now)
+    env = {key: value for key, value in subprocess_env.items() if key not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+
+    result = cleanup(env, "--json", python=str(bare_python))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["total_rows"] == 3
