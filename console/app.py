@@ -1,61 +1,268 @@
-"""The Textual application shell: engine lifecycle, screens, bindings, worker errors."""
+"""The Textual application: engine lifecycle, sign-in, the shell, bindings, palette, worker errors.
+
+The engine is created in the app's own event loop on mount and disposed on
+unmount. Screens run their database work in async workers; a failed worker
+arrives here (:class:`~console.messages.WorkerFailed`) and becomes either the
+"database unavailable" banner with automatic retry, or a one-line
+notification, with the traceback written to the log file, never to the screen.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from textual import work
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
 
 from console.commands.common import EXIT_FAILED, EXIT_OK, fail
-from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
-from db.models import LogEntry
-from db.settings import Settings
+from console.messages import DatabaseReachable, WorkerFailed
+from console.screens.confirm import ConfirmScreen
+from console.screens.help import HelpScreen
+from console.screens.login import LoginScreen
+from console.screens.section import ConsoleContext, SectionCommand, SignedInUser
+from console.screens.shell import SECTIONS, ShellScreen, section_id
+from db.engine import (
+    DatabaseError,
+    check_connectable,
+    check_database,
+    describe_connect_error,
+    new_engine,
+    new_sessionmaker,
+)
+from db.settings import DEFAULT_DATA_DIR, Settings
+
+log = logging.getLogger("console")
+
+RETRY_SECONDS = 3.0
+LIGHT_THEME = "textual-light"
+DARK_THEME = "textual-dark"
+#: Exception class names (anywhere in the cause chain) that mean the connection is gone.
+_CONNECTION_ERROR_NAMES = {
+    "ConnectionDoesNotExistError",
+    "AdminShutdownError",
+    "CannotConnectNowError",
+    "ConnectionFailureError",
+    "ConnectionRejectionError",
+    "InterfaceError",
+}
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be reached (as opposed to a bug or bad input)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(
+            seen, DatabaseError | OSError | TimeoutError | ConnectionError | OperationalError | InterfaceError
+        ):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if type(seen).__name__ in _CONNECTION_ERROR_NAMES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(getattr(error, "orig", None) or error).split())
+    return text[:300] or type(error).__name__
 
 
 class FirewallConsole(App[None]):
     """The operators' console."""
 
     TITLE = "AI Usage Firewall"
-    BINDINGS = [("q", "quit", "Quit")]
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+        Binding("ctrl+r", "retry_database", "Retry DB", show=False),
+    ]
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
         self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self.context: ConsoleContext | None = None
+        self.database_down = False
+        self._retry_timer: Timer | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("Connecting…", id="status")
-        yield Footer()
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError("the console is not mounted")
+        return self._sessions
+
+    @property
+    def user(self) -> SignedInUser | None:
+        return self.context.user if self.context is not None else None
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
         self.sub_title = self.settings.describe_database()
+        self.theme = DARK_THEME
         self.engine = new_engine(self.settings)
-        self.sessions = new_sessionmaker(self.engine)
-        self.load_status()
+        self._sessions = new_sessionmaker(self.engine)
+        await self.push_screen(LoginScreen())
 
     async def on_unmount(self) -> None:
         if self.engine is not None:
             await self.engine.dispose()
 
-    @work(exclusive=True, group="status")
-    async def load_status(self) -> None:
-        assert self.engine is not None
-        assert self.sessions is not None
-        status = self.query_one("#status", Static)
-        try:
-            await check_database(self.engine, self.settings)
-            async with self.sessions() as session:
-                count = await session.scalar(select(func.count()).select_from(LogEntry))
-        except DatabaseError as error:
-            status.update(f"[b red]{error}[/]")
+    def signed_in(self, user: SignedInUser) -> None:
+        """Called by the login screen: open the shell for ``user``."""
+        self.context = ConsoleContext(
+            sessions=self.sessions, user=user, settings=self.settings, notify=self.notify
+        )
+        self.switch_screen(ShellScreen(self.context))
+
+    def action_sign_out(self) -> None:
+        self.context = None
+        self.switch_screen(LoginScreen())
+
+    # -- errors and the database banner ----------------------------------------------------------
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        self.report_failure(message.error)
+
+    def report_failure(self, error: BaseException) -> None:
+        """A lost database becomes the banner (with retry); anything else a one-line notification."""
+        if is_connection_error(error):
+            log.warning("database unavailable", exc_info=error)
+            self.database_lost(describe_connect_error(self.settings, error))
             return
-        status.update(f"Connected to {self.settings.describe_database()}: {count} log entries.")
+        log.error("worker failed", exc_info=error)
+        self.notify(f"Something went wrong: {one_line(error)} (details in the log file)", severity="error")
+
+    def database_lost(self, reason: str) -> None:
+        first = not self.database_down
+        self.database_down = True
+        shell = self._shell()
+        if shell is not None:
+            shell.database_lost(reason)
+        elif first:
+            self.notify(reason, severity="error", timeout=8)
+        self._arm_retry()
+
+    def _shell(self) -> ShellScreen | None:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, ShellScreen):
+                return screen
+        return None
+
+    def _arm_retry(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.stop()
+        self._retry_timer = self.set_timer(RETRY_SECONDS, self.action_retry_database)
+
+    def action_retry_database(self) -> None:
+        self.retry_database()
+
+    @work(exclusive=True, group="app-retry", exit_on_error=False)
+    async def retry_database(self) -> None:
+        assert self.engine is not None
+        try:
+            await check_connectable(self.engine, self.settings)
+        except DatabaseError as error:
+            if self.database_down:
+                shell = self._shell()
+                if shell is not None:
+                    shell.database_lost(str(error))
+                self._arm_retry()
+            else:
+                self.notify(str(error), severity="error")
+            return
+        if self.database_down:
+            self.database_down = False
+            shell = self._shell()
+            if shell is not None:
+                shell.post_message(DatabaseReachable())
+            else:
+                self.notify("The database is back.")
+
+    # -- shell actions ---------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
+
+    def busy_with(self) -> list[str]:
+        """Work that quitting now would interrupt, by description."""
+        shell = self._shell()
+        if shell is None:
+            return []
+        return [what for section in shell.query(".section") if (what := section.busy_with())]  # type: ignore[attr-defined]
+
+    async def action_quit(self) -> None:
+        busy = self.busy_with()
+        if not busy:
+            self.exit()
+            return
+
+        def answered(quit_anyway: bool | None) -> None:
+            if quit_anyway:
+                self.exit()
+
+        self.push_screen(ConfirmScreen(f"Quit and stop {', '.join(busy)}?"), answered)
+
+    def _run_section_command(self, command: SectionCommand, section_type: type) -> None:
+        shell = self._shell()
+        if shell is None:
+            return
+        if command.admin_only and self.context is not None and not self.context.require_admin(command.title):
+            return
+        shell.action_show_section(section_id(section_type))  # type: ignore[arg-type]
+        section = shell.section(section_type)  # type: ignore[arg-type]
+        self.call_later(section.run_action, command.action)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Keys, filters, follow mode and export", self.action_help)
+        yield SystemCommand(
+            "Toggle light/dark theme", "Switch between the light and dark themes", self.action_toggle_theme
+        )
+        yield SystemCommand(
+            "Retry the database", "Check the database connection now", self.action_retry_database
+        )
+        shell = self._shell()
+        if shell is None or self.context is None:
+            return
+        yield SystemCommand("Sign out", f"Sign {self.context.user.username} out", self.action_sign_out)
+        for section_type in SECTIONS:
+            key = f" (key {section_type.KEY})" if section_type.KEY else ""
+            yield SystemCommand(
+                f"Go to {section_type.TITLE}",
+                f"Show the {section_type.TITLE} section{key}",
+                partial(shell.action_show_section, section_id(section_type)),
+            )
+            for command in section_type.COMMANDS:
+                if command.admin_only and not self.context.user.is_admin:
+                    continue
+                yield SystemCommand(
+                    command.title, command.help, partial(self._run_section_command, command, section_type)
+                )
+
+
+def _log_file() -> Path:
+    directory = Path(os.environ.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / "console.log"
 
 
 def run_console(settings: Settings) -> int:
@@ -72,5 +279,12 @@ def run_console(settings: Settings) -> int:
         asyncio.run(preflight())
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
+    try:
+        handler = logging.FileHandler(_log_file(), encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()  # type: ignore[assignment]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     FirewallConsole(settings).run()
     return EXIT_OK

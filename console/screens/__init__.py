@@ -1,0 +1,40 @@
+"""The console's screens and sections; the contract every section follows.
+
+The shell (:mod:`console.screens.shell`) shows one *section* at a time —
+Overview, Logs, Users, Devices, Config, Cleanup (keys 1–6) and Audit (command
+palette). A section is a :class:`console.screens.section.Section` (a Textual
+container) built with one argument, a :class:`console.screens.section.ConsoleContext`.
+What the app gives it, through that context:
+
+- ``context.sessions``: the ``async_sessionmaker`` of the app's engine (created in
+  the app's loop on mount, disposed on unmount). Open a session per unit of
+  work inside an async worker: ``async with self.context.sessions() as session``.
+  Call named functions of ``db/`` (``await db.users.list_users(session=session)``);
+  no SQL in screens.
+- ``context.user``: the signed-in :class:`~console.screens.section.SignedInUser`
+  (``username``, ``is_admin``, ``role``). Viewers may only look: gate every
+  change with ``if not self.context.require_admin("create users"): return``
+  (it notifies the viewer and returns False).
+- ``context.notify(message, severity=...)``: a toast; ``context.settings``:
+  the process's :class:`db.settings.Settings`.
+
+What the section does:
+
+- Runs every database call in an async worker declared
+  ``@work(exclusive=True, group="<section>-<what>", exit_on_error=False)``.
+  It does not catch database errors: :class:`Section` forwards a failed
+  worker to the app, which shows a lost connection as a banner with retry and
+  anything else as a one-line notification (the traceback goes to the log file).
+- Implements ``reload()`` (called when the section is first shown, when it is
+  shown again, and after the database comes back) and may implement
+  ``busy_with()`` (a description of work that quitting would interrupt, e.g.
+  "an export", else None).
+- Declares ``TITLE`` (tab label), ``KEY`` (its number key, or None) and may
+  declare ``COMMANDS`` (:class:`~console.screens.section.SectionCommand`: title,
+  help, action name, admin_only) for the command palette; admin-only commands
+  are hidden from viewers. ``BINDINGS`` of the section appear in the footer
+  while it has focus.
+
+Adding a screen's real content means editing only its module (for example
+``console/screens/users.py``); ``app.py`` and the shell need no change.
+"""

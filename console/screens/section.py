@@ -1,0 +1,86 @@
+"""What the app hands to every section, and the base class that routes worker failures to the app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from textual.containers import Vertical
+from textual.worker import Worker, WorkerState
+
+from console.messages import WorkerFailed
+from db.settings import Settings
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    """Who is signed in, and whether they may change things."""
+
+    username: str
+    is_admin: bool
+    full_name: str | None = None
+
+    @property
+    def role(self) -> str:
+        return "admin" if self.is_admin else "viewer"
+
+
+@dataclass(frozen=True)
+class ConsoleContext:
+    """Everything a section gets from the app (see :mod:`console.screens`)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    user: SignedInUser
+    settings: Settings
+    notify: Callable[..., None]
+
+    def require_admin(self, what: str) -> bool:
+        """True for an administrator; otherwise tell the viewer they may not ``what`` and return False."""
+        if self.user.is_admin:
+            return True
+        self.notify(f"Only administrators can {what}; you are signed in as a viewer.", severity="warning")
+        return False
+
+
+@dataclass(frozen=True)
+class SectionCommand:
+    """A command-palette entry of a section: runs ``action_<action>`` on the section."""
+
+    title: str
+    help: str
+    action: str
+    admin_only: bool = False
+
+
+class Section(Vertical):
+    """Base of every section: holds the context and forwards failed workers to the app."""
+
+    TITLE: ClassVar[str] = ""
+    KEY: ClassVar[str | None] = None
+    COMMANDS: ClassVar[tuple[SectionCommand, ...]] = ()
+
+    def __init__(self, context: ConsoleContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("section")
+        self.context = context
+
+    def reload(self) -> None:
+        """Fetch what the section shows (start workers); called when shown and after reconnecting."""
+
+    def focus_first(self) -> None:
+        """Give focus to the section's first focusable widget (its main view), if any."""
+        for widget in self.query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
+        self.screen.set_focus(None)
+
+    def busy_with(self) -> str | None:
+        """Work that quitting would interrupt (e.g. "an export"), or None."""
+        return None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.post_message(WorkerFailed(event.worker.error, event.worker.name))

@@ -1,0 +1,115 @@
+"""The shell after sign-in: header, section tabs (keys 1–6), the database banner, the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Header, Tab, Tabs
+
+from console.messages import DatabaseReachable
+from console.screens.audit import AuditSection
+from console.screens.cleanup import CleanupSection
+from console.screens.config import ConfigSection
+from console.screens.devices import DevicesSection
+from console.screens.logs import LogsSection
+from console.screens.overview import OverviewSection
+from console.screens.section import ConsoleContext, Section
+from console.screens.users import UsersSection
+from console.widgets.banner import DatabaseBanner
+
+#: Every section, in tab order; the ones with a KEY get a number key.
+SECTIONS: tuple[type[Section], ...] = (
+    OverviewSection,
+    LogsSection,
+    UsersSection,
+    DevicesSection,
+    ConfigSection,
+    CleanupSection,
+    AuditSection,
+)
+
+
+def section_id(section: type[Section]) -> str:
+    return "section-" + section.TITLE.lower()
+
+
+class ShellScreen(Screen[None]):
+    """Hosts one section at a time; the app talks to it to switch sections and show the banner."""
+
+    BINDINGS = [
+        *(
+            Binding(section.KEY, f"show_section('{section_id(section)}')", section.TITLE, show=False)
+            for section in SECTIONS
+            if section.KEY
+        ),
+        Binding("ctrl+r", "app.retry_database", "Retry DB", show=False),
+    ]
+
+    def __init__(self, context: ConsoleContext) -> None:
+        super().__init__()
+        self.context = context
+        self.shown: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Tabs(
+            *(
+                Tab(
+                    f"{section.KEY} {section.TITLE}" if section.KEY else section.TITLE,
+                    id=f"tab-{section_id(section)}",
+                )
+                for section in SECTIONS
+            ),
+            id="section-tabs",
+        )
+        yield DatabaseBanner(id="db-banner")
+        with ContentSwitcher(initial=section_id(SECTIONS[0]), id="sections"):
+            for section in SECTIONS:
+                yield section(self.context, id=section_id(section))
+        yield Footer()
+
+    def on_mount(self) -> None:
+        user = self.context.user
+        self.sub_title = f"{user.username} ({user.role}) · {self.context.settings.describe_database()}"
+        self.action_show_section(section_id(SECTIONS[0]))
+
+    @property
+    def current(self) -> Section:
+        switcher = self.query_one("#sections", ContentSwitcher)
+        return self.query_one(f"#{switcher.current}", Section)
+
+    def section(self, section_type: type[Section]) -> Section:
+        return self.query_one(f"#{section_id(section_type)}", Section)
+
+    def action_show_section(self, identifier: str) -> None:
+        """Show a section (by id), reload it, and focus it."""
+        switcher = self.query_one("#sections", ContentSwitcher)
+        switcher.current = identifier
+        tabs = self.query_one("#section-tabs", Tabs)
+        if tabs.active != f"tab-{identifier}":
+            tabs.active = f"tab-{identifier}"
+        section = self.query_one(f"#{identifier}", Section)
+        section.reload()
+        self.shown.add(identifier)
+        section.focus_first()
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        identifier = (event.tab.id or "").removeprefix("tab-")
+        switcher = self.query_one("#sections", ContentSwitcher)
+        if identifier and switcher.current != identifier:
+            self.action_show_section(identifier)
+
+    def database_lost(self, reason: str) -> None:
+        self.query_one(DatabaseBanner).show_lost(reason)
+
+    def on_database_reachable(self, _: DatabaseReachable) -> None:
+        banner = self.query_one(DatabaseBanner)
+        if banner.display:
+            banner.hide()
+            self.notify("The database is back.")
+            self.current.reload()
+
+    @property
+    def database_banner_shown(self) -> bool:
+        return bool(self.query_one(DatabaseBanner).display)

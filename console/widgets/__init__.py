@@ -1,0 +1,1 @@
+"""Widgets: render what they are given and post messages; no database access."""

@@ -1,0 +1,602 @@
+"""Queries of the log browser: filters, keyset pages, counts, follow mode and streamed export.
+
+Pages are keyed on ``(timestamp, id)``, newest first, and never use OFFSET nor
+load more than a page: :func:`page` walks an index from a :class:`Cursor` in
+either direction. Several risk levels are one index range each, merged in order
+(``UNION ALL`` of per-level pages), so no filter needs a sort of the matches.
+:func:`count` is exact when that is cheap and says when it is not.
+:func:`iter_entries` streams the filtered view in keyset chunks for
+:func:`export`, whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
+
+from db.base import as_utc
+from db.models import LogEntry, LogHourlyCount
+from db.vocabulary import RISK_LEVELS
+
+PAGE_SIZE = 50
+#: Counts up to this many matching rows are exact; beyond, the count is marked approximate.
+COUNT_CAP = 10_000
+#: PostgreSQL: a capped count slower than this gives way to the planner's estimate.
+COUNT_TIMEOUT_MS = 400
+EXPORT_CHUNK = 2_000
+EXPORT_FORMATS = ("csv", "jsonl")
+#: Columns of an exported row, in order (also the keys of :func:`entry_to_dict`).
+EXPORT_COLUMNS = (
+    "id",
+    "timestamp",
+    "organization_id",
+    "device_id",
+    "user_id",
+    "tool_name",
+    "tool_type",
+    "risk_level",
+    "prompt_length",
+    "entity_count",
+    "detected_entity_types",
+    "was_sanitized",
+    "log_metadata",
+    "created_at",
+)
+_MAX_CHAR = "\U0010ffff"
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """What the log browser shows; every field empty means every row.
+
+    ``risk_levels`` empty means all levels. ``since`` is inclusive, ``until``
+    exclusive. ``search`` matches the start of a user, device or tool name, or
+    exactly an organisation, an entity type or an event id.
+    """
+
+    risk_levels: frozenset[str] = frozenset()
+    tool: str | None = None
+    user: str | None = None
+    device: str | None = None
+    organization: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    entity_type: str | None = None
+    sanitized: bool | None = None
+    search: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.risk_levels) - set(RISK_LEVELS)
+        if unknown:
+            raise ValueError(f"unknown risk level(s): {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "risk_levels", frozenset(self.risk_levels))
+        for name in ("tool", "user", "device", "organization", "entity_type"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value or "").strip() or None)
+        object.__setattr__(self, "search", (self.search or "").strip())
+        if self.since is not None:
+            object.__setattr__(self, "since", as_utc(self.since))
+        if self.until is not None:
+            object.__setattr__(self, "until", as_utc(self.until))
+
+    @property
+    def effective_risk_levels(self) -> tuple[str, ...]:
+        """The risk levels that restrict rows: empty when none or all are chosen."""
+        if not self.risk_levels or set(self.risk_levels) == set(RISK_LEVELS):
+            return ()
+        return tuple(level for level in RISK_LEVELS if level in self.risk_levels)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.effective_risk_levels and self._without_risk() == LogFilter()
+
+    def _without_risk(self) -> LogFilter:
+        return LogFilter(
+            tool=self.tool,
+            user=self.user,
+            device=self.device,
+            organization=self.organization,
+            since=self.since,
+            until=self.until,
+            entity_type=self.entity_type,
+            sanitized=self.sanitized,
+            search=self.search,
+        )
+
+    def describe(self) -> str:
+        """A short human summary, e.g. ``risk=amber,red tool=ChatGPT``; "all rows" when empty."""
+        parts: list[str] = []
+        if self.effective_risk_levels:
+            parts.append("risk=" + ",".join(self.effective_risk_levels))
+        for label, value in (
+            ("tool", self.tool),
+            ("user", self.user),
+            ("device", self.device),
+            ("org", self.organization),
+            ("entity", self.entity_type),
+        ):
+            if value:
+                parts.append(f"{label}={value}")
+        if self.sanitized is not None:
+            parts.append("sanitised=" + ("yes" if self.sanitized else "no"))
+        if self.since is not None:
+            parts.append("from " + self.since.strftime("%Y-%m-%d %H:%M"))
+        if self.until is not None:
+            parts.append("until " + self.until.strftime("%Y-%m-%d %H:%M"))
+        if self.search:
+            parts.append(f"search={self.search!r}")
+        return " ".join(parts) or "all rows"
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """A position in the newest-first order: the (timestamp, id) of one row."""
+
+    timestamp: datetime
+    id: uuid.UUID
+
+    @classmethod
+    def of(cls, entry: LogEntry) -> Cursor:
+        return cls(as_utc(entry.timestamp), entry.id)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Up to a page of rows, newest first, and whether rows exist beyond each end."""
+
+    rows: Sequence[LogEntry]
+    has_newer: bool
+    has_older: bool
+
+    @property
+    def first(self) -> Cursor | None:
+        return Cursor.of(self.rows[0]) if self.rows else None
+
+    @property
+    def last(self) -> Cursor | None:
+        return Cursor.of(self.rows[-1]) if self.rows else None
+
+
+@dataclass(frozen=True)
+class LogCount:
+    """How many rows match: ``exact``, a lower bound (``at_least``) or a planner estimate."""
+
+    value: int
+    exact: bool = True
+    at_least: bool = False
+
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.value:,}"
+        if self.at_least:
+            return f"{self.value:,}+"
+        return "≈ " + _round_estimate(self.value)
+
+
+def _round_estimate(value: int) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f} M"
+    if value >= 10_000:
+        return f"{value / 1_000:.0f} k"
+    return f"{value:,}"
+
+
+# -- building the WHERE clause ------------------------------------------------------------------
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _contains_entity(entity: str, *, postgresql: bool) -> ColumnElement[bool]:
+    if postgresql:
+        # Containment uses the GIN (jsonb_path_ops) index of migration 0006.
+        return type_coerce(LogEntry.detected_entity_types, JSONB).contains([entity])
+    values = func.json_each(LogEntry.detected_entity_types).table_valued("value")
+    return exists(select(literal(1)).select_from(values).where(values.c.value == entity))
+
+
+def _starts_with(column_: Any, prefix: str) -> ColumnElement[bool]:
+    # The range lets a b-tree index find the rows; LIKE keeps the match exact whatever the collation.
+    return and_(column_ >= prefix, column_ < prefix + _MAX_CHAR, column_.startswith(prefix, autoescape=True))
+
+
+def _search_condition(term: str, *, postgresql: bool) -> ColumnElement[bool]:
+    options: list[ColumnElement[bool]] = [
+        _starts_with(LogEntry.user_id, term),
+        _starts_with(LogEntry.device_id, term),
+        _starts_with(LogEntry.tool_name, term),
+        LogEntry.organization_id == term,
+        _contains_entity(term, postgresql=postgresql),
+    ]
+    try:
+        options.append(LogEntry.id == uuid.UUID(term))
+    except ValueError:
+        pass
+    return or_(*options)
+
+
+def conditions(filters: LogFilter, *, postgresql: bool, with_risk: bool = True) -> list[ColumnElement[bool]]:
+    """The WHERE terms of a filter (risk levels as ``IN`` unless ``with_risk`` is False)."""
+    terms: list[ColumnElement[bool]] = []
+    levels = filters.effective_risk_levels
+    if with_risk and levels:
+        terms.append(
+            LogEntry.risk_level == levels[0] if len(levels) == 1 else LogEntry.risk_level.in_(levels)
+        )
+    if filters.tool:
+        terms.append(LogEntry.tool_name == filters.tool)
+    if filters.user:
+        terms.append(LogEntry.user_id == filters.user)
+    if filters.device:
+        terms.append(LogEntry.device_id == filters.device)
+    if filters.organization:
+        terms.append(LogEntry.organization_id == filters.organization)
+    if filters.since is not None:
+        terms.append(LogEntry.timestamp >= filters.since)
+    if filters.until is not None:
+        terms.append(LogEntry.timestamp < filters.until)
+    if filters.entity_type:
+        terms.append(_contains_entity(filters.entity_type, postgresql=postgresql))
+    if filters.sanitized is not None:
+        terms.append(LogEntry.was_sanitized.is_(filters.sanitized))
+    if filters.search:
+        terms.append(_search_condition(filters.search, postgresql=postgresql))
+    return terms
+
+
+def _keyset(cursor: Cursor | None, *, older: bool) -> list[ColumnElement[bool]]:
+    if cursor is None:
+        return []
+    key = tuple_(LogEntry.timestamp, LogEntry.id)
+    bound = tuple_(literal(cursor.timestamp, LogEntry.timestamp.type), literal(cursor.id, LogEntry.id.type))
+    return [key < bound if older else key > bound]
+
+
+def _order(older: bool) -> tuple[Any, Any]:
+    if older:
+        return LogEntry.timestamp.desc(), LogEntry.id.desc()
+    return LogEntry.timestamp.asc(), LogEntry.id.asc()
+
+
+def page_statement(
+    filters: LogFilter,
+    *,
+    postgresql: bool,
+    cursor: Cursor | None = None,
+    older: bool = True,
+    limit: int = PAGE_SIZE,
+) -> Select[tuple[LogEntry]]:
+    """The SELECT of one keyset page: rows past ``cursor`` going older (or newer), in that order.
+
+    With several (not all) risk levels it is a ``UNION ALL`` of one ordered,
+    limited branch per level, each an index range on (risk_level, timestamp, id).
+    """
+    base = conditions(filters, postgresql=postgresql, with_risk=False) + _keyset(cursor, older=older)
+    levels = filters.effective_risk_levels
+    if len(levels) <= 1:
+        where = base + ([LogEntry.risk_level == levels[0]] if levels else [])
+        return select(LogEntry).where(*where).order_by(*_order(older)).limit(limit)
+    branches = [
+        select(
+            select(LogEntry.id, LogEntry.timestamp)
+            .where(*base, LogEntry.risk_level == level)
+            .order_by(*_order(older))
+            .limit(limit)
+            .subquery()
+        )
+        for level in levels
+    ]
+    ids = union_all(*branches).subquery("page_ids")
+    ordering = (ids.c.timestamp.desc(), ids.c.id.desc()) if older else (ids.c.timestamp.asc(), ids.c.id.asc())
+    return select(LogEntry).join(ids, LogEntry.id == ids.c.id).order_by(*ordering).limit(limit)
+
+
+# -- pages, counts, follow mode ------------------------------------------------------------------
+
+
+async def _fetch(
+    session: AsyncSession, filters: LogFilter, cursor: Cursor | None, *, older: bool, limit: int
+) -> list[LogEntry]:
+    statement = page_statement(
+        filters, postgresql=_is_postgresql(session), cursor=cursor, older=older, limit=limit
+    )
+    return list((await session.scalars(statement)).all())
+
+
+async def page(
+    *,
+    session: AsyncSession,
+    filters: LogFilter,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    """One page, newest first: the newest rows, rows older than ``after`` or newer than ``before``.
+
+    Going newer past the top returns the first page, so "previous" never shows
+    a short page above rows the user has already seen.
+    """
+    if after is not None and before is not None:
+        raise ValueError("give after or before, not both")
+    if before is None:
+        rows = await _fetch(session, filters, after, older=True, limit=limit + 1)
+        return Page(rows=rows[:limit], has_newer=after is not None, has_older=len(rows) > limit)
+    rows = await _fetch(session, filters, before, older=False, limit=limit + 1)
+    if len(rows) <= limit:
+        return await page(session=session, filters=filters, limit=limit)
+    rows = rows[:limit]
+    rows.reverse()
+    return Page(rows=rows, has_newer=True, has_older=True)
+
+
+async def rows_after(
+    *, session: AsyncSession, filters: LogFilter, cursor: Cursor | None, limit: int = PAGE_SIZE
+) -> list[LogEntry]:
+    """Follow mode: matching rows newer than ``cursor`` (the newest shown), newest first, at most ``limit``.
+
+    With no cursor (nothing shown yet) it is the first page.
+    """
+    if cursor is None:
+        return list((await page(session=session, filters=filters, limit=limit)).rows)
+    rows = await _fetch(session, filters, cursor, older=False, limit=limit)
+    rows.reverse()
+    return rows
+
+
+def count_statement(filters: LogFilter, *, postgresql: bool, cap: int) -> Select[tuple[int]]:
+    """``count(*)`` of at most ``cap`` matching rows (a capped count stays cheap on any table)."""
+    matches = (
+        select(literal(1).label("one"))
+        .select_from(LogEntry)
+        .where(*conditions(filters, postgresql=postgresql))
+        .limit(cap)
+    )
+    return select(func.count()).select_from(matches.subquery())
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON[, ANALYZE]) <statement>`` on PostgreSQL, binds processed as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any], *, analyze: bool = False) -> None:
+        self.statement = statement
+        self.analyze = analyze
+
+
+@compiles(Explain, "postgresql")
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    options = "ANALYZE, FORMAT JSON" if element.analyze else "FORMAT JSON"
+    return f"EXPLAIN ({options}) " + compiler.process(element.statement, **kw)
+
+
+async def explain(session: AsyncSession, statement: Select[Any], *, analyze: bool = False) -> dict[str, Any]:
+    """PostgreSQL's plan of ``statement`` as a dict (with timings when ``analyze``)."""
+    document = (await session.execute(Explain(statement, analyze=analyze))).scalar_one()
+    if isinstance(document, str | bytes):
+        document = orjson.loads(document)
+    return dict(document[0])
+
+
+async def _estimate(session: AsyncSession, filters: LogFilter) -> int:
+    plan = await explain(session, select(LogEntry.id).where(*conditions(filters, postgresql=True)))
+    return int(plan["Plan"]["Plan Rows"])
+
+
+async def count(
+    *, session: AsyncSession, filters: LogFilter, cap: int = COUNT_CAP, timeout_ms: int = COUNT_TIMEOUT_MS
+) -> LogCount:
+    """How many rows match: exact up to ``cap``; beyond, PostgreSQL's estimate or "cap+".
+
+    On PostgreSQL a capped count slower than ``timeout_ms`` is cancelled and the
+    planner's estimate is returned instead, so counting never holds up the screen.
+    It ends the session's transaction (a count only reads).
+    """
+    postgresql = _is_postgresql(session)
+    statement = count_statement(filters, postgresql=postgresql, cap=cap + 1)
+    if not postgresql:
+        counted = int(await session.scalar(statement) or 0)
+        return LogCount(counted) if counted <= cap else LogCount(cap, exact=False, at_least=True)
+    counted: int | None = None
+    try:
+        await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
+        counted = int(await session.scalar(statement) or 0)
+    except DBAPIError as error:
+        if "statement timeout" not in str(error.orig) and "canceling statement" not in str(error.orig):
+            raise
+    finally:
+        await session.rollback()  # ends the transaction, and with it the timeout
+    if counted is not None and counted <= cap:
+        return LogCount(counted)
+    try:
+        estimate = await _estimate(session, filters)
+    finally:
+        await session.rollback()
+    return LogCount(max(estimate, cap + 1), exact=False)
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def entry_to_dict(entry: LogEntry) -> dict[str, Any]:
+    """Every column of a row as JSON-ready values (times in ISO 8601 UTC)."""
+    return {
+        "id": str(entry.id),
+        "timestamp": as_utc(entry.timestamp).isoformat(),
+        "organization_id": entry.organization_id,
+        "device_id": entry.device_id,
+        "user_id": entry.user_id,
+        "tool_name": entry.tool_name,
+        "tool_type": entry.tool_type,
+        "risk_level": entry.risk_level,
+        "prompt_length": entry.prompt_length,
+        "entity_count": entry.entity_count,
+        "detected_entity_types": list(entry.detected_entity_types or []),
+        "was_sanitized": bool(entry.was_sanitized),
+        "log_metadata": dict(entry.log_metadata or {}),
+        "created_at": as_utc(entry.created_at).isoformat() if entry.created_at else None,
+    }
+
+
+async def iter_entries(
+    *, session: AsyncSession, filters: LogFilter, chunk: int = EXPORT_CHUNK
+) -> AsyncIterator[list[LogEntry]]:
+    """The filtered view, newest first, in keyset chunks: memory stays one chunk, whatever the size.
+
+    Rows arriving after the first chunk (newer than it) are not included, so an
+    export is the view as it was when it started.
+    """
+    cursor: Cursor | None = None
+    while True:
+        rows = await _fetch(session, filters, cursor, older=True, limit=chunk)
+        if not rows:
+            return
+        yield rows
+        session.expunge_all()  # keep the identity map at one chunk
+        if len(rows) < chunk:
+            return
+        cursor = Cursor.of(rows[-1])
+
+
+ExportFormat = Literal["csv", "jsonl"]
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def _encode_rows(rows: Sequence[LogEntry], fmt: ExportFormat) -> str:
+    buffer = io.StringIO()
+    if fmt == "csv":
+        writer = csv.writer(buffer)
+        for entry in rows:
+            record = entry_to_dict(entry)
+            writer.writerow([_csv_value(record[name]) for name in EXPORT_COLUMNS])
+    else:
+        for entry in rows:
+            buffer.write(orjson.dumps(entry_to_dict(entry)).decode())
+            buffer.write("\n")
+    return buffer.getvalue()
+
+
+def _header(fmt: ExportFormat) -> str:
+    if fmt != "csv":
+        return ""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(EXPORT_COLUMNS)
+    return buffer.getvalue()
+
+
+async def export(
+    *,
+    session: AsyncSession,
+    filters: LogFilter,
+    path: Path,
+    fmt: ExportFormat,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = EXPORT_CHUNK,
+) -> int:
+    """Write the filtered view to ``path`` as CSV or JSON Lines, streamed; return the rows written.
+
+    The file appears complete or not at all (written beside it, then renamed);
+    file writes run in a thread so the event loop never waits on the disk.
+    ``progress`` is called with the running total after every chunk.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    target = os.fspath(path)  # callers expand "~"
+    partial = target + ".partial"
+    handle = await asyncio.to_thread(open, partial, "w", encoding="utf-8", newline="")
+    written = 0
+    try:
+        await asyncio.to_thread(handle.write, _header(fmt))
+        async for rows in iter_entries(session=session, filters=filters, chunk=chunk):
+            await asyncio.to_thread(handle.write, _encode_rows(rows, fmt))
+            written += len(rows)
+            if progress is not None:
+                progress(written)
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, partial, target)
+    finally:
+        if not handle.closed:
+            await asyncio.to_thread(handle.close)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, partial)
+    return written
+
+
+# -- choices for the filter form -----------------------------------------------------------------
+
+
+async def known_values(
+    *, session: AsyncSession, dimension: str, since: datetime, limit: int = 200
+) -> list[str]:
+    """Keys seen in the hourly counts since ``since`` (tools, entity types…), for suggestions."""
+    statement = (
+        select(LogHourlyCount.key)
+        .where(LogHourlyCount.dimension == dimension, LogHourlyCount.bucket_start >= since)
+        .group_by(LogHourlyCount.key)
+        .order_by(func.sum(LogHourlyCount.event_count).desc())
+        .limit(limit)
+    )
+    return [key for key in (await session.scalars(statement)).all() if key]
+
+
+__all__ = [
+    "COUNT_CAP",
+    "EXPORT_COLUMNS",
+    "EXPORT_FORMATS",
+    "PAGE_SIZE",
+    "Cursor",
+    "ExportFormat",
+    "LogCount",
+    "LogFilter",
+    "Page",
+    "count",
+    "entry_to_dict",
+    "explain",
+    "export",
+    "iter_entries",
+    "known_values",
+    "page",
+    "page_statement",
+    "rows_after",
+]
