@@ -370,6 +370,9 @@ class Connection:
     async def _read_chunk(self) -> bytes:
         if self._stopping:
             return b""
+        stats = self._server.stats
+        if self._lines.high_water_bytes > stats.max_line_buffer_bytes:
+            stats.max_line_buffer_bytes = self._lines.high_water_bytes
         self._reading = True
         try:
             async with asyncio.timeout_at(self._deadline):

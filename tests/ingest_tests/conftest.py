@@ -69,7 +69,7 @@ async def start_server(settings: Settings, **limits: Any) -> ServerHandle:
         settings,
         ingest_host="127.0.0.1",
         ingest_port=0,
-        ingest=replace(settings.ingest, stats_interval_seconds=0, **limits),
+        ingest=replace(settings.ingest, **{"stats_interval_seconds": 0, **limits}),
     )
     stop_event = asyncio.Event()
     ready: asyncio.Future[RunningServer] = asyncio.get_running_loop().create_future()
@@ -281,3 +281,37 @@ class TcpProxy:
         self.cut()
         if self._server is not None:
             self._server.close()
+
+
+@contextlib.asynccontextmanager
+async def write_lock(settings: Settings) -> AsyncIterator[None]:
+    """Hold the database's write lock on log_entries (the server's writer waits) until the block ends."""
+    if settings.is_sqlite:
+        import aiosqlite
+
+        database = await aiosqlite.connect(settings.url.database)
+        try:
+            await database.execute("BEGIN IMMEDIATE")
+            yield
+            await database.rollback()
+        finally:
+            await database.close()
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(settings.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("LOCK TABLE log_entries IN EXCLUSIVE MODE")
+        yield
+        await transaction.rollback()
+    finally:
+        await connection.close()
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10.0, step: float = 0.02) -> None:
+    """Wait until condition() is true (polling a server counter); TimeoutError otherwise."""
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(step)
