@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AuditEvent
@@ -14,6 +15,9 @@ from db.models import AuditEvent
 #: Fields whose values never enter the audit trail, whatever the entity.
 SECRET_FIELDS = frozenset({"password", "hashed_password", "token", "token_hash"})
 AUDIT_SOURCES = ("console", "cli", "scheduler")
+#: What audit rows are about (``entity_type``), for the console's filter.
+AUDIT_ENTITY_TYPES = ("user", "device", "organization", "config", "ingest_token", "retention")
+AUDIT_PAGE_SIZE = 200
 
 
 def _redact(changes: dict[str, Any]) -> dict[str, Any]:
@@ -59,3 +63,71 @@ async def record_change(
 async def recent_changes(*, session: AsyncSession, limit: int = 200) -> Sequence[AuditEvent]:
     statement = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(limit)
     return (await session.scalars(statement)).all()
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit browser shows: ``search`` matches actor, action or entity id (substring)."""
+
+    search: str = ""
+    entity_type: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of audit rows, newest first, and whether older rows follow."""
+
+    rows: Sequence[AuditEvent]
+    has_older: bool
+
+
+async def list_changes(
+    *,
+    session: AsyncSession,
+    filters: AuditFilter,
+    before: tuple[datetime, Any] | None = None,
+    limit: int = AUDIT_PAGE_SIZE,
+) -> AuditPage:
+    """Audit rows matching ``filters``, newest first, older than the ``before`` (occurred_at, id) cursor."""
+    statement = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    if filters.search:
+        like = f"%{filters.search.lower()}%"
+        statement = statement.where(
+            or_(
+                func.lower(AuditEvent.actor).like(like),
+                func.lower(AuditEvent.action).like(like),
+                func.lower(AuditEvent.entity_id).like(like),
+            )
+        )
+    if filters.entity_type:
+        statement = statement.where(AuditEvent.entity_type == filters.entity_type)
+    if filters.source:
+        statement = statement.where(AuditEvent.source == filters.source)
+    if filters.since is not None:
+        statement = statement.where(AuditEvent.occurred_at >= filters.since)
+    if before is not None:
+        moment, row_id = before
+        statement = statement.where(
+            or_(
+                AuditEvent.occurred_at < moment,
+                and_(AuditEvent.occurred_at == moment, AuditEvent.id < row_id),
+            )
+        )
+    rows = (await session.scalars(statement.limit(limit + 1))).all()
+    return AuditPage(rows=rows[:limit], has_older=len(rows) > limit)
+
+
+def describe_changes(changes: dict[str, Any]) -> list[str]:
+    """One line per changed field: ``field: before → after`` (secrets show only that they changed)."""
+    lines = []
+    for name, change in sorted(changes.items()):
+        if isinstance(change, dict) and ("before" in change or "after" in change):
+            before = change.get("before", "—")
+            lines.append(f"{name}: {before!r} → {change.get('after', '—')!r}")
+        elif isinstance(change, dict) and change.get("changed"):
+            lines.append(f"{name}: changed")
+        else:
+            lines.append(f"{name}: {change!r}")
+    return lines

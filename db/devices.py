@@ -5,13 +5,17 @@ The ingest functions come first; the console's listing functions follow them.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.base import utcnow
-from db.models import Device
+from db.base import as_utc, utcnow
+from db.models import Device, LogEntry
 
 # --- ingest: register or touch on hello ----------------------------------------------------------
 
@@ -72,5 +76,116 @@ async def register_or_touch_device(
     device.last_seen = now
     if agent_version is not None:
         device.agent_version = agent_version
+    await session.flush()
+    return device
+
+
+# --- console queries ------------------------------------------------------------------------------
+
+#: The console lists at most this many devices per filter (newest seen first); narrow the filter for more.
+DEVICE_LIST_LIMIT = 500
+
+
+class DeviceError(LookupError):
+    """There is no such device; the message says which."""
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """What the devices list shows; every field narrows it, the defaults show everything.
+
+    ``never_seen`` means the device said hello but no event of it is stored;
+    ``seen_within_days`` keeps devices whose ``last_seen`` is that recent.
+    """
+
+    search: str = ""
+    device_type: str | None = None
+    organization_id: str | None = None
+    active: bool | None = None
+    seen_within_days: int | None = None
+    never_seen: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceActivity:
+    """One device's events by risk level (all stored), its newest event and when it last said hello."""
+
+    device_id: str
+    by_risk: dict[str, int]
+    last_event_at: datetime | None
+    last_seen: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_risk.values())
+
+
+async def list_devices(
+    *, session: AsyncSession, filters: DeviceFilter, now: datetime | None = None, limit: int = DEVICE_LIST_LIMIT
+) -> Sequence[Device]:
+    """Devices matching ``filters``, most recently seen first, at most ``limit``."""
+    statement = select(Device).order_by(Device.last_seen.desc(), Device.device_id).limit(limit)
+    if filters.search:
+        like = f"%{filters.search.lower()}%"
+        statement = statement.where(
+            or_(func.lower(Device.device_id).like(like), func.lower(Device.user_id).like(like))
+        )
+    if filters.device_type:
+        statement = statement.where(Device.device_type == filters.device_type)
+    if filters.organization_id:
+        statement = statement.where(Device.organization_id == filters.organization_id)
+    if filters.active is not None:
+        statement = statement.where(Device.is_active.is_(filters.active))
+    if filters.seen_within_days is not None:
+        since = as_utc(now or utcnow()) - timedelta(days=filters.seen_within_days)
+        statement = statement.where(Device.last_seen >= since)
+    if filters.never_seen:
+        # One probe of ix_log_entries_device_timestamp per device.
+        statement = statement.where(~exists().where(LogEntry.device_id == Device.device_id))
+    return (await session.scalars(statement)).all()
+
+
+async def get_device(*, session: AsyncSession, device_id: str) -> Device:
+    """The device with this agent-chosen id; DeviceError if there is none."""
+    device = await session.scalar(select(Device).where(Device.device_id == device_id))
+    if device is None:
+        raise DeviceError(f"there is no device {device_id!r}")
+    return device
+
+
+async def device_activity(*, session: AsyncSession, device_id: str) -> DeviceActivity:
+    """Events of the device by risk level and its newest event, read from (device_id, timestamp)."""
+    rows = await session.execute(
+        select(LogEntry.risk_level, func.count(), func.max(LogEntry.timestamp))
+        .where(LogEntry.device_id == device_id)
+        .group_by(LogEntry.risk_level)
+    )
+    by_risk: dict[str, int] = {}
+    newest: datetime | None = None
+    for risk_level, count, last in rows.all():
+        by_risk[risk_level] = int(count)
+        if last is not None and (newest is None or as_utc(last) > newest):
+            newest = as_utc(last)
+    last_seen = await session.scalar(select(Device.last_seen).where(Device.device_id == device_id))
+    return DeviceActivity(device_id, by_risk, newest, as_utc(last_seen) if last_seen else None)
+
+
+async def set_device_active(
+    *, session: AsyncSession, device_id: str, active: bool
+) -> tuple[Device, dict[str, dict[str, object]]]:
+    """Activate or deactivate a device (a deactivated one is refused at its next hello); return the change."""
+    device = await get_device(session=session, device_id=device_id)
+    changes: dict[str, dict[str, object]] = {}
+    if device.is_active != active:
+        changes["is_active"] = {"before": device.is_active, "after": active}
+        device.is_active = active
+        await session.flush()
+    return device, changes
+
+
+async def delete_device(*, session: AsyncSession, device_id: str) -> Device:
+    """Delete a device's registration (its logs stay); it registers again at its next hello."""
+    device = await get_device(session=session, device_id=device_id)
+    await session.execute(delete(Device).where(Device.id == device.id))
     await session.flush()
     return device

@@ -109,3 +109,112 @@ async def authenticate(*, session: AsyncSession, username: str, password: str) -
     user.last_login = utcnow()
     await session.flush()
     return user
+
+
+# --- console administration: edit, activate/deactivate, reset password, delete -------------------
+#
+# Guards live here, not in the screens: nobody deactivates, demotes or deletes
+# themselves, and the last active administrator cannot be deactivated, demoted
+# or deleted by anyone. Each function returns what it changed as
+# ``{field: {"before": ..., "after": ...}}`` for the audit trail (never a password).
+
+
+async def get_user(*, session: AsyncSession, username: str) -> User:
+    """The user called ``username``; UserError (field ``username``) if there is none."""
+    user = await get_by_username(session=session, username=username)
+    if user is None:
+        raise UserError(f"there is no user {username!r}", field="username")
+    return user
+
+
+async def _other_active_admins(session: AsyncSession, user: User) -> int:
+    """How many active administrators there are besides ``user`` (rows locked on PostgreSQL)."""
+    statement = select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True), User.id != user.id)
+    if session.get_bind().dialect.name == "postgresql":
+        # Two admins demoting each other at once must not leave none: lock the rows we count.
+        statement = statement.with_for_update()
+    return len((await session.scalars(statement)).all())
+
+
+async def _guard_admin_loss(session: AsyncSession, *, user: User, actor: str, field: str, what: str) -> None:
+    """Refuse ``what`` (demote, deactivate, delete) on oneself or on the last active administrator."""
+    if user.username == actor:
+        raise UserError(f"you cannot {what} yourself; ask another administrator", field=field)
+    if user.is_admin and user.is_active and await _other_active_admins(session, user) == 0:
+        raise UserError(
+            f"{user.username!r} is the last active administrator: make someone else an administrator first",
+            field=field,
+        )
+
+
+async def update_user(
+    *,
+    session: AsyncSession,
+    username: str,
+    actor: str,
+    email: str | None = None,
+    full_name: str | None = None,
+    is_admin: bool | None = None,
+    is_active: bool | None = None,
+) -> tuple[User, dict[str, dict[str, object]]]:
+    """Change the given fields of ``username`` on behalf of ``actor``; return the user and the changes.
+
+    Raises UserError (with ``field``) for a bad or taken email, or when the change
+    would deactivate or demote the actor or the last active administrator.
+    """
+    user = await get_user(session=session, username=username)
+    new_values: dict[str, object] = {}
+    if email is not None:
+        email = validate_email(email)
+        if email.lower() != user.email.lower():
+            taken = await session.scalar(
+                select(User.id).where(func.lower(User.email) == email.lower(), User.id != user.id)
+            )
+            if taken is not None:
+                raise UserError(f"email {email!r} is already used", field="email")
+        new_values["email"] = email
+    if full_name is not None:
+        full_name = full_name.strip()
+        if len(full_name) > 255:
+            raise UserError("full name must be at most 255 characters", field="full_name")
+        new_values["full_name"] = full_name or None
+    if is_admin is not None:
+        if user.is_admin and not is_admin:
+            await _guard_admin_loss(session, user=user, actor=actor, field="is_admin", what="demote")
+        new_values["is_admin"] = is_admin
+    if is_active is not None:
+        if user.is_active and not is_active:
+            await _guard_admin_loss(session, user=user, actor=actor, field="is_active", what="deactivate")
+        new_values["is_active"] = is_active
+    changes: dict[str, dict[str, object]] = {}
+    for name, value in new_values.items():
+        before = getattr(user, name)
+        if before != value:
+            changes[name] = {"before": before, "after": value}
+            setattr(user, name, value)
+    if changes:
+        await session.flush()
+    return user, changes
+
+
+async def reset_password(
+    *, session: AsyncSession, username: str, password: str, bcrypt_rounds: int = 12
+) -> User:
+    """Give ``username`` a new password (bcrypt); UserError (field ``password``) if it is too short or long."""
+    try:
+        validate_password(password)
+    except ValueError as error:
+        raise UserError(str(error), field="password") from None
+    user = await get_user(session=session, username=username)
+    user.hashed_password = hash_password(password, rounds=bcrypt_rounds)
+    await session.flush()
+    return user
+
+
+async def delete_user(*, session: AsyncSession, username: str, actor: str) -> User:
+    """Delete ``username``; UserError if it is the actor or the last active administrator."""
+    user = await get_user(session=session, username=username)
+    await _guard_admin_loss(session, user=user, actor=actor, field="username", what="delete")
+    await session.delete(user)
+    await session.flush()
+    return user
