@@ -42,7 +42,14 @@ from db.vocabulary import DEFAULT_MONITORED_TOOLS, DEVICE_TYPES
 #: Which tool types an agent of each device type watches.
 TOOL_TYPE_OF_DEVICE = {"browser": "web", "desktop": "desktop", "cli": "cli"}
 #: Relative popularity of the well-known tools (others weigh 1).
-TOOL_WEIGHTS = {"ChatGPT": 10, "Claude": 6, "Microsoft Copilot": 5, "Gemini": 4, "GitHub Copilot": 6, "Cursor": 4}
+TOOL_WEIGHTS = {
+    "ChatGPT": 10,
+    "Claude": 6,
+    "Microsoft Copilot": 5,
+    "Gemini": 4,
+    "GitHub Copilot": 6,
+    "Cursor": 4,
+}
 RISK_WEIGHTS = {"green": 80, "amber": 15, "red": 5}
 AMBER_ENTITY_TYPES = ("EMAIL", "PHONE", "PERSON", "ADDRESS", "IP_ADDRESS", "IBAN", "DATE_OF_BIRTH")
 RED_ENTITY_TYPES = ("API_KEY", "PASSWORD", "PRIVATE_KEY", "CREDIT_CARD", "SSN")
@@ -117,7 +124,9 @@ class EventGenerator:
         elif risk == "amber":
             types = rnd.sample(AMBER_ENTITY_TYPES, rnd.randint(1, 3))
         else:
-            types = rnd.sample(RED_ENTITY_TYPES, rnd.randint(1, 2)) + rnd.sample(AMBER_ENTITY_TYPES, rnd.randint(0, 2))
+            types = rnd.sample(RED_ENTITY_TYPES, rnd.randint(1, 2)) + rnd.sample(
+                AMBER_ENTITY_TYPES, rnd.randint(0, 2)
+            )
         entity_count = len(types) + (rnd.randint(0, 4) if types else 0)
         event: dict[str, Any] = {
             "type": "log",
@@ -147,7 +156,9 @@ class EventGenerator:
             metadata["app_version"] = f"{rnd.randint(1, 3)}.{rnd.randint(0, 20)}"
         return metadata
 
-    def identity(self, organization_id: str, token: str, index: int, *, domain: str | None = None) -> AgentIdentity:
+    def identity(
+        self, organization_id: str, token: str, index: int, *, domain: str | None = None
+    ) -> AgentIdentity:
         """A plausible agent identity number ``index`` of an organisation."""
         device_type = DEVICE_TYPES[index % len(DEVICE_TYPES)]
         return AgentIdentity(
@@ -243,9 +254,23 @@ class AgentClient:
             assert self._writer is not None
             await self._writer.drain()
 
-    async def send_many(self, events: Sequence[dict[str, Any]]) -> None:
-        for event in events:
-            await self.send(event)
+    async def send_many(self, events: Sequence[dict[str, Any]], *, drain_every: int = 64) -> None:
+        """Send events back to back (draining every ``drain_every``), within ``max_in_flight``."""
+        limit = self.max_in_flight or 1000
+        for index, event in enumerate(events):
+            while len(self.unacked) >= limit and self.connected:
+                self._progress.clear()
+                await self._progress.wait()
+            event_id = event["id"]
+            self.unacked[event_id] = event
+            self._sent_at[event_id] = time.perf_counter()
+            if self.connected:
+                self._write(event)
+                if index % drain_every == drain_every - 1:
+                    assert self._writer is not None
+                    await self._writer.drain()
+        if self.connected and self._writer is not None:
+            await self._writer.drain()
 
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (tests of hostile input)."""
