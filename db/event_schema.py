@@ -9,6 +9,7 @@ plain words, e.g. "risk_level must be one of green, amber, red; got 'purple'".
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -133,17 +134,23 @@ def _name_words(name: str) -> list[str]:
     return [word for word in _WORDS.split(_CAMEL.sub(r"\1_\2", name).lower()) if word]
 
 
-def is_content_field(name: str, value: object) -> bool:
-    """True if a field of this name (and value) would carry prompt or answer content."""
+@functools.lru_cache(maxsize=4096)
+def _classify_name(name: str) -> tuple[bool, bool]:
+    """(mentions content, names a measure such as ``prompt_length``); names repeat, so cached."""
     words = _name_words(name)
     if not words:
-        return False
+        return False, False
     mentions_content = any(word in CONTENT_WORDS for word in words) or any(
         stem in word for word in words for stem in CONTENT_STEMS
     )
+    return mentions_content, words[-1] in MEASURE_WORDS and len(words) > 1
+
+
+def is_content_field(name: str, value: object) -> bool:
+    """True if a field of this name (and value) would carry prompt or answer content."""
+    mentions_content, is_measure = _classify_name(name[:200])
     if not mentions_content:
         return False
-    is_measure = words[-1] in MEASURE_WORDS and len(words) > 1
     measured_value = isinstance(value, int | float) and not isinstance(value, bool)
     return not (is_measure and measured_value)
 

@@ -46,7 +46,8 @@ class IngestLimits:
     max_in_flight_per_connection: int = 1000
     queue_max_events: int = 20_000
     batch_max_events: int = 2000
-    batch_max_wait_ms: float = 20.0
+    #: 0 = group commit: each batch takes what queued up during the previous commit.
+    batch_max_wait_ms: float = 0.0
     stats_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
     db_retry_max_seconds: float = 5.0

@@ -19,14 +19,20 @@ from db.tokens import TokenError, create_token, list_tokens, revoke_token
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser("ingest-token", help="create, list and revoke agents' ingest tokens")
     actions = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="create a token (printed once: store it in the agents' config)")
+    create = actions.add_parser(
+        "create", help="create a token (printed once: store it in the agents' config)"
+    )
     create.add_argument("--organization", required=True, metavar="ORG", help="an existing organisation id")
     create.add_argument("--name", default="", help="what the token is for, e.g. 'laptops 2026'")
     create.set_defaults(handler=create_command)
     listing = actions.add_parser("list", help="list tokens (never the secrets)")
-    listing.add_argument("--organization", default=None, metavar="ORG", help="only this organisation's tokens")
+    listing.add_argument(
+        "--organization", default=None, metavar="ORG", help="only this organisation's tokens"
+    )
     listing.set_defaults(handler=list_command)
-    revoke = actions.add_parser("revoke", help="revoke a token: agents using it are refused from their next hello")
+    revoke = actions.add_parser(
+        "revoke", help="revoke a token: agents using it are refused from their next hello"
+    )
     revoke.add_argument("token_id", metavar="ID", help="the token's id, as shown by `ingest-token list`")
     revoke.set_defaults(handler=revoke_command)
 
@@ -68,7 +74,9 @@ def create_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def format_tokens(rows: Sequence[IngestToken]) -> list[str]:
     """Table lines of tokens: id, organisation, name, prefix, created, last used, state."""
-    header = f"{'ID':36}  {'ORGANISATION':16}  {'NAME':20}  {'PREFIX':13}  {'CREATED':16}  {'LAST USED':16}  STATE"
+    header = (
+        f"{'ID':36}  {'ORGANISATION':16}  {'NAME':20}  {'PREFIX':13}  {'CREATED':16}  {'LAST USED':16}  STATE"
+    )
     lines = [header]
     for row in rows:
         created = row.created_at.strftime("%Y-%m-%d %H:%M")
@@ -91,7 +99,9 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_FAILED)
     if not rows:
         where = f" for organisation {args.organization!r}" if args.organization else ""
-        print(f"no ingest tokens{where}; create one with `python -m console ingest-token create --organization ORG`")
+        print(
+            f"no ingest tokens{where}; create one with `python -m console ingest-token create --organization ORG`"
+        )
         return EXIT_OK
     print("\n".join(format_tokens(rows)))
     return EXIT_OK
@@ -101,7 +111,9 @@ def revoke_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         token_id = uuid.UUID(args.token_id)
     except ValueError:
-        return fail(f"{args.token_id!r} is not a token id; see `python -m console ingest-token list`", code=EXIT_USAGE)
+        return fail(
+            f"{args.token_id!r} is not a token id; see `python -m console ingest-token list`", code=EXIT_USAGE
+        )
     actor = cli_actor()
 
     async def work(session: AsyncSession) -> IngestToken:
