@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 ## Set up, migrate the embedded database and open the console.
 run: setup
-	$(BIN)/python -m console
+	$(BIN)/python -m console demo
 
 ## Open the console on the configured database (DATABASE_URL, default: embedded SQLite).
 console: setup

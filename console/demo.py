@@ -1,0 +1,463 @@
+"""Demo mode, without Textual: a demo database, the ingest server and a simulated fleet, started and stopped.
+
+``python -m console demo`` (console/commands/demo.py) calls, in order:
+:func:`demo_settings` (which database; never a configured one unknowingly),
+:func:`prepare_database` (migrate; demo organisations, fresh ingest tokens and
+the first administrator), then :class:`DemoProcesses` (the ingest server and
+the simulator as child processes, stopped on exit whatever happens).
+
+By default everything lives in ``<data dir>/demo/`` (``AIFW_DATA_DIR`` or
+``var/``): its own SQLite database, the processes' logs, the tokens file and the
+administrator's password. The real embedded database (``<data dir>/firewall.db``)
+is never touched. Everything demo is named so: organisations ``demo-…``, tokens
+"demo simulator", devices ``sim-demo-…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from console.fleet import FleetOrganization
+from db.audit import record_change
+from db.configs import create_organization, get_config
+from db.engine import migrate, new_engine, new_sessionmaker
+from db.logs import LogFilter, count
+from db.settings import DEFAULT_DATA_DIR, REPO_ROOT, Settings, load_settings, normalize_database_url
+from db.tokens import create_token, list_tokens, revoke_token
+from db.users import create_user, get_by_username
+
+#: The demo organisations and their retention in days (all within the allowed 30..365).
+DEMO_ORGANIZATIONS: tuple[tuple[str, int], ...] = (
+    ("demo-acme", 90),
+    ("demo-globex", 30),
+    ("demo-initech", 180),
+)
+DEMO_PREFIX = "demo-"
+DEMO_ADMIN = "admin"
+DEMO_ADMIN_EMAIL = "admin@demo.example"
+DEMO_TOKEN_NAME = "demo simulator"
+DEMO_ACTOR = "demo"
+DEMO_DIR_NAME = "demo"
+PASSWORD_FILE = "admin-password"
+TOKENS_FILE = "tokens"
+SERVER_LOG = "ingest.log"
+SIMULATOR_LOG = "simulator.log"
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start; the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class DemoDatabase:
+    """Where the demo writes: its settings, its directory, and whether it is the demo's own database."""
+
+    settings: Settings
+    directory: Path
+    embedded: bool
+
+
+def demo_directory(env: Mapping[str, str]) -> Path:
+    """``<AIFW_DATA_DIR or var>/demo``: the demo's database, logs, tokens and password."""
+    return Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser() / DEMO_DIR_NAME
+
+
+def demo_settings(env: Mapping[str, str], *, database_url: str | None = None) -> DemoDatabase:
+    """The demo's database: its own embedded SQLite file, or ``database_url`` when given explicitly.
+
+    A DATABASE_URL in the environment is refused (DemoError): the demo writes
+    demo organisations, tokens and an administrator, and must never do so in a
+    configured (possibly production) database without being told on the command line.
+    """
+    directory = demo_directory(env)
+    if database_url is not None:
+        child_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
+        child_env["DATABASE_URL"] = normalize_database_url(database_url, variable="--database-url")
+        return DemoDatabase(load_settings(child_env), directory, embedded=False)
+    if (env.get("DATABASE_URL") or "").strip():
+        configured = load_settings(env).describe_database()
+        raise DemoError(
+            f"DATABASE_URL is set ({configured}); the demo never writes into a configured database "
+            "unknowingly. Unset DATABASE_URL to use the demo's own embedded database, or pass "
+            "--database-url URL to put the demo there on purpose."
+        )
+    child_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
+    child_env["AIFW_DATA_DIR"] = str(directory)
+    return DemoDatabase(load_settings(child_env), directory, embedded=True)
+
+
+def generate_password() -> str:
+    """A 16-character password that is easy to type (no look-alike characters)."""
+    alphabet = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+
+
+@dataclass
+class DemoSetup:
+    """What :func:`prepare_database` made: the organisations with fresh tokens, and the administrator."""
+
+    organizations: list[FleetOrganization]
+    admin_created: bool
+    #: The administrator's password if known (created now, or saved by an earlier run).
+    admin_password: str | None
+    created_organizations: list[str] = field(default_factory=list)
+
+
+async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
+    engine = new_engine(settings)
+    try:
+        await migrate(engine)
+        async with new_sessionmaker(engine)() as session:
+            created: list[str] = []
+            organizations: list[FleetOrganization] = []
+            for organization_id, retention_days in DEMO_ORGANIZATIONS:
+                if await get_config(session=session, organization_id=organization_id) is None:
+                    await create_organization(
+                        session=session,
+                        organization_id=organization_id,
+                        updated_by=DEMO_ACTOR,
+                        log_retention_days=retention_days,
+                    )
+                    await record_change(
+                        session=session,
+                        actor=DEMO_ACTOR,
+                        source="cli",
+                        action="organization.create",
+                        entity_type="organization",
+                        entity_id=organization_id,
+                        changes={"log_retention_days": {"after": retention_days}},
+                    )
+                    created.append(organization_id)
+                # The clear token of an earlier run is gone: revoke it and make a new one.
+                for old in await list_tokens(session=session, organization_id=organization_id):
+                    if old.name == DEMO_TOKEN_NAME and old.revoked_at is None:
+                        await revoke_token(session=session, token_id=old.id)
+                row, token = await create_token(
+                    session=session,
+                    organization_id=organization_id,
+                    name=DEMO_TOKEN_NAME,
+                    created_by=DEMO_ACTOR,
+                )
+                await record_change(
+                    session=session,
+                    actor=DEMO_ACTOR,
+                    source="cli",
+                    action="ingest_token.create",
+                    entity_type="ingest_token",
+                    entity_id=str(row.id),
+                    changes={"organization_id": {"after": organization_id}, "name": {"after": row.name}},
+                )
+                organizations.append(FleetOrganization(organization_id, token))
+            admin_created = False
+            if await get_by_username(session=session, username=DEMO_ADMIN) is None:
+                await create_user(
+                    session=session,
+                    username=DEMO_ADMIN,
+                    email=DEMO_ADMIN_EMAIL,
+                    password=admin_password,
+                    full_name="Demo administrator",
+                    is_admin=True,
+                    bcrypt_rounds=settings.bcrypt_rounds,
+                )
+                await record_change(
+                    session=session,
+                    actor=DEMO_ACTOR,
+                    source="cli",
+                    action="user.create",
+                    entity_type="user",
+                    entity_id=DEMO_ADMIN,
+                    changes={"email": {"after": DEMO_ADMIN_EMAIL}, "is_admin": {"after": True}},
+                )
+                admin_created = True
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return DemoSetup(organizations, admin_created, admin_password if admin_created else None, created)
+
+
+def prepare_database(database: DemoDatabase, *, admin_password: str | None = None) -> DemoSetup:
+    """Migrate; create what is missing (organisations, administrator); new tokens; files in the demo dir.
+
+    The tokens go to ``<demo dir>/tokens`` (mode 0600, read by the simulator);
+    a new administrator's password to ``<demo dir>/admin-password`` (0600) so a
+    later run can show it again. Raises DatabaseError with a one-line message.
+    """
+    database.directory.mkdir(parents=True, exist_ok=True)
+    password = admin_password or generate_password()
+    setup = asyncio.run(_prepare(database.settings, password))
+    password_file = database.directory / PASSWORD_FILE
+    if setup.admin_created:
+        write_private(password_file, password + "\n")
+    elif password_file.exists():
+        setup.admin_password = password_file.read_text(encoding="utf-8").strip() or None
+    write_private(
+        database.directory / TOKENS_FILE,
+        "".join(f"{org.organization_id} {org.token}\n" for org in setup.organizations),
+    )
+    return setup
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (tokens, passwords)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def remove_demo_database(database: DemoDatabase) -> None:
+    """``--reset``: delete the demo's own SQLite database and its files (never an explicit database)."""
+    if not database.embedded:
+        raise DemoError(
+            "--reset only deletes the demo's own embedded database, not one given by --database-url"
+        )
+    if database.directory.name != DEMO_DIR_NAME:
+        raise DemoError(f"refusing to delete {database.directory}: not a demo directory")
+    shutil.rmtree(database.directory, ignore_errors=True)
+
+
+async def _count_events(settings: Settings) -> int:
+    engine = new_engine(settings)
+    try:
+        async with new_sessionmaker(engine)() as session:
+            return (await count(session=session, filters=LogFilter(), cap=100_000_000)).value
+    finally:
+        await engine.dispose()
+
+
+def count_events(settings: Settings) -> int:
+    """How many log entries the demo database holds."""
+    return asyncio.run(_count_events(settings))
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if the port can be bound (nothing listens on it any more)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the demo dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class ChildProcess:
+    """A child started in its own session, output to a log file, stopped with SIGTERM then SIGKILL."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes]
+
+    @classmethod
+    def start(
+        cls, name: str, command: Sequence[str], *, log_path: Path, env: Mapping[str, str]
+    ) -> ChildProcess:
+        log = open(log_path, "ab")  # closed in stop()
+        process = subprocess.Popen(
+            list(command),
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: Ctrl+C in the terminal reaches only the demo, which stops children in order.
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        return cls(name, process, log_path, log)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(5)
+        finally:
+            self._log.close()
+        return self.process.returncode
+
+    def tail(self, lines: int = 5) -> list[str]:
+        """The last lines of its log, for error messages and the summary."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def wait_for_port(
+    child: ChildProcess, host: str, port: int, *, timeout: float = START_TIMEOUT_SECONDS
+) -> None:
+    """Wait until ``child`` accepts connections on the port; DemoError if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.running():
+            last = " | ".join(child.tail(3)) or "no output"
+            raise DemoError(f"the {child.name} exited with code {child.process.returncode}: {last}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise DemoError(
+        f"the {child.name} did not listen on {host}:{port} within {timeout:g}s (see {child.log_path})"
+    )
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    """What the demo's simulator does."""
+
+    devices: int = 24
+    rate: float = 4.0
+    backfill_days: int = 21
+    backfill_per_day: int = 1200
+
+
+@dataclass
+class DemoProcesses:
+    """The ingest server and the simulator of one demo run; a context manager that always stops them."""
+
+    database: DemoDatabase
+    traffic: TrafficPlan
+    host: str = "127.0.0.1"
+    port: int = 0
+    server: ChildProcess | None = None
+    simulator: ChildProcess | None = None
+    say: Callable[[str], None] = print
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DATABASE_URL"] = self.database.settings.database_url
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self) -> None:
+        """Start the server on a free port, wait until it listens, then start the simulator."""
+        directory = self.database.directory
+        self.port = self.port or free_port(self.host)
+        self.server = ChildProcess.start(
+            "ingest server",
+            [
+                sys.executable,
+                "ingest_server.py",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--stats-interval",
+                "10",
+            ],
+            log_path=directory / SERVER_LOG,
+            env=self.child_env(),
+        )
+        self.say(f"demo: ingest server pid {self.server.pid} listening on {self.host}:{self.port}")
+        wait_for_port(self.server, self.host, self.port)
+        traffic = self.traffic
+        self.simulator = ChildProcess.start(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "console",
+                "simulate",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--tokens-file",
+                str(directory / TOKENS_FILE),
+                "--devices",
+                str(traffic.devices),
+                "--rate",
+                str(traffic.rate),
+                "--backfill-days",
+                str(traffic.backfill_days),
+                "--backfill-per-day",
+                str(traffic.backfill_per_day),
+            ],  # fmt: skip
+            log_path=directory / SIMULATOR_LOG,
+            env=self.child_env(),
+        )
+        self.say(
+            f"demo: simulator pid {self.simulator.pid} ({traffic.devices} devices, {traffic.rate:g} events/s)"
+        )
+
+    def check(self) -> None:
+        """DemoError if a child died on its own (shown instead of a silently empty console)."""
+        for child in (self.server, self.simulator):
+            if child is not None and not child.running():
+                last = " | ".join(child.tail(3)) or "no output"
+                raise DemoError(f"the {child.name} stopped (exit code {child.process.returncode}): {last}")
+
+    def stop(self) -> None:
+        """Stop the simulator (it drains), then the server (it flushes); say what happened."""
+        if self.simulator is not None:
+            code = self.simulator.stop()
+            done = [line.removeprefix("simulate: ") for line in self.simulator.tail(3) if "done:" in line]
+            self.say(f"demo: simulator stopped (exit code {code}){', ' + done[-1] if done else ''}")
+        if self.server is not None:
+            code = self.server.stop(
+                self.database.settings.ingest.shutdown_grace_seconds + STOP_TIMEOUT_SECONDS
+            )
+            free = port_is_free(self.host, self.port)
+            self.say(
+                f"demo: ingest server stopped (exit code {code}); port {self.port} "
+                + ("is free again" if free else "is STILL BOUND")
+            )
+
+    def __enter__(self) -> DemoProcesses:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

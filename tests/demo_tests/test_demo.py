@@ -1,0 +1,110 @@
+"""``python -m console demo`` run end to end as a real process, without a terminal: it fills the
+database through the real ingest path and stops everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from console.demo import DEMO_ORGANIZATIONS, DEMO_TOKEN_NAME, port_is_free
+from db.engine import new_engine
+from db.models import FirewallConfig, IngestToken, LogEntry, User
+from db.settings import REPO_ROOT, Settings
+from tests.conftest import settings_for
+from tests.demo_tests.conftest import children_printed, is_running, processes_mentioning
+
+RUN_SECONDS = "6"
+
+
+def demo_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env.update(AIFW_DATA_DIR=str(data_dir), AIFW_BCRYPT_ROUNDS="4", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_demo(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console", "demo", *arguments],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def database_contents(settings: Settings) -> dict[str, object]:
+    engine = new_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            return {
+                "events": await connection.scalar(select(func.count()).select_from(LogEntry)),
+                "organizations": set(await connection.scalars(select(FirewallConfig.organization_id))),
+                "admins": set(await connection.scalars(select(User.username).where(User.is_admin))),
+                "live_tokens": set(
+                    await connection.scalars(
+                        select(IngestToken.organization_id).where(
+                            IngestToken.name == DEMO_TOKEN_NAME, IngestToken.revoked_at.is_(None)
+                        )
+                    )
+                ),
+            }
+    finally:
+        await engine.dispose()
+
+
+def test_demo_without_a_terminal_fills_its_database_and_leaves_nothing_running(tmp_path: Path) -> None:
+    result = run_demo(demo_env(tmp_path), "--duration", RUN_SECONDS, "--backfill-days", "7")
+    assert result.returncode == 0, result.stdout + result.stderr
+    children = children_printed(result.stdout)
+    assert not is_running(children.server_pid)
+    assert not is_running(children.simulator_pid)
+    assert processes_mentioning(str(tmp_path)) == []
+    assert port_is_free("127.0.0.1", children.port)
+    assert "admin / " in result.stdout
+    contents = asyncio.run(
+        database_contents(settings_for(f"sqlite+aiosqlite:///{tmp_path}/demo/firewall.db"))
+    )
+    assert contents["events"] > 1000
+    assert contents["organizations"] == {name for name, _ in DEMO_ORGANIZATIONS}
+    assert contents["admins"] == {"admin"}
+    assert contents["live_tokens"] == contents["organizations"]
+
+
+def test_demo_refuses_a_configured_database_url(tmp_path: Path) -> None:
+    configured = tmp_path / "production.db"
+    result = run_demo(demo_env(tmp_path, DATABASE_URL=f"sqlite:///{configured}"), "--duration", "1")
+    assert result.returncode == 2
+    assert "DATABASE_URL is set" in result.stderr
+    assert "--database-url" in result.stderr
+    assert not configured.exists()
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_with_an_explicit_database_url_fills_that_database(
+    settings: Settings, engine: object, tmp_path: Path
+) -> None:
+    result = run_demo(
+        demo_env(tmp_path),
+        "--database-url",
+        settings.database_url,
+        "--duration",
+        "2",
+        "--backfill-days",
+        "2",
+        "--devices",
+        "6",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    children = children_printed(result.stdout)
+    assert port_is_free("127.0.0.1", children.port)
+    assert processes_mentioning(str(tmp_path)) == []
+    contents = asyncio.run(database_contents(settings))
+    assert contents["events"] > 0
+    assert contents["organizations"] == {name for name, _ in DEMO_ORGANIZATIONS}
