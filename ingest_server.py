@@ -507,6 +507,11 @@ class Connection:
                     self.send_error(error.code, error.message, event_id=message.get("id"))
                     await self._flush()
                     continue
+                except Exception:  # a validator bug must cost one event, not the connection
+                    log.exception("unexpected error validating line %d", self.line_number)
+                    self.send_error("internal_error", "the server could not check this event; it was not stored",
+                                    event_id=message.get("id"))  # fmt: skip
+                    continue
                 await self._submit(row)
             elif kind == "ping":
                 pong: dict[str, Any] = {"type": "pong"}
