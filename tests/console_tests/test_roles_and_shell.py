@@ -1,0 +1,99 @@
+"""Roles, the command palette, quitting, and themes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from console.screens.confirm import ConfirmScreen
+from console.screens.shell import SECTIONS, ShellScreen
+from tests.console_tests.conftest import add_user, open_logs, running, settle, sign_in
+
+
+def palette_titles(app) -> set[str]:
+    return {command.title for command in app.get_system_commands(app.screen)}
+
+
+def notifications(app) -> list[str]:
+    return [notification.message for notification in app._notifications]
+
+
+ADMIN_COMMANDS = {command.title for section in SECTIONS for command in section.COMMANDS if command.admin_only}
+
+
+async def test_a_viewer_sees_no_admin_commands_and_is_refused_changes(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "victor")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "victor")
+        assert pilot.app.screen.sub_title.startswith("victor (viewer)")
+        titles = palette_titles(pilot.app)
+        assert "Go to Cleanup" in titles and "Logs: export" in titles
+        assert ADMIN_COMMANDS and not (ADMIN_COMMANDS & titles)
+        assert pilot.app.context.require_admin("run a cleanup") is False
+        await pilot.pause()
+        assert any("Only administrators can run a cleanup" in message for message in notifications(pilot.app))
+
+
+async def test_an_admin_gets_every_section_and_admin_command_in_the_palette(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await add_user(engine, "alice", is_admin=True)
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        titles = palette_titles(pilot.app)
+        for section in SECTIONS:
+            assert f"Go to {section.TITLE}" in titles
+        assert ADMIN_COMMANDS <= titles
+        assert pilot.app.context.require_admin("run a cleanup") is True
+
+
+async def test_number_keys_switch_sections(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "alice")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        shell = pilot.app.screen
+        assert isinstance(shell, ShellScreen)
+        for key, title in (("2", "Logs"), ("5", "Config"), ("1", "Overview")):
+            await pilot.press(key)
+            await settle(pilot)
+            assert shell.current.TITLE == title
+
+
+async def test_quit_asks_first_while_an_export_runs(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "alice")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        section = await open_logs(pilot)
+        never = asyncio.Event()
+        section.run_worker(never.wait(), group="logs-export")  # stands in for a long export
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert pilot.app.is_running and isinstance(pilot.app.screen, ShellScreen)
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert not pilot.app.is_running
+
+
+async def test_quit_without_running_work_exits_at_once(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "alice")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        await pilot.press("q")
+        await pilot.pause()
+        assert not pilot.app.is_running
+
+
+async def test_ctrl_t_switches_between_light_and_dark(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "alice")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        before = pilot.app.theme
+        await pilot.press("ctrl+t")
+        assert pilot.app.theme != before
+        assert pilot.app.current_theme.dark != (before == "textual-dark") or pilot.app.theme == "textual-light"
