@@ -144,6 +144,8 @@ class RunningServer:
     port: int
     tls: bool
     stats: IngestStats
+    #: The retention scheduler running inside the server (ENABLE_RETENTION_SCHEDULER), or None.
+    retention_scheduler: Any = None
 
 
 # --- the batching writer ---------------------------------------------------------------------------
@@ -754,7 +756,7 @@ async def serve(
         if settings.ingest.stats_interval_seconds > 0:
             stats_task = asyncio.create_task(_report_stats(server, settings.ingest.stats_interval_seconds))
         if ready is not None:
-            ready(running)
+            ready(replace(running, retention_scheduler=scheduler))
         if shutdown_trigger is None:
             await _wait_for_signal()
         else:

@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.simulator import AgentClient, AgentIdentity, EventGenerator
-from tests.ingest_tests.conftest import AgentFactory, Org, ServerHandle, eventually, stored_ids
+from db.settings import Settings
+from tests.ingest_tests.conftest import AgentFactory, Org, ServerHandle, eventually, start_server, stored_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER = REPO_ROOT / "ingest_server.py"
@@ -112,3 +114,18 @@ def test_identity_of_a_simulated_agent_is_plausible() -> None:
     identity = EventGenerator(seed=1).identity("acme", "t", 3)
     assert isinstance(identity, AgentIdentity)
     assert identity.device_id == "sim-acme-0003"
+
+
+async def test_retention_scheduler_runs_inside_the_server_when_enabled(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    server = await start_server(replace(settings, enable_retention_scheduler=True))
+    scheduler = server.running.retention_scheduler
+    assert scheduler is not None
+    assert scheduler.next_run_time is not None
+    await server.stop()
+    assert scheduler.next_run_time is None
+
+
+async def test_no_retention_scheduler_unless_enabled(server: ServerHandle) -> None:
+    assert server.running.retention_scheduler is None
