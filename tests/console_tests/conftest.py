@@ -66,7 +66,9 @@ async def store_logs(engine: AsyncEngine, events: Sequence[dict[str, Any]]) -> N
         await session.commit()
 
 
-async def add_user(engine: AsyncEngine, username: str, *, is_admin: bool = False, active: bool = True) -> User:
+async def add_user(
+    engine: AsyncEngine, username: str, *, is_admin: bool = False, active: bool = True
+) -> User:
     async with new_sessionmaker(engine)() as session:
         user = await create_user(
             session=session,

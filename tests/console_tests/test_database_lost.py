@@ -71,7 +71,9 @@ async def outage_switch(settings: Settings) -> AsyncIterator[tuple[Settings, obj
         url = make_url(settings.database_url)
         proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 5432)
         await proxy.start()
-        proxied = replace(settings, database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
+        proxied = replace(
+            settings, database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
+        )
         yield proxied, proxy
         with contextlib.suppress(Exception):
             await proxy.cut()
@@ -118,7 +120,8 @@ async def test_losing_the_database_shows_a_banner_and_retry_recovers(
             await cut(switch, pilot.app)
             await pilot.press("g")  # any read now fails
             await settle(pilot)
-            assert pilot.app.is_running and pilot.app.screen is shell
+            assert pilot.app.is_running
+            assert pilot.app.screen is shell
             assert shell.database_banner_shown
             assert pilot.app.database_down
             assert "Database unavailable" in str(shell.query_one("#db-banner").render())
@@ -126,5 +129,6 @@ async def test_losing_the_database_shows_a_banner_and_retry_recovers(
             await restore(switch)
             await pilot.press("ctrl+r")
             await settle(pilot)
-            assert not shell.database_banner_shown and not pilot.app.database_down
+            assert not shell.database_banner_shown
+            assert not pilot.app.database_down
             assert len(section.page_state.rows) == 10

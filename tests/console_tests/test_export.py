@@ -13,7 +13,16 @@ from console.screens.export import ExportScreen
 from db import logs
 from db.engine import new_sessionmaker
 from db.logs import LogFilter
-from tests.console_tests.conftest import add_user, make_event, newest_first, open_logs, running, settle, sign_in, store_logs
+from tests.console_tests.conftest import (
+    add_user,
+    make_event,
+    newest_first,
+    open_logs,
+    running,
+    settle,
+    sign_in,
+    store_logs,
+)
 
 
 def events_for_export() -> list[dict]:
@@ -83,7 +92,9 @@ async def test_export_streams_in_chunks_with_progress_and_the_same_content(
     await store_logs(engine, events_for_export())
     seen: list[int] = []
     async with new_sessionmaker(engine)() as session:
-        whole = await logs.export(session=session, filters=LogFilter(), path=tmp_path / "a.jsonl", fmt="jsonl")
+        whole = await logs.export(
+            session=session, filters=LogFilter(), path=tmp_path / "a.jsonl", fmt="jsonl"
+        )
         chunked = await logs.export(
             session=session, filters=LogFilter(), path=tmp_path / "b.jsonl", fmt="jsonl", chunk=7,
             progress=seen.append,

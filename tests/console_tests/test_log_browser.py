@@ -73,11 +73,13 @@ FILTERS: dict[str, tuple[LogFilter, Any]] = {
             since=BASE_TIME + timedelta(seconds=3),
             sanitized=False,
         ),
-        lambda e: e["risk_level"] in {"amber", "red"}
-        and e["organization_id"] == "acme"
-        and "EMAIL" in e["detected_entity_types"]
-        and e["timestamp"] >= BASE_TIME + timedelta(seconds=3)
-        and not e["was_sanitized"],
+        lambda e: (
+            e["risk_level"] in {"amber", "red"}
+            and e["organization_id"] == "acme"
+            and "EMAIL" in e["detected_entity_types"]
+            and e["timestamp"] >= BASE_TIME + timedelta(seconds=3)
+            and not e["was_sanitized"]
+        ),
     ),
 }
 
@@ -111,7 +113,9 @@ async def test_filter_form_applies_several_fields_typed_by_the_user(
 ) -> None:
     events = varied_events()
     await store_logs(engine, events)
-    expected = newest_first([e for e in events if e["risk_level"] == "red" and e["organization_id"] == "acme"])
+    expected = newest_first(
+        [e for e in events if e["risk_level"] == "red" and e["organization_id"] == "acme"]
+    )
     async with running(app_factory()) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
@@ -159,7 +163,8 @@ async def test_paging_forward_and_back_across_equal_timestamps_shows_every_row_o
             await pilot.press("p")
             await settle(pilot)
             assert shown_ids(section) == page
-        assert section.page_number == 1 and not section.page_state.has_newer
+        assert section.page_number == 1
+        assert not section.page_state.has_newer
 
 
 async def test_follow_mode_shows_rows_stored_after_the_page_opened(
@@ -189,7 +194,9 @@ async def test_an_empty_database_shows_no_logs_yet(engine: AsyncEngine, app_fact
         assert "no logs yet" in str(section.query_one("#logs-summary").render())
 
 
-async def test_the_detail_pane_shows_the_selected_rows_metadata(engine: AsyncEngine, app_factory, admin: str) -> None:
+async def test_the_detail_pane_shows_the_selected_rows_metadata(
+    engine: AsyncEngine, app_factory, admin: str
+) -> None:
     events = [make_event(index, log_metadata={"browser": f"firefox-{index}"}) for index in range(3)]
     await store_logs(engine, events)
     async with running(app_factory()) as pilot:
@@ -202,13 +209,16 @@ async def test_the_detail_pane_shows_the_selected_rows_metadata(engine: AsyncEng
         assert record["log_metadata"] == {"browser": "firefox-1"}
 
 
-async def test_the_console_works_in_an_80_by_24_terminal(engine: AsyncEngine, app_factory, admin: str) -> None:
+async def test_the_console_works_in_an_80_by_24_terminal(
+    engine: AsyncEngine, app_factory, admin: str
+) -> None:
     await store_logs(engine, [make_event(index) for index in range(60)])
     async with running(app_factory(), size=(80, 24)) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
         table = section.query_one("#log-table")
-        assert table.region.height >= 10 and table.region.width >= 60
+        assert table.region.height >= 10
+        assert table.region.width >= 60
         assert len(shown_ids(section)) == PAGE_SIZE
         await pilot.press("1")
         await settle(pilot)

@@ -31,7 +31,9 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
     await store_logs(engine, events)
     async with new_sessionmaker(engine)() as session:
         session.add(Device(device_id="dev-1", user_id="eve", device_type="browser", last_seen=now))
-        session.add(Device(device_id="dev-old", user_id="bob", device_type="cli", last_seen=now - timedelta(days=5)))
+        session.add(
+            Device(device_id="dev-old", user_id="bob", device_type="cli", last_seen=now - timedelta(days=5))
+        )
         session.add(
             RetentionRun(organization_id="default", retention_days=90, cutoff=now - timedelta(days=90),
                          rows_deleted=12, trigger="cli", status="succeeded", started_at=now - timedelta(hours=5))
@@ -55,7 +57,8 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
         assert overview.top_entity_types[0] == ("API_KEY", 2)
         assert sum(overview.timeline.series["red"]) == 2
         assert overview.devices_seen_last_day == 1
-        assert overview.last_retention_run is not None and overview.last_retention_run.rows_deleted == 12
+        assert overview.last_retention_run is not None
+        assert overview.last_retention_run.rows_deleted == 12
         await pilot.press("w")
         await settle(pilot)
         assert section.overview.window == "7d"
@@ -70,5 +73,6 @@ async def test_overview_of_an_empty_database_says_no_events_yet(engine: AsyncEng
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         section = pilot.app.screen.query_one(OverviewSection)
-        assert section.overview is not None and all(t.total == 0 for t in section.overview.totals)
+        assert section.overview is not None
+        assert all(t.total == 0 for t in section.overview.totals)
         assert "no events yet" in str(section.query_one("#overview-status").render())

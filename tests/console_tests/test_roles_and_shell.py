@@ -22,14 +22,18 @@ def notifications(app) -> list[str]:
 ADMIN_COMMANDS = {command.title for section in SECTIONS for command in section.COMMANDS if command.admin_only}
 
 
-async def test_a_viewer_sees_no_admin_commands_and_is_refused_changes(engine: AsyncEngine, app_factory) -> None:
+async def test_a_viewer_sees_no_admin_commands_and_is_refused_changes(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "victor")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "victor")
         assert pilot.app.screen.sub_title.startswith("victor (viewer)")
         titles = palette_titles(pilot.app)
-        assert "Go to Cleanup" in titles and "Logs: export" in titles
-        assert ADMIN_COMMANDS and not (ADMIN_COMMANDS & titles)
+        assert "Go to Cleanup" in titles
+        assert "Logs: export" in titles
+        assert ADMIN_COMMANDS
+        assert not (ADMIN_COMMANDS & titles)
         assert pilot.app.context.require_admin("run a cleanup") is False
         await pilot.pause()
         assert any("Only administrators can run a cleanup" in message for message in notifications(pilot.app))
@@ -72,7 +76,8 @@ async def test_quit_asks_first_while_an_export_runs(engine: AsyncEngine, app_fac
         assert isinstance(pilot.app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
-        assert pilot.app.is_running and isinstance(pilot.app.screen, ShellScreen)
+        assert pilot.app.is_running
+        assert isinstance(pilot.app.screen, ShellScreen)
         await pilot.press("q")
         await pilot.pause()
         await pilot.press("y")
@@ -96,4 +101,6 @@ async def test_ctrl_t_switches_between_light_and_dark(engine: AsyncEngine, app_f
         before = pilot.app.theme
         await pilot.press("ctrl+t")
         assert pilot.app.theme != before
-        assert pilot.app.current_theme.dark != (before == "textual-dark") or pilot.app.theme == "textual-light"
+        assert (
+            pilot.app.current_theme.dark != (before == "textual-dark") or pilot.app.theme == "textual-light"
+        )

@@ -16,7 +16,9 @@ def login_message(app) -> str:
     return str(app.screen.query_one("#login-message").render())
 
 
-async def test_right_password_opens_the_shell_and_shows_who_is_signed_in(engine: AsyncEngine, app_factory) -> None:
+async def test_right_password_opens_the_shell_and_shows_who_is_signed_in(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "alice", is_admin=True)
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
@@ -25,7 +27,8 @@ async def test_right_password_opens_the_shell_and_shows_who_is_signed_in(engine:
         assert pilot.app.user.is_admin
     async with new_sessionmaker(engine)() as session:
         user = await session.scalar(select(User).where(User.username == "alice"))
-        assert user is not None and user.last_login is not None
+        assert user is not None
+        assert user.last_login is not None
 
 
 async def test_wrong_password_is_refused_and_stays_on_sign_in(engine: AsyncEngine, app_factory) -> None:
@@ -76,8 +79,10 @@ async def test_with_no_users_the_first_administrator_is_created_and_signed_in(
         await pilot.click("#sign-in")
         await settle(pilot)
         assert isinstance(pilot.app.screen, ShellScreen)
-        assert pilot.app.user.username == "root-admin" and pilot.app.user.is_admin
+        assert pilot.app.user.username == "root-admin"
+        assert pilot.app.user.is_admin
     async with new_sessionmaker(engine)() as session:
         user = await session.scalar(select(User).where(User.username == "root-admin"))
-        assert user is not None and user.is_admin
+        assert user is not None
+        assert user.is_admin
         assert await session.scalar(select(AuditEvent.action)) == "user.create"
