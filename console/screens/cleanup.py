@@ -1,40 +1,268 @@
-"""Cleanup section (placeholder): Retention: preview and run the log cleanup, past runs.
+"""Cleanup section: retention per organisation — what a cleanup would delete now (a dry-run count),
+running it for one organisation or all with a progress bar and cancel, past runs, and the scheduler.
 
-Placeholder with the section contract of :mod:`console.screens` in place: it
-receives a :class:`~console.screens.section.ConsoleContext` (sessions, the
-signed-in user and role, notify) and is shown by the shell on key 6.
-Replace the body of this module to build the screen; app.py needs no change.
+Everything goes through :mod:`db.retention`: the run holds the retention lock
+(another cleanup running elsewhere is reported, not waited for), deletes in
+batches and checks the cancel flag between batches, so stopping leaves every
+run record exact. Runs are admin-only, confirmed, and audited per organisation.
 """
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import asyncio
+from collections.abc import Sequence
 
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, DataTable, Label, ProgressBar, Static
+
+from console.screens.admin_form import record
+from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
+from db.models import RetentionRun
+from db.retention import (
+    DEFAULT_BATCH_SIZE,
+    RetentionAlreadyRunning,
+    RetentionPreview,
+    RetentionSummary,
+    UnknownOrganization,
+    recent_runs,
+    retention_preview,
+    run_retention,
+)
+
+TRIGGER = "console"
+
+
+def _when(moment: object) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "—"  # type: ignore[attr-defined]
 
 
 class CleanupSection(Section):
-    """Retention: preview and run the log cleanup, past runs."""
+    """Retention: preview and run the log cleanup, past runs, the scheduler."""
 
     TITLE = "Cleanup"
     KEY = "6"
     COMMANDS = (
-        SectionCommand(
-            "Cleanup: run retention now",
-            "Delete logs older than each organisation's retention (administrators only)",
-            "run_cleanup",
-            admin_only=True,
-        ),
-    )
+        SectionCommand("Cleanup: run retention now", "Delete logs older than each organisation's retention (administrators only)", "run_cleanup", admin_only=True),
+        SectionCommand("Cleanup: clean the selected organisation", "Delete its expired logs (administrators only)", "clean_selected", admin_only=True),
+        SectionCommand("Cleanup: stop the running cleanup", "Stop after the current batch", "cancel_cleanup", admin_only=True),
+        SectionCommand("Cleanup: count again", "How many rows a cleanup would delete now", "reload"),
+    )  # fmt: skip
+    BINDINGS = [
+        Binding("c", "clean_selected", "Clean org"),
+        Binding("A", "run_cleanup", "Clean all"),
+        Binding("x", "cancel_cleanup", "Stop"),
+        Binding("r", "reload", "Count again"),
+    ]
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.previews: dict[str, RetentionPreview] = {}
+        self.runs: Sequence[RetentionRun] = ()
+        self.last_summary: RetentionSummary | None = None
+        #: Rows per delete transaction (tests make it small to stop a run between batches).
+        self.batch_size = DEFAULT_BATCH_SIZE
+        self.cancel_event: asyncio.Event | None = None
+        self._done: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            "[b]Cleanup[/b]\n\nRetention: preview and run the log cleanup, past runs.\n\nThis section is not built yet.",
-            classes="placeholder",
+        yield Static("", id="cleanup-scheduler", classes="admin-summary")
+        yield Label("[b]Would be deleted now[/b] (dry run: counted, nothing deleted) · c clean selected · A clean all")
+        preview: DataTable[str] = DataTable(id="cleanup-preview", cursor_type="row", zebra_stripes=True)
+        preview.add_columns("Organisation", "Retention", "Cutoff (UTC)", "Would delete", "Config")
+        yield preview
+        with Horizontal(id="cleanup-bar"):
+            yield Label("", id="cleanup-label")
+            yield ProgressBar(id="cleanup-progress", show_eta=False)
+            yield Button("Stop (x)", id="cleanup-stop")
+        yield Label("[b]Past runs[/b] (newest first)")
+        history: DataTable[str] = DataTable(id="cleanup-history", cursor_type="row", zebra_stripes=True)
+        history.add_columns("Started", "Organisation", "Kind", "Trigger", "Status", "Rows", "Cutoff", "Error")
+        yield history
+
+    def on_mount(self) -> None:
+        self.query_one("#cleanup-bar").display = False
+
+    def focus_first(self) -> None:
+        self.query_one("#cleanup-preview", DataTable).focus()
+
+    def reload(self) -> None:
+        self.show_scheduler()
+        self.load_preview()
+        self.load_history()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def busy_with(self) -> str | None:
+        return "a retention cleanup" if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return any(worker.group == "cleanup-run" and worker.is_running for worker in self.workers)
+
+    # -- what is shown ---------------------------------------------------------------------------
+
+    def show_scheduler(self) -> None:
+        settings = self.context.settings
+        scheduler = getattr(self.app, "retention_scheduler", None)
+        if not settings.enable_retention_scheduler:
+            text = (
+                "Scheduler [b]off[/b] (ENABLE_RETENTION_SCHEDULER=false): clean here, with cleanup_logs.py "
+                f"from cron, or turn it on (interval {settings.retention_cleanup_interval_hours:g} h)."
+            )
+        else:
+            text = f"Scheduler [b]on[/b]: every {settings.retention_cleanup_interval_hours:g} h"
+            next_run = getattr(scheduler, "next_run_time", None)
+            if next_run is not None:
+                text += f", next run {next_run:%Y-%m-%d %H:%M} UTC"
+            else:
+                text += " in the ingest server (this console does not run it; see past runs below)"
+        self.query_one("#cleanup-scheduler", Static).update(text)
+
+    @work(exclusive=True, group="cleanup-preview", exit_on_error=False)
+    async def load_preview(self) -> None:
+        async with self.context.sessions() as session:
+            previews = await retention_preview(session)
+        table = self.query_one("#cleanup-preview", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self.previews = {preview.organization_id: preview for preview in previews}
+        for preview in previews:
+            table.add_row(
+                Text(preview.organization_id),
+                f"{preview.retention_days} days",
+                _when(preview.cutoff),
+                f"{preview.rows_to_delete:,}",
+                "yes" if preview.has_config else "none (default retention)",
+                key=preview.organization_id,
+            )
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+
+    @work(exclusive=True, group="cleanup-history", exit_on_error=False)
+    async def load_history(self) -> None:
+        async with self.context.sessions() as session:
+            self.runs = await recent_runs(session, limit=100)
+        table = self.query_one("#cleanup-history", DataTable)
+        table.clear()
+        for run in self.runs:
+            table.add_row(
+                _when(run.started_at),
+                Text(run.organization_id),
+                "dry run" if run.dry_run else "delete",
+                run.trigger,
+                run.status,
+                f"{run.rows_deleted:,}",
+                _when(run.cutoff),
+                Text(run.error or ""),
+                key=str(run.id),
+            )
+
+    def selected_organization(self) -> str | None:
+        table = self.query_one("#cleanup-preview", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def action_clean_selected(self) -> None:
+        if not self.context.require_admin("run a retention cleanup"):
+            return
+        organization_id = self.selected_organization()
+        if organization_id is None:
+            self.context.notify("No organisation to clean.", severity="warning")
+            return
+        preview = self.previews[organization_id]
+        self._confirm_run(
+            organization_id,
+            f"Delete the {preview.rows_to_delete:,} logs of {organization_id!r} older than "
+            f"{preview.retention_days} days (before {_when(preview.cutoff)} UTC)?",
         )
 
     def action_run_cleanup(self) -> None:
         if not self.context.require_admin("run a retention cleanup"):
             return
-        self.context.notify("Cleanup: not available in this version yet.")
+        total = sum(preview.rows_to_delete for preview in self.previews.values())
+        self._confirm_run(
+            None, f"Delete the {total:,} expired logs of all {len(self.previews)} organisations now?"
+        )
+
+    def _confirm_run(self, organization_id: str | None, question: str) -> None:
+        if self.running:
+            self.context.notify("A cleanup is already running (x stops it).", severity="warning")
+            return
+        self.app.push_screen(
+            ConfirmScreen(question), lambda yes: self.run_cleanup(organization_id) if yes else None
+        )
+
+    def action_cancel_cleanup(self) -> None:
+        if self.cancel_event is not None and self.running:
+            self.cancel_event.set()
+            self.query_one("#cleanup-label", Label).update("Stopping after the current batch…")
+
+    @on(Button.Pressed, "#cleanup-stop")
+    def _stop_pressed(self) -> None:
+        self.action_cancel_cleanup()
+
+    def on_progress(self, organization_id: str, rows: int) -> None:
+        """Called after each batch with the organisation's rows deleted so far."""
+        self._done[organization_id] = rows
+        done = sum(self._done.values())
+        progress = self.query_one("#cleanup-progress", ProgressBar)
+        if progress.total is not None and done > progress.total:
+            progress.update(total=done)
+        progress.update(progress=done)
+        self.query_one("#cleanup-label", Label).update(f"Cleaning {organization_id}: {done:,} rows deleted")
+
+    @work(exclusive=True, group="cleanup-run", exit_on_error=False)
+    async def run_cleanup(self, organization_id: str | None) -> None:
+        """Clean one organisation (or all, with None), then audit what each organisation's run did."""
+        self.cancel_event = asyncio.Event()
+        self._done = {}
+        expected = sum(
+            preview.rows_to_delete
+            for preview in self.previews.values()
+            if organization_id is None or preview.organization_id == organization_id
+        )
+        bar = self.query_one("#cleanup-bar")
+        self.query_one("#cleanup-progress", ProgressBar).update(total=max(1, expected), progress=0)
+        self.query_one("#cleanup-label", Label).update("Starting…")
+        bar.display = True
+        try:
+            summary = await run_retention(
+                sessions=self.context.sessions,
+                trigger=TRIGGER,
+                organization_id=organization_id,
+                batch_size=self.batch_size,
+                progress=self.on_progress,
+                cancel=self.cancel_event,
+            )
+        except (RetentionAlreadyRunning, UnknownOrganization) as error:
+            self.context.notify(f"{error}; nothing was deleted.", severity="warning", markup=False)
+            return
+        finally:
+            bar.display = False
+        self.last_summary = summary
+        async with self.context.sessions() as session:
+            for result in summary.results:
+                await record(
+                    self.context, session, action="retention.run", entity_type="retention",
+                    entity_id=result.organization_id,
+                    changes={"rows_deleted": {"after": result.rows}, "status": {"after": result.status},
+                             "cutoff": {"after": result.cutoff}, "retention_days": {"after": result.retention_days}},
+                )  # fmt: skip
+            await session.commit()
+        severity = "information" if summary.status == "succeeded" else "warning"
+        self.context.notify(
+            f"Cleanup {summary.status}: {summary.total_rows:,} rows deleted in {len(summary.results)} "
+            "organisation(s).",
+            severity=severity,
+        )
+        self.load_preview()
+        self.load_history()

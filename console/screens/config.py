@@ -1,17 +1,53 @@
-"""Config section (placeholder): Per-organisation firewall configuration and ingest tokens.
+"""Config section: per-organisation configuration — monitored tools, sensitivity thresholds, custom
+patterns with a tester, log retention — and the organisation's ingest tokens.
 
-Placeholder with the section contract of :mod:`console.screens` in place: it
-receives a :class:`~console.screens.section.ConsoleContext` (sessions, the
-signed-in user and role, notify) and is shown by the shell on key 5.
-Replace the body of this module to build the screen; app.py needs no change.
+Validation lives in :mod:`db.configs`; every save stamps ``updated_at`` and
+``updated_by`` there, and agents get the new configuration (a new ``version``)
+on their next ``config`` request. Each change is admin-only and audited;
+removals and revocations are confirmed. The pattern tester runs the saved
+patterns on text typed here, in a separate process, and never stores the text.
 """
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+from typing import Any
 
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.widgets import Button, DataTable, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
+
+from console.screens.admin_form import record
+from console.screens.config_forms import (
+    OrganizationFormScreen,
+    PatternFormScreen,
+    TokenFormScreen,
+    TokenShownScreen,
+    ToolFormScreen,
+    error_field,
+    save_config_change,
+)
+from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
+from db.configs import ConfigError, default_monitored_tools, get_config, list_configs
+from db.models import FirewallConfig, IngestToken
+from db.pattern_tester import MAX_SAMPLE_CHARS, PatternTestError, PatternTestResult, try_organization_patterns
+from db.tokens import TokenError, list_tokens, revoke_token
+from db.vocabulary import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+
+THRESHOLD_FIELDS = ("red_entity_types", "amber_min_entities", "red_min_entities")
+THRESHOLDS_HELP = (
+    "An event is [b]amber[/b] from [i]amber_min_entities[/i] detected entities and [b]red[/b] from "
+    "[i]red_min_entities[/i] (1–1000, amber ≤ red); any entity type listed in [i]red_entity_types[/i] "
+    "makes it red on its own."
+)
+
+
+def _when(moment: object) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "never"  # type: ignore[attr-defined]
 
 
 class ConfigSection(Section):
@@ -20,21 +56,473 @@ class ConfigSection(Section):
     TITLE = "Config"
     KEY = "5"
     COMMANDS = (
-        SectionCommand(
-            "Config: edit the configuration",
-            "Change monitored tools, thresholds, patterns, retention (administrators only)",
-            "edit_config",
-            admin_only=True,
-        ),
-    )
+        SectionCommand("Config: edit the configuration", "Change monitored tools, thresholds, patterns, retention (administrators only)", "edit_config", admin_only=True),
+        SectionCommand("Config: new organisation", "Create an organisation with the default configuration", "new_organization", admin_only=True),
+        SectionCommand("Config: restore the default tools", "Replace the monitored tools with the default list", "default_tools", admin_only=True),
+        SectionCommand("Config: create an ingest token", "A token for the organisation's agents (shown once)", "create_token", admin_only=True),
+        SectionCommand("Config: test the patterns", "Run the custom patterns on a sample text (not stored)", "show_tester"),
+    )  # fmt: skip
+    BINDINGS = [
+        Binding("o", "new_organization", "New org"),
+        Binding("a", "add", "Add"),
+        Binding("e", "edit", "Edit"),
+        Binding("t", "toggle", "Enable/disable"),
+        Binding("delete", "remove", "Remove/revoke"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.organization_id: str | None = None
+        self.organizations: list[str] = []
+        self.row: FirewallConfig | None = None
+        self.tokens: dict[str, IngestToken] = {}
+        self.tester_result: PatternTestResult | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            "[b]Config[/b]\n\nPer-organisation firewall configuration and ingest tokens.\n\nThis section is not built yet.",
-            classes="placeholder",
+        with Horizontal(classes="admin-bar"):
+            yield Select([], id="config-org", prompt="organisation", allow_blank=True)
+            yield Static("", id="config-summary", classes="admin-summary")
+        with TabbedContent(id="config-tabs"):
+            with TabPane("Tools", id="pane-tools"):
+                yield Static("a add · t enable/disable · del remove · palette: restore the default tools",
+                             classes="admin-hint")  # fmt: skip
+                tools: DataTable[str] = DataTable(id="tools-table", cursor_type="row", zebra_stripes=True)
+                tools.add_columns("Tool", "Type", "Monitored")
+                yield tools
+            with TabPane("Thresholds", id="pane-thresholds"), VerticalScroll():
+                yield Static(THRESHOLDS_HELP, classes="admin-hint")
+                for name, label in (("amber_min_entities", "Amber from"), ("red_min_entities", "Red from")):
+                    with Vertical(classes="admin-field"):
+                        with Horizontal(classes="form-row"):
+                            yield Label(label, classes="form-label")
+                            yield Input(id=name, placeholder="entities (1-1000)")
+                        yield Label("", id=f"{name}-error", classes="field-error")
+                with Vertical(classes="admin-field"):
+                    with Horizontal(classes="form-row"):
+                        yield Label("Red types", classes="form-label")
+                        yield Input(id="red_entity_types", placeholder="API_KEY, PASSWORD, …")
+                    yield Label("", id="red_entity_types-error", classes="field-error")
+                with Horizontal(classes="buttons"):
+                    yield Button("Save thresholds", variant="primary", id="save-thresholds")
+            with TabPane("Patterns", id="pane-patterns"):
+                yield Static("a add · e edit · del remove · the Tester tab tries them on a sample",
+                             classes="admin-hint")  # fmt: skip
+                patterns: DataTable[str] = DataTable(id="patterns-table", cursor_type="row", zebra_stripes=True)
+                patterns.add_columns("Name", "Regex", "Entity type", "Severity")
+                yield patterns
+            with TabPane("Retention", id="pane-retention"), Vertical():
+                yield Static(
+                    f"Logs older than this many days are deleted by the cleanup "
+                    f"({MIN_RETENTION_DAYS}–{MAX_RETENTION_DAYS}).",
+                    classes="admin-hint",
+                )
+                with Vertical(classes="admin-field"):
+                    with Horizontal(classes="form-row"):
+                        yield Label("Days", classes="form-label")
+                        yield Input(id="log_retention_days")
+                    yield Label("", id="log_retention_days-error", classes="field-error")
+                with Horizontal(classes="buttons"):
+                    yield Button("Save retention", variant="primary", id="save-retention")
+            with TabPane("Tokens", id="pane-tokens"):
+                yield Static("a create (shown once) · del revoke", classes="admin-hint")
+                tokens: DataTable[str] = DataTable(id="tokens-table", cursor_type="row", zebra_stripes=True)
+                tokens.add_columns("Prefix", "Name", "Created", "By", "Last used", "State")
+                yield tokens
+            with TabPane("Tester", id="pane-tester"), Vertical():
+                yield Static(
+                    f"Type a sample (at most {MAX_SAMPLE_CHARS:,} characters): the saved patterns run on it "
+                    "in a separate process; the text is never stored.",
+                    classes="admin-hint",
+                )
+                yield TextArea(id="tester-sample")
+                with Horizontal(classes="buttons"):
+                    yield Button("Run the patterns", variant="primary", id="tester-run")
+                yield Static("", id="tester-result")
+
+    def focus_first(self) -> None:
+        self.query_one("#config-org", Select).focus()
+
+    def reload(self) -> None:
+        self.load_organizations()
+
+    def action_reload(self) -> None:
+        self.load_organizations()
+
+    @property
+    def active_pane(self) -> str:
+        return self.query_one("#config-tabs", TabbedContent).active
+
+    def show_pane(self, pane: str) -> None:
+        self.query_one("#config-tabs", TabbedContent).active = pane
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="config-orgs", exit_on_error=False)
+    async def load_organizations(self, select: str | None = None) -> None:
+        async with self.context.sessions() as session:
+            self.organizations = [row.organization_id for row in await list_configs(session=session)]
+        wanted = select or self.organization_id
+        if wanted not in self.organizations:
+            wanted = self.organizations[0] if self.organizations else None
+        org_select = self.query_one("#config-org", Select)
+        with self.prevent(Select.Changed):
+            org_select.set_options([(org, org) for org in self.organizations])
+            if wanted is not None:
+                org_select.value = wanted
+        self.organization_id = wanted
+        if wanted is None:
+            self.query_one("#config-summary", Static).update("No organisation yet: press o to create one.")
+            return
+        self.load_config()
+
+    @on(Select.Changed, "#config-org")
+    def _organization_chosen(self, event: Select.Changed) -> None:
+        if event.value is not Select.BLANK and event.value != self.organization_id:
+            self.organization_id = str(event.value)
+            self.tester_result = None
+            self.query_one("#tester-result", Static).update("")
+            self.load_config()
+
+    @work(exclusive=True, group="config-load", exit_on_error=False)
+    async def load_config(self) -> None:
+        if self.organization_id is None:
+            return
+        async with self.context.sessions() as session:
+            row = await get_config(session=session, organization_id=self.organization_id)
+            tokens = await list_tokens(session=session, organization_id=self.organization_id)
+        if row is None:
+            self.load_organizations()
+            return
+        self.row = row
+        self.show_config(row)
+        self.show_tokens(tokens)
+
+    def show_config(self, row: FirewallConfig) -> None:
+        self.query_one("#config-summary", Static).update(
+            f"updated {_when(row.updated_at)} UTC by {row.updated_by or '—'} · "
+            f"{len(row.monitored_tools or [])} tools · {len(row.custom_patterns or [])} patterns · "
+            f"{row.log_retention_days} days · o new organisation"
         )
+        tools = self.query_one("#tools-table", DataTable)
+        keep = tools.cursor_row
+        tools.clear()
+        for tool in row.monitored_tools or []:
+            tools.add_row(Text(tool["name"]), tool["tool_type"], "yes" if tool.get("enabled", True) else "[b]no[/b]",
+                          key=tool["name"])  # fmt: skip
+        if tools.row_count:
+            tools.move_cursor(row=min(keep, tools.row_count - 1))
+        patterns = self.query_one("#patterns-table", DataTable)
+        keep = patterns.cursor_row
+        patterns.clear()
+        for pattern in row.custom_patterns or []:
+            patterns.add_row(Text(pattern["name"]), Text(pattern["regex"]), Text(pattern["entity_type"]), pattern["severity"],
+                             key=pattern["name"])  # fmt: skip
+        if patterns.row_count:
+            patterns.move_cursor(row=min(keep, patterns.row_count - 1))
+        thresholds = row.sensitivity_thresholds or {}
+        self.query_one("#amber_min_entities", Input).value = str(thresholds.get("amber_min_entities", ""))
+        self.query_one("#red_min_entities", Input).value = str(thresholds.get("red_min_entities", ""))
+        self.query_one("#red_entity_types", Input).value = ", ".join(thresholds.get("red_entity_types", []))
+        self.query_one("#log_retention_days", Input).value = str(row.log_retention_days)
+        for label in self.query(".field-error"):
+            assert isinstance(label, Label)
+            label.update("")
+
+    def show_tokens(self, tokens: Any) -> None:
+        table = self.query_one("#tokens-table", DataTable)
+        table.clear()
+        self.tokens = {str(token.id): token for token in tokens}
+        for token in tokens:
+            state = f"[b]revoked[/b] {_when(token.revoked_at)}" if token.revoked_at else "active"
+            table.add_row(token.token_prefix + "…", Text(token.name), _when(token.created_at), Text(token.created_by or ""),
+                          _when(token.last_used_at), state, key=str(token.id))  # fmt: skip
+
+    def _selected_key(self, table_id: str) -> str | None:
+        table = self.query_one(table_id, DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    def _ready(self, what: str) -> bool:
+        if not self.context.require_admin(what):
+            return False
+        if self.organization_id is None or self.row is None:
+            self.context.notify("Create an organisation first (o).", severity="warning")
+            return False
+        return True
+
+    # -- dispatch by tab -------------------------------------------------------------------------
 
     def action_edit_config(self) -> None:
-        if not self.context.require_admin("change the configuration"):
+        if self.context.require_admin("change the configuration"):
+            self.show_pane("pane-tools")
+            self.query_one("#tools-table", DataTable).focus()
+
+    def action_show_tester(self) -> None:
+        self.show_pane("pane-tester")
+        self.query_one("#tester-sample", TextArea).focus()
+
+    def action_add(self) -> None:
+        pane = self.active_pane
+        if pane == "pane-tools":
+            self.action_add_tool()
+        elif pane == "pane-patterns":
+            self.action_add_pattern()
+        elif pane == "pane-tokens":
+            self.action_create_token()
+
+    def action_edit(self) -> None:
+        if self.active_pane == "pane-patterns":
+            self.action_edit_pattern()
+
+    def action_toggle(self) -> None:
+        if self.active_pane == "pane-tools":
+            self.action_toggle_tool()
+
+    def action_remove(self) -> None:
+        pane = self.active_pane
+        if pane == "pane-tools":
+            self.action_remove_tool()
+        elif pane == "pane-patterns":
+            self.action_remove_pattern()
+        elif pane == "pane-tokens":
+            self.action_revoke_token()
+
+    def _reload_after(self, result: object) -> None:
+        if result is not None:
+            self.load_config()
+
+    # -- organisations ---------------------------------------------------------------------------
+
+    def action_new_organization(self) -> None:
+        if self.context.require_admin("create organisations"):
+            self.app.push_screen(
+                OrganizationFormScreen(self.context),
+                lambda org: self.load_organizations(select=org) if org else None,
+            )
+
+    # -- tools -----------------------------------------------------------------------------------
+
+    def action_add_tool(self) -> None:
+        if self._ready("change the configuration"):
+            assert self.organization_id is not None
+            self.app.push_screen(ToolFormScreen(self.context, self.organization_id), self._reload_after)
+
+    def action_toggle_tool(self) -> None:
+        name = self._selected_key("#tools-table")
+        if name is None or not self._ready("change the configuration"):
             return
-        self.context.notify("Config: not available in this version yet.")
+        self.change_field(
+            "monitored_tools",
+            lambda tools: [{**t, "enabled": not t.get("enabled", True)} if t["name"] == name else t for t in tools],
+        )
+
+    def action_remove_tool(self) -> None:
+        name = self._selected_key("#tools-table")
+        if name is None or not self._ready("change the configuration"):
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Stop monitoring {name!r} (remove it from the list)?"),
+            lambda yes: self.change_field(
+                "monitored_tools", lambda tools: [t for t in tools if t["name"] != name]
+            ) if yes else None,
+        )  # fmt: skip
+
+    def action_default_tools(self) -> None:
+        if self._ready("change the configuration"):
+            self.app.push_screen(
+                ConfirmScreen("Replace the monitored tools with the default list?"),
+                lambda yes: self.change_field("monitored_tools", lambda _: default_monitored_tools())
+                if yes else None,
+            )  # fmt: skip
+
+    # -- patterns --------------------------------------------------------------------------------
+
+    def _patterns(self) -> list[dict[str, Any]]:
+        return list(self.row.custom_patterns or []) if self.row is not None else []
+
+    def action_add_pattern(self) -> None:
+        if self._ready("change the configuration"):
+            assert self.organization_id is not None
+            self.app.push_screen(
+                PatternFormScreen(self.context, self.organization_id, self._patterns()), self._reload_after
+            )
+
+    def action_edit_pattern(self) -> None:
+        name = self._selected_key("#patterns-table")
+        if name is None or not self._ready("change the configuration"):
+            return
+        assert self.organization_id is not None
+        patterns = self._patterns()
+        index = next((i for i, p in enumerate(patterns) if p["name"] == name), None)
+        if index is not None:
+            self.app.push_screen(
+                PatternFormScreen(self.context, self.organization_id, patterns, index), self._reload_after
+            )
+
+    def action_remove_pattern(self) -> None:
+        name = self._selected_key("#patterns-table")
+        if name is None or not self._ready("change the configuration"):
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Remove the custom pattern {name!r}?"),
+            lambda yes: self.change_field(
+                "custom_patterns", lambda patterns: [p for p in patterns if p["name"] != name]
+            ) if yes else None,
+        )  # fmt: skip
+
+    # -- thresholds and retention ----------------------------------------------------------------
+
+    @on(Button.Pressed, "#save-thresholds")
+    def action_save_thresholds(self) -> None:
+        if not self._ready("change the configuration"):
+            return
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name in ("amber_min_entities", "red_min_entities"):
+            text = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                values[name] = int(text)
+            except ValueError:
+                errors[name] = f"{name} must be a whole number from 1 to 1000; got {text!r}"
+        raw_types = self.query_one("#red_entity_types", Input).value
+        values["red_entity_types"] = [part.strip() for part in raw_types.split(",") if part.strip()]
+        if errors:
+            self._field_errors(errors)
+            return
+        self.change_field("sensitivity_thresholds", lambda _: values, fields=THRESHOLD_FIELDS)
+
+    @on(Button.Pressed, "#save-retention")
+    def action_save_retention(self) -> None:
+        if not self._ready("change the configuration"):
+            return
+        text = self.query_one("#log_retention_days", Input).value.strip()
+        self.change_field("log_retention_days", lambda _: text, fields=("log_retention_days",))
+
+    @on(Input.Submitted, "#log_retention_days")
+    def _retention_submitted(self) -> None:
+        self.action_save_retention()
+
+    @on(Input.Submitted, "#amber_min_entities, #red_min_entities, #red_entity_types")
+    def _thresholds_submitted(self) -> None:
+        self.action_save_thresholds()
+
+    def _field_errors(self, errors: dict[str, str]) -> None:
+        for label in self.query(".field-error"):
+            assert isinstance(label, Label)
+            label.update("")
+        for field, message in errors.items():
+            self.query_one(f"#{field}-error", Label).update(Text(message))
+
+    def field_error(self, field: str) -> str:
+        """The error shown under a field of the Thresholds or Retention tab (for tests)."""
+        return str(self.query_one(f"#{field}-error", Label).render())
+
+    @work(exclusive=True, group="config-change", exit_on_error=False)
+    async def change_field(self, field: str, edit: Any, fields: tuple[str, ...] = ()) -> None:
+        """Apply one edit to ``field`` of the shown organisation, validated and audited."""
+        assert self.organization_id is not None
+        async with self.context.sessions() as session:
+            try:
+                changes = await save_config_change(
+                    self.context, session, organization_id=self.organization_id, field=field, edit=edit
+                )
+            except ConfigError as error:
+                target = error_field(str(error), fields)
+                if target is not None:
+                    self._field_errors({target: str(error)})
+                else:
+                    self.context.notify(str(error), severity="error", markup=False)
+                return
+            await session.commit()
+        self.context.notify("Saved: agents get it on their next config request." if changes else "Nothing changed.")
+        self.load_config()
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def action_create_token(self) -> None:
+        if not self._ready("create ingest tokens"):
+            return
+        assert self.organization_id is not None
+        organization_id = self.organization_id
+
+        def created(result: tuple[str, str] | None) -> None:
+            if result is not None:
+                self.load_config()
+                self.app.push_screen(TokenShownScreen(organization_id, result[1]))
+
+        self.show_pane("pane-tokens")
+        self.app.push_screen(TokenFormScreen(self.context, organization_id), created)
+
+    def action_revoke_token(self) -> None:
+        token_id = self._selected_key("#tokens-table")
+        if token_id is None or not self._ready("revoke ingest tokens"):
+            return
+        token = self.tokens[token_id]
+        if token.revoked_at is not None:
+            self.context.notify("That token is already revoked.")
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Revoke the token {token.token_prefix}… ({token.name or 'unnamed'})? "
+                          "Agents using it are refused from their next hello."),
+            lambda yes: self.revoke(token_id) if yes else None,
+        )  # fmt: skip
+
+    @work(exclusive=True, group="config-change", exit_on_error=False)
+    async def revoke(self, token_id: str) -> None:
+        import uuid
+
+        async with self.context.sessions() as session:
+            try:
+                row = await revoke_token(session=session, token_id=uuid.UUID(token_id))
+            except TokenError as error:
+                self.context.notify(str(error), severity="error", markup=False)
+                return
+            await record(self.context, session, action="ingest_token.revoke", entity_type="ingest_token",
+                         entity_id=token_id, changes={"revoked_at": {"before": None, "after": row.revoked_at}})  # fmt: skip
+            await session.commit()
+        self.context.notify(f"Token {row.token_prefix}… revoked.")
+        self.load_config()
+
+    # -- tester ----------------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#tester-run")
+    def action_run_tester(self) -> None:
+        if self.organization_id is None:
+            self.context.notify("Create an organisation first (o).", severity="warning")
+            return
+        self.run_tester(self.query_one("#tester-sample", TextArea).text)
+
+    @work(exclusive=True, group="config-tester", exit_on_error=False)
+    async def run_tester(self, sample: str) -> None:
+        assert self.organization_id is not None
+        output = self.query_one("#tester-result", Static)
+        output.update("Running…")
+        try:
+            async with self.context.sessions() as session:
+                result = await try_organization_patterns(
+                    session=session, organization_id=self.organization_id, sample=sample
+                )
+        except PatternTestError as error:
+            self.tester_result = None
+            output.update(f"[b]{escape(str(error))}[/b]")
+            return
+        self.tester_result = result
+        output.update(describe_result(result))
+
+
+def describe_result(result: PatternTestResult) -> str:
+    """The tester's output: one line per pattern, then its first matches."""
+    if not result.matched:
+        lines = ["[b]No pattern matched.[/b]"]
+    else:
+        lines = [f"[b]{len(result.matched)} pattern(s) matched[/b]; highest severity: {result.highest_severity}"]
+    for hit in result.hits:
+        if hit.error:
+            lines.append(f"  {escape(hit.name)}: [b]regex error[/b]: {escape(hit.error)}")
+            continue
+        lines.append(f"  {escape(hit.name)} ({escape(hit.entity_type)}, {hit.severity}): {hit.count} match(es)")
+        for start, end, text in hit.matches[:5]:
+            lines.append(f"      {start}–{end}: {escape(repr(text))}")
+    return "\n".join(lines)

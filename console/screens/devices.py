@@ -1,40 +1,282 @@
-"""Devices section (placeholder): Registered agents: last seen, version, activate/deactivate.
+"""Devices section: registered agents — search and filters, per-device activity, (de)activate, delete.
 
-Placeholder with the section contract of :mod:`console.screens` in place: it
-receives a :class:`~console.screens.section.ConsoleContext` (sessions, the
-signed-in user and role, notify) and is shown by the shell on key 4.
-Replace the body of this module to build the screen; app.py needs no change.
+Reads and writes go through :mod:`db.devices`. A deactivated device is refused
+by the ingest server at its next hello; deleting forgets the registration only
+(its logs stay), and the device registers again if it says hello, so
+deactivation is the way to keep one out. Changes are admin-only, confirmed and audited.
 """
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+from collections.abc import Sequence
 
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.widgets import DataTable, Input, Select, Static
+
+from console.screens.admin_form import record
+from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
+from db.configs import list_configs
+from db.devices import (
+    DeviceActivity,
+    DeviceError,
+    DeviceFilter,
+    delete_device,
+    device_activity,
+    list_devices,
+    set_device_active,
+)
+from db.models import Device
+from db.vocabulary import DEVICE_TYPES, RISK_LEVELS
+
+ANY = "any"
+#: The "seen" filter: label → days (None: any; -1: never sent an event).
+SEEN_CHOICES: dict[str, int | None] = {
+    "seen: any time": None,
+    "seen: last day": 1,
+    "seen: last 7 days": 7,
+    "seen: last 30 days": 30,
+    "never sent an event": -1,
+}
+ACTIVE_CHOICES: dict[str, bool | None] = {"active or not": None, "active": True, "inactive": False}
+
+
+def _when(moment: object) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "—"  # type: ignore[attr-defined]
 
 
 class DevicesSection(Section):
-    """Registered agents: last seen, version, activate/deactivate."""
+    """Registered agents: last seen, version, activity, activate/deactivate, delete."""
 
     TITLE = "Devices"
     KEY = "4"
     COMMANDS = (
-        SectionCommand(
-            "Devices: deactivate a device",
-            "Stop accepting a device's events (administrators only)",
-            "deactivate_device",
-            admin_only=True,
-        ),
-    )
+        SectionCommand("Devices: activate / deactivate", "Stop or resume accepting the selected device (administrators only)", "toggle_active", admin_only=True),
+        SectionCommand("Devices: deactivate a device", "Stop accepting a device's events (administrators only)", "deactivate_device", admin_only=True),
+        SectionCommand("Devices: delete the selected device", "Forget its registration; logs stay (confirmed)", "delete_device", admin_only=True),
+        SectionCommand("Devices: search", "Focus the search box", "focus_search"),
+    )  # fmt: skip
+    BINDINGS = [
+        Binding("a", "toggle_active", "(De)activate"),
+        Binding("delete", "delete_device", "Delete"),
+        Binding("slash", "focus_search", "Search"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.filters = DeviceFilter()
+        self.devices: dict[str, Device] = {}
+        self.activity: DeviceActivity | None = None
+        self._organizations: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            "[b]Devices[/b]\n\nRegistered agents: last seen, version, activate/deactivate.\n\nThis section is not built yet.",
-            classes="placeholder",
+        with Horizontal(classes="admin-bar"):
+            yield Input(placeholder="/ search: device or user", id="devices-search")
+            yield Select([(kind, kind) for kind in (ANY, *DEVICE_TYPES)], value=ANY, allow_blank=False,
+                         id="devices-type", prompt="type")  # fmt: skip
+            yield Select([(ANY, ANY)], value=ANY, allow_blank=False, id="devices-org")
+            yield Select([(label, label) for label in ACTIVE_CHOICES], value="active or not",
+                         allow_blank=False, id="devices-active")  # fmt: skip
+            yield Select([(label, label) for label in SEEN_CHOICES], value="seen: any time",
+                         allow_blank=False, id="devices-seen")  # fmt: skip
+        yield Static("", id="devices-summary", classes="admin-summary")
+        with Horizontal(classes="admin-body"):
+            table: DataTable[str] = DataTable(id="devices-table", cursor_type="row", zebra_stripes=True)
+            table.add_columns("Device", "User", "Type", "Org", "Version", "Registered", "Last seen", "State")
+            yield table
+            with Vertical(id="device-activity", classes="admin-detail"):
+                yield Static("Select a device to see its activity.", id="device-activity-text")
+
+    def focus_first(self) -> None:
+        self.query_one("#devices-table", DataTable).focus()
+
+    def reload(self) -> None:
+        self.load_organizations()
+        self.load_devices()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def action_focus_search(self) -> None:
+        self.query_one("#devices-search", Input).focus()
+
+    # -- filters -------------------------------------------------------------------------------
+
+    def read_filters(self) -> DeviceFilter:
+        """The filter the bar describes."""
+        kind = self.query_one("#devices-type", Select).value
+        org = self.query_one("#devices-org", Select).value
+        seen = SEEN_CHOICES.get(str(self.query_one("#devices-seen", Select).value))
+        return DeviceFilter(
+            search=self.query_one("#devices-search", Input).value.strip(),
+            device_type=None if kind in (ANY, Select.BLANK) else str(kind),
+            organization_id=None if org in (ANY, Select.BLANK) else str(org),
+            active=ACTIVE_CHOICES.get(str(self.query_one("#devices-active", Select).value)),
+            seen_within_days=seen if seen is not None and seen > 0 else None,
+            never_seen=seen == -1,
         )
 
+    @on(Input.Submitted, "#devices-search")
+    @on(Select.Changed)
+    def _filters_changed(self) -> None:
+        filters = self.read_filters()
+        if filters != self.filters:
+            self.filters = filters
+            self.load_devices()
+
+    @work(exclusive=True, group="devices-orgs", exit_on_error=False)
+    async def load_organizations(self) -> None:
+        async with self.context.sessions() as session:
+            organizations = [row.organization_id for row in await list_configs(session=session)]
+        if organizations != self._organizations:
+            self._organizations = organizations
+            select = self.query_one("#devices-org", Select)
+            current = select.value
+            with self.prevent(Select.Changed):
+                select.set_options([(ANY, ANY), *((org, org) for org in organizations)])
+                select.value = current if current in organizations else ANY
+
+    # -- list and activity ---------------------------------------------------------------------
+
+    @work(exclusive=True, group="devices-load", exit_on_error=False)
+    async def load_devices(self, select: str | None = None) -> None:
+        async with self.context.sessions() as session:
+            rows = await list_devices(session=session, filters=self.filters)
+        self.show(rows, select=select)
+
+    def show(self, rows: Sequence[Device], *, select: str | None = None) -> None:
+        table = self.query_one("#devices-table", DataTable)
+        keep = select or self.selected_device_id()
+        table.clear()
+        self.devices = {device.device_id: device for device in rows}
+        for device in rows:
+            table.add_row(
+                Text(device.device_id),
+                Text(device.user_id),
+                device.device_type,
+                Text(device.organization_id),
+                Text(device.agent_version or ""),
+                _when(device.registered_at),
+                _when(device.last_seen),
+                "active" if device.is_active else "[b]inactive[/b]",
+                key=device.device_id,
+            )
+        if keep in self.devices:
+            table.move_cursor(row=table.get_row_index(keep))
+        self.query_one("#devices-summary", Static).update(
+            f"{len(rows)} devices · a (de)activate · del delete · / search"
+        )
+        if not rows:
+            self.query_one("#device-activity-text", Static).update("No device matches.")
+
+    def selected_device_id(self) -> str | None:
+        table = self.query_one("#devices-table", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    @on(DataTable.RowHighlighted, "#devices-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.load_activity(str(event.row_key.value))
+
+    @work(exclusive=True, group="devices-activity", exit_on_error=False)
+    async def load_activity(self, device_id: str) -> None:
+        async with self.context.sessions() as session:
+            activity = await device_activity(session=session, device_id=device_id)
+        self.activity = activity
+        lines = [f"[b]{escape(device_id)}[/b]", ""]
+        for level in RISK_LEVELS:
+            lines.append(f"[{_risk_style(level)}]{level:>6}[/] {activity.by_risk.get(level, 0):>10,}")
+        lines.append(f"{'total':>6} {activity.total:>10,}")
+        lines += ["", f"last event  {_when(activity.last_event_at)}", f"last hello  {_when(activity.last_seen)}"]
+        device = self.devices.get(device_id)
+        if device is not None and not device.is_active:
+            lines += ["", "[b]inactive[/b]: refused at its next hello"]
+        self.query_one("#device-activity-text", Static).update("\n".join(lines))
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def _selected(self, what: str) -> Device | None:
+        device_id = self.selected_device_id()
+        if device_id is None or device_id not in self.devices:
+            self.context.notify(f"Select a device to {what}.", severity="warning")
+            return None
+        return self.devices[device_id]
+
     def action_deactivate_device(self) -> None:
-        if not self.context.require_admin("deactivate devices"):
+        device = self._selected("deactivate")
+        if device is not None and not device.is_active:
+            self.context.notify(f"{device.device_id!r} is already inactive.")
             return
-        self.context.notify("Devices: not available in this version yet.")
+        self.action_toggle_active()
+
+    def action_toggle_active(self) -> None:
+        if not self.context.require_admin("activate or deactivate devices"):
+            return
+        device = self._selected("activate or deactivate")
+        if device is None:
+            return
+        if device.is_active:
+            question = f"Deactivate {device.device_id!r}? Its agent is refused from its next hello."
+            self.app.push_screen(
+                ConfirmScreen(question), lambda yes: self.set_active(device.device_id, False) if yes else None
+            )
+        else:
+            self.set_active(device.device_id, True)
+
+    def action_delete_device(self) -> None:
+        if not self.context.require_admin("delete devices"):
+            return
+        device = self._selected("delete")
+        if device is not None:
+            question = (
+                f"Delete the device {device.device_id!r}? Its logs stay; it registers again "
+                "at its next hello (deactivate it to keep it out)."
+            )
+            self.app.push_screen(
+                ConfirmScreen(question), lambda yes: self.remove(device.device_id) if yes else None
+            )
+
+    @work(exclusive=True, group="devices-change", exit_on_error=False)
+    async def set_active(self, device_id: str, active: bool) -> None:
+        async with self.context.sessions() as session:
+            try:
+                _, changes = await set_device_active(session=session, device_id=device_id, active=active)
+            except DeviceError as error:
+                self.context.notify(str(error), severity="error", markup=False)
+                return
+            if changes:
+                action = "device.activate" if active else "device.deactivate"
+                await record(self.context, session, action=action, entity_type="device",
+                             entity_id=device_id, changes=changes)  # fmt: skip
+            await session.commit()
+        self.context.notify(f"{device_id!r} is now {'active' if active else 'inactive'}.")
+        self.load_devices(select=device_id)
+
+    @work(exclusive=True, group="devices-change", exit_on_error=False)
+    async def remove(self, device_id: str) -> None:
+        async with self.context.sessions() as session:
+            try:
+                device = await delete_device(session=session, device_id=device_id)
+            except DeviceError as error:
+                self.context.notify(str(error), severity="error", markup=False)
+                return
+            await record(
+                self.context, session, action="device.delete", entity_type="device", entity_id=device_id,
+                changes={"user_id": {"before": device.user_id}, "organization_id": {"before": device.organization_id},
+                         "is_active": {"before": device.is_active}},
+            )  # fmt: skip
+            await session.commit()
+        self.context.notify(f"Device {device_id!r} deleted.")
+        self.load_devices()
+
+
+def _risk_style(level: str) -> str:
+    return {"green": "green", "amber": "yellow", "red": "red"}.get(level, "")
