@@ -353,7 +353,7 @@ def wait_for_port(
 class TrafficPlan:
     """What the demo's simulator does."""
 
-    devices: int = 24
+    devices: int = 30
     rate: float = 4.0
     backfill_days: int = 21
     backfill_per_day: int = 1200

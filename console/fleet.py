@@ -34,8 +34,8 @@ PERMANENT_REFUSALS = frozenset(
 )
 RECONNECT_FIRST_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
-#: Every n-th user is careless: more amber and red events (so "top users" shows someone).
-CARELESS_EVERY = 7
+#: One user in this many (the second of each organisation first) is careless: more amber and red events.
+CARELESS_EVERY = 5
 CARELESS_RISK_WEIGHTS = {"green": 55, "amber": 30, "red": 15}
 #: Relative activity per hour of the day (UTC) and per weekday (Monday first) for backfilled history.
 HOUR_WEIGHTS = (1, 1, 1, 1, 1, 2, 4, 8, 14, 18, 18, 16, 12, 15, 18, 17, 14, 10, 6, 4, 3, 2, 2, 1)
@@ -85,10 +85,11 @@ class FleetPlan:
 
 
 def user_name(index: int) -> str:
-    """A plausible, unique-per-index user name: ``alice.martin``, ``bob.martin`` … ``alice.nguyen``."""
+    """A plausible user name, different for every index: ``alice.martin``, ``bob.nguyen``, ``carmen.garcia`` …"""
     first = FIRST_NAMES[index % len(FIRST_NAMES)]
-    last = LAST_NAMES[(index // len(FIRST_NAMES)) % len(LAST_NAMES)]
-    suffix = index // (len(FIRST_NAMES) * len(LAST_NAMES))
+    last = LAST_NAMES[(index + index // len(FIRST_NAMES)) % len(LAST_NAMES)]
+    # (first, last) repeats every 80 indexes (20 first names, 12 last names, shifted by one per round).
+    suffix = index // 80
     return f"{first}.{last}{suffix or ''}"
 
 
@@ -164,7 +165,7 @@ def backfill_times(plan: FleetPlan, rnd: random.Random, now: datetime) -> list[d
 def build_devices(
     organizations: Sequence[FleetOrganization], plan: FleetPlan, *, now: datetime | None = None
 ) -> list[SimulatedDevice]:
-    """The fleet's devices: spread over the organisations, two devices of different types per user."""
+    """The fleet's devices: spread over the organisations, one or two devices of different types per user."""
     if not organizations:
         raise FleetError("no organisation to send as: give --organization ORG --token TOKEN")
     if plan.devices < 1:
@@ -178,14 +179,17 @@ def build_devices(
     for index in range(plan.devices):
         organization = organizations[index % len(organizations)]
         number = index // len(organizations)
-        user_index = number // 2
+        # Users have two devices, then one, then two …: (0, 0), (1), (2, 2), (3), …
+        user_index = number * 2 // 3
         device_type = DEVICE_TYPES[number % len(DEVICE_TYPES)]
-        careless = user_index % CARELESS_EVERY == CARELESS_EVERY - 1
+        careless = user_index % CARELESS_EVERY == 1
         identity = AgentIdentity(
             organization_id=organization.organization_id,
             token=organization.token,
             device_id=f"sim-{organization.organization_id}-{device_type}-{number:03d}",
-            user_id=f"{user_name(user_index)}@{email_domain(organization.organization_id)}",
+            # Different people in each organisation: names shifted by organisation.
+            user_id=f"{user_name(user_index + 23 * (index % len(organizations)))}@"
+            f"{email_domain(organization.organization_id)}",
             device_type=device_type,
         )
         generator = EventGenerator(

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from types import FrameType
 
 from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail
@@ -128,7 +129,11 @@ def describe_setup(database: DemoDatabase, setup: DemoSetup, traffic: TrafficPla
         f"  sign in   {credentials}",
         f"  orgs      {organizations}",
         f"  traffic   {traffic.devices} simulated devices, {traffic.rate:g} events/s live, "
-        f"{traffic.backfill_days} days of history arriving now",
+        + (
+            f"{traffic.backfill_days} days of history arriving now"
+            if traffic.backfill_days
+            else "no new history"
+        ),
         f"  logs      {directory / SERVER_LOG}, {directory / SIMULATOR_LOG}",
         "",
     ]
@@ -176,6 +181,14 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
+    try:
+        stored = count_events(database.settings)
+    except DatabaseError as error:
+        return fail(str(error), code=EXIT_FAILED)
+    if stored and traffic.backfill_days:
+        # History from an earlier run is there already; --reset starts afresh.
+        traffic = replace(traffic, backfill_days=0)
+        say(f"demo: keeping the {stored} events of earlier runs (no new history; --reset starts afresh)")
     for line in describe_setup(database, setup, traffic):
         say(line)
 
@@ -184,23 +197,26 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     processes = DemoProcesses(database, traffic, say=say)
     try:
         with processes:
-            if with_console:
-                input("  Press Enter to open the console (Ctrl+C stops the demo) ")
-                processes.check()
-                # The console's log file goes next to the demo's other logs.
-                os.environ["AIFW_DATA_DIR"] = str(database.directory)
-                from console.app import run_console
+            try:
+                if with_console:
+                    input("  Press Enter to open the console (Ctrl+C stops the demo) ")
+                    processes.check()
+                    # The console's log file goes next to the demo's other logs.
+                    os.environ["AIFW_DATA_DIR"] = str(database.directory)
+                    from console.app import run_console
 
-                code = run_console(database.settings)
-            else:
-                say(
-                    f"demo: running without the console for {duration:g}s"
-                    if duration > 0
-                    else "demo: running"
-                )
-                run_without_console(processes, duration)
+                    code = run_console(database.settings)
+                else:
+                    say(
+                        f"demo: running without the console for {duration:g}s"
+                        if duration > 0
+                        else "demo: running"
+                    )
+                    run_without_console(processes, duration)
+            except KeyboardInterrupt:
+                say("\ndemo: interrupted, stopping")
     except KeyboardInterrupt:
-        say("demo: interrupted, stopping")
+        say("demo: interrupted again while stopping")
     except DemoError as error:
         code = fail(str(error), code=EXIT_FAILED)
     finally:
