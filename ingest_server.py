@@ -105,7 +105,8 @@ class LineReader:
             lines.append(TOO_LONG if end - start > self._max else bytes(buffer[start:end]))
             start = newline + 1
         del buffer[:start]
-        if len(buffer) > self._max:
+        # +1: a line of exactly the limit may wait here for the "\n" after its "\r".
+        if len(buffer) > self._max + 1:
             lines.append(TOO_LONG)
             buffer.clear()
             self._discarding = True
@@ -649,7 +650,7 @@ class IngestServer:
             host=self.settings.ingest_host,
             port=self.settings.ingest_port,
             ssl=context,
-            limit=READ_CHUNK_BYTES * 2,
+            limit=READ_CHUNK_BYTES,
             backlog=min(self.settings.ingest.max_connections, 4096),
         )
         socket_name = self._listener.sockets[0].getsockname()

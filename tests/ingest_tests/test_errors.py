@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -24,6 +25,7 @@ from tests.ingest_tests.conftest import (
     StartServer,
     count_events,
     hello_message,
+    stored_ids,
 )
 
 
@@ -307,3 +309,49 @@ def test_every_error_code_is_documented() -> None:
 
 def test_event_ids_in_examples_are_uuids() -> None:
     assert uuid.UUID(EventGenerator(seed=1).event()["id"]).version == 4
+
+
+async def test_validator_fault_gets_internal_error_and_the_connection_goes_on(
+    raw: RawClient, generator: EventGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest_server
+
+    def broken(message: dict[str, Any], **_: Any) -> dict[str, Any]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(ingest_server, "validate_log", broken)
+    event = generator.event()
+    await raw.send(event)
+    error = await expect_error_then_pong(raw, "internal_error")
+    assert error["id"] == event["id"]
+
+
+async def test_event_the_database_refuses_is_answered_and_the_rest_of_its_batch_stored(
+    raw: RawClient, generator: EventGenerator, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest_server
+
+    events = [generator.event() for _ in range(5)]
+    poisoned = events[2]["id"]
+    validate = ingest_server.validate_log
+
+    def slipping(message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        row = validate(message, **kwargs)
+        if message["id"] == poisoned:
+            row["risk_level"] = "purple"  # as if the validator let a bad value through
+        return row
+
+    monkeypatch.setattr(ingest_server, "validate_log", slipping)
+    await raw.write(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    acked: set[str] = set()
+    refusal: dict[str, Any] | None = None
+    while len(acked) < 4 or refusal is None:
+        reply = await raw.receive()
+        if reply["type"] == "ack":
+            acked.update(reply["ids"])
+        else:
+            refusal = reply
+    assert refusal["code"] == "invalid_event"
+    assert refusal["id"] == poisoned
+    assert poisoned not in acked
+    assert sorted(await stored_ids(engine)) == sorted(e["id"] for e in events if e["id"] != poisoned)
