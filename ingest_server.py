@@ -643,8 +643,8 @@ class IngestServer:
             self.connections.discard(connection)
 
     async def start(self) -> RunningServer:
-        self._writer_task = asyncio.create_task(self.writer.run(), name="ingest-writer")
         context = tls_context(self.settings)
+        self._writer_task = asyncio.create_task(self.writer.run(), name="ingest-writer")
         self._listener = await asyncio.start_server(
             self._on_connect,
             host=self.settings.ingest_host,
