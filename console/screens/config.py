@@ -69,7 +69,10 @@ class ConfigSection(Section):
         Binding("t", "toggle", "Enable/disable"),
         Binding("delete", "remove", "Remove/revoke"),
         Binding("r", "reload", "Reload"),
+        Binding("right_square_bracket", "next_tab(1)", "Next tab"),
+        Binding("left_square_bracket", "next_tab(-1)", "Prev tab", show=False),
     ]
+    PANES = ("pane-tools", "pane-thresholds", "pane-patterns", "pane-retention", "pane-tokens", "pane-tester")
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -155,6 +158,15 @@ class ConfigSection(Section):
 
     def show_pane(self, pane: str) -> None:
         self.query_one("#config-tabs", TabbedContent).active = pane
+
+    def action_next_tab(self, step: int) -> None:
+        """Switch to the next (or previous) tab and focus its main widget."""
+        pane = self.PANES[(self.PANES.index(self.active_pane) + step) % len(self.PANES)]
+        self.show_pane(pane)
+        main = {"pane-tools": "#tools-table", "pane-thresholds": "#amber_min_entities",
+                "pane-patterns": "#patterns-table", "pane-retention": "#log_retention_days",
+                "pane-tokens": "#tokens-table", "pane-tester": "#tester-sample"}[pane]  # fmt: skip
+        self.query_one(main).focus()
 
     # -- loading ---------------------------------------------------------------------------------
 
