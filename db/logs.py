@@ -36,6 +36,7 @@ from sqlalchemy import (
     text,
     tuple_,
     type_coerce,
+    union,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -81,8 +82,8 @@ class LogFilter:
     """What the log browser shows; every field empty means every row.
 
     ``risk_levels`` empty means all levels. ``since`` is inclusive, ``until``
-    exclusive. ``search`` matches the start of a user, device or tool name, or
-    exactly an organisation, an entity type or an event id.
+    exclusive. ``search`` matches a user, device or tool exactly (by prefix
+    when it ends with ``*``), an organisation, an entity type or an event id.
     """
 
     risk_levels: frozenset[str] = frozenset()
@@ -232,23 +233,29 @@ def _starts_with(column_: Any, prefix: str) -> ColumnElement[bool]:
     return and_(column_ >= prefix, column_ < prefix + _MAX_CHAR, column_.startswith(prefix, autoescape=True))
 
 
-def _search_condition(term: str, *, postgresql: bool) -> ColumnElement[bool]:
-    options: list[ColumnElement[bool]] = [
-        _starts_with(LogEntry.user_id, term),
-        _starts_with(LogEntry.device_id, term),
-        _starts_with(LogEntry.tool_name, term),
-        LogEntry.organization_id == term,
-        _contains_entity(term, postgresql=postgresql),
-    ]
+def search_options(term: str, *, postgresql: bool) -> list[ColumnElement[bool]]:
+    """What a search term may match, one condition per indexed way of finding it.
+
+    A term matches a user, device or tool exactly (or by prefix when it ends
+    with ``*``), an organisation or entity type exactly, or an event id.
+    """
+    names = (LogEntry.user_id, LogEntry.device_id, LogEntry.tool_name)
+    if term.endswith("*") and len(term) > 1:
+        options = [_starts_with(name, term[:-1]) for name in names]
+    else:
+        options = [name == term for name in names]
+    options += [LogEntry.organization_id == term, _contains_entity(term, postgresql=postgresql)]
     try:
         options.append(LogEntry.id == uuid.UUID(term))
     except ValueError:
         pass
-    return or_(*options)
+    return options
 
 
-def conditions(filters: LogFilter, *, postgresql: bool, with_risk: bool = True) -> list[ColumnElement[bool]]:
-    """The WHERE terms of a filter (risk levels as ``IN`` unless ``with_risk`` is False)."""
+def conditions(
+    filters: LogFilter, *, postgresql: bool, with_risk: bool = True, with_search: bool = True
+) -> list[ColumnElement[bool]]:
+    """The WHERE terms of a filter (risk levels as ``IN``, search as ``OR``, unless left out)."""
     terms: list[ColumnElement[bool]] = []
     levels = filters.effective_risk_levels
     if with_risk and levels:
@@ -271,8 +278,8 @@ def conditions(filters: LogFilter, *, postgresql: bool, with_risk: bool = True) 
         terms.append(_contains_entity(filters.entity_type, postgresql=postgresql))
     if filters.sanitized is not None:
         terms.append(LogEntry.was_sanitized.is_(filters.sanitized))
-    if filters.search:
-        terms.append(_search_condition(filters.search, postgresql=postgresql))
+    if with_search and filters.search:
+        terms.append(or_(*search_options(filters.search, postgresql=postgresql)))
     return terms
 
 
@@ -300,25 +307,40 @@ def page_statement(
 ) -> Select[tuple[LogEntry]]:
     """The SELECT of one keyset page: rows past ``cursor`` going older (or newer), in that order.
 
-    With several (not all) risk levels it is a ``UNION ALL`` of one ordered,
-    limited branch per level, each an index range on (risk_level, timestamp, id).
+    Alternatives (several risk levels, the ways a search term can match) become
+    a ``UNION`` of one ordered, limited branch each — every branch an index
+    range walked in (timestamp, id) order — merged and cut to ``limit``, so no
+    filter needs to sort all its matches.
     """
-    base = conditions(filters, postgresql=postgresql, with_risk=False) + _keyset(cursor, older=older)
+    base = conditions(filters, postgresql=postgresql, with_risk=False, with_search=False)
+    base += _keyset(cursor, older=older)
     levels = filters.effective_risk_levels
-    if len(levels) <= 1:
-        where = base + ([LogEntry.risk_level == levels[0]] if levels else [])
-        return select(LogEntry).where(*where).order_by(*_order(older)).limit(limit)
+    risk_options: list[ColumnElement[bool] | None] = [LogEntry.risk_level == level for level in levels] or [
+        None
+    ]
+    search: list[ColumnElement[bool] | None] = (
+        list(search_options(filters.search, postgresql=postgresql)) if filters.search else [None]
+    )
     branches = [
+        [*base, *(term for term in (risk, match) if term is not None)]
+        for risk in risk_options
+        for match in search
+    ]
+    if len(branches) == 1:
+        return select(LogEntry).where(*branches[0]).order_by(*_order(older)).limit(limit)
+    parts = [
         select(
             select(LogEntry.id, LogEntry.timestamp)
-            .where(*base, LogEntry.risk_level == level)
+            .where(*where)
             .order_by(*_order(older))
             .limit(limit)
             .subquery()
         )
-        for level in levels
+        for where in branches
     ]
-    ids = union_all(*branches).subquery("page_ids")
+    # A row can match a search more than one way: UNION drops the duplicates.
+    combined = union(*parts) if filters.search else union_all(*parts)
+    ids = combined.subquery("page_ids")
     ordering = (ids.c.timestamp.desc(), ids.c.id.desc()) if older else (ids.c.timestamp.asc(), ids.c.id.asc())
     return select(LogEntry).join(ids, LogEntry.id == ids.c.id).order_by(*ordering).limit(limit)
 

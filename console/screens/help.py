@@ -24,8 +24,8 @@ every 5 s from pre-aggregated hourly counts. `w` window · `r` refresh.
 `e` export · `x` stop an export.
 
 *Filters* combine: risk levels (several), tool, user, device, organisation, time (presets or
-From/Until in UTC), entity type, sanitised yes/no, and search (start of a user, device or tool
-name; exactly an organisation, an entity type or an event id). The count is exact up to
+From/Until in UTC), entity type, sanitised yes/no, and search (a user, device or tool name, or
+its start followed by `*`; an organisation; an entity type; an event id). The count is exact up to
 10,000 rows; beyond that it is shown as "10,000+" or "≈" (an estimate).
 
 *Follow* (`t`) shows rows newer than the top row as they arrive (on the newest page).

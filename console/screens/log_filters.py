@@ -103,7 +103,7 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
                     )
                 with Horizontal(classes="form-row"):
                     yield Label("Search", classes="form-label")
-                    yield Input(value=current.search, placeholder="user/device/tool prefix, org, entity, id",
+                    yield Input(value=current.search, placeholder="user, device, tool (or prefix*), org, entity, id",
                                 id="filter-search")  # fmt: skip
             yield Label("", id="filter-error", classes="error")
             with Horizontal(classes="buttons"):

@@ -75,7 +75,7 @@ class LogsSection(Section):
     def compose(self) -> ComposeResult:
         with Horizontal(id="logs-bar"):
             yield Input(
-                placeholder="/ search: user, device or tool prefix; org; entity type; event id",
+                placeholder="/ search: user, device, tool (prefix*), org, entity type, event id",
                 id="logs-search",
             )
             yield Static("", id="logs-summary")

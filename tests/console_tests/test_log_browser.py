@@ -63,7 +63,9 @@ FILTERS: dict[str, tuple[LogFilter, Any]] = {
     "entity type": (LogFilter(entity_type="API_KEY"), lambda e: "API_KEY" in e["detected_entity_types"]),
     "sanitised yes": (LogFilter(sanitized=True), lambda e: e["was_sanitized"]),
     "sanitised no": (LogFilter(sanitized=False), lambda e: not e["was_sanitized"]),
-    "search by user prefix": (LogFilter(search="user3"), lambda e: e["user_id"].startswith("user3")),
+    "search by user": (LogFilter(search="user3@example.com"), lambda e: e["user_id"] == "user3@example.com"),
+    "search by user prefix": (LogFilter(search="user3*"), lambda e: e["user_id"].startswith("user3")),
+    "search by device or org": (LogFilter(search="acme"), lambda e: e["organization_id"] == "acme"),
     "search by entity type": (LogFilter(search="API_KEY"), lambda e: "API_KEY" in e["detected_entity_types"]),
     "combination": (
         LogFilter(
