@@ -211,7 +211,16 @@ class BatchWriter:
                     stopping = self._drain_into(batch)
                     if stopping:
                         break
-            await self._store(batch)
+            try:
+                await self._store(batch)
+            except Exception:  # a bug here must not stop the writer, or nothing would be acknowledged again
+                log.exception("unexpected error storing a batch of %d events", len(batch))
+                for row, connection in batch:
+                    connection.release(1)
+                    connection.send_error(
+                        "internal_error", "the server could not store this event; resend it later",
+                        event_id=str(row["id"]),
+                    )  # fmt: skip
 
     def _drain_into(self, batch: list[Any]) -> bool:
         limit = self._limits.batch_max_events
