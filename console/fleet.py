@@ -23,15 +23,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from console.simulator import RISK_WEIGHTS, AgentClient, AgentIdentity, AgentRefused, EventGenerator
+from console.simulator import (
+    RISK_WEIGHTS,
+    TOOL_TYPE_OF_DEVICE,
+    AgentClient,
+    AgentIdentity,
+    AgentRefused,
+    EventGenerator,
+)
 from db.base import utcnow
-from db.vocabulary import DEVICE_TYPES
+from db.vocabulary import DEFAULT_MONITORED_TOOLS, DEVICE_TYPES
 
 #: Refusals a retry cannot cure: the device gives up (the others go on).
 PERMANENT_REFUSALS = frozenset(
     {"unauthorized", "invalid_hello", "hello_required", "device_disabled", "device_conflict"}
 )
+#: Tools the event generator knows; others come from an organisation's configuration.
+KNOWN_TOOLS = frozenset(name for name, _ in DEFAULT_MONITORED_TOOLS)
+#: Share of live events about a tool added in the console (when the organisation has added some).
+ADDED_TOOL_SHARE = 0.15
 RECONNECT_FIRST_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
 #: One user in this many (the second of each organisation first) is careless: more amber and red events.
@@ -80,6 +92,8 @@ class FleetPlan:
     drain_seconds: float = 10.0
     #: How long the first connection may take before the fleet gives up.
     connect_timeout: float = 10.0
+    #: How often each device asks for its organisation's configuration (monitored tools).
+    config_poll_seconds: float = 30.0
     #: Keep every generated event id (tests compare them with the database).
     keep_ids: bool = False
 
@@ -206,6 +220,32 @@ def build_devices(
             )
         )
     return devices
+
+
+def live_event(device: SimulatedDevice) -> dict[str, Any] | None:
+    """The device's next live event, for a tool its organisation monitors (None if it monitors none).
+
+    Tools switched off in the console are not reported; tools added there are, now and then.
+    """
+    config = device.client.config if device.client is not None else None
+    tools = (config or {}).get("monitored_tools")
+    device_type = device.identity.device_type
+    if not isinstance(tools, list):
+        return device.generator.event(device_type=device_type)
+    tool_type = TOOL_TYPE_OF_DEVICE.get(device_type, "web")
+    enabled = {
+        str(tool.get("name"))
+        for tool in tools
+        if isinstance(tool, dict) and tool.get("enabled", True) and tool.get("tool_type") == tool_type
+    }
+    added = sorted(enabled - KNOWN_TOOLS)
+    for _ in range(20):
+        event = device.generator.event(device_type=device_type)
+        if added and device.pace.random() < ADDED_TOOL_SHARE:
+            event["tool_name"] = device.pace.choice(added)
+        if event["tool_name"] in enabled:
+            return event
+    return None
 
 
 class Fleet:
@@ -361,6 +401,7 @@ class Fleet:
             device.backfill_sent += 1
         loop = asyncio.get_running_loop()
         end = None if self.plan.duration is None else loop.time() + self.plan.duration
+        next_poll = loop.time() + self.plan.config_poll_seconds
         while not self.stopping:
             delay = device.pace.expovariate(device.live_rate) if device.live_rate > 0 else 3600.0
             if end is not None:
@@ -369,9 +410,30 @@ class Fleet:
                 await asyncio.wait_for(self._stopping.wait(), max(delay, 0))
             if self.stopping or (end is not None and loop.time() >= end):
                 break
-            if not await self._send(device, device.generator.event(device_type=device.identity.device_type)):
+            if loop.time() >= next_poll:
+                next_poll = loop.time() + self.plan.config_poll_seconds
+                await self._poll_config(device)
+            event = live_event(device)
+            if event is not None and not await self._send(device, event):
                 return
         await self._drain(device)
+
+    async def _poll_config(self, device: SimulatedDevice) -> None:
+        """Ask for the organisation's configuration, as agents do, so console changes take effect."""
+        client = device.client
+        if client is None or not client.connected:
+            return
+        try:
+            reply = await client.request({"type": "config"}, within=5.0)
+            # Error lines about earlier events queue up as replies too: skip them.
+            for _ in range(50):
+                if reply.get("type") == "config":
+                    break
+                reply = await client.next_reply(within=5.0)
+        except (ConnectionError, OSError, TimeoutError, AssertionError):
+            return
+        if reply.get("type") == "config" and isinstance(reply.get("config"), dict):
+            client.config = reply["config"]
 
     async def _send(self, device: SimulatedDevice, event: dict[str, object]) -> bool:
         """Hand one event to the connection (kept until acknowledged); False if the device gave up."""

@@ -3,13 +3,20 @@ even when connections are cut mid-stream."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from console.fleet import Fleet, FleetError, FleetOrganization, FleetPlan
 from console.simulator import TOOL_TYPE_OF_DEVICE
+from db.base import utcnow
+from db.configs import update_config
+from db.models import LogEntry
+from db.vocabulary import DEFAULT_MONITORED_TOOLS
 from ingest_server import RunningServer
 from tests.demo_tests.conftest import CuttingProxy, rollup_total, stored_ids
 
@@ -118,3 +125,55 @@ async def test_wrong_token_is_one_clear_error(
     wrong = [FleetOrganization(organizations[0].organization_id, "aifw_not-a-real-token")]
     with pytest.raises(FleetError, match="refused organisation 'acme': unauthorized"):
         await Fleet("127.0.0.1", server.port, wrong, FleetPlan(devices=1)).run()
+
+
+def tools_without(disabled: str, added: tuple[str, str] | None = None) -> list[dict[str, object]]:
+    tools: list[dict[str, object]] = [
+        {"name": name, "tool_type": kind, "enabled": name != disabled}
+        for name, kind in DEFAULT_MONITORED_TOOLS
+    ]
+    if added is not None:
+        tools.append({"name": added[0], "tool_type": added[1], "enabled": True})
+    return tools
+
+
+async def stored_tools(engine: AsyncEngine, *, since: datetime | None = None) -> Counter[str]:
+    statement = select(LogEntry.tool_name)
+    if since is not None:
+        statement = statement.where(LogEntry.timestamp > since)
+    async with engine.connect() as connection:
+        return Counter(await connection.scalars(statement))
+
+
+async def test_live_events_follow_the_tools_the_organisation_monitors(
+    server: RunningServer, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
+) -> None:
+    await update_config(
+        session=session,
+        organization_id="acme",
+        updated_by="test",
+        monitored_tools=tools_without("ChatGPT", added=("Acme Internal GPT", "web")),
+    )
+    await session.commit()
+    plan = FleetPlan(devices=3, rate=300.0, duration=1.0, seed=21)
+    await Fleet("127.0.0.1", server.port, organizations[:1], plan).run()
+    tools = await stored_tools(engine)
+    assert tools["ChatGPT"] == 0
+    assert tools["Acme Internal GPT"] > 0
+
+
+async def test_a_tool_switched_off_while_running_stops_being_reported(
+    server: RunningServer, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
+) -> None:
+    plan = FleetPlan(devices=3, rate=300.0, duration=2.2, seed=22, config_poll_seconds=0.2)
+    fleet = Fleet("127.0.0.1", server.port, organizations[:1], plan)
+    running = asyncio.create_task(fleet.run())
+    await asyncio.sleep(0.8)
+    await update_config(
+        session=session, organization_id="acme", updated_by="test", monitored_tools=tools_without("ChatGPT")
+    )
+    await session.commit()
+    switched_off = utcnow()
+    await running
+    assert (await stored_tools(engine))["ChatGPT"] > 0
+    assert (await stored_tools(engine, since=switched_off + timedelta(seconds=1)))["ChatGPT"] == 0
