@@ -1,0 +1,253 @@
+"""Config section: organisations, retention range, thresholds, tools, custom patterns with the
+tester, and ingest tokens checked against a real ingest hello — every change audited."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from console.screens.config import ConfigSection
+from console.screens.config_forms import OrganizationFormScreen, PatternFormScreen, TokenShownScreen
+from db.configs import create_organization, get_config
+from db.engine import new_sessionmaker
+from db.models import IngestToken
+from db.pattern_tester import PatternTestError, run_patterns
+from db.settings import Settings
+from tests.console_tests.admin_fixtures import (
+    audit_rows,
+    confirm,
+    fill,
+    hello,
+    ingest_server,
+    open_section,
+    signed_in,
+    submit,
+)
+from tests.console_tests.conftest import settle
+from tests.ingest_tests.conftest import RawClient
+
+EMPLOYEE_ID = {"name": "employee id", "regex": r"EMP-\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "red"}
+
+
+async def add_org(engine: AsyncEngine, organization_id: str = "acme", patterns: list | None = None) -> None:
+    async with new_sessionmaker(engine)() as session:
+        row = await create_organization(session=session, organization_id=organization_id, updated_by="test")
+        if patterns:
+            row.custom_patterns = patterns
+        await session.commit()
+
+
+async def config_of(engine: AsyncEngine, organization_id: str = "acme"):
+    async with new_sessionmaker(engine)() as session:
+        return await get_config(session=session, organization_id=organization_id)
+
+
+async def test_new_organisation_form_validates_then_creates_with_defaults(engine: AsyncEngine, app_factory) -> None:
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        assert section.organization_id is None
+        section.action_new_organization()
+        await settle(pilot)
+        form = pilot.app.screen
+        assert isinstance(form, OrganizationFormScreen)
+        fill(pilot, organization_id="bad id!", log_retention_days="10")
+        await submit(pilot)
+        assert "organization_id must be" in form.error_of("organization_id")
+        assert "between 30 and 365" in form.error_of("log_retention_days")
+        fill(pilot, organization_id="acme", log_retention_days="60")
+        await submit(pilot)
+        await settle(pilot)
+        assert section.organization_id == "acme"
+        assert section.query_one("#tools-table").row_count > 5
+    row = await config_of(engine)
+    assert row is not None and row.log_retention_days == 60 and row.updated_by == "alice"
+    [audit] = await audit_rows(engine, "organization.create")
+    assert audit.entity_id == "acme" and audit.changes == {"log_retention_days": {"after": 60}}
+
+
+async def test_retention_outside_30_to_365_is_refused_next_to_the_field(engine: AsyncEngine, app_factory) -> None:
+    await add_org(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        for wrong in ("29", "366", "ninety"):
+            section.query_one("#log_retention_days").value = wrong
+            section.action_save_retention()
+            await settle(pilot)
+            assert "log_retention_days must be" in section.field_error("log_retention_days")
+    row = await config_of(engine)
+    assert row is not None and row.log_retention_days == 90
+    assert await audit_rows(engine, "config.update") == []
+
+
+async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_next_config_request(
+    engine: AsyncEngine, app_factory, settings: Settings
+) -> None:
+    await add_org(engine)
+    async with new_sessionmaker(engine)() as session:
+        from db.tokens import create_token
+
+        _, token = await create_token(session=session, organization_id="acme")
+        await session.commit()
+    async with ingest_server(settings) as port:
+        agent = await RawClient.open(port)
+        await agent.send({"type": "hello", "organization_id": "acme", "token": token, "device_id": "d1",
+                          "user_id": "u@acme", "device_type": "cli", "agent_version": "1"})  # fmt: skip
+        welcome = await agent.receive()
+        assert welcome["config"]["log_retention_days"] == 90
+        async with signed_in(app_factory(), engine) as pilot:
+            section = await open_section(pilot, ConfigSection)
+            section.query_one("#log_retention_days").value = "120"
+            section.action_save_retention()
+            await settle(pilot)
+            assert section.field_error("log_retention_days") == ""
+        await agent.send({"type": "config"})
+        answer = await agent.receive()
+        await agent.close()
+    assert answer["config"]["log_retention_days"] == 120
+    assert answer["config"]["version"] != welcome["config"]["version"]
+    row = await config_of(engine)
+    assert row is not None and row.updated_by == "alice"
+    [audit] = await audit_rows(engine, "config.update")
+    assert audit.changes == {"log_retention_days": {"before": 90, "after": 120}}
+
+
+async def test_thresholds_with_amber_above_red_are_refused_next_to_the_field(engine: AsyncEngine, app_factory) -> None:
+    await add_org(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.query_one("#amber_min_entities").value = "9"
+        section.query_one("#red_min_entities").value = "3"
+        section.action_save_thresholds()
+        await settle(pilot)
+        assert "must not exceed" in section.field_error("amber_min_entities")
+        section.query_one("#amber_min_entities").value = "two"
+        section.action_save_thresholds()
+        await settle(pilot)
+        assert "whole number" in section.field_error("amber_min_entities")
+        section.query_one("#amber_min_entities").value = "2"
+        section.query_one("#red_entity_types").value = "API_KEY, EMPLOYEE_ID"
+        section.action_save_thresholds()
+        await settle(pilot)
+    row = await config_of(engine)
+    assert row is not None
+    assert row.sensitivity_thresholds == {"amber_min_entities": 2, "red_min_entities": 3,
+                                          "red_entity_types": ["API_KEY", "EMPLOYEE_ID"]}  # fmt: skip
+    [audit] = await audit_rows(engine, "config.update")
+    assert audit.changes["sensitivity_thresholds"]["before"]["red_min_entities"] == 5
+
+
+async def test_tools_can_be_added_disabled_and_removed(engine: AsyncEngine, app_factory) -> None:
+    await add_org(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.action_add_tool()
+        await settle(pilot)
+        fill(pilot, name="ChatGPT")
+        await submit(pilot)
+        assert "twice" in pilot.app.screen.error_of("name")
+        fill(pilot, name="Le Chat Pro", tool_type="desktop")
+        await submit(pilot)
+        await settle(pilot)
+        table = section.query_one("#tools-table")
+        table.move_cursor(row=table.get_row_index("ChatGPT"))
+        section.action_toggle_tool()
+        await settle(pilot)
+        table.move_cursor(row=table.get_row_index("Claude"))
+        section.action_remove_tool()
+        await confirm(pilot)
+    row = await config_of(engine)
+    assert row is not None
+    tools = {tool["name"]: tool for tool in row.monitored_tools}
+    assert tools["Le Chat Pro"] == {"name": "Le Chat Pro", "tool_type": "desktop", "enabled": True}
+    assert tools["ChatGPT"]["enabled"] is False
+    assert "Claude" not in tools
+    assert len(await audit_rows(engine, "config.update")) == 3
+
+
+async def test_a_pattern_that_does_not_compile_is_refused_with_the_regex_error(engine: AsyncEngine, app_factory) -> None:
+    await add_org(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.action_add_pattern()
+        await settle(pilot)
+        form = pilot.app.screen
+        assert isinstance(form, PatternFormScreen)
+        fill(pilot, name="broken", regex="EMP-(\\d{6}", entity_type="EMPLOYEE_ID")
+        await submit(pilot)
+        assert "regex does not compile" in form.error_of("regex")
+        assert "missing )" in form.error_of("regex")
+        fill(pilot, **{k: v for k, v in EMPLOYEE_ID.items() if k != "severity"}, severity="red")
+        await submit(pilot)
+        assert not isinstance(pilot.app.screen, PatternFormScreen)
+    row = await config_of(engine)
+    assert row is not None and row.custom_patterns == [EMPLOYEE_ID]
+    [audit] = await audit_rows(engine, "config.update")
+    assert audit.changes["custom_patterns"] == {"before": [], "after": [EMPLOYEE_ID]}
+
+
+async def test_the_tester_shows_what_the_patterns_find_and_stores_nothing(engine: AsyncEngine, app_factory) -> None:
+    await add_org(engine, patterns=[EMPLOYEE_ID])
+    before = await config_of(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.action_show_tester()
+        await settle(pilot)
+        section.query_one("#tester-sample").text = "ticket for EMP-123456, cc EMP-654321 and EMP-12"
+        await pilot.click("#tester-run")
+        await settle(pilot)
+        result = section.tester_result
+        assert result is not None, str(section.query_one("#tester-result").render())
+        [hit] = result.matched
+        assert hit.count == 2 and [m[2] for m in hit.matches] == ["EMP-123456", "EMP-654321"]
+        assert result.highest_severity == "red"
+        assert "EMP-123456" in str(section.query_one("#tester-result").render())
+    after = await config_of(engine)
+    assert after is not None and before is not None and after.updated_at == before.updated_at
+    assert await audit_rows(engine) == []
+
+
+async def test_the_tester_stops_a_catastrophic_pattern_and_refuses_oversized_samples() -> None:
+    evil = {"name": "evil", "regex": r"(a+)+$", "entity_type": "X", "severity": "amber"}
+    try:
+        await run_patterns([evil], "a" * 64 + "!", time_limit=0.5)
+    except PatternTestError as error:
+        assert "'evil' took longer than 0.5 s" in str(error)
+    else:
+        raise AssertionError("a catastrophic pattern was not stopped")
+    try:
+        await run_patterns([EMPLOYEE_ID], "x" * 100_000)
+    except PatternTestError as error:
+        assert "at most" in str(error)
+    else:
+        raise AssertionError("an oversized sample was accepted")
+
+
+async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
+    engine: AsyncEngine, app_factory, settings: Settings
+) -> None:
+    await add_org(engine)
+    async with ingest_server(settings) as port, signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.action_create_token()
+        await settle(pilot)
+        fill(pilot, name="laptops")
+        await submit(pilot)
+        await settle(pilot)
+        shown = pilot.app.screen
+        assert isinstance(shown, TokenShownScreen)
+        token = shown.query_one("#token-value").value
+        await pilot.click("#token-close")
+        await settle(pilot)
+        assert (await hello(port, organization_id="acme", token=token))["type"] == "welcome"
+        [token_id] = section.tokens
+        section.query_one("#tokens-table").move_cursor(row=0)
+        section.action_revoke_token()
+        await confirm(pilot)
+        assert section.tokens[token_id].revoked_at is not None
+        refused = await hello(port, organization_id="acme", token=token)
+        assert (refused["type"], refused["code"]) == ("error", "unauthorized")
+    created, revoked = await audit_rows(engine, "ingest_token.create"), await audit_rows(engine, "ingest_token.revoke")
+    assert created[0].changes["name"] == {"after": "laptops"} and revoked[0].entity_id == token_id
+    assert token not in str(created[0].changes) and token not in str(revoked[0].changes)
+    async with new_sessionmaker(engine)() as session:
+        stored = await session.get(IngestToken, __import__("uuid").UUID(token_id))
+        assert stored is not None and stored.token_hash != token
