@@ -132,6 +132,35 @@ async def timeline(
     return Timeline(bin_hours=bin_hours, starts=starts, series=series)
 
 
+async def key_sums(
+    *,
+    session: AsyncSession,
+    dimension: str,
+    start: datetime,
+    end: datetime | None = None,
+    risk_level: str | None = None,
+    organization: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, int]]:
+    """Events per key of a dimension (tool, user, entity) in hours [start, end), most first."""
+    total = func.sum(LogHourlyCount.event_count)
+    statement = (
+        select(LogHourlyCount.key, total)
+        .where(LogHourlyCount.dimension == dimension, LogHourlyCount.bucket_start >= start)
+        .group_by(LogHourlyCount.key)
+        .order_by(total.desc(), LogHourlyCount.key)
+    )
+    if end is not None:
+        statement = statement.where(LogHourlyCount.bucket_start < end)
+    if risk_level is not None:
+        statement = statement.where(LogHourlyCount.risk_level == risk_level)
+    if organization:
+        statement = statement.where(LogHourlyCount.organization_id == organization)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [(key, int(value or 0)) for key, value in (await session.execute(statement)).all()]
+
+
 async def top_keys(
     *,
     session: AsyncSession,
@@ -143,19 +172,61 @@ async def top_keys(
     limit: int = TOP_LIMIT,
 ) -> list[tuple[str, int]]:
     """The ``limit`` keys of a dimension (tool, user, entity) with the most events in the window."""
-    total = func.sum(LogHourlyCount.event_count)
-    statement = (
-        select(LogHourlyCount.key, total)
-        .where(LogHourlyCount.dimension == dimension, LogHourlyCount.bucket_start >= window_start(now, hours))
-        .group_by(LogHourlyCount.key)
-        .order_by(total.desc(), LogHourlyCount.key)
-        .limit(limit)
+    return await key_sums(
+        session=session,
+        dimension=dimension,
+        start=window_start(now, hours),
+        risk_level=risk_level,
+        organization=organization,
+        limit=limit,
     )
-    if risk_level is not None:
-        statement = statement.where(LogHourlyCount.risk_level == risk_level)
-    if organization:
-        statement = statement.where(LogHourlyCount.organization_id == organization)
-    return [(key, int(value or 0)) for key, value in (await session.execute(statement)).all()]
+
+
+def _top(sums: dict[str, int], limit: int) -> list[tuple[str, int]]:
+    return sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+class TopListCache:
+    """Top lists refreshed cheaply: the closed hours of a window are summed once per hour.
+
+    The first read of a window sums every key over its closed hours (the
+    expensive part at millions of events); until the hour turns, a refresh
+    only reads the current hour's rows and adds them. Counts that arrive late
+    for an already closed hour (an agent's backlog) show up at the next hour.
+    """
+
+    def __init__(self) -> None:
+        self._closed: dict[tuple[str, str | None, str | None, datetime, datetime], dict[str, int]] = {}
+
+    async def top(
+        self,
+        *,
+        session: AsyncSession,
+        dimension: str,
+        now: datetime,
+        hours: int,
+        risk_level: str | None = None,
+        organization: str | None = None,
+        limit: int = TOP_LIMIT,
+    ) -> list[tuple[str, int]]:
+        current = hour_of(now)
+        start = window_start(now, hours)
+        key = (dimension, risk_level, organization, start, current)
+        scope = {
+            "session": session,
+            "dimension": dimension,
+            "risk_level": risk_level,
+            "organization": organization,
+        }
+        closed = self._closed.get(key)
+        if closed is None:
+            closed = dict(await key_sums(start=start, end=current, **scope))  # type: ignore[arg-type]
+            self._closed = {k: v for k, v in self._closed.items() if k[4] == current}
+            self._closed[key] = closed
+        sums = dict(closed)
+        for name, count in await key_sums(start=current, **scope):  # type: ignore[arg-type]
+            sums[name] = sums.get(name, 0) + count
+        return _top(sums, limit)
 
 
 async def devices_seen_since(*, session: AsyncSession, since: datetime) -> int:
@@ -184,21 +255,26 @@ async def load_overview(
     window: str = "24h",
     now: datetime | None = None,
     organization: str | None = None,
+    cache: TopListCache | None = None,
 ) -> Overview:
-    """Every figure of the overview for ``window`` (one of :data:`WINDOWS`)."""
+    """Every figure of the overview for ``window`` (one of :data:`WINDOWS`).
+
+    Pass the same ``cache`` to every refresh so top lists read only the current hour.
+    """
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
     now = now or utcnow()
     hours = WINDOWS[window]
     scope = {"session": session, "now": now, "hours": hours, "organization": organization}
+    top = cache.top if cache is not None else top_keys
     return Overview(
         window=window,
         generated_at=now,
         totals=await risk_totals(session=session, now=now, organization=organization),
-        timeline=await timeline(**scope),
-        top_tools=await top_keys(dimension="tool", **scope),
-        top_red_users=await top_keys(dimension="user", risk_level="red", **scope),
-        top_entity_types=await top_keys(dimension="entity", **scope),
+        timeline=await timeline(**scope),  # type: ignore[arg-type]
+        top_tools=await top(dimension="tool", **scope),  # type: ignore[arg-type]
+        top_red_users=await top(dimension="user", risk_level="red", **scope),  # type: ignore[arg-type]
+        top_entity_types=await top(dimension="entity", **scope),  # type: ignore[arg-type]
         devices_seen_last_day=await devices_seen_since(session=session, since=now - timedelta(days=1)),
         last_retention_run=await last_retention_run(session=session),
     )

@@ -17,7 +17,7 @@ from textual.widgets import Static
 
 from console.screens.section import Section, SectionCommand
 from console.widgets.overview_widgets import RankedList, RiskChart, RiskTotalsView
-from db.overview import WINDOWS, Overview, load_overview
+from db.overview import WINDOWS, Overview, TopListCache, load_overview
 
 REFRESH_SECONDS = 5.0
 
@@ -43,6 +43,7 @@ class OverviewSection(Section):
         self.window = "24h"
         self.overview: Overview | None = None
         self._timer: Timer | None = None
+        self._cache = TopListCache()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="overview-scroll", can_focus=True):
@@ -85,7 +86,7 @@ class OverviewSection(Section):
     async def refresh_overview(self) -> None:
         try:
             async with self.context.sessions() as session:
-                overview = await load_overview(session=session, window=self.window)
+                overview = await load_overview(session=session, window=self.window, cache=self._cache)
         finally:
             self._arm()
         self.show(overview)
