@@ -11,6 +11,7 @@ from console.screens.overview import OverviewSection
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import Device, LogEntry, RetentionRun
+from db.overview import TopListCache, load_overview
 from tests.console_tests.conftest import add_user, make_event, running, settle, sign_in, store_logs
 
 
@@ -76,3 +77,18 @@ async def test_overview_of_an_empty_database_says_no_events_yet(engine: AsyncEng
         assert section.overview is not None
         assert all(t.total == 0 for t in section.overview.totals)
         assert "no events yet" in str(section.query_one("#overview-status").render())
+
+
+async def test_cached_top_lists_add_events_of_the_current_hour(engine: AsyncEngine) -> None:
+    now = utcnow()
+    await store_logs(engine, [make_event(timestamp=now - timedelta(days=2), risk_level="red", user_id="eve")])
+    cache = TopListCache()
+    async with new_sessionmaker(engine)() as session:
+        first = await load_overview(session=session, window="7d", now=now, cache=cache)
+        assert first.top_red_users == [("eve", 1)]
+    await store_logs(engine, [make_event(timestamp=now, risk_level="red", user_id="zed") for _ in range(2)])
+    async with new_sessionmaker(engine)() as session:
+        again = await load_overview(session=session, window="7d", now=now, cache=cache)
+        uncached = await load_overview(session=session, window="7d", now=now)
+    assert again.top_red_users == [("zed", 2), ("eve", 1)]
+    assert again.top_red_users == uncached.top_red_users
