@@ -305,10 +305,15 @@ class Fleet:
     ) -> FleetStats:
         """Connect every device, send until done, drain; return the final counters.
 
-        Raises FleetError if the first device cannot connect within
-        ``connect_timeout`` or its token is refused.
+        Raises FleetError if the first device of an organisation cannot connect
+        within ``connect_timeout`` or its token is refused.
         """
-        await self._first_contact(self.devices[0])
+        # One device of each organisation first, so a wrong token is one clear error, not a silent gap.
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.identity.organization_id not in seen:
+                seen.add(device.identity.organization_id)
+                await self._first_contact(device)
         reporter = asyncio.create_task(self._report(progress, every)) if progress is not None else None
         tasks = [asyncio.create_task(self._run_device(device)) for device in self.devices]
         try:
@@ -350,7 +355,13 @@ class Fleet:
             except (OSError, TimeoutError, ConnectionError) as error:
                 last_error = error
             await asyncio.sleep(RECONNECT_FIRST_SECONDS)
-        reason = getattr(last_error, "strerror", None) or str(last_error or "timed out")
+        if isinstance(last_error, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(last_error, AgentRefused):
+            reason = f"{last_error.code}: {last_error.message}"
+        else:
+            reason = getattr(last_error, "strerror", None) or str(last_error or "") or "timed out"
+
         raise FleetError(
             f"cannot connect to the ingest server at {self.host}:{self.port} ({reason}); is it running?"
         )

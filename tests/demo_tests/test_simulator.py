@@ -119,12 +119,12 @@ async def test_unreachable_server_is_one_clear_error(organizations: list[FleetOr
         await fleet.run()
 
 
-async def test_wrong_token_is_one_clear_error(
+async def test_a_wrong_token_of_any_organisation_is_one_clear_error(
     server: RunningServer, organizations: list[FleetOrganization]
 ) -> None:
-    wrong = [FleetOrganization(organizations[0].organization_id, "aifw_not-a-real-token")]
-    with pytest.raises(FleetError, match="refused organisation 'acme': unauthorized"):
-        await Fleet("127.0.0.1", server.port, wrong, FleetPlan(devices=1)).run()
+    wrong = [organizations[0], FleetOrganization(organizations[1].organization_id, "aifw_not-a-real-token")]
+    with pytest.raises(FleetError, match="refused organisation 'globex': unauthorized"):
+        await Fleet("127.0.0.1", server.port, wrong, FleetPlan(devices=4)).run()
 
 
 def tools_without(disabled: str, added: tuple[str, str] | None = None) -> list[dict[str, object]]:
