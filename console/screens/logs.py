@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.timer import Timer
-from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
+from textual.widgets import Button, Input, Label, ProgressBar, Static
 
 from console.screens.export import ExportScreen
 from console.screens.log_filters import LogFilterScreen
@@ -202,9 +202,9 @@ class LogsSection(Section):
 
     # -- detail pane -----------------------------------------------------------------------------
 
-    @on(DataTable.RowHighlighted, "#log-table")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        entry = self._rows.get(str(event.row_key.value)) if event.row_key is not None else None
+    @on(LogTable.RowHighlighted)
+    def _highlighted(self, event: LogTable.RowHighlighted) -> None:
+        entry = self._rows.get(event.key) if event.key is not None else None
         self.query_one(LogDetail).show(logs.entry_to_dict(entry) if entry is not None else None)
 
     def action_toggle_detail(self) -> None:

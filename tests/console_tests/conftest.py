@@ -121,8 +121,7 @@ def shown_ids(section: LogsSection) -> list[uuid.UUID]:
 
 
 def table_keys(section: LogsSection) -> list[str]:
-    table = section.query_one("#log-table")
-    return [str(table.coordinate_to_cell_key((row, 0)).row_key.value) for row in range(table.row_count)]
+    return list(section.query_one("#log-table").row_keys)
 
 
 def newest_first(events: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
