@@ -15,7 +15,14 @@ from db.engine import new_sessionmaker
 from db.models import Device
 from db.settings import Settings
 from db.tokens import create_token
-from tests.console_tests.admin_fixtures import audit_rows, confirm, hello, ingest_server, open_section, signed_in
+from tests.console_tests.admin_fixtures import (
+    audit_rows,
+    confirm,
+    hello,
+    ingest_server,
+    open_section,
+    signed_in,
+)
 from tests.console_tests.conftest import make_event, settle, store_logs
 
 
@@ -103,7 +110,8 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
             assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))["type"] == "welcome"
     deactivated, activated = await audit_rows(engine, "device.deactivate"), await audit_rows(engine, "device.activate")
     assert deactivated[0].changes == {"is_active": {"before": True, "after": False}}
-    assert activated[0].entity_id == "laptop-9" and activated[0].actor == "alice"
+    assert activated[0].entity_id == "laptop-9"
+    assert activated[0].actor == "alice"
 
 
 async def test_deleting_a_device_is_confirmed_keeps_its_logs_and_is_audited(engine: AsyncEngine, app_factory) -> None:
@@ -120,6 +128,8 @@ async def test_deleting_a_device_is_confirmed_keeps_its_logs_and_is_audited(engi
         assert "laptop-1" not in section.devices
         section.load_activity("laptop-1")
         await settle(pilot)
-        assert section.activity is not None and section.activity.total == 4
+        assert section.activity is not None
+        assert section.activity.total == 4
     [row] = await audit_rows(engine, "device.delete")
-    assert row.entity_id == "laptop-1" and row.changes["organization_id"] == {"before": "acme"}
+    assert row.entity_id == "laptop-1"
+    assert row.changes["organization_id"] == {"before": "acme"}

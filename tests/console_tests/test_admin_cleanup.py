@@ -1,0 +1,123 @@
+"""Cleanup section: the dry-run count equals what the real run deletes, a run stopped between
+batches leaves exact records and no row it should keep, the scheduler line, and the audit rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from console.screens.cleanup import CleanupSection
+from db.base import utcnow
+from db.configs import create_organization
+from db.engine import new_sessionmaker
+from db.models import LogEntry, RetentionRun
+from tests.console_tests.admin_fixtures import audit_rows, confirm, open_section, signed_in
+from tests.console_tests.conftest import make_event, settle, store_logs
+
+EXPIRED = 40
+KEPT = 7
+
+
+async def seed(engine: AsyncEngine) -> None:
+    """acme keeps 30 days: EXPIRED rows older than that, KEPT rows newer; globex keeps 90 days, all young."""
+    async with new_sessionmaker(engine)() as session:
+        await create_organization(session=session, organization_id="acme", updated_by="t", log_retention_days=30)
+        await create_organization(session=session, organization_id="globex", updated_by="t")
+        await session.commit()
+    now = utcnow()
+    old = [make_event(i, organization_id="acme", timestamp=now - timedelta(days=31, minutes=i)) for i in range(EXPIRED)]
+    young = [make_event(i, organization_id="acme", timestamp=now - timedelta(days=29, minutes=i)) for i in range(KEPT)]
+    other = [make_event(i, organization_id="globex", timestamp=now - timedelta(days=60)) for i in range(5)]
+    await store_logs(engine, old + young + other)
+
+
+async def counts(engine: AsyncEngine) -> dict[str, int]:
+    async with new_sessionmaker(engine)() as session:
+        rows = await session.execute(select(LogEntry.organization_id, func.count()).group_by(LogEntry.organization_id))
+        return {org: int(n) for org, n in rows.all()}
+
+
+async def test_dry_run_count_equals_what_the_real_run_deletes(engine: AsyncEngine, app_factory) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        assert section.previews["acme"].rows_to_delete == EXPIRED
+        assert section.previews["globex"].rows_to_delete == 0
+        assert await counts(engine) == {"acme": EXPIRED + KEPT, "globex": 5}
+        table = section.query_one("#cleanup-preview")
+        table.move_cursor(row=table.get_row_index("acme"))
+        section.action_clean_selected()
+        await confirm(pilot)
+        assert section.last_summary is not None
+        assert section.last_summary.total_rows == EXPIRED
+        assert section.previews["acme"].rows_to_delete == 0
+        assert section.runs[0].status == "succeeded"
+        assert section.runs[0].trigger == "console"
+    assert await counts(engine) == {"acme": KEPT, "globex": 5}
+    [audit] = await audit_rows(engine, "retention.run")
+    assert audit.entity_id == "acme"
+    assert audit.changes["rows_deleted"] == {"after": EXPIRED}
+    assert audit.changes["status"] == {"after": "succeeded"}
+
+
+async def test_cancel_between_batches_leaves_exact_records_and_every_row_to_keep(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        section.batch_size = 10
+        batches = []
+        original = section.on_progress
+
+        def stop_after_first_batch(organization_id: str, rows: int) -> None:
+            original(organization_id, rows)
+            batches.append(rows)
+            if len(batches) == 1:
+                section.action_cancel_cleanup()  # what x (or the Stop button) does
+
+        section.on_progress = stop_after_first_batch  # type: ignore[method-assign]
+        section.action_run_cleanup()
+        await confirm(pilot)
+        assert section.last_summary is not None
+        assert section.last_summary.status == "cancelled"
+        assert not section.running
+        assert section.busy_with() is None
+    assert batches == [10]
+    assert await counts(engine) == {"acme": EXPIRED + KEPT - 10, "globex": 5}
+    async with new_sessionmaker(engine)() as session:
+        runs = {run.organization_id: run for run in (await session.scalars(select(RetentionRun))).all()}
+    assert runs["acme"].status == "cancelled"
+    assert runs["acme"].rows_deleted == 10
+    assert runs["acme"].finished_at is not None
+    assert all(run.status != "running" for run in runs.values())
+    audits = {row.entity_id: row.changes for row in await audit_rows(engine, "retention.run")}
+    assert audits["acme"]["rows_deleted"] == {"after": 10}
+    assert audits["acme"]["status"] == {"after": "cancelled"}
+
+
+async def test_the_run_is_confirmed_first_and_refused_to_viewers(engine: AsyncEngine, app_factory) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine, "victor", is_admin=False) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        await pilot.press("A")
+        await settle(pilot)
+        assert pilot.app.screen.__class__.__name__ == "ShellScreen"
+    async with signed_in(app_factory(), engine, "alice") as pilot:
+        section = await open_section(pilot, CleanupSection)
+        section.action_run_cleanup()
+        await confirm(pilot, yes=False)
+    assert await counts(engine) == {"acme": EXPIRED + KEPT, "globex": 5}
+    assert await audit_rows(engine, "retention.run") == []
+
+
+async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(engine: AsyncEngine, app_factory) -> None:
+    async with signed_in(app_factory(enable_retention_scheduler=False), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        assert "Scheduler off" in str(section.query_one("#cleanup-scheduler").render())
+    app = app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)
+    async with signed_in(app, engine, "bob") as pilot:
+        section = await open_section(pilot, CleanupSection)
+        assert "Scheduler on: every 6 h" in str(section.query_one("#cleanup-scheduler").render())
