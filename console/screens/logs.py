@@ -191,7 +191,7 @@ class LogsSection(Section):
         if self.count_result is None:
             counted = "counting…"
         else:
-            counted = f"{self.count_result.label()} rows" + ("" if self.count_result.exact else " (approx.)")
+            counted = f"{self.count_result.label()} rows"
         state = "loading…" if loading else f"page {self.page_number}"
         if self.loaded and not self.page_state.rows and not loading:
             state = "no rows match" if not self.filters.is_empty else "no logs yet"
