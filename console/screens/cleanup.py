@@ -24,7 +24,6 @@ from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from db.models import RetentionRun
 from db.retention import (
-    DEFAULT_BATCH_SIZE,
     RetentionAlreadyRunning,
     RetentionPreview,
     RetentionSummary,
@@ -64,8 +63,8 @@ class CleanupSection(Section):
         self.previews: dict[str, RetentionPreview] = {}
         self.runs: Sequence[RetentionRun] = ()
         self.last_summary: RetentionSummary | None = None
-        #: Rows per delete transaction (tests make it small to stop a run between batches).
-        self.batch_size = DEFAULT_BATCH_SIZE
+        #: Rows per delete transaction; None lets db.retention choose per engine (tests make it small).
+        self.batch_size: int | None = None
         self.cancel_event: asyncio.Event | None = None
         self._done: dict[str, int] = {}
 
@@ -234,14 +233,15 @@ class CleanupSection(Section):
         self.query_one("#cleanup-progress", ProgressBar).update(total=max(1, expected), progress=0)
         self.query_one("#cleanup-label", Label).update("Starting…")
         bar.display = True
+        sizing = {} if self.batch_size is None else {"batch_size": self.batch_size}
         try:
             summary = await run_retention(
                 sessions=self.context.sessions,
                 trigger=TRIGGER,
                 organization_id=organization_id,
-                batch_size=self.batch_size,
                 progress=self.on_progress,
                 cancel=self.cancel_event,
+                **sizing,  # type: ignore[arg-type]
             )
         except (RetentionAlreadyRunning, UnknownOrganization) as error:
             self.context.notify(f"{error}; nothing was deleted.", severity="warning", markup=False)
