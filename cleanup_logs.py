@@ -56,7 +56,7 @@ def _reexec_in_venv(error: ImportError) -> None:
 try:
     from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
     from db.retention import (
-        DEFAULT_BATCH_SIZE,
+        DEFAULT_BATCH_SIZES,
         FAILED,
         SUCCEEDED,
         OrganizationCleanup,
@@ -119,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
-        default=DEFAULT_BATCH_SIZE,
+        default=None,
         metavar="N",
-        help=f"rows per delete transaction (default {DEFAULT_BATCH_SIZE})",
+        help="rows per delete transaction (default {postgresql} on PostgreSQL, {sqlite} on SQLite)".format(
+            **DEFAULT_BATCH_SIZES
+        ),
     )
     parser.add_argument(
         "--wait",

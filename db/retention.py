@@ -8,11 +8,14 @@ being kept forever by omission.
 A run computes ``now`` once, in UTC; each organisation's cutoff is
 ``now - log_retention_days`` and a log is expired when ``timestamp < cutoff``
 (a log exactly at the cutoff stays). Deletes go in bounded batches, each its own
-short transaction that walks ``idx_org_timestamp`` from where the last batch
-stopped, so a run over millions of rows never holds a long lock and can stop
-between any two batches without losing anything that should stay. Every
-delete repeats the organisation and cutoff in its own ``WHERE`` clause, so no
-row outside them can be touched whatever the batch selection returns.
+short transaction: before the first delete, one index-only walk of
+``idx_org_timestamp`` per organisation notes the timestamp of every
+``batch_size``-th expired row, and each batch then deletes one timestamp range
+between two such bounds (one index range scan, each row visited once). A run
+over millions of rows therefore never holds a long lock and can stop between
+any two batches without losing anything that should stay. Every delete
+repeats the organisation and the cutoff in its own ``WHERE`` clause, so no row
+outside them can be touched whatever the range.
 
 Each organisation of each run gets a :class:`~db.models.RetentionRun` row:
 ``running`` when it starts, then ``succeeded``, ``failed`` or ``cancelled``. Its
@@ -31,9 +34,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -43,9 +47,12 @@ from db.models import FirewallConfig, LogEntry, RetentionRun
 from db.retention_lock import RetentionAlreadyRunning, retention_lock
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
 
-#: Rows per delete transaction: big enough to be efficient, small enough that
-#: one batch holds its locks for milliseconds, not seconds.
-DEFAULT_BATCH_SIZE = 5000
+#: Rows per delete transaction, per engine. On PostgreSQL a batch locks only the
+#: rows it deletes, so ingest never waits on it, and 10,000 rows (tens of
+#: milliseconds) keep the per-transaction cost small. On SQLite every write
+#: transaction holds the database's single writer lock, so 1,000 rows keep each
+#: batch to a few tens of milliseconds of waiting for the ingest server.
+DEFAULT_BATCH_SIZES = {"postgresql": 10_000, "sqlite": 1_000}
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -63,7 +70,7 @@ ResultCallback = Callable[["OrganizationCleanup"], Awaitable[None] | None]
 
 __all__ = [
     "CANCELLED",
-    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BATCH_SIZES",
     "FAILED",
     "RETENTION_STATUSES",
     "RUNNING",
@@ -194,49 +201,69 @@ _ORGANIZATIONS_WITH_LOGS = text(
     """
 )
 
-_TIMESTAMP_PARAMS = (bindparam("cutoff", type_=UTCDateTime()), bindparam("after", type_=UTCDateTime()))
+_LOG_ENTRIES = LogEntry.__table__
 
-# PostgreSQL: pick the oldest expired rows of the organisation by index, delete them by ctid
-# (a TID scan, no second index lookup), and report how many and the newest timestamp deleted.
-_POSTGRES_BATCH = """
-    WITH doomed AS (
-        SELECT ctid FROM log_entries
-        WHERE organization_id = :organization_id AND timestamp < :cutoff {after}
-        ORDER BY timestamp
-        LIMIT :limit
-    ), deleted AS (
+# When more than a batch of rows share one timestamp, the range delete below
+# would take none of them; these take ``limit`` of them by physical row id.
+# The unary + keeps SQLite on rowid lookups instead of re-scanning the index.
+_TIED_BATCH = {
+    "postgresql": """
         DELETE FROM log_entries
-        WHERE ctid = ANY(ARRAY(SELECT ctid FROM doomed))
-          AND organization_id = :organization_id AND timestamp < :cutoff
-        RETURNING timestamp
+        WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM log_entries
+                WHERE organization_id = :organization_id AND timestamp = :moment
+                LIMIT :limit))
+          AND organization_id = :organization_id AND timestamp = :moment AND timestamp < :cutoff
+    """,
+    "sqlite": """
+        DELETE FROM log_entries
+        WHERE rowid IN (
+                SELECT rowid FROM log_entries
+                WHERE organization_id = :organization_id AND timestamp = :moment
+                LIMIT :limit)
+          AND +organization_id = :organization_id AND +timestamp = :moment AND +timestamp < :cutoff
+    """,
+}
+
+
+async def delete_tied_batch(
+    *, session: AsyncSession, organization_id: str, moment: datetime, cutoff: datetime, limit: int
+) -> int:
+    """Delete at most ``limit`` of the organisation's expired logs stamped exactly ``moment``."""
+    statement = text(_TIED_BATCH[session.get_bind().dialect.name]).bindparams(
+        bindparam("moment", type_=UTCDateTime()), bindparam("cutoff", type_=UTCDateTime())
     )
-    SELECT count(*) AS deleted, max(timestamp) AS last_timestamp FROM deleted
-"""
-
-# SQLite: the same by rowid; SQLite cannot aggregate over RETURNING, so timestamps come back.
-# The unary + on the repeated predicates keeps SQLite from answering them with
-# idx_org_timestamp (a scan of every expired row per batch) instead of rowid lookups.
-_SQLITE_BATCH = """
-    DELETE FROM log_entries
-    WHERE rowid IN (
-        SELECT rowid FROM log_entries
-        WHERE organization_id = :organization_id AND timestamp < :cutoff {after}
-        ORDER BY timestamp
-        LIMIT :limit
-    )
-      AND +organization_id = :organization_id AND +timestamp < :cutoff
-    RETURNING timestamp
-"""
+    params = {"organization_id": organization_id, "moment": moment, "cutoff": cutoff, "limit": limit}
+    result = await session.execute(statement, params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _batch_statement(dialect: str, *, with_after: bool) -> Any:
-    template = _POSTGRES_BATCH if dialect == "postgresql" else _SQLITE_BATCH
-    sql = template.format(after="AND timestamp >= :after" if with_after else "")
-    params = _TIMESTAMP_PARAMS if with_after else _TIMESTAMP_PARAMS[:1]
-    statement = text(sql).bindparams(*params)
-    if dialect == "postgresql":
-        return statement.columns(deleted=BigInteger(), last_timestamp=UTCDateTime())
-    return statement.columns(timestamp=UTCDateTime())
+_BATCH_BOUNDS = text(
+    # Every limit-th expired row's timestamp, from one index-only walk of idx_org_timestamp.
+    """
+    SELECT timestamp FROM (
+        SELECT timestamp, row_number() OVER (ORDER BY timestamp) AS position
+        FROM log_entries
+        WHERE organization_id = :organization_id AND timestamp < :cutoff
+    ) AS numbered
+    WHERE position > 1 AND (position - 1) % :limit = 0
+    ORDER BY timestamp
+    """
+).bindparams(bindparam("cutoff", type_=UTCDateTime()))
+
+
+async def batch_bounds(
+    *, session: AsyncSession, organization_id: str, cutoff: datetime, limit: int
+) -> list[datetime]:
+    """Timestamps that cut the organisation's expired logs into batches of ``limit`` rows, oldest first.
+
+    Read before any delete of the run: the walk is then an index-only scan of
+    pages the visibility map marks all-visible, not of pages other
+    organisations' deletes have just touched.
+    """
+    params = {"organization_id": organization_id, "cutoff": cutoff, "limit": limit}
+    values = (await session.execute(_BATCH_BOUNDS.columns(timestamp=UTCDateTime()), params)).scalars()
+    return [as_utc(value) for value in values]
 
 
 async def delete_expired_batch(
@@ -244,27 +271,45 @@ async def delete_expired_batch(
     session: AsyncSession,
     organization_id: str,
     cutoff: datetime,
-    limit: int,
-    after: datetime | None = None,
-) -> tuple[int, datetime | None]:
-    """Delete up to ``limit`` of the organisation's oldest logs older than ``cutoff``.
+    lower: datetime | None,
+    upper: datetime,
+) -> int:
+    """Delete the organisation's logs with ``lower <= timestamp < upper`` that are older than ``cutoff``.
 
-    ``after`` (inclusive) lets consecutive batches start where the previous one
-    stopped instead of rescanning index entries of rows already deleted.
-    Returns how many rows went and the newest timestamp among them. The caller
+    One index range scan that visits each row once; the organisation and the
+    cutoff are always part of the condition, whatever the range. The caller
     owns the transaction.
     """
-    dialect = session.get_bind().dialect.name
-    statement = _batch_statement(dialect, with_after=after is not None)
-    params: dict[str, Any] = {"organization_id": organization_id, "cutoff": cutoff, "limit": limit}
-    if after is not None:
-        params["after"] = after
-    result = await session.execute(statement, params)
-    if dialect == "postgresql":
-        row = result.one()
-        return int(row.deleted), row.last_timestamp
-    timestamps = result.scalars().all()
-    return len(timestamps), (max(timestamps) if timestamps else None)
+    condition = [
+        _LOG_ENTRIES.c.organization_id == organization_id,
+        _LOG_ENTRIES.c.timestamp < cutoff,
+        _LOG_ENTRIES.c.timestamp < upper,
+    ]
+    if lower is not None:
+        condition.append(_LOG_ENTRIES.c.timestamp >= lower)
+    result = await session.execute(delete(_LOG_ENTRIES).where(*condition))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def batch_ranges(
+    bounds: Sequence[datetime], cutoff: datetime
+) -> list[tuple[datetime | None, datetime, bool]]:
+    """``(lower, upper, lower_is_tied)`` per batch; tied means more than a batch of rows share ``lower``.
+
+    Consecutive bounds are ``limit`` rows apart, so a range holds fewer than
+    two batches of rows once the rows tied at its lower end are deleted apart.
+    """
+    ranges: list[tuple[datetime | None, datetime, bool]] = []
+    lower: datetime | None = None
+    tied = False
+    for bound in bounds:
+        if lower is not None and bound == lower:
+            tied = True
+            continue
+        ranges.append((lower, bound, tied))
+        lower, tied = bound, False
+    ranges.append((lower, cutoff, tied))
+    return ranges
 
 
 async def count_expired(*, session: AsyncSession, organization_id: str, cutoff: datetime) -> int:
@@ -416,45 +461,63 @@ async def _finish_record(
     )
 
 
+async def _skip_commit_flush(session: AsyncSession) -> None:
+    """On PostgreSQL, let this batch's commit return before its WAL reaches the disk.
+
+    Waiting for that flush is most of a batch's cost. A crash can then lose at
+    most the last moments of deletes *together with* the record update of the
+    same transaction: the record stays exact, the rows are deleted again by the
+    next run, and nothing that should stay is ever affected.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 async def _delete_batches(
     sessions: async_sessionmaker[AsyncSession],
     record: _RunRecord,
     *,
+    bounds: Sequence[datetime],
     batch_size: int,
     progress: ProgressCallback | None,
     cancel: asyncio.Event | None,
 ) -> str:
-    """Delete batch after batch until nothing expired is left; return the final status."""
-    after: datetime | None = None
-    swept_from_start = False
-    while True:
-        if cancel is not None and cancel.is_set():
-            return CANCELLED
-        async with sessions() as session, session.begin():
-            deleted, newest = await delete_expired_batch(
-                session=session,
-                organization_id=record.organization_id,
-                cutoff=record.cutoff,
-                limit=batch_size,
-                after=after,
-            )
-            if deleted and record.run_id is not None:
-                await session.execute(
-                    update(RetentionRun)
-                    .where(RetentionRun.id == record.run_id)
-                    .values(rows_deleted=RetentionRun.rows_deleted + deleted)
+    """Delete batch after batch, range by range; return the final status.
+
+    Rows that arrive during the run with timestamps behind the walk (late events)
+    are left for the next run rather than paid for with a rescan now.
+    """
+    # One connection for the organisation's batches; each batch is its own transaction.
+    async with sessions() as session:
+
+        async def one_batch(delete_some: Callable[[], Awaitable[int]]) -> int:
+            async with session.begin():
+                await _skip_commit_flush(session)
+                deleted = await delete_some()
+                if deleted and record.run_id is not None:
+                    await session.execute(
+                        update(RetentionRun)
+                        .where(RetentionRun.id == record.run_id)
+                        .values(rows_deleted=RetentionRun.rows_deleted + deleted)
+                    )
+            record.rows += deleted
+            if deleted:
+                await _call(progress, record.organization_id, record.rows)
+            return deleted
+
+        common = {"session": session, "organization_id": record.organization_id, "cutoff": record.cutoff}
+        for lower, upper, tied in batch_ranges(bounds, record.cutoff):
+            while tied and lower is not None:
+                if cancel is not None and cancel.is_set():
+                    return CANCELLED
+                deleted = await one_batch(
+                    partial(delete_tied_batch, **common, moment=lower, limit=batch_size)
                 )
-        record.rows += deleted
-        if deleted:
-            await _call(progress, record.organization_id, record.rows)
-        if deleted == batch_size:
-            after = newest
-            continue
-        if after is None or swept_from_start:
-            return SUCCEEDED
-        # One last pass from the start of the index catches rows that arrived
-        # behind the walk (late events with old timestamps).
-        after, swept_from_start = None, True
+                tied = deleted == batch_size
+            if cancel is not None and cancel.is_set():
+                return CANCELLED
+            await one_batch(partial(delete_expired_batch, **common, lower=lower, upper=upper))
+    return SUCCEEDED
 
 
 async def _clean_organization(
@@ -463,6 +526,7 @@ async def _clean_organization(
     organization_id: str,
     stored_days: int,
     has_config: bool,
+    bounds: Sequence[datetime] | BaseException,
     now: datetime,
     trigger: str,
     dry_run: bool,
@@ -494,8 +558,10 @@ async def _clean_organization(
             await _call(progress, organization_id, record.rows)
             status = SUCCEEDED
         else:
+            if isinstance(bounds, BaseException):
+                raise bounds
             status = await _delete_batches(
-                sessions, record, batch_size=batch_size, progress=progress, cancel=cancel
+                sessions, record, bounds=bounds, batch_size=batch_size, progress=progress, cancel=cancel
             )
     except asyncio.CancelledError:
         await asyncio.shield(
@@ -505,6 +571,27 @@ async def _clean_organization(
     except Exception as error:
         return await _finish_record(sessions, record, FAILED, _describe_error(error))
     return await _finish_record(sessions, record, status, None)
+
+
+async def _all_batch_bounds(
+    sessions: async_sessionmaker[AsyncSession],
+    plan: Sequence[tuple[str, int, bool]],
+    *,
+    now: datetime,
+    batch_size: int,
+) -> dict[str, list[datetime] | BaseException]:
+    """Every organisation's batch bounds, read before the first delete (see :func:`batch_bounds`)."""
+    bounds: dict[str, list[datetime] | BaseException] = {}
+    for organization_id, stored_days, _has_config in plan:
+        try:
+            cutoff = cutoff_for(now, validate_retention_days(stored_days))
+            async with sessions() as session:
+                bounds[organization_id] = await batch_bounds(
+                    session=session, organization_id=organization_id, cutoff=cutoff, limit=batch_size
+                )
+        except Exception as error:  # recorded against the organisation when its turn comes
+            bounds[organization_id] = error
+    return bounds
 
 
 async def _fail_interrupted_runs(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -530,7 +617,7 @@ async def run_retention(
     trigger: str,
     organization_id: str | None = None,
     dry_run: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     on_result: ResultCallback | None = None,
     cancel: asyncio.Event | None = None,
@@ -544,12 +631,15 @@ async def run_retention(
     logs, and :class:`RetentionAlreadyRunning` if another run holds the lock (at
     once, or after ``wait_timeout`` seconds when ``wait`` is true). Failures inside
     an organisation do not raise: they are recorded and reported in the summary.
-    ``progress`` hears ``(organization_id, rows so far)`` after each batch, ``on_result``
-    each organisation's outcome as it ends; ``cancel`` is checked between batches
-    (what is left is recorded as cancelled); ``now`` pins the clock (tests).
+    ``batch_size`` defaults per engine (:data:`DEFAULT_BATCH_SIZES`). ``progress``
+    hears ``(organization_id, rows so far)`` after each batch, ``on_result`` each
+    organisation's outcome as it ends; ``cancel`` is checked between batches (what
+    is left is recorded as cancelled); ``now`` pins the clock (tests).
     """
     if trigger not in RETENTION_TRIGGERS:
         raise ValueError(f"trigger must be one of {', '.join(RETENTION_TRIGGERS)}; got {trigger!r}")
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZES.get(_engine_of(sessions).dialect.name, 1_000)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
     now = utcnow() if now is None else as_utc(now)
@@ -558,6 +648,7 @@ async def run_retention(
         async with sessions() as session:
             plan = await _retention_plan(session, organization_id)
         await _fail_interrupted_runs(sessions)
+        bounds = {} if dry_run else await _all_batch_bounds(sessions, plan, now=now, batch_size=batch_size)
         results = []
         for org, stored_days, has_config in plan:
             result = await _clean_organization(
@@ -565,6 +656,7 @@ async def run_retention(
                 organization_id=org,
                 stored_days=stored_days,
                 has_config=has_config,
+                bounds=bounds.get(org, ()),
                 now=now,
                 trigger=trigger,
                 dry_run=dry_run,
