@@ -125,6 +125,8 @@ class IngestStats:
     events_stored: int = 0
     batches: int = 0
     db_retries: int = 0
+    #: Wall time of successful batch writes (insert, rollups, commit), seconds.
+    store_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     max_line_buffer_bytes: int = 0
 
@@ -238,6 +240,7 @@ class BatchWriter:
         delay = DB_RETRY_FIRST_SECONDS
         while True:
             session = self._sessions()
+            started = time.perf_counter()
             try:
                 await store_events(session=session, events=[row for row, _ in batch])
                 await session.commit()
@@ -270,6 +273,7 @@ class BatchWriter:
         if self._outage_reported:
             log.warning("database reachable again; storing the held events")
             self._outage_reported = False
+        self._stats.store_seconds += time.perf_counter() - started
         self._stats.batches += 1
         self._stats.events_stored += len(batch)
         _acknowledge(batch)
@@ -779,7 +783,13 @@ async def serve(
         if scheduler is not None:
             await scheduler.shutdown()
         await engine.dispose()
-    log.info("ingest server stopped (stored %d events)", server.stats.events_stored)
+    stats = server.stats
+    log.info(
+        "ingest server stopped (stored %d events in %d batches, %.1f s writing to the database)",
+        stats.events_stored,
+        stats.batches,
+        stats.store_seconds,
+    )
 
 
 def _start_retention_scheduler(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Any:

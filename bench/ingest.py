@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -104,6 +105,12 @@ async def copy_ceiling(url: str, rows: int, batch: int) -> float:
     finally:
         await connection.close()
     return rows / elapsed
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def truncate_logs(url: str) -> None:
@@ -201,14 +208,26 @@ def run_load(port: int, token: str, args: argparse.Namespace, *, rate: float | N
     ]  # fmt: skip
     if rate:
         command += ["--rate", str(rate)]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"the load process failed:\n{result.stderr}")
-    return orjson.loads(result.stdout.strip().splitlines()[-1])
+    figures = orjson.loads(result.stdout.strip().splitlines()[-1])
+    figures["client_cpu_s"] = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    return figures
+
+
+SERVER_LINES: list[str] = []
+
+
+def _collect_lines(stream: Any) -> None:
+    for line in stream:
+        SERVER_LINES.append(line.decode(errors="replace").rstrip())
 
 
 async def start_server(url: str, profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    env = {**os.environ, "DATABASE_URL": url, "INGEST_STATS_INTERVAL_SECONDS": "0"}
+    env = {"INGEST_STATS_INTERVAL_SECONDS": "0", **os.environ, "DATABASE_URL": url}
     profiling = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen(
         [sys.executable, *profiling, str(REPO_ROOT / "ingest_server.py"), "--port", "0"],
@@ -222,7 +241,7 @@ async def start_server(url: str, profile: str | None = None) -> tuple[subprocess
         if found:
             # Keep reading stderr in the background so the server never blocks on it.
             loop = asyncio.get_running_loop()
-            loop.run_in_executor(None, process.stderr.read)
+            loop.run_in_executor(None, _collect_lines, process.stderr)
             return process, int(found.group(1))
     raise SystemExit("the ingest server did not start")
 
@@ -237,7 +256,9 @@ async def orchestrate(args: argparse.Namespace) -> None:
         copy_before = await copy_ceiling(copy_url, args.copy_rows, batch)
         token = await prepare_org(server_url)
         process, port = await start_server(server_url, args.profile)
+        cpu_before = process_cpu_seconds(process.pid)
         full = await asyncio.to_thread(run_load, port, token, args, rate=None, seed=1)
+        server_cpu = process_cpu_seconds(process.pid) - cpu_before
         # COPY again right after, into a fresh table state, so both sides see similar machine load.
         await truncate_logs(copy_url)
         copy_after = await copy_ceiling(copy_url, args.copy_rows, batch)
@@ -250,6 +271,11 @@ async def orchestrate(args: argparse.Namespace) -> None:
             f"ingest server, {args.connections} connections, as fast as acks allow: "
             f"{full['events_per_second']:,.0f} events/s sustained, p50 {full['p50_ms']:.1f} ms, "
             f"p99 {full['p99_ms']:.1f} ms send->ack, {full['errors']} errors"
+        )
+        print(
+            f"server CPU: {server_cpu:.1f} s for {full['acked']:,} events "
+            f"({server_cpu / max(full['acked'], 1) * 1e6:.0f} µs per event, parse+validate+store+ack); "
+            f"load process CPU: {full['client_cpu_s']:.1f} s"
         )
         ratio = full["events_per_second"] / copy_rate
         print(f"ratio to the COPY ceiling: {ratio:.0%} (target >= 50%)")
@@ -267,6 +293,10 @@ async def orchestrate(args: argparse.Namespace) -> None:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+            await asyncio.sleep(0.2)
+            for line in SERVER_LINES:
+                if any(word in line for word in ("stopped", "WARNING", "ERROR", "stats")):
+                    print(f"server: {line}")
         await drop_database(copy_url)
         await drop_database(server_url)
 

@@ -157,8 +157,8 @@ def is_content_field(name: str, value: object) -> bool:
 
 def find_content_field(message: dict[str, Any], *, allowed: frozenset[str] = LOG_FIELDS) -> str | None:
     """The first field (``log_metadata.x`` for nested ones) that carries content, or None."""
-    for name, value in message.items():
-        if name not in allowed and is_content_field(name, value):
+    for name in message.keys() - allowed if allowed else message:
+        if is_content_field(name, message[name]):
             return name
     metadata = message.get("log_metadata")
     if isinstance(metadata, dict):
@@ -369,7 +369,7 @@ def validate_log(message: dict[str, Any], *, hello: Hello, now: datetime | None 
             "content_not_allowed",
             f"field {content!r} may carry prompt content; events carry metadata only, so nothing of it was stored",
         )
-    unknown = sorted(name for name in message if name not in LOG_FIELDS)
+    unknown = sorted(message.keys() - LOG_FIELDS)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise invalid(f"unknown field {shown}; put extra details in log_metadata")
