@@ -164,9 +164,13 @@ class FirewallConsole(App[None]):
         return None
 
     def _arm_retry(self) -> None:
-        if self._retry_timer is not None:
-            self._retry_timer.stop()
-        self._retry_timer = self.set_timer(RETRY_SECONDS, self.action_retry_database)
+        # One pending retry at a time: failures arriving meanwhile must not keep postponing it.
+        if self._retry_timer is None:
+            self._retry_timer = self.set_timer(RETRY_SECONDS, self._retry_due)
+
+    def _retry_due(self) -> None:
+        self._retry_timer = None
+        self.retry_database()
 
     def action_retry_database(self) -> None:
         self.retry_database()

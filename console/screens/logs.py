@@ -7,6 +7,7 @@ without touching a running export.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -130,7 +131,7 @@ class LogsSection(Section):
 
     @on(Input.Submitted, "#logs-search")
     def _search(self, event: Input.Submitted) -> None:
-        self.apply_filters(_replace(self.filters, search=event.value))
+        self.apply_filters(replace(self.filters, search=event.value))
         self.query_one(LogTable).focus()
 
     # -- paging ----------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class LogsSection(Section):
     @work(exclusive=True, group="logs-follow", exit_on_error=False)
     async def poll_new_rows(self) -> None:
         try:
-            if self.page_number != 1:
+            if self.page_number != 1 or getattr(self.app, "database_down", False):
                 return
             async with self.context.sessions() as session:
                 fresh = await logs.rows_after(
@@ -298,9 +299,3 @@ class LogsSection(Section):
                 worker.cancel()
                 self.query_one("#export-bar").display = False
                 self.notify("Export stopped; no file was written.", severity="warning")
-
-
-def _replace(filters: LogFilter, **changes: object) -> LogFilter:
-    from dataclasses import replace
-
-    return replace(filters, **changes)  # type: ignore[arg-type]
