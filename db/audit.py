@@ -120,12 +120,16 @@ async def list_changes(
 
 
 def describe_changes(changes: dict[str, Any]) -> list[str]:
-    """One line per changed field: ``field: before → after`` (secrets show only that they changed)."""
+    """One line per field: ``field: before → after``, ``field = value`` when created, ``field was value``
+    when deleted; secrets show only that they changed."""
     lines = []
     for name, change in sorted(changes.items()):
-        if isinstance(change, dict) and ("before" in change or "after" in change):
-            before = change.get("before", "—")
-            lines.append(f"{name}: {before!r} → {change.get('after', '—')!r}")
+        if isinstance(change, dict) and "before" in change and "after" in change:
+            lines.append(f"{name}: {change['before']!r} → {change['after']!r}")
+        elif isinstance(change, dict) and "after" in change:
+            lines.append(f"{name} = {change['after']!r}")
+        elif isinstance(change, dict) and "before" in change:
+            lines.append(f"{name} was {change['before']!r}")
         elif isinstance(change, dict) and change.get("changed"):
             lines.append(f"{name}: changed")
         else:

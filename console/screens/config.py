@@ -93,7 +93,7 @@ class ConfigSection(Section):
                 tools: DataTable[str] = DataTable(id="tools-table", cursor_type="row", zebra_stripes=True)
                 tools.add_columns("Tool", "Type", "Monitored")
                 yield tools
-            with TabPane("Thresholds", id="pane-thresholds"), VerticalScroll():
+            with TabPane("Thresholds", id="pane-thresholds"), VerticalScroll(classes="compact-form"):
                 yield Static(THRESHOLDS_HELP, classes="admin-hint")
                 for name, label in (("amber_min_entities", "Amber from"), ("red_min_entities", "Red from")):
                     with Vertical(classes="admin-field"):
@@ -114,7 +114,7 @@ class ConfigSection(Section):
                 patterns: DataTable[str] = DataTable(id="patterns-table", cursor_type="row", zebra_stripes=True)
                 patterns.add_columns("Name", "Regex", "Entity type", "Severity")
                 yield patterns
-            with TabPane("Retention", id="pane-retention"), Vertical():
+            with TabPane("Retention", id="pane-retention"), Vertical(classes="compact-form"):
                 yield Static(
                     f"Logs older than this many days are deleted by the cleanup "
                     f"({MIN_RETENTION_DAYS}–{MAX_RETENTION_DAYS}).",
@@ -163,10 +163,12 @@ class ConfigSection(Section):
         """Switch to the next (or previous) tab and focus its main widget."""
         pane = self.PANES[(self.PANES.index(self.active_pane) + step) % len(self.PANES)]
         self.show_pane(pane)
-        main = {"pane-tools": "#tools-table", "pane-thresholds": "#amber_min_entities",
-                "pane-patterns": "#patterns-table", "pane-retention": "#log_retention_days",
-                "pane-tokens": "#tokens-table", "pane-tester": "#tester-sample"}[pane]  # fmt: skip
-        self.query_one(main).focus()
+        # Tables take the focus; on a form the tab bar keeps it, so [ and ] go on switching (Tab enters the form).
+        main = {"pane-tools": "#tools-table", "pane-patterns": "#patterns-table", "pane-tokens": "#tokens-table"}
+        if pane in main:
+            self.query_one(main[pane]).focus()
+        else:
+            self.query_one("#config-tabs Tabs").focus()
 
     # -- loading ---------------------------------------------------------------------------------
 

@@ -57,5 +57,6 @@ async def test_audit_pages_walk_back_through_every_change_once(session) -> None:
 
 
 def test_described_changes_show_before_and_after_and_hide_secrets() -> None:
-    lines = describe_changes({"is_admin": {"before": True, "after": False}, "password": {"changed": True}})
-    assert lines == ["is_admin: True → False", "password: changed"]
+    lines = describe_changes({"is_admin": {"before": True, "after": False}, "password": {"changed": True},
+                              "email": {"after": "a@example.com"}, "user_id": {"before": "u1"}})  # fmt: skip
+    assert lines == ["email = 'a@example.com'", "is_admin: True → False", "password: changed", "user_id was 'u1'"]
