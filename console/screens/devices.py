@@ -162,7 +162,7 @@ class DevicesSection(Section):
                 device.device_type,
                 Text(device.organization_id),
                 Text(device.agent_version or ""),
-                _when(device.registered_at),
+                f"{device.registered_at:%Y-%m-%d}",
                 _when(device.last_seen),
                 "active" if device.is_active else "[b]inactive[/b]",
                 key=device.device_id,
