@@ -48,6 +48,8 @@ WRITE_ABORT_BYTES = 4 * 1024 * 1024
 #: Database work during hello and config requests may take this long before the client is told so.
 DB_REQUEST_TIMEOUT_SECONDS = 10.0
 DB_RETRY_FIRST_SECONDS = 0.05
+#: Lines a connection handles before letting other tasks (the writer above all) run.
+LINES_PER_TURN = 32
 #: Shown to a client whose line was discarded (the marker is not a line of bytes).
 TOO_LONG = object()
 _STOP = object()
@@ -511,6 +513,10 @@ class Connection:
             if line == b"":
                 continue
             self.line_number += 1
+            if self.line_number % LINES_PER_TURN == 0:
+                # A chunk holds hundreds of lines; yield now and then so the writer's database
+                # round trips are not queued behind every connection's whole chunk.
+                await asyncio.sleep(0)
             message = self._parse(line)
             if message is None:
                 await self._flush()
