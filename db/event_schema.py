@@ -54,6 +54,11 @@ CONTENT_STEMS: Final = ("prompt", "completion", "messages", "transcript", "conve
 MEASURE_WORDS: Final = frozenset(
     {"length", "len", "count", "size", "chars", "characters", "tokens", "bytes", "words", "lines", "ms"}
 )
+#: A last word that makes a content-named field a label ("conversation_id", "prompt_type"), allowed
+#: when its value is a number or a single short token (no spaces), which cannot hold a sentence.
+LABEL_WORDS: Final = frozenset({"id", "ids", "uuid", "hash", "type", "kind", "format", "mode", "lang", "language"})
+MAX_LABEL_CHARS: Final = 64
+_LABEL_VALUE = re.compile(rf"^\S{{0,{MAX_LABEL_CHARS}}}$")
 
 LOG_FIELDS: Final = frozenset(
     {
@@ -135,24 +140,37 @@ def _name_words(name: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _classify_name(name: str) -> tuple[bool, bool]:
-    """(mentions content, names a measure such as ``prompt_length``); names repeat, so cached."""
+def _classify_name(name: str) -> tuple[bool, str | None]:
+    """(mentions content, "measure" or "label" if its last word qualifies it); names repeat, so cached."""
     words = _name_words(name)
     if not words:
-        return False, False
+        return False, None
     mentions_content = any(word in CONTENT_WORDS for word in words) or any(
         stem in word for word in words for stem in CONTENT_STEMS
     )
-    return mentions_content, words[-1] in MEASURE_WORDS and len(words) > 1
+    qualifier = None
+    if len(words) > 1 and words[-1] in MEASURE_WORDS:
+        qualifier = "measure"
+    elif len(words) > 1 and words[-1] in LABEL_WORDS:
+        qualifier = "label"
+    return mentions_content, qualifier
 
 
 def is_content_field(name: str, value: object) -> bool:
-    """True if a field of this name (and value) would carry prompt or answer content."""
-    mentions_content, is_measure = _classify_name(name[:200])
+    """True if a field of this name (and value) would carry prompt or answer content.
+
+    ``prompt_length: 812`` is a measure and ``conversation_id: "c-81f2"`` a label, both allowed;
+    ``prompt_length: "…"`` or ``conversation_id: "my salary is…"`` are content.
+    """
+    mentions_content, qualifier = _classify_name(name[:200])
     if not mentions_content:
         return False
-    measured_value = isinstance(value, int | float) and not isinstance(value, bool)
-    return not (is_measure and measured_value)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if qualifier == "measure":
+        return not is_number
+    if qualifier == "label":
+        return not (is_number or value is None or (isinstance(value, str) and _LABEL_VALUE.match(value)))
+    return True
 
 
 def find_content_field(message: dict[str, Any], *, allowed: frozenset[str] = LOG_FIELDS) -> str | None:

@@ -80,3 +80,10 @@ def test_hello_with_content_is_refused() -> None:
     with pytest.raises(EventError) as refused:
         validate_hello(hello)
     assert refused.value.code == "content_not_allowed"
+
+
+def test_a_label_of_content_is_allowed_only_as_a_short_token() -> None:
+    assert not is_content_field("conversation_id", "c-81f2a9")
+    assert not is_content_field("prompt_type", "code")
+    assert is_content_field("conversation_id", "my salary is 10k")
+    assert is_content_field("message_hash", "x" * 65)
