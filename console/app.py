@@ -225,15 +225,15 @@ class FirewallConsole(App[None]):
 
         self.push_screen(ConfirmScreen(f"Quit and stop {', '.join(busy)}?"), answered)
 
-    def _run_section_command(self, command: SectionCommand, section_type: type) -> None:
+    async def _run_section_command(self, command: SectionCommand, section_type: type) -> None:
         shell = self._shell()
         if shell is None:
             return
         if command.admin_only and self.context is not None and not self.context.require_admin(command.title):
             return
         shell.action_show_section(section_id(section_type))  # type: ignore[arg-type]
-        section = shell.section(section_type)  # type: ignore[arg-type]
-        self.call_later(section.run_action, command.action)
+        section = await shell.mounted(section_type)  # type: ignore[arg-type]
+        await section.run_action(command.action)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import AwaitMount
 from textual.widgets import ContentSwitcher, Footer, Header, Tab, Tabs
 
 from console.messages import DatabaseReachable
@@ -50,6 +51,8 @@ class ShellScreen(Screen[None]):
         super().__init__()
         self.context = context
         self.shown: set[str] = set()
+        self._built: dict[str, Section] = {}
+        self._mounting: dict[str, AwaitMount] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -64,9 +67,8 @@ class ShellScreen(Screen[None]):
             id="section-tabs",
         )
         yield DatabaseBanner(id="db-banner")
-        with ContentSwitcher(initial=section_id(SECTIONS[0]), id="sections"):
-            for section in SECTIONS:
-                yield section(self.context, id=section_id(section))
+        # Sections are built the first time they are shown: opening the shell stays quick.
+        yield ContentSwitcher(id="sections")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -80,16 +82,41 @@ class ShellScreen(Screen[None]):
         return self.query_one(f"#{switcher.current}", Section)
 
     def section(self, section_type: type[Section]) -> Section:
-        return self.query_one(f"#{section_id(section_type)}", Section)
+        """The section of this type; built and mounted (in the background) the first time."""
+        identifier = section_id(section_type)
+        section = self._built.get(identifier)
+        if section is None:
+            section = section_type(self.context, id=identifier)
+            self._built[identifier] = section
+            self._mounting[identifier] = self.query_one("#sections", ContentSwitcher).mount(section)
+        return section
+
+    async def mounted(self, section_type: type[Section]) -> Section:
+        """The section of this type once it is mounted (built first if needed)."""
+        section = self.section(section_type)
+        pending = self._mounting.pop(section_id(section_type), None)
+        if pending is not None:
+            await pending
+        return section
 
     def action_show_section(self, identifier: str) -> None:
-        """Show a section (by id), reload it, and focus it."""
-        switcher = self.query_one("#sections", ContentSwitcher)
-        switcher.current = identifier
+        """Show a section (by id), reload it, and focus it; builds it on first use."""
+        section_type = next(section for section in SECTIONS if section_id(section) == identifier)
+        self.section(section_type)
+        if identifier in self._mounting:
+            self.call_later(self._show_when_mounted, section_type)
+        else:
+            self._activate(self._built[identifier])
+
+    async def _show_when_mounted(self, section_type: type[Section]) -> None:
+        self._activate(await self.mounted(section_type))
+
+    def _activate(self, section: Section) -> None:
+        identifier = section.id or ""
+        self.query_one("#sections", ContentSwitcher).current = identifier
         tabs = self.query_one("#section-tabs", Tabs)
         if tabs.active != f"tab-{identifier}":
             tabs.active = f"tab-{identifier}"
-        section = self.query_one(f"#{identifier}", Section)
         section.reload()
         self.shown.add(identifier)
         section.focus_first()
