@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from rich.text import Text
 from textual import on, work
@@ -28,10 +29,12 @@ from db.retention import (
     RetentionPreview,
     RetentionSummary,
     UnknownOrganization,
+    last_run_started,
     recent_runs,
     retention_preview,
     run_retention,
 )
+from db.scheduler import TRIGGER as SCHEDULER_TRIGGER
 
 TRIGGER = "console"
 
@@ -67,6 +70,8 @@ class CleanupSection(Section):
         self.batch_size: int | None = None
         self.cancel_event: asyncio.Event | None = None
         self._done: dict[str, int] = {}
+        #: When the newest successful scheduled run started (from retention_runs), if any.
+        self.last_scheduled_run: datetime | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cleanup-scheduler", classes="admin-summary")
@@ -115,12 +120,19 @@ class CleanupSection(Section):
                 f"from cron, or turn it on (interval {settings.retention_cleanup_interval_hours:g} h)."
             )
         else:
-            text = f"Scheduler [b]on[/b]: every {settings.retention_cleanup_interval_hours:g} h"
+            interval = settings.retention_cleanup_interval_hours
+            text = f"Scheduler [b]on[/b]: every {interval:g} h"
             next_run = getattr(scheduler, "next_run_time", None)
+            last = self.last_scheduled_run
             if next_run is not None:
                 text += f", next run {next_run:%Y-%m-%d %H:%M} UTC"
+            elif last is not None:
+                # The scheduler spaces runs from the last successful scheduled one (db.scheduler).
+                due = last + timedelta(hours=interval)
+                text += (f" in the ingest server; last scheduled run {last:%Y-%m-%d %H:%M} UTC, "
+                         f"next due {due:%Y-%m-%d %H:%M} UTC")  # fmt: skip
             else:
-                text += " in the ingest server (this console does not run it; see past runs below)"
+                text += " in the ingest server; no scheduled run yet (the first comes soon after it starts)"
         self.query_one("#cleanup-scheduler", Static).update(text)
 
     @work(exclusive=True, group="cleanup-preview", exit_on_error=False)
@@ -147,6 +159,8 @@ class CleanupSection(Section):
     async def load_history(self) -> None:
         async with self.context.sessions() as session:
             self.runs = await recent_runs(session, limit=100)
+            self.last_scheduled_run = await last_run_started(session, trigger=SCHEDULER_TRIGGER)
+        self.show_scheduler()
         table = self.query_one("#cleanup-history", DataTable)
         table.clear()
         for run in self.runs:

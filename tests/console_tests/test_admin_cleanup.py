@@ -117,7 +117,15 @@ async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(engine: As
     async with signed_in(app_factory(enable_retention_scheduler=False), engine) as pilot:
         section = await open_section(pilot, CleanupSection)
         assert "Scheduler off" in str(section.query_one("#cleanup-scheduler").render())
+    started = utcnow().replace(microsecond=0) - timedelta(hours=1)
+    async with new_sessionmaker(engine)() as session:
+        session.add(RetentionRun(organization_id="acme", retention_days=30, cutoff=started, rows_deleted=0,
+                                 dry_run=False, trigger="scheduler", status="succeeded", started_at=started,
+                                 finished_at=started))  # fmt: skip
+        await session.commit()
     app = app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)
     async with signed_in(app, engine, "bob") as pilot:
         section = await open_section(pilot, CleanupSection)
-        assert "Scheduler on: every 6 h" in str(section.query_one("#cleanup-scheduler").render())
+        line = str(section.query_one("#cleanup-scheduler").render())
+        assert "Scheduler on: every 6 h" in line
+        assert f"next due {started + timedelta(hours=6):%Y-%m-%d %H:%M} UTC" in line
