@@ -203,8 +203,8 @@ _ORGANIZATIONS_WITH_LOGS = text(
 
 _LOG_ENTRIES = LogEntry.__table__
 
-# When more than a batch of rows share one timestamp, the range delete below
-# would take none of them; these take ``limit`` of them by physical row id.
+# When more than a batch of rows share one timestamp, a range starting there
+# would hold them all; these take ``limit`` of them at a time by physical row id.
 # The unary + keeps SQLite on rowid lookups instead of re-scanning the index.
 _TIED_BATCH = {
     "postgresql": """

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -177,3 +181,57 @@ async def test_python_without_dependencies_reexecutes_with_the_repository_venv(
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["total_rows"] == 3
+
+
+def cleanup_on_terminal(env: dict[str, str], *args: str, started: threading.Event) -> tuple[int, str]:
+    """Run the script with its stdout on a pseudo-terminal, as a person at a shell would.
+
+    ``started`` is set once the script has said that the cleanup started.
+    """
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "cleanup_logs.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+        if b"retention cleanup started" in b"".join(chunks):
+            started.set()
+    os.close(master)
+    return process.wait(timeout=60), b"".join(chunks).decode()
+
+
+async def test_long_run_on_a_terminal_shows_a_progress_line(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 40, seconds=-i) for i in range(20)])
+    # The run outlasts the one-second threshold by waiting for the lock another process holds.
+    holder = await start_lock_holder(subprocess_env)
+    started = threading.Event()
+    run = asyncio.create_task(
+        asyncio.to_thread(
+            cleanup_on_terminal, subprocess_env, "--batch-size", "1", "--wait", "30", started=started
+        )
+    )
+    assert await asyncio.to_thread(started.wait, 30)
+    await asyncio.sleep(1.2)
+    holder.kill()
+    await holder.wait()
+    code, output = await run
+
+    assert code == 0
+    assert re.search(r"\r\x1b\[K\S+Z acme: \d+ rows deleted so far\.\.\.", output), output
+    assert "deleted 20 rows" in output
