@@ -6,14 +6,17 @@ import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.base import utcnow
+from db.engine import new_engine, new_sessionmaker
 from db.models import RetentionRun
 from db.retention import FAILED, SUCCEEDED
 from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler, start_retention_scheduler
 from db.settings import Settings
+from tests.conftest import settings_for
 from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -122,3 +125,22 @@ async def test_scheduler_waits_one_interval_after_the_last_scheduled_run_across_
     assert abs((next_run - (last + timedelta(hours=1))).total_seconds()) < 1
     assert len(await scheduler_runs(sessions)) == 1  # nothing ran: not due yet
     assert await count_logs(sessions, "acme") == 1
+
+
+@pytest.mark.parametrize(
+    "unreachable_url",
+    [
+        "sqlite+aiosqlite:////nonexistent-directory/firewall.db",
+        "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
+    ],
+)
+async def test_scheduler_keeps_running_when_the_database_is_unreachable(unreachable_url: str) -> None:
+    engine = new_engine(settings_for(unreachable_url), connect_args={"timeout": 2})
+    scheduler = start_retention_scheduler(new_sessionmaker(engine), seconds=0.2)
+    try:
+        await wait_for_runs(scheduler, 2)
+        assert scheduler.last_error
+        assert scheduler.next_run_time is not None
+    finally:
+        await scheduler.shutdown()
+        await engine.dispose()
