@@ -644,7 +644,7 @@ async def run_retention(
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
     now = utcnow() if now is None else as_utc(now)
     started_at = utcnow()
-    async with retention_lock(_engine_of(sessions), wait=wait, wait_timeout=wait_timeout):
+    async with retention_lock(_engine_of(sessions), wait=wait, wait_timeout=wait_timeout, cancel=cancel):
         async with sessions() as session:
             plan = await _retention_plan(session, organization_id)
         await _fail_interrupted_runs(sessions)

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -60,20 +61,30 @@ def lock_file_path(engine: AsyncEngine) -> Path | None:
     return path.with_name(path.name + LOCK_FILE_SUFFIX)
 
 
-async def _wait_or_raise(deadline: float | None, wait: bool) -> None:
-    if not wait or (deadline is not None and time.monotonic() >= deadline):
-        raise RetentionAlreadyRunning()
-    await asyncio.sleep(POLL_SECONDS)
+@dataclass(frozen=True)
+class _Waiting:
+    """How to behave while the lock is held elsewhere."""
+
+    wait: bool
+    deadline: float | None
+    cancel: asyncio.Event | None
+
+    async def pause_or_raise(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise RetentionAlreadyRunning("stopped waiting: a retention cleanup is already running")
+        if not self.wait or (self.deadline is not None and time.monotonic() >= self.deadline):
+            raise RetentionAlreadyRunning()
+        await asyncio.sleep(POLL_SECONDS)
 
 
 @asynccontextmanager
-async def _postgres_lock(engine: AsyncEngine, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+async def _postgres_lock(engine: AsyncEngine, waiting: _Waiting) -> AsyncIterator[None]:
     connection: AsyncConnection = await engine.connect()
     try:
         connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         key = {"key": ADVISORY_LOCK_KEY}
         while not await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
-            await _wait_or_raise(deadline, wait)
+            await waiting.pause_or_raise()
         try:
             yield
         finally:
@@ -96,11 +107,11 @@ def _try_flock(descriptor: int) -> bool:
 
 
 @asynccontextmanager
-async def _file_lock(path: Path, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+async def _file_lock(path: Path, waiting: _Waiting) -> AsyncIterator[None]:
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         while not _try_flock(descriptor):
-            await _wait_or_raise(deadline, wait)
+            await waiting.pause_or_raise()
         # Who holds it, for a person looking at the file; the lock itself is the flock.
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"pid {os.getpid()}\n".encode(), 0)
@@ -121,9 +132,9 @@ def _try_process_lock(name: str) -> bool:
 
 
 @asynccontextmanager
-async def _process_lock(name: str, *, wait: bool, deadline: float | None) -> AsyncIterator[None]:
+async def _process_lock(name: str, waiting: _Waiting) -> AsyncIterator[None]:
     while not _try_process_lock(name):
-        await _wait_or_raise(deadline, wait)
+        await waiting.pause_or_raise()
     try:
         yield
     finally:
@@ -133,21 +144,24 @@ async def _process_lock(name: str, *, wait: bool, deadline: float | None) -> Asy
 
 @asynccontextmanager
 async def retention_lock(
-    engine: AsyncEngine, *, wait: bool = False, wait_timeout: float | None = None
+    engine: AsyncEngine,
+    *,
+    wait: bool = False,
+    wait_timeout: float | None = None,
+    cancel: asyncio.Event | None = None,
 ) -> AsyncIterator[None]:
     """Hold the retention lock of this database for the duration of the ``async with`` block.
 
     Raises :class:`RetentionAlreadyRunning` if another cleanup holds it and
-    ``wait`` is false, or if ``wait`` is true and ``wait_timeout`` seconds pass first.
+    ``wait`` is false, or if ``wait`` is true and ``wait_timeout`` seconds pass first
+    or ``cancel`` is set.
     """
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    waiting = _Waiting(wait=wait, deadline=deadline, cancel=cancel)
     if engine.dialect.name == "postgresql":
-        lock = _postgres_lock(engine, wait=wait, deadline=deadline)
+        lock = _postgres_lock(engine, waiting)
     else:
         path = lock_file_path(engine)
-        if path is None:
-            lock = _process_lock(str(engine.url), wait=wait, deadline=deadline)
-        else:
-            lock = _file_lock(path, wait=wait, deadline=deadline)
+        lock = _process_lock(str(engine.url), waiting) if path is None else _file_lock(path, waiting)
     async with lock:
         yield

@@ -131,3 +131,27 @@ async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies
 
     summary = await run_retention(sessions=sessions, trigger="cli", now=now, wait=True, wait_timeout=20)
     assert (summary.status, summary.total_rows) == (SUCCEEDED, 1)
+
+
+async def test_waiting_run_stops_waiting_when_cancelled(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 40)])
+    holder = await start_lock_holder(subprocess_env)
+    cancel = asyncio.Event()
+    try:
+        waiting = asyncio.create_task(
+            run_retention(
+                sessions=sessions, trigger="cli", now=now, wait=True, wait_timeout=60, cancel=cancel
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        cancel.set()
+        with pytest.raises(RetentionAlreadyRunning, match="stopped waiting"):
+            await asyncio.wait_for(waiting, 10)
+    finally:
+        holder.kill()
+        await holder.wait()
+    assert await count_logs(sessions, "acme") == 1
