@@ -25,8 +25,9 @@ What the section does:
   It does not catch database errors: :class:`Section` forwards a failed
   worker to the app, which shows a lost connection as a banner with retry and
   anything else as a one-line notification (the traceback goes to the log file).
-- Implements ``reload()`` (called when the section is first shown, when it is
-  shown again, and after the database comes back) and may implement
+- Keeps its constructor and ``compose`` free of I/O: the shell builds a
+  section the first time it is shown. Implements ``reload()`` (called when the
+  section is shown, first time or again, and after the database comes back) and may implement
   ``busy_with()`` (a description of work that quitting would interrupt, e.g.
   "an export", else None).
 - Declares ``TITLE`` (tab label), ``KEY`` (its number key, or None) and may

@@ -96,8 +96,11 @@ class LogsSection(Section):
         self.query_one(LogTable).focus()
 
     def reload(self) -> None:
+        # Coming back to the section keeps an older page where it was; the newest page is refreshed.
         if not self.loaded:
             self.load_suggestions()
+        elif self.page_number != 1:
+            return
         self.load_page(None, older=True, number=1)
         self.load_count()
 
