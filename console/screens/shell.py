@@ -92,11 +92,12 @@ class ShellScreen(Screen[None]):
         return section
 
     async def mounted(self, section_type: type[Section]) -> Section:
-        """The section of this type once it is mounted (built first if needed)."""
+        """The section of this type once it and its children are mounted (built first if needed)."""
         section = self.section(section_type)
-        pending = self._mounting.pop(section_id(section_type), None)
+        pending = self._mounting.get(section_id(section_type))
         if pending is not None:
-            await pending
+            await pending  # every caller waits for the same mount
+            self._mounting.pop(section_id(section_type), None)
         return section
 
     def action_show_section(self, identifier: str) -> None:

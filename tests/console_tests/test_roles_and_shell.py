@@ -104,3 +104,21 @@ async def test_ctrl_t_switches_between_light_and_dark(engine: AsyncEngine, app_f
         assert (
             pilot.app.current_theme.dark != (before == "textual-dark") or pilot.app.theme == "textual-light"
         )
+
+
+async def test_palette_commands_open_sections_never_shown_and_run_their_action(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await add_user(engine, "alice")
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, "alice")
+        for query, expected_screen in (("Logs: filter", "LogFilterScreen"), ("Go to Audit", "ShellScreen")):
+            await pilot.press("ctrl+p")
+            await settle(pilot)
+            await pilot.press(*query, "enter")
+            await settle(pilot)
+            assert type(pilot.app.screen).__name__ == expected_screen
+            if expected_screen != "ShellScreen":
+                await pilot.press("escape")
+                await settle(pilot)
+        assert pilot.app.screen.current.TITLE == "Audit"
