@@ -54,7 +54,9 @@ def _reexec_in_venv(error: ImportError) -> None:
 
 
 try:
-    from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
+    from sqlalchemy.exc import DBAPIError
+
+    from db.engine import DatabaseError, check_database, describe_connect_error, new_engine, new_sessionmaker
     from db.retention import (
         DEFAULT_BATCH_SIZES,
         FAILED,
@@ -225,6 +227,9 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
         return _error(str(error), as_json=args.json, code=EXIT_FAILED, status="already_running")
     except DatabaseError as error:
         return _error(str(error), as_json=args.json, code=EXIT_FAILED, status="database_error")
+    except (DBAPIError, OSError) as error:  # the connection went away after the first check
+        message = describe_connect_error(settings, error)
+        return _error(message, as_json=args.json, code=EXIT_FAILED, status="database_error")
     finally:
         await engine.dispose()
         for signum in (signal.SIGINT, signal.SIGTERM):

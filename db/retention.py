@@ -238,32 +238,34 @@ async def delete_tied_batch(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-_BATCH_BOUNDS = text(
-    # Every limit-th expired row's timestamp, from one index-only walk of idx_org_timestamp.
-    """
-    SELECT timestamp FROM (
-        SELECT timestamp, row_number() OVER (ORDER BY timestamp) AS position
-        FROM log_entries
-        WHERE organization_id = :organization_id AND timestamp < :cutoff
-    ) AS numbered
-    WHERE position > 1 AND (position - 1) % :limit = 0
-    ORDER BY timestamp
-    """
-).bindparams(bindparam("cutoff", type_=UTCDateTime()))
-
-
 async def batch_bounds(
     *, session: AsyncSession, organization_id: str, cutoff: datetime, limit: int
 ) -> list[datetime]:
     """Timestamps that cut the organisation's expired logs into batches of ``limit`` rows, oldest first.
 
-    Read before any delete of the run: the walk is then an index-only scan of
-    pages the visibility map marks all-visible, not of pages other
-    organisations' deletes have just touched.
+    Each bound is the timestamp ``limit`` rows past the previous one, found by an
+    index-only walk of ``idx_org_timestamp``. A bound listed twice marks more than
+    ``limit`` rows sharing that timestamp (see :func:`batch_ranges`). Read before
+    any delete of the run, so the walk covers pages the visibility map still marks
+    all-visible, instead of pages other organisations' deletes have just touched.
     """
-    params = {"organization_id": organization_id, "cutoff": cutoff, "limit": limit}
-    values = (await session.execute(_BATCH_BOUNDS.columns(timestamp=UTCDateTime()), params)).scalars()
-    return [as_utc(value) for value in values]
+    table = _LOG_ENTRIES
+    expired = [table.c.organization_id == organization_id, table.c.timestamp < cutoff]
+    bounds: list[datetime] = []
+    after: datetime | None = None
+    while True:
+        condition = expired if after is None else [*expired, table.c.timestamp >= after]
+        query = select(table.c.timestamp).where(*condition).order_by(table.c.timestamp)
+        bound = await session.scalar(query.offset(limit).limit(1))
+        if bound is not None and bound == after:
+            bounds.append(bound)  # tied: go on from the next distinct timestamp
+            bound = await session.scalar(
+                select(func.min(table.c.timestamp)).where(*expired, table.c.timestamp > after)
+            )
+        if bound is None:
+            return bounds
+        bounds.append(as_utc(bound))
+        after = bounds[-1]
 
 
 async def delete_expired_batch(

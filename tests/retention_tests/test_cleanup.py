@@ -159,6 +159,22 @@ async def test_tiny_batches_delete_every_expired_row(
     assert (run.status, run.rows_deleted) == (SUCCEEDED, 17)
 
 
+async def test_more_rows_than_a_batch_sharing_one_timestamp_go_a_batch_at_a_time(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 60)] * 2 + [days_ago(now, 50)] * 10 + [days_ago(now, 40)] * 2)
+    seen: list[int] = []
+
+    summary = await run_retention(
+        sessions=sessions, trigger="cli", batch_size=3, now=now, progress=lambda _org, rows: seen.append(rows)
+    )
+
+    assert summary.total_rows == 14
+    assert await count_logs(sessions, "acme") == 0
+    assert max(after - before for before, after in zip([0, *seen], seen, strict=False)) <= 3
+
+
 async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_record(
     sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
