@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Set up, migrate the embedded database and open the console.
+## Set up and start the demo: its own embedded database, ingest server, simulated agents, the console.
 run: setup
 	$(BIN)/python -m console demo
 

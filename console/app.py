@@ -90,9 +90,12 @@ class FirewallConsole(App[None]):
         Binding("ctrl+r", "retry_database", "Retry DB", show=False),
     ]
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, label: str | None = None) -> None:
         super().__init__()
         self.settings = settings
+        if label:
+            # A demo (or any non-production run) says so in every screen's title bar.
+            self.title = f"{self.TITLE} · {label}"
         self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self.context: ConsoleContext | None = None
@@ -269,8 +272,11 @@ def _log_file() -> Path:
     return directory / "console.log"
 
 
-def run_console(settings: Settings) -> int:
-    """Check the database, then run the app; a database problem is one line, exit 1."""
+def run_console(settings: Settings, *, label: str | None = None) -> int:
+    """Check the database, then run the app; a database problem is one line, exit 1.
+
+    ``label`` (e.g. "DEMO") is shown in the title bar of every screen.
+    """
 
     async def preflight() -> None:
         engine = new_engine(settings)
@@ -290,5 +296,5 @@ def run_console(settings: Settings) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    FirewallConsole(settings).run()
+    FirewallConsole(settings, label=label).run()
     return EXIT_OK

@@ -205,7 +205,7 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
                     os.environ["AIFW_DATA_DIR"] = str(database.directory)
                     from console.app import run_console
 
-                    code = run_console(database.settings)
+                    code = run_console(database.settings, label="DEMO")
                 else:
                     say(
                         f"demo: running without the console for {duration:g}s"

@@ -19,6 +19,7 @@ from console.screens.logs import LogsSection
 from console.screens.shell import ShellScreen
 from db.base import utcnow
 from db.engine import new_sessionmaker
+from db.events import store_events
 from db.models import User
 from db.settings import Settings
 from db.users import create_user
@@ -50,19 +51,8 @@ def make_event(index: int = 0, **overrides: Any) -> dict[str, Any]:
 
 async def store_logs(engine: AsyncEngine, events: Sequence[dict[str, Any]]) -> None:
     """Insert log rows and their hourly counts in one transaction, as ingest does."""
-    try:
-        from db.events import store_events
-    except ImportError:  # before ingest's module existed: rows plus rollups by hand
-        store_events = None
     async with new_sessionmaker(engine)() as session:
-        if store_events is not None:
-            await store_events(session=session, events=list(events))
-        else:
-            from db import rollups
-            from db.models import LogEntry
-
-            session.add_all(LogEntry(**event) for event in events)
-            await rollups.add_events(session=session, events=events)
+        await store_events(session=session, events=list(events))
         await session.commit()
 
 

@@ -122,3 +122,14 @@ async def test_palette_commands_open_sections_never_shown_and_run_their_action(
                 await pilot.press("escape")
                 await settle(pilot)
         assert pilot.app.screen.current.TITLE == "Audit"
+
+
+async def test_a_labelled_console_says_so_in_the_title_of_every_screen(engine: AsyncEngine, settings) -> None:
+    from console.app import FirewallConsole
+
+    await add_user(engine, "ada", is_admin=True)
+    async with running(FirewallConsole(settings, label="DEMO")) as pilot:
+        assert "DEMO" in str(pilot.app.screen.query_one("HeaderTitle").render())
+        await sign_in(pilot, "ada")
+        assert isinstance(pilot.app.screen, ShellScreen)
+        assert "DEMO" in str(pilot.app.screen.query_one("HeaderTitle").render())
