@@ -5,10 +5,14 @@ only the new events to the hourly rollups, all in the caller's transaction,
 and returns every id that is now safely stored (new or already present), which
 is exactly what the ingest server may acknowledge once it has committed.
 
-PostgreSQL takes the fast path: asyncpg ``COPY`` into a per-connection
-temporary table, then ``INSERT … SELECT … ON CONFLICT (id) DO NOTHING
-RETURNING id``. SQLite inserts many rows per statement with ``ON CONFLICT DO
-NOTHING RETURNING id``.
+PostgreSQL takes the fast path: resends are rare, so the batch is first
+``COPY``'d straight into ``log_entries`` inside a savepoint; if that succeeds,
+every row was new. If an id is already stored (``UniqueViolation``, also when
+another server committed it meanwhile: the unique index decides), the savepoint
+is rolled back and the batch takes the careful path: ``COPY`` into a
+per-connection temporary table, then ``INSERT … SELECT … ON CONFLICT (id) DO
+NOTHING RETURNING id``. SQLite inserts many rows per statement with ``ON
+CONFLICT DO NOTHING RETURNING id``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -76,18 +81,56 @@ async def store_events(*, session: AsyncSession, events: Sequence[Mapping[str, A
 
 
 async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
-    # Going through the session first opens the transaction the raw COPY then joins.
+    records = _copy_records(events)
+    # The savepoint goes through the session, which opens the transaction the raw COPY then joins.
+    savepoint = await session.begin_nested()
+    raw = await _driver_connection(session)
+    try:
+        await raw.copy_records_to_table("log_entries", records=records, columns=EVENT_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        await savepoint.rollback()
+        return await _insert_postgresql_skipping_stored(session, raw, records)
+    except BaseException:
+        await savepoint.rollback()
+        raise
+    await savepoint.commit()
+    return {event["id"] for event in events}
+
+
+async def _insert_postgresql_skipping_stored(
+    session: AsyncSession, raw: asyncpg.Connection, records: list[tuple[Any, ...]]
+) -> set[uuid.UUID]:
+    """Some id is already stored: stage the batch, then insert only the rows whose id is new."""
     await session.execute(
         text(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} "
             "(LIKE log_entries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
     )
+    # Rows of an earlier call in this transaction would only meet ON CONFLICT below; empty it anyway.
+    await session.execute(text(f"TRUNCATE {STAGING_TABLE}"))
+    await raw.copy_records_to_table(STAGING_TABLE, records=records, columns=EVENT_COLUMNS)
+    result = await session.execute(
+        text(
+            f"INSERT INTO log_entries ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE} "
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+    )
+    return {row[0] for row in result}
+
+
+async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
     connection = await session.connection()
     raw = (await connection.get_raw_connection()).driver_connection
     assert raw is not None
+    return raw
+
+
+def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """COPY rows in EVENT_COLUMNS order; the JSON columns go as text (asyncpg's jsonb codec wants str)."""
     created_at = utcnow()
-    records = [
+    dumps = orjson.dumps
+    return [
         (
             event["id"],
             event["timestamp"],
@@ -98,24 +141,14 @@ async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, An
             event["tool_type"],
             event["risk_level"],
             event["prompt_length"],
-            orjson.dumps(event["detected_entity_types"]).decode(),
+            dumps(event["detected_entity_types"]).decode(),
             event["entity_count"],
             event["was_sanitized"],
-            orjson.dumps(event["log_metadata"]).decode(),
+            dumps(event["log_metadata"]).decode(),
             created_at,
         )
         for event in events
     ]
-    await raw.copy_records_to_table(STAGING_TABLE, records=records, columns=EVENT_COLUMNS)
-    result = await session.execute(
-        text(
-            f"INSERT INTO log_entries ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE} "
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
-        )
-    )
-    # The staging table empties itself at commit (ON COMMIT DELETE ROWS); rows of an earlier call in
-    # the same transaction would only meet ON CONFLICT and not be reported or counted again.
-    return {row[0] for row in result}
 
 
 async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
