@@ -56,6 +56,7 @@ def _reexec_in_venv(error: ImportError) -> None:
 try:
     from sqlalchemy.exc import DBAPIError
 
+    from console.commands.common import cli_actor
     from db.engine import DatabaseError, check_database, describe_connect_error, new_engine, new_sessionmaker
     from db.retention import (
         DEFAULT_BATCH_SIZES,
@@ -65,6 +66,7 @@ try:
         RetentionAlreadyRunning,
         RetentionSummary,
         UnknownOrganization,
+        record_cleanup_in_audit,
         run_retention,
     )
     from db.settings import Settings, SettingsError, load_settings
@@ -221,6 +223,9 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
             wait=args.wait is not None,
             wait_timeout=args.wait,
         )
+        async with new_sessionmaker(engine)() as session:
+            await record_cleanup_in_audit(session=session, summary=summary, actor=cli_actor(), source="cli")
+            await session.commit()
     except UnknownOrganization as error:
         return _error(str(error), as_json=args.json, code=EXIT_USAGE, status="usage_error")
     except RetentionAlreadyRunning as error:

@@ -41,6 +41,7 @@ from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from db.audit import record_change
 from db.base import UTCDateTime, as_utc, utcnow
 from db.configs import ConfigError, validate_retention_days
 from db.models import FirewallConfig, LogEntry, RetentionRun
@@ -676,3 +677,30 @@ async def run_retention(
         finished_at=utcnow(),
         results=tuple(results),
     )
+
+
+async def record_cleanup_in_audit(
+    *, session: AsyncSession, summary: RetentionSummary, actor: str, source: str
+) -> None:
+    """Add one audit row per organisation a real (not dry) run touched, in the caller's transaction.
+
+    The console and the cron CLI both call this, so a cleanup is audited the same way wherever it
+    was started; the scheduler's runs are in ``retention_runs`` and are not an operator's change.
+    """
+    if summary.dry_run:
+        return
+    for result in summary.results:
+        await record_change(
+            session=session,
+            actor=actor,
+            source=source,
+            action="retention.run",
+            entity_type="retention",
+            entity_id=result.organization_id,
+            changes={
+                "rows_deleted": {"after": result.rows},
+                "status": {"after": result.status},
+                "cutoff": {"after": result.cutoff},
+                "retention_days": {"after": result.retention_days},
+            },
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,6 +26,17 @@ def fail(message: str, *, code: int = EXIT_FAILED) -> int:
     return code
 
 
+def cli_actor() -> str:
+    """Who runs the command, for the audit trail: $USER, else the login name, else "cli"."""
+    name = os.environ.get("USER")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = ""
+    return (name or "cli")[:64]
+
+
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     engine = new_engine(settings)
     try:
@@ -42,4 +55,4 @@ def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[
     return asyncio.run(_with_session(settings, work))
 
 
-__all__ = ["DatabaseError", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "fail", "run_in_session"]
+__all__ = ["DatabaseError", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "cli_actor", "fail", "run_in_session"]

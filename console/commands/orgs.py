@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail, run_in_session
+from console.commands.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DatabaseError,
+    cli_actor,
+    fail,
+    run_in_session,
+)
 from db.audit import record_change
 from db.configs import ConfigError, create_organization
 from db.settings import Settings
 from db.vocabulary import DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
-
-
-def cli_actor() -> str:
-    """Who runs the command, for the audit trail: $USER, else the login name, else "cli"."""
-    name = os.environ.get("USER")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = ""
-    return (name or "cli")[:64]
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

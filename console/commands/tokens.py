@@ -8,8 +8,15 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail, run_in_session
-from console.commands.orgs import cli_actor
+from console.commands.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DatabaseError,
+    cli_actor,
+    fail,
+    run_in_session,
+)
 from db.audit import record_change
 from db.models import IngestToken
 from db.settings import Settings

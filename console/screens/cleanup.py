@@ -20,7 +20,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Label, ProgressBar, Static
 
-from console.screens.admin_form import record
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from db.models import RetentionRun
@@ -31,6 +30,7 @@ from db.retention import (
     UnknownOrganization,
     last_run_started,
     recent_runs,
+    record_cleanup_in_audit,
     retention_preview,
     run_retention,
 )
@@ -264,13 +264,9 @@ class CleanupSection(Section):
             bar.display = False
         self.last_summary = summary
         async with self.context.sessions() as session:
-            for result in summary.results:
-                await record(
-                    self.context, session, action="retention.run", entity_type="retention",
-                    entity_id=result.organization_id,
-                    changes={"rows_deleted": {"after": result.rows}, "status": {"after": result.status},
-                             "cutoff": {"after": result.cutoff}, "retention_days": {"after": result.retention_days}},
-                )  # fmt: skip
+            await record_cleanup_in_audit(
+                session=session, summary=summary, actor=self.context.user.username, source="console"
+            )
             await session.commit()
         severity = "information" if summary.status == "succeeded" else "warning"
         self.context.notify(

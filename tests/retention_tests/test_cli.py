@@ -14,8 +14,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.models import AuditEvent
 from db.settings import REPO_ROOT
 from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
 from tests.retention_tests.test_lock import start_lock_holder
@@ -98,6 +100,23 @@ async def test_organization_option_cleans_only_that_organisation(
     assert result.returncode == 0, result.stderr
     assert [o["organization_id"] for o in json.loads(result.stdout)["organizations"]] == ["legacy"]
     assert (await count_logs(sessions, "acme"), await count_logs(sessions, "legacy")) == (3, 1)
+
+
+async def test_a_real_run_is_audited_per_organisation_and_a_dry_run_is_not(
+    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+) -> None:
+    await seed(sessions, add_logs, now)
+
+    assert cleanup({**subprocess_env, "USER": "cronjob"}, "--dry-run").returncode == 0
+    assert cleanup({**subprocess_env, "USER": "cronjob"}).returncode == 0
+
+    async with sessions() as session:
+        rows = (await session.scalars(select(AuditEvent).order_by(AuditEvent.entity_id))).all()
+    assert [(r.actor, r.source, r.action, r.entity_id) for r in rows] == [
+        ("cronjob", "cli", "retention.run", "acme"),
+        ("cronjob", "cli", "retention.run", "legacy"),
+    ]
+    assert rows[0].changes["rows_deleted"] == {"after": 2}
 
 
 async def test_unknown_organisation_exits_2_with_one_line(
