@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Input, Label
+from textual.widgets import Button, Input, Label
 from textual.worker import Worker, WorkerState
 
 from console.messages import WorkerFailed
@@ -83,6 +83,22 @@ class AdminForm(ModalScreen[ResultType], Generic[ResultType]):
             fields[fields.index(event.input) + 1].focus()
         else:
             self.action_submit()
+
+    @staticmethod
+    def form_buttons(save_label: str) -> ComposeResult:
+        """What every form ends with: the general error line, then its save and cancel buttons."""
+        yield form_error_row()
+        with Horizontal(classes="buttons"):
+            yield Button(save_label, variant="primary", id="form-save")
+            yield Button("Cancel", id="form-cancel")
+
+    @on(Button.Pressed, "#form-save")
+    def _save_pressed(self) -> None:
+        self.action_submit()
+
+    @on(Button.Pressed, "#form-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
 
     def action_cancel(self) -> None:
         self.dismiss(None)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from console.screens.admin_form import AdminForm, form_error_row, record
+from console.screens.admin_form import AdminForm, record
 from console.screens.section import ConsoleContext
 from db.configs import (
     ConfigError,
@@ -79,16 +79,8 @@ class OrganizationFormScreen(AdminForm[str | None]):
             yield from self.field_row(
                 "Retention", "log_retention_days", Input(str(DEFAULT_RETENTION_DAYS), id="log_retention_days")
             )
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Create", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
+            yield from self.form_buttons("Create")
 
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
-
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         errors: dict[str | None, str] = {}
         organization_id = self.query_one("#organization_id", Input).value.strip()
@@ -138,16 +130,8 @@ class ToolFormScreen(AdminForm[str | None]):
                 "Type", "tool_type", Select([(kind, kind) for kind in TOOL_TYPES], value="web",
                                             allow_blank=False, id="tool_type")  # fmt: skip
             )
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Add", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
+            yield from self.form_buttons("Add")
 
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
-
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         tool = {
             "name": self.query_one("#name", Input).value.strip(),
@@ -207,14 +191,7 @@ class PatternFormScreen(AdminForm[str | None]):
                 Select([(level, level) for level in RISK_LEVELS], value=current.get("severity", "amber"),
                        allow_blank=False, id="severity"),
             )  # fmt: skip
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Save", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
-
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
+            yield from self.form_buttons("Save")
 
     def build(self) -> dict[str, Any]:
         return {
@@ -224,7 +201,6 @@ class PatternFormScreen(AdminForm[str | None]):
             "severity": str(self.query_one("#severity", Select).value),
         }
 
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         pattern = self.build()
         try:
@@ -268,16 +244,8 @@ class TokenFormScreen(AdminForm[tuple[str, str] | None]):
         with Vertical(id="token-form", classes="dialog"):
             yield Label(f"[b]New ingest token for {self.organization_id}[/b]  (ctrl+s create · escape cancel)")
             yield from self.field_row("Name", "name", Input(id="name", placeholder="what it is for, e.g. laptops"))
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Create", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
+            yield from self.form_buttons("Create")
 
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
-
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         if self.context.require_admin("create ingest tokens"):
             self.save(self.query_one("#name", Input).value)

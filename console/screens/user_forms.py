@@ -8,12 +8,12 @@ shown under that field.
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label
+from textual.containers import Vertical
+from textual.widgets import Checkbox, Input, Label
 
-from console.screens.admin_form import AdminForm, form_error_row, record
+from console.screens.admin_form import AdminForm, record
 from console.screens.section import ConsoleContext
 from db.models import User
 from db.security import validate_password
@@ -63,19 +63,11 @@ class UserFormScreen(AdminForm[str | None]):
             )
             if user is not None:
                 yield from self.field_row("State", "is_active", Checkbox("active", value=user.is_active, id="is_active"))
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Save", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
+            yield from self.form_buttons("Save")
 
     def on_mount(self) -> None:
         self.query_one("#email" if self.user else "#username", Input).focus()
 
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
-
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         values = {name: self.query_one(f"#{name}", Input).value for name in ("username", "email", "full_name")}
         errors: dict[str | None, str] = {}
@@ -171,19 +163,11 @@ class PasswordFormScreen(AdminForm[str | None]):
             yield Label(f"[b]Reset the password of {self.username}[/b]  (ctrl+s save · escape cancel)")
             yield from self.field_row("Password", "password", Input(password=True, id="password"))
             yield from self.field_row("Again", "password_again", Input(password=True, id="password_again"))
-            yield form_error_row()
-            with Horizontal(classes="buttons"):
-                yield Button("Save", variant="primary", id="form-save")
-                yield Button("Cancel", id="form-cancel")
+            yield from self.form_buttons("Save")
 
     def on_mount(self) -> None:
         self.query_one("#password", Input).focus()
 
-    @on(Button.Pressed, "#form-cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
-
-    @on(Button.Pressed, "#form-save")
     def action_submit(self) -> None:
         password = self.query_one("#password", Input).value
         errors = _password_errors(password, self.query_one("#password_again", Input).value)

@@ -193,3 +193,21 @@ async def test_a_viewer_cannot_open_the_user_forms(engine: AsyncEngine, app_fact
         await pilot.press("n")
         await settle(pilot)
         assert not isinstance(pilot.app.screen, UserFormScreen)
+
+
+async def test_form_buttons_save_and_cancel_with_the_mouse(engine: AsyncEngine, app_factory) -> None:
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, UsersSection)
+        section.action_create_user()
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, UserFormScreen)
+        await pilot.click("#form-cancel")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, UserFormScreen)
+        section.action_create_user()
+        await settle(pilot)
+        fill(pilot, username="carol", email="carol@example.com", password=PASSWORD, password_again=PASSWORD)
+        await pilot.click("#form-save")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, UserFormScreen)
+    assert [row.entity_id for row in await audit_rows(engine, "user.create")] == ["carol"]
