@@ -38,7 +38,7 @@ from db.engine import migrate, new_engine, new_sessionmaker
 from db.logs import LogFilter, count
 from db.settings import DEFAULT_DATA_DIR, REPO_ROOT, Settings, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
-from db.users import create_user, get_by_username
+from db.users import create_administrator, get_by_username
 
 #: The demo organisations and their retention in days (all within the allowed 30..365).
 DEMO_ORGANIZATIONS: tuple[tuple[str, int], ...] = (
@@ -166,23 +166,15 @@ async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
                 organizations.append(FleetOrganization(organization_id, token))
             admin_created = False
             if await get_by_username(session=session, username=DEMO_ADMIN) is None:
-                await create_user(
+                await create_administrator(
                     session=session,
                     username=DEMO_ADMIN,
                     email=DEMO_ADMIN_EMAIL,
                     password=admin_password,
                     full_name="Demo administrator",
-                    is_admin=True,
                     bcrypt_rounds=settings.bcrypt_rounds,
-                )
-                await record_change(
-                    session=session,
                     actor=DEMO_ACTOR,
                     source="cli",
-                    action="user.create",
-                    entity_type="user",
-                    entity_id=DEMO_ADMIN,
-                    changes={"email": {"after": DEMO_ADMIN_EMAIL}, "is_admin": {"after": True}},
                 )
                 admin_created = True
             await session.commit()

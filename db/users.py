@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import record_change
 from db.base import utcnow
 from db.models import User
 from db.security import hash_password, validate_password, verify_password
@@ -217,4 +218,40 @@ async def delete_user(*, session: AsyncSession, username: str, actor: str) -> Us
     await _guard_admin_loss(session, user=user, actor=actor, field="username", what="delete")
     await session.delete(user)
     await session.flush()
+    return user
+
+
+async def create_administrator(
+    *,
+    session: AsyncSession,
+    username: str,
+    email: str,
+    password: str,
+    full_name: str | None,
+    bcrypt_rounds: int,
+    actor: str | None,
+    source: str,
+) -> User:
+    """Create an active administrator and its audit row (the first admin, the CLI, the demo).
+
+    ``actor`` defaults to the new administrator itself: nobody else was signed in to create it.
+    """
+    user = await create_user(
+        session=session,
+        username=username,
+        email=email,
+        password=password,
+        full_name=full_name,
+        is_admin=True,
+        bcrypt_rounds=bcrypt_rounds,
+    )
+    await record_change(
+        session=session,
+        actor=actor or user.username,
+        source=source,
+        action="user.create",
+        entity_type="user",
+        entity_id=user.username,
+        changes={"email": {"after": user.email}, "is_admin": {"after": True}},
+    )
     return user

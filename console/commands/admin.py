@@ -9,10 +9,9 @@ import sys
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail, run_in_session
-from db.audit import record_change
 from db.security import PasswordError, validate_password
 from db.settings import Settings
-from db.users import UserError, create_user
+from db.users import UserError, create_administrator
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,23 +42,15 @@ def create_admin(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
 
     async def work(session: AsyncSession) -> str:
-        user = await create_user(
+        user = await create_administrator(
             session=session,
             username=args.username,
             email=args.email,
             password=password,
             full_name=args.full_name,
-            is_admin=True,
             bcrypt_rounds=settings.bcrypt_rounds,
-        )
-        await record_change(
-            session=session,
-            actor=user.username,
+            actor=None,
             source="cli",
-            action="user.create",
-            entity_type="user",
-            entity_id=user.username,
-            changes={"email": {"after": user.email}, "is_admin": {"after": True}},
         )
         await session.commit()
         return user.username

@@ -18,9 +18,8 @@ from textual.worker import Worker, WorkerState
 
 from console.messages import WorkerFailed
 from console.screens.section import SignedInUser
-from db.audit import record_change
 from db.security import verify_password
-from db.users import UserError, authenticate, count_users, create_user, get_by_username
+from db.users import UserError, authenticate, count_users, create_administrator, get_by_username
 
 
 class LoginScreen(Screen[None]):
@@ -115,27 +114,19 @@ class LoginScreen(Screen[None]):
                 self.message("Someone created a user meanwhile: sign in instead.")
                 return
             try:
-                user = await create_user(
+                user = await create_administrator(
                     session=session,
                     username=username,
                     email=email,
                     password=password,
                     full_name=full_name or None,
-                    is_admin=True,
                     bcrypt_rounds=app.settings.bcrypt_rounds,  # type: ignore[attr-defined]
+                    actor=None,
+                    source="console",
                 )
             except UserError as error:
                 self.message(str(error))
                 return
-            await record_change(
-                session=session,
-                actor=user.username,
-                source="console",
-                action="user.create",
-                entity_type="user",
-                entity_id=user.username,
-                changes={"email": {"after": user.email}, "is_admin": {"after": True}},
-            )
             await session.commit()
         app.notify(f"Administrator {user.username!r} created.")
         app.signed_in(SignedInUser(user.username, True, user.full_name))  # type: ignore[attr-defined]
