@@ -170,15 +170,8 @@ class RetentionRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class LogHourlyCount(Base):
-    """Pre-aggregated event counts per hour, kept current at ingest and kept past retention.
-
-    ``dimension`` says what ``key`` is: ``risk`` (key empty), ``tool``, ``user``
-    or ``entity``; each stored event adds one to its hour's row of every dimension.
-    """
-
-    __tablename__ = "log_hourly_counts"
-    __table_args__ = (Index("ix_log_hourly_counts_dimension_bucket", "dimension", "bucket_start"),)
+class _RollupCount:
+    """Columns shared by the rollup tables: one bucket's count of one key of one dimension."""
 
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -186,6 +179,66 @@ class LogHourlyCount(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     risk_level: Mapped[str] = mapped_column(String(8), primary_key=True)
     event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+#: Columns a top list or a risk total reads besides the index key: index-only scans on PostgreSQL.
+ROLLUP_INCLUDE = ["organization_id", "key", "event_count"]
+
+
+class LogHourlyCount(_RollupCount, Base):
+    """Pre-aggregated event counts per hour, kept current at ingest and kept past retention.
+
+    ``dimension`` says what ``key`` is: ``risk`` (key empty), ``tool``, ``user``
+    or ``entity``; each stored event adds one to its hour's row of every dimension.
+    """
+
+    __tablename__ = "log_hourly_counts"
+    __table_args__ = (
+        Index("ix_log_hourly_counts_dimension_bucket", "dimension", "bucket_start"),
+        Index(
+            "ix_log_hourly_counts_dimension_risk_bucket",
+            "dimension",
+            "risk_level",
+            "bucket_start",
+            postgresql_include=ROLLUP_INCLUDE,
+        ),
+    )
+
+
+class LogDailyCount(_RollupCount, Base):
+    """The same counts per UTC day (``bucket_start`` at midnight UTC), so long windows read few rows.
+
+    Kept in the same transaction as the hourly counts, and past retention like them.
+    """
+
+    __tablename__ = "log_daily_counts"
+    __table_args__ = (
+        Index(
+            "ix_log_daily_counts_dimension_risk_bucket",
+            "dimension",
+            "risk_level",
+            "bucket_start",
+            postgresql_include=ROLLUP_INCLUDE,
+        ),
+    )
+
+
+class LogWeeklyCount(_RollupCount, Base):
+    """The same counts per ISO week (``bucket_start`` on a Monday, midnight UTC).
+
+    A 30-day window then reads about 3 weekly rows per key plus its edge days and hours.
+    """
+
+    __tablename__ = "log_weekly_counts"
+    __table_args__ = (
+        Index(
+            "ix_log_weekly_counts_dimension_risk_bucket",
+            "dimension",
+            "risk_level",
+            "bucket_start",
+            postgresql_include=ROLLUP_INCLUDE,
+        ),
+    )
 
 
 class AuditEvent(Base):

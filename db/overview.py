@@ -1,22 +1,26 @@
-"""The overview's figures, read from the hourly rollups (never by counting raw log rows).
+"""The overview's figures, read from the rollups (never by counting raw log rows).
 
-Every event figure comes from ``log_hourly_counts`` (kept current at ingest by
-:mod:`db.rollups`, and kept past retention); the rest are two small reads:
-devices seen in the last day and the newest retention run.
+Every event figure comes from the hourly, daily and weekly rollups (kept
+current at ingest by :mod:`db.rollups`, and kept past retention): a window
+reads its whole weeks from the weekly counts, its other whole days from the
+daily ones and only its partial days from the hourly ones, so a 30-day top
+list reads about 15 rows per key instead of 720. The rest are two small reads: devices seen in the
+last day and the newest retention run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import case, func, select
+from sqlalchemy import BigInteger, ColumnElement, Integer, Select, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
-from db.models import Device, LogHourlyCount, RetentionRun
-from db.rollups import hour_of
+from db.models import Device, LogDailyCount, LogHourlyCount, LogWeeklyCount, RetentionRun
+from db.rollups import day_of, hour_of, week_of
 from db.vocabulary import RISK_LEVELS
 
 #: The windows the overview shows, by label, in hours.
@@ -74,34 +78,94 @@ def window_start(now: datetime, hours: int) -> datetime:
     return hour_of(now) - timedelta(hours=hours - 1)
 
 
+RollupTable = type[LogHourlyCount] | type[LogDailyCount] | type[LogWeeklyCount]
+#: A coarser rollup: its table, the start of a moment's bucket, the bucket's length.
+Level = tuple[RollupTable, Callable[[datetime], datetime], timedelta]
+#: The coarser rollups, coarsest first.
+COARSER_LEVELS: tuple[Level, ...] = (
+    (LogWeeklyCount, week_of, timedelta(weeks=1)),
+    (LogDailyCount, day_of, timedelta(days=1)),
+)
+
+
+def split_by_bucket(
+    start: datetime, end: datetime | None, levels: tuple[Level, ...] = COARSER_LEVELS
+) -> list[tuple[RollupTable, datetime, datetime | None]]:
+    """The rollup reads covering hours [start, end): whole weeks weekly, whole days daily, the rest hourly.
+
+    An open ``end`` (None) takes every later hour; its whole weeks and days end
+    before the current ones (UTC). Any split is exact: the tables hold the same counts.
+    """
+    if not levels:
+        return [(LogHourlyCount, start, end)]
+    table, bucket_of, length = levels[0]
+    first = bucket_of(start) if start == bucket_of(start) else bucket_of(start) + length
+    last = bucket_of(end if end is not None else utcnow())
+    if last <= first:
+        return split_by_bucket(start, end, levels[1:])
+    pieces: list[tuple[RollupTable, datetime, datetime | None]] = []
+    if start < first:
+        pieces += split_by_bucket(start, first, levels[1:])
+    pieces.append((table, first, last))
+    if end is None or last < end:
+        pieces += split_by_bucket(last, end, levels[1:])
+    return pieces
+
+
+def _rollup_rows(
+    table: RollupTable,
+    *columns: ColumnElement[object],
+    dimension: str,
+    start: datetime,
+    end: datetime | None,
+    risk_level: str | None,
+    organization: str | None,
+) -> Select[tuple[object, ...]]:
+    """Rows of one rollup table for one dimension in [start, end): an index range scan.
+
+    With no risk level the known levels are listed anyway, so PostgreSQL walks
+    the (dimension, risk_level, bucket_start) index once per level.
+    """
+    levels = (risk_level,) if risk_level is not None else RISK_LEVELS
+    statement = select(*columns).where(
+        table.dimension == dimension,
+        table.risk_level.in_(levels) if len(levels) > 1 else table.risk_level == levels[0],
+        table.bucket_start >= start,
+    )
+    if end is not None:
+        statement = statement.where(table.bucket_start < end)
+    if organization:
+        statement = statement.where(table.organization_id == organization)
+    return statement
+
+
 async def risk_totals(
     *, session: AsyncSession, now: datetime, organization: str | None = None
 ) -> list[RiskTotals]:
     """Events by risk level for every window of :data:`WINDOWS`, in one read of the rollups."""
-    longest = max(WINDOWS.values())
-    columns = [
-        func.sum(
-            case(
-                (LogHourlyCount.bucket_start >= window_start(now, hours), LogHourlyCount.event_count), else_=0
-            )
+    parts = [
+        _rollup_rows(
+            table,
+            literal(label).label("window"),
+            table.risk_level.label("risk_level"),
+            table.event_count.label("event_count"),
+            dimension="risk",
+            start=start,
+            end=end,
+            risk_level=None,
+            organization=organization,
         )
-        for hours in WINDOWS.values()
+        for label, hours in WINDOWS.items()
+        for table, start, end in split_by_bucket(window_start(now, hours), None)
     ]
-    statement = (
-        select(LogHourlyCount.risk_level, *columns)
-        .where(LogHourlyCount.dimension == "risk", LogHourlyCount.bucket_start >= window_start(now, longest))
-        .group_by(LogHourlyCount.risk_level)
+    rows = union_all(*parts).subquery()
+    statement = select(rows.c.window, rows.c.risk_level, func.sum(rows.c.event_count)).group_by(
+        rows.c.window, rows.c.risk_level
     )
-    if organization:
-        statement = statement.where(LogHourlyCount.organization_id == organization)
-    counts: dict[str, list[int]] = {level: [0] * len(WINDOWS) for level in RISK_LEVELS}
-    for risk, *sums in (await session.execute(statement)).all():
-        counts.setdefault(risk, [0] * len(WINDOWS))
-        counts[risk] = [int(value or 0) for value in sums]
-    return [
-        RiskTotals(window=label, counts={risk: values[index] for risk, values in counts.items()})
-        for index, label in enumerate(WINDOWS)
-    ]
+    counts: dict[str, dict[str, int]] = {label: dict.fromkeys(RISK_LEVELS, 0) for label in WINDOWS}
+    for label, risk, total in (await session.execute(statement)).all():
+        counts[label][risk] = int(total or 0)
+    return [RiskTotals(window=label, counts=counts[label]) for label in WINDOWS]
 
 
 def _bin_hours(hours: int) -> int:
@@ -112,24 +176,40 @@ def _bin_hours(hours: int) -> int:
 async def timeline(
     *, session: AsyncSession, now: datetime, hours: int, organization: str | None = None
 ) -> Timeline:
-    """Events over time by risk level for the last ``hours`` hours, in about 48 bins."""
+    """Events over time by risk level for the last ``hours`` hours, in about 48 bins.
+
+    The hours are binned by the database: a 30-day chart reads about 150 rows, not 2,000.
+    """
     start = window_start(now, hours)
-    statement = (
-        select(LogHourlyCount.bucket_start, LogHourlyCount.risk_level, func.sum(LogHourlyCount.event_count))
-        .where(LogHourlyCount.dimension == "risk", LogHourlyCount.bucket_start >= start)
-        .group_by(LogHourlyCount.bucket_start, LogHourlyCount.risk_level)
-    )
-    if organization:
-        statement = statement.where(LogHourlyCount.organization_id == organization)
     bin_hours = _bin_hours(hours)
     bins = -(-hours // bin_hours)
+    seconds = _epoch_seconds(LogHourlyCount.bucket_start, session.get_bind().dialect.name)
+    index = ((seconds - int(start.timestamp())) // (bin_hours * 3600)).label("bin")
+    statement = _rollup_rows(
+        LogHourlyCount,
+        index,
+        LogHourlyCount.risk_level,
+        func.sum(LogHourlyCount.event_count),
+        dimension="risk",
+        start=start,
+        end=None,
+        risk_level=None,
+        organization=organization,
+    ).group_by(index, LogHourlyCount.risk_level)
     series = {level: [0] * bins for level in RISK_LEVELS}
-    for bucket, risk, total in (await session.execute(statement)).all():
-        index = int((bucket - start).total_seconds() // 3600) // bin_hours
-        if 0 <= index < bins:
-            series.setdefault(risk, [0] * bins)[index] += int(total or 0)
+    for position, risk, total in (await session.execute(statement)).all():
+        if 0 <= int(position) < bins:
+            series.setdefault(risk, [0] * bins)[int(position)] += int(total or 0)
     starts = [start + timedelta(hours=index * bin_hours) for index in range(bins)]
     return Timeline(bin_hours=bin_hours, starts=starts, series=series)
+
+
+def _epoch_seconds(column: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
+    """Whole seconds since 1970 (UTC) of a UTCDateTime column, on either engine."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", column), BigInteger)
+    # SQLite keeps naive UTC text; strftime('%s') reads it as UTC.
+    return cast(func.strftime("%s", column), Integer)
 
 
 async def key_sums(
@@ -142,20 +222,27 @@ async def key_sums(
     organization: str | None = None,
     limit: int | None = None,
 ) -> list[tuple[str, int]]:
-    """Events per key of a dimension (tool, user, entity) in hours [start, end), most first."""
-    total = func.sum(LogHourlyCount.event_count)
-    statement = (
-        select(LogHourlyCount.key, total)
-        .where(LogHourlyCount.dimension == dimension, LogHourlyCount.bucket_start >= start)
-        .group_by(LogHourlyCount.key)
-        .order_by(total.desc(), LogHourlyCount.key)
-    )
-    if end is not None:
-        statement = statement.where(LogHourlyCount.bucket_start < end)
-    if risk_level is not None:
-        statement = statement.where(LogHourlyCount.risk_level == risk_level)
-    if organization:
-        statement = statement.where(LogHourlyCount.organization_id == organization)
+    """Events per key of a dimension (tool, user, entity) in hours [start, end), most first.
+
+    Whole weeks and days are read from the weekly and daily counts, the rest
+    from the hourly ones (:func:`split_by_bucket`).
+    """
+    parts = [
+        _rollup_rows(
+            table,
+            table.key.label("key"),
+            table.event_count.label("event_count"),
+            dimension=dimension,
+            start=piece_start,
+            end=piece_end,
+            risk_level=risk_level,
+            organization=organization,
+        )
+        for table, piece_start, piece_end in split_by_bucket(start, end)
+    ]
+    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    total = func.sum(rows.c.event_count)
+    statement = select(rows.c.key, total).group_by(rows.c.key).order_by(total.desc(), rows.c.key)
     if limit is not None:
         statement = statement.limit(limit)
     return [(key, int(value or 0)) for key, value in (await session.execute(statement)).all()]
@@ -189,9 +276,9 @@ def _top(sums: dict[str, int], limit: int) -> list[tuple[str, int]]:
 class TopListCache:
     """Top lists refreshed cheaply: the closed hours of a window are summed once per hour.
 
-    The first read of a window sums every key over its closed hours (the
-    expensive part at millions of events); until the hour turns, a refresh
-    only reads the current hour's rows and adds them. Counts that arrive late
+    The first read of a window sums every key over its closed hours (whole weeks
+    and days from the weekly and daily counts, the rest from the hourly ones); until the hour
+    turns, a refresh only reads the current hour's rows and adds them. Counts that arrive late
     for an already closed hour (an agent's backlog) show up at the next hour.
     """
 
