@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -175,7 +176,12 @@ def is_content_field(name: str, value: object) -> bool:
 
 def find_content_field(message: dict[str, Any], *, allowed: frozenset[str] = LOG_FIELDS) -> str | None:
     """The first field (``log_metadata.x`` for nested ones) that carries content, or None."""
-    for name in message.keys() - allowed if allowed else message:
+    return _find_content(message, message.keys() - allowed if allowed else message.keys())
+
+
+def _find_content(message: dict[str, Any], names: Iterable[str]) -> str | None:
+    """:func:`find_content_field` once the names not allowed at the top level are known."""
+    for name in names:
         if is_content_field(name, message[name]):
             return name
     metadata = message.get("log_metadata")
@@ -188,17 +194,17 @@ def find_content_field(message: dict[str, Any], *, allowed: frozenset[str] = LOG
 
 def _find_nested_content(value: dict[str, Any], path: str, *, depth: int) -> str | None:
     for name, item in value.items():
-        where = f"{path}.{name}"
         if is_content_field(str(name), item):
-            return where
+            return f"{path}.{name}"
+        # Hot path: a flat metadata object (the usual case) builds no path strings.
         if isinstance(item, dict) and depth < 8:
-            found = _find_nested_content(item, where, depth=depth + 1)
+            found = _find_nested_content(item, f"{path}.{name}", depth=depth + 1)
             if found is not None:
                 return found
-        if isinstance(item, list) and depth < 8:
+        elif isinstance(item, list) and depth < 8:
             for element in item:
                 if isinstance(element, dict):
-                    found = _find_nested_content(element, where, depth=depth + 1)
+                    found = _find_nested_content(element, f"{path}.{name}", depth=depth + 1)
                     if found is not None:
                         return found
     return None
@@ -310,6 +316,14 @@ def _entity_types(message: dict[str, Any]) -> list[str]:
     return list(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _metadata_key_size(key: str) -> int | None:
+    """What a short metadata key adds to the size estimate, or None if it is not valid; keys repeat, so cached."""
+    if not key.strip() or _CONTROL.search(key):
+        return None
+    return len(key.encode()) + 6
+
+
 def _metadata(message: dict[str, Any]) -> dict[str, Any]:
     value = message.get("log_metadata", {})
     if value is None:
@@ -320,7 +334,9 @@ def _metadata(message: dict[str, Any]) -> dict[str, Any]:
         raise invalid(f"log_metadata may have at most {MAX_METADATA_KEYS} keys; got {len(value)}")
     size = 2
     for key, item in value.items():
-        if len(key) > MAX_METADATA_KEY_CHARS or not key.strip() or _CONTROL.search(key):
+        # Long keys are refused before the cache, so it only ever holds short strings.
+        key_size = _metadata_key_size(key) if len(key) <= MAX_METADATA_KEY_CHARS else None
+        if key_size is None:
             raise invalid(f"log_metadata keys must be 1-{MAX_METADATA_KEY_CHARS} printable characters")
         if isinstance(item, dict | list):
             raise invalid(f"log_metadata.{key} must be a string, number, true/false or null (it must be flat)")
@@ -331,12 +347,12 @@ def _metadata(message: dict[str, Any]) -> dict[str, Any]:
                 )
             if "\x00" in item:
                 raise invalid(f"log_metadata.{key} must not contain NUL characters")
-            size += len(item.encode())
+            size += len(item) if item.isascii() else len(item.encode())
         elif isinstance(item, float) and item != item:
             raise invalid(f"log_metadata.{key} must be a finite number")
         else:
             size += 24
-        size += len(key.encode()) + 6
+        size += key_size
     if size > MAX_METADATA_BYTES:
         raise invalid(f"log_metadata must be at most {MAX_METADATA_BYTES} bytes in all; got about {size}")
     return value
@@ -381,14 +397,15 @@ def validate_log(message: dict[str, Any], *, hello: Hello, now: datetime | None 
 
     Raises EventError with code ``content_not_allowed`` or ``invalid_event``.
     """
-    content = find_content_field(message)
+    extra = message.keys() - LOG_FIELDS
+    content = _find_content(message, extra)
     if content is not None:
         raise EventError(
             "content_not_allowed",
             f"field {content!r} may carry prompt content; events carry metadata only, so nothing of it was stored",
         )
-    unknown = sorted(message.keys() - LOG_FIELDS)
-    if unknown:
+    if extra:
+        unknown = sorted(extra)
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise invalid(f"unknown field {shown}; put extra details in log_metadata")
     event_id = parse_event_id(message.get("id"))
