@@ -49,7 +49,7 @@ WRITE_ABORT_BYTES = 4 * 1024 * 1024
 DB_REQUEST_TIMEOUT_SECONDS = 10.0
 DB_RETRY_FIRST_SECONDS = 0.05
 #: Lines a connection handles before letting other tasks (the writer above all) run.
-LINES_PER_TURN = 32
+LINES_PER_TURN = 16
 #: Shown to a client whose line was discarded (the marker is not a line of bytes).
 TOO_LONG = object()
 _STOP = object()
@@ -560,7 +560,11 @@ class Connection:
             await self._acked.wait()
         self._in_flight += 1
         self._server.stats.events_received += 1
-        await self._server.writer.queue.put((row, self))
+        queue = self._server.writer.queue
+        if queue.full():
+            await queue.put((row, self))  # the writer is behind: wait here, reading nothing more
+        else:
+            queue.put_nowait((row, self))
 
     async def _wait_for_acks(self) -> None:
         """After the client's end of stream or shutdown: let the acks of what was read go out."""
@@ -610,7 +614,10 @@ class IngestServer:
         self.engine = engine
         self.sessions = new_sessionmaker(engine)
         self.stats = IngestStats()
-        self.writer = BatchWriter(self.sessions, settings.ingest, self.stats)
+        # The writer's own pool has no pre-ping (with asyncpg three round trips per checkout, so per
+        # batch): a dead connection fails its batch, which is retried on a fresh connection anyway.
+        self.writer_engine = new_engine(settings, pool_pre_ping=False) if settings.is_postgresql else engine
+        self.writer = BatchWriter(new_sessionmaker(self.writer_engine), settings.ingest, self.stats)
         self.connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -788,6 +795,7 @@ async def serve(
             stats_task.cancel()
         if scheduler is not None:
             await scheduler.shutdown()
+        await server.writer_engine.dispose()
         await engine.dispose()
     stats = server.stats
     log.info(

@@ -75,7 +75,9 @@ async def store_events(*, session: AsyncSession, events: Sequence[Mapping[str, A
         inserted = await _insert_postgresql(session, unique)
     else:
         inserted = await _insert_sqlite(session, unique)
-    if inserted:
+    if len(inserted) == len(unique):
+        await rollups.add_events(session=session, events=unique)
+    elif inserted:
         await rollups.add_events(session=session, events=[e for e in unique if e["id"] in inserted])
     return [event["id"] for event in unique]
 
