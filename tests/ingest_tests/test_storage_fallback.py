@@ -83,3 +83,14 @@ async def test_batch_racing_another_writer_for_the_same_id_stores_it_once(
         await second.commit()
     async with sessions() as session:
         assert await stored_and_counted(session) == (40, 40)
+
+
+async def test_events_stored_inside_a_callers_savepoint_go_when_it_is_rolled_back(session: AsyncSession) -> None:
+    events = rows(12)
+    await store_events(session=session, events=events[:4])
+    nested = await session.begin_nested()
+    await store_events(session=session, events=events[2:8])
+    await store_events(session=session, events=events[8:])
+    await nested.rollback()
+    await session.commit()
+    assert await stored_and_counted(session) == (4, 4)
