@@ -178,16 +178,16 @@ async def timeline(
 ) -> Timeline:
     """Events over time by risk level for the last ``hours`` hours, in about 48 bins.
 
-    The hours are binned by the database: a 30-day chart reads about 150 rows, not 2,000.
+    The hours are binned by the database: a 30-day chart fetches about 150 rows, not 2,000.
     """
     start = window_start(now, hours)
     bin_hours = _bin_hours(hours)
     bins = -(-hours // bin_hours)
     seconds = _epoch_seconds(LogHourlyCount.bucket_start, session.get_bind().dialect.name)
-    index = ((seconds - int(start.timestamp())) // (bin_hours * 3600)).label("bin")
+    bin_index = ((seconds - int(start.timestamp())) // (bin_hours * 3600)).label("bin")
     statement = _rollup_rows(
         LogHourlyCount,
-        index,
+        bin_index,
         LogHourlyCount.risk_level,
         func.sum(LogHourlyCount.event_count),
         dimension="risk",
@@ -195,7 +195,7 @@ async def timeline(
         end=None,
         risk_level=None,
         organization=organization,
-    ).group_by(index, LogHourlyCount.risk_level)
+    ).group_by(bin_index, LogHourlyCount.risk_level)
     series = {level: [0] * bins for level in RISK_LEVELS}
     for position, risk, total in (await session.execute(statement)).all():
         if 0 <= int(position) < bins:
