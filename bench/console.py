@@ -151,7 +151,9 @@ async def ensure_database(admin_url: str, rows: int, name: str = DB_NAME) -> str
 async def load(connection: asyncpg.Connection, rows: int) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     await connection.execute("SET maintenance_work_mem = '1GB'")
-    await connection.execute("TRUNCATE log_entries, log_hourly_counts, devices")
+    await connection.execute(
+        "TRUNCATE log_entries, log_hourly_counts, log_daily_counts, log_weekly_counts, devices"
+    )
     indexes = await connection.fetch(
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
     )
@@ -175,16 +177,16 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
     await connection.execute(
         """
         INSERT INTO log_hourly_counts (bucket_start, organization_id, dimension, key, risk_level, event_count)
-        SELECT date_trunc('hour', timestamp), organization_id, 'risk', '', risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'risk', '', risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp), organization_id, 'tool', tool_name, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'tool', tool_name, risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 4, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp), organization_id, 'user', user_id, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'user', user_id, risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 4, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp), organization_id, 'entity', entity, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'entity', entity, risk_level, count(*)
           FROM log_entries, jsonb_array_elements_text(detected_entity_types) AS entity GROUP BY 1, 2, 4, 5
         """
     )
@@ -196,11 +198,29 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
           FROM log_entries GROUP BY device_id
         """
     )
+    # Days and weeks cut in UTC, whatever the session's time zone, as db.rollups does.
+    await connection.execute(
+        """
+        INSERT INTO log_daily_counts
+        SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+               organization_id, dimension, key, risk_level, sum(event_count)
+          FROM log_hourly_counts GROUP BY 1, 2, 3, 4, 5
+        """
+    )
+    await connection.execute(
+        """
+        INSERT INTO log_weekly_counts
+        SELECT date_trunc('week', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+               organization_id, dimension, key, risk_level, sum(event_count)
+          FROM log_daily_counts GROUP BY 1, 2, 3, 4, 5
+        """
+    )
     # At ingest each hour's counts are written during that hour; store them in that order too.
     await connection.execute("CLUSTER log_hourly_counts USING pk_log_hourly_counts")
     log(f"rollups and devices: {time.perf_counter() - started:.0f} s")
     await connection.execute("VACUUM ANALYZE log_entries")
-    await connection.execute("VACUUM ANALYZE log_hourly_counts")
+    for table in ("log_hourly_counts", "log_daily_counts", "log_weekly_counts"):
+        await connection.execute(f"VACUUM ANALYZE {table}")
     await connection.execute("ANALYZE devices")
 
 
