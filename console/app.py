@@ -39,6 +39,7 @@ from db.engine import (
     new_engine,
     new_sessionmaker,
 )
+from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler
 from db.settings import DEFAULT_DATA_DIR, Settings
 
 log = logging.getLogger("console")
@@ -101,6 +102,7 @@ class FirewallConsole(App[None]):
         self.context: ConsoleContext | None = None
         self.database_down = False
         self._retry_timer: Timer | None = None
+        self.retention_scheduler: RetentionScheduler | None = None
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -119,9 +121,14 @@ class FirewallConsole(App[None]):
         self.theme = DARK_THEME
         self.engine = new_engine(self.settings)
         self._sessions = new_sessionmaker(self.engine)
+        # With ENABLE_RETENTION_SCHEDULER=true the cleanup also runs while the console is open; the
+        # run lock keeps it from doubling with the ingest server's or cron's.
+        self.retention_scheduler = maybe_start_retention_scheduler(self.settings, self._sessions)
         await self.push_screen(LoginScreen())
 
     async def on_unmount(self) -> None:
+        if self.retention_scheduler is not None:
+            await self.retention_scheduler.shutdown()
         if self.engine is not None:
             await self.engine.dispose()
 

@@ -125,7 +125,11 @@ class CleanupSection(Section):
             next_run = getattr(scheduler, "next_run_time", None)
             last = self.last_scheduled_run
             if next_run is not None:
-                text += f", next run {next_run:%Y-%m-%d %H:%M} UTC"
+                # The console's own scheduler (db.scheduler): its first check comes soon after start,
+                # then it spaces runs from the last successful scheduled one.
+                text += f" here, next check {next_run:%Y-%m-%d %H:%M} UTC"
+                if last is not None:
+                    text += f"; last scheduled run {last:%Y-%m-%d %H:%M} UTC"
             elif last is not None:
                 # The scheduler spaces runs from the last successful scheduled one (db.scheduler).
                 due = last + timedelta(hours=interval)

@@ -128,4 +128,20 @@ async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(engine: As
         section = await open_section(pilot, CleanupSection)
         line = str(section.query_one("#cleanup-scheduler").render())
         assert "Scheduler on: every 6 h" in line
-        assert f"next due {started + timedelta(hours=6):%Y-%m-%d %H:%M} UTC" in line
+        assert f"next check {pilot.app.retention_scheduler.next_run_time:%Y-%m-%d %H:%M} UTC" in line
+        assert f"last scheduled run {started:%Y-%m-%d %H:%M} UTC" in line
+
+
+async def test_the_console_runs_the_scheduled_cleanup_while_open_when_enabled(
+    engine: AsyncEngine, app_factory
+) -> None:
+    from tests.console_tests.conftest import running
+
+    async with running(app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)) as pilot:
+        scheduler = pilot.app.retention_scheduler
+        assert scheduler is not None
+        assert scheduler.interval_hours == 6.0
+        assert scheduler.next_run_time is not None
+    assert scheduler.next_run_time is None  # stopped with the app
+    async with running(app_factory(enable_retention_scheduler=False)) as pilot:
+        assert pilot.app.retention_scheduler is None
