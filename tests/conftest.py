@@ -27,7 +27,6 @@ from db.settings import Settings, load_settings
 
 BACKENDS = ("sqlite", "postgresql")
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-_postgres_skip_reason: list[str] = []
 
 
 def postgres_admin_url() -> str:
@@ -62,7 +61,6 @@ def create_postgres_database(prefix: str = "aifw_test") -> str:
         reason = f"PostgreSQL not reachable at {make_url(postgres_admin_url()).host}: {error}"
         if postgres_required():
             pytest.fail(f"{reason} (AIFW_REQUIRE_POSTGRES=1: PostgreSQL is required)", pytrace=False)
-        _postgres_skip_reason[:] = [reason]
         pytest.skip(reason)
     return make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
 
@@ -149,10 +147,17 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _postgres_skip_reason:
+    # Read the skip reports rather than a module global: under pytest-xdist the skips happen in workers.
+    reasons = {
+        str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for report in terminalreporter.stats.get("skipped", [])
+    }
+    unreachable = sorted(reason for reason in reasons if "PostgreSQL not reachable" in reason)
+    if unreachable:
         terminalreporter.write_line(
-            f"NOTE: PostgreSQL tests were SKIPPED ({_postgres_skip_reason[0]}); only SQLite was tested. "
-            "Set TEST_POSTGRES_URL or start PostgreSQL; CI sets AIFW_REQUIRE_POSTGRES=1 and fails instead.",
+            f"NOTE: PostgreSQL tests were SKIPPED ({unreachable[0].removeprefix('Skipped: ')}); only SQLite "
+            "was tested. Set TEST_POSTGRES_URL or start PostgreSQL; CI sets AIFW_REQUIRE_POSTGRES=1 and fails "
+            "instead.",
             yellow=True,
             bold=True,
         )

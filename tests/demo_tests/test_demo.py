@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,11 @@ def test_demo_without_a_terminal_fills_its_database_and_leaves_nothing_running(t
     contents = asyncio.run(
         database_contents(settings_for(f"sqlite+aiosqlite:///{tmp_path}/demo/firewall.db"))
     )
-    assert contents["events"] > 1000
+    # The machine's load decides how many events arrive in the run; what must hold whatever it is:
+    # traffic flowed, and every event the simulator was told is stored is in the database.
+    acknowledged = int(re.search(r"acknowledged (\d+)", result.stdout).group(1))
+    assert acknowledged > 0
+    assert contents["events"] >= acknowledged
     assert contents["organizations"] == {name for name, _ in DEMO_ORGANIZATIONS}
     assert contents["admins"] == {"admin"}
     assert contents["live_tokens"] == contents["organizations"]
