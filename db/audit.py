@@ -14,7 +14,8 @@ from db.models import AuditEvent
 
 #: Fields whose values never enter the audit trail, whatever the entity.
 SECRET_FIELDS = frozenset({"password", "hashed_password", "token", "token_hash"})
-AUDIT_SOURCES = ("console", "cli", "scheduler")
+#: Where an audited change was made (scheduled cleanups are operators' settings, recorded in retention_runs).
+AUDIT_SOURCES = ("console", "cli")
 #: What audit rows are about (``entity_type``), for the console's filter.
 AUDIT_ENTITY_TYPES = ("user", "device", "organization", "config", "ingest_token", "retention")
 AUDIT_PAGE_SIZE = 200
