@@ -49,11 +49,13 @@ from db.retention_lock import RetentionAlreadyRunning, retention_lock
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
 
 #: Rows per delete transaction, per engine. On PostgreSQL a batch locks only the
-#: rows it deletes, so ingest never waits on it, and 10,000 rows (tens of
-#: milliseconds) keep the per-transaction cost small. On SQLite every write
+#: rows it deletes, so ingest never waits on it, and 25,000 rows (about 30 ms
+#: each) keep the per-transaction cost small: on the benchmark the worst
+#: concurrent insert was 8 ms at 25,000 as at 10,000, and the whole run 1.56x the
+#: plain DELETE's time against 1.75x at 10,000. On SQLite every write
 #: transaction holds the database's single writer lock, so 1,000 rows keep each
 #: batch to a few tens of milliseconds of waiting for the ingest server.
-DEFAULT_BATCH_SIZES = {"postgresql": 10_000, "sqlite": 1_000}
+DEFAULT_BATCH_SIZES = {"postgresql": 25_000, "sqlite": 1_000}
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -464,16 +466,32 @@ async def _finish_record(
     )
 
 
-async def _skip_commit_flush(session: AsyncSession) -> None:
-    """On PostgreSQL, let this batch's commit return before its WAL reaches the disk.
+_BATCH_SETTINGS = {
+    # For the transaction only (the third argument of set_config), in one round trip.
+    False: "SELECT set_config('synchronous_commit', 'off', true)",
+    True: "SELECT set_config('synchronous_commit', 'off', true), set_config('enable_indexscan', 'off', true)",
+}
 
-    Waiting for that flush is most of a batch's cost. A crash can then lose at
-    most the last moments of deletes *together with* the record update of the
+
+async def _batch_settings(session: AsyncSession, *, range_delete: bool) -> None:
+    """On PostgreSQL, settings for this batch's transaction only.
+
+    ``synchronous_commit`` off lets the commit return before its WAL reaches the
+    disk; waiting for that flush is most of a batch's cost. A crash can then lose
+    at most the last moments of deletes *together with* the record update of the
     same transaction: the record stays exact, the rows are deleted again by the
     next run, and nothing that should stay is ever affected.
+
+    ``enable_indexscan`` off (range batches only) makes the delete read
+    ``idx_org_timestamp`` as a bitmap: a plain index scan fetches the heap tuple
+    by tuple, a bitmap scan of the same index visits each heap page once, in page
+    order. On the benchmark (2 M rows, 10,000-row batches) the deletes took 2.2 s
+    as index scans and 1.5 s as bitmap scans. Only the plan changes: same rows,
+    same index, same condition. Tied batches keep their index scan, whose
+    ``LIMIT`` stops early.
     """
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        await session.execute(text(_BATCH_SETTINGS[range_delete]))
 
 
 async def _delete_batches(
@@ -493,9 +511,9 @@ async def _delete_batches(
     # One connection for the organisation's batches; each batch is its own transaction.
     async with sessions() as session:
 
-        async def one_batch(delete_some: Callable[[], Awaitable[int]]) -> int:
+        async def one_batch(delete_some: Callable[[], Awaitable[int]], *, range_delete: bool) -> int:
             async with session.begin():
-                await _skip_commit_flush(session)
+                await _batch_settings(session, range_delete=range_delete)
                 deleted = await delete_some()
                 if deleted and record.run_id is not None:
                     await session.execute(
@@ -514,12 +532,14 @@ async def _delete_batches(
                 if cancel is not None and cancel.is_set():
                     return CANCELLED
                 deleted = await one_batch(
-                    partial(delete_tied_batch, **common, moment=lower, limit=batch_size)
+                    partial(delete_tied_batch, **common, moment=lower, limit=batch_size), range_delete=False
                 )
                 tied = deleted == batch_size
             if cancel is not None and cancel.is_set():
                 return CANCELLED
-            await one_batch(partial(delete_expired_batch, **common, lower=lower, upper=upper))
+            await one_batch(
+                partial(delete_expired_batch, **common, lower=lower, upper=upper), range_delete=True
+            )
     return SUCCEEDED
 
 
