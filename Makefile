@@ -23,13 +23,15 @@ run: setup
 console: setup
 	$(BIN)/python -m console
 
-## Set up and run the whole test suite (lint first).
+## Set up and run the whole test suite (lint and types first).
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench-ingest: setup
 	$(BIN)/python bench/ingest.py

@@ -65,7 +65,8 @@ def default_monitored_tools() -> list[dict[str, Any]]:
 
 
 def default_sensitivity_thresholds() -> dict[str, Any]:
-    return {**DEFAULT_SENSITIVITY_THRESHOLDS, "red_entity_types": list(DEFAULT_SENSITIVITY_THRESHOLDS["red_entity_types"])}
+    red_types: list[str] = list(DEFAULT_SENSITIVITY_THRESHOLDS["red_entity_types"])  # type: ignore[call-overload]
+    return {**DEFAULT_SENSITIVITY_THRESHOLDS, "red_entity_types": red_types}
 
 
 def validate_monitored_tools(tools: object) -> list[dict[str, Any]]:

@@ -304,7 +304,7 @@ def page_statement(
     cursor: Cursor | None = None,
     older: bool = True,
     limit: int = PAGE_SIZE,
-) -> Select[tuple[LogEntry]]:
+) -> Select[LogEntry]:
     """The SELECT of one keyset page: rows past ``cursor`` going older (or newer), in that order.
 
     Alternatives (several risk levels, the ways a search term can match) become
@@ -397,7 +397,7 @@ async def rows_after(
     return rows
 
 
-def count_statement(filters: LogFilter, *, postgresql: bool, cap: int) -> Select[tuple[int]]:
+def count_statement(filters: LogFilter, *, postgresql: bool, cap: int) -> Select[int]:
     """``count(*)`` of at most ``cap`` matching rows (a capped count stays cheap on any table)."""
     matches = (
         select(literal(1).label("one"))
@@ -449,8 +449,8 @@ async def count(
     postgresql = _is_postgresql(session)
     statement = count_statement(filters, postgresql=postgresql, cap=cap + 1)
     if not postgresql:
-        counted = int(await session.scalar(statement) or 0)
-        return LogCount(counted) if counted <= cap else LogCount(cap, exact=False, at_least=True)
+        exact = int(await session.scalar(statement) or 0)
+        return LogCount(exact) if exact <= cap else LogCount(cap, exact=False, at_least=True)
     counted: int | None = None
     try:
         await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))

@@ -13,9 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, Select, cast, func, literal, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    SQLColumnExpression,
+    cast,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
@@ -114,13 +125,13 @@ def split_by_bucket(
 
 def _rollup_rows(
     table: RollupTable,
-    *columns: ColumnElement[object],
+    *columns: SQLColumnExpression[Any],
     dimension: str,
     start: datetime,
     end: datetime | None,
     risk_level: str | None,
     organization: str | None,
-) -> Select[tuple[object, ...]]:
+) -> Select[*tuple[Any, ...]]:
     """Rows of one rollup table for one dimension in [start, end): an index range scan.
 
     With no risk level the known levels are listed anyway, so PostgreSQL walks
@@ -204,7 +215,7 @@ async def timeline(
     return Timeline(bin_hours=bin_hours, starts=starts, series=series)
 
 
-def _epoch_seconds(column: ColumnElement[datetime], dialect: str) -> ColumnElement[int]:
+def _epoch_seconds(column: SQLColumnExpression[datetime], dialect: str) -> ColumnElement[int]:
     """Whole seconds since 1970 (UTC) of a UTCDateTime column, on either engine."""
     if dialect == "postgresql":
         return cast(func.extract("epoch", column), BigInteger)

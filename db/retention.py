@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -204,7 +204,8 @@ _ORGANIZATIONS_WITH_LOGS = text(
     """
 )
 
-_LOG_ENTRIES = LogEntry.__table__
+# The mapped class declares __table__ as a FromClause; for log_entries it is the Table itself.
+_LOG_ENTRIES = cast(Table, LogEntry.__table__)
 
 # When more than a batch of rows share one timestamp, a range starting there
 # would hold them all; these take ``limit`` of them at a time by physical row id.
@@ -526,7 +527,11 @@ async def _delete_batches(
                 await _call(progress, record.organization_id, record.rows)
             return deleted
 
-        common = {"session": session, "organization_id": record.organization_id, "cutoff": record.cutoff}
+        common: dict[str, Any] = {
+            "session": session,
+            "organization_id": record.organization_id,
+            "cutoff": record.cutoff,
+        }
         for lower, upper, tied in batch_ranges(bounds, record.cutoff):
             while tied and lower is not None:
                 if cancel is not None and cancel.is_set():
