@@ -242,17 +242,7 @@ class AgentClient:
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send one log event (waits while ``max_in_flight`` events are unacknowledged)."""
-        limit = self.max_in_flight or 1000
-        while len(self.unacked) >= limit and self.connected:
-            self._progress.clear()
-            await self._progress.wait()
-        event_id = event["id"]
-        self.unacked[event_id] = event
-        self._sent_at[event_id] = time.perf_counter()
-        if self.connected:
-            self._write(event)
-            assert self._writer is not None
-            await self._writer.drain()
+        await self.send_many([event], drain_every=1)
 
     async def send_many(self, events: Sequence[dict[str, Any]], *, drain_every: int = 64) -> None:
         """Send events back to back (draining every ``drain_every``), within ``max_in_flight``."""
