@@ -1,0 +1,92 @@
+"""The rules every identifier an agent sends must follow, defined once for the validator and the database.
+
+An identifier (``tool_name``, ``user_id``, ``device_id``, ``organization_id``,
+entity types, metadata keys and metadata string values) is shown to operators
+and used as a rollup key, so it may not carry characters that change how text
+is displayed or compared: C0 and C1 control characters (ANSI escapes start with
+one), bidirectional overrides and isolates, zero-width characters and the byte
+order mark. ``user_id`` may hold a zero-width non-joiner or joiner between two
+letters (Persian and Indic names need them), nowhere else.
+
+The forbidden characters are listed once as code point ranges
+(:data:`FORBIDDEN_RANGES`); the Python check and the CHECK constraints of both
+engines are built from that one list, so rows written by SQL cannot bypass what
+the ingest server refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: Inclusive code point ranges no identifier may contain.
+FORBIDDEN_RANGES: Final[tuple[tuple[int, int], ...]] = (
+    (0x0000, 0x001F),  # C0 controls (ESC starts ANSI escapes)
+    (0x007F, 0x009F),  # DEL and C1 controls (CSI is 0x9B)
+    (0x061C, 0x061C),  # ARABIC LETTER MARK (bidi)
+    (0x180E, 0x180E),  # MONGOLIAN VOWEL SEPARATOR (zero width)
+    (0x200B, 0x200F),  # zero width space, ZWNJ, ZWJ, LRM, RLM
+    (0x2028, 0x2029),  # line and paragraph separators
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x2064),  # word joiner and invisible operators
+    (0x2066, 0x2069),  # bidi isolates
+    (0xFEFF, 0xFEFF),  # byte order mark / zero width no-break space
+)
+ZERO_WIDTH_NON_JOINER: Final = "\u200c"
+ZERO_WIDTH_JOINER: Final = "\u200d"
+#: The joiners ``user_id`` may hold between two letters.
+JOINERS: Final = frozenset({ZERO_WIDTH_NON_JOINER, ZERO_WIDTH_JOINER})
+
+
+def _character_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    parts = []
+    for start, end in ranges:
+        parts.append(re.escape(chr(start)) if start == end else f"{re.escape(chr(start))}-{re.escape(chr(end))}")
+    return "[" + "".join(parts) + "]"
+
+
+#: Matches any forbidden character.
+FORBIDDEN: Final = re.compile(_character_class(FORBIDDEN_RANGES))
+#: Matches any forbidden character except the two joiners.
+FORBIDDEN_EXCEPT_JOINERS: Final = re.compile(
+    _character_class(
+        tuple(
+            piece
+            for start, end in FORBIDDEN_RANGES
+            for piece in (
+                ((start, 0x200B), (0x200E, end)) if (start, end) == (0x200B, 0x200F) else ((start, end),)
+            )
+        )
+    )
+)
+
+#: Length bounds, in characters, of each identifier (the columns are at least this wide).
+MAX_TOOL_NAME_CHARS: Final = 100
+MAX_USER_ID_CHARS: Final = 255
+MAX_DEVICE_ID_CHARS: Final = 128
+MAX_ORGANIZATION_ID_CHARS: Final = 64
+MAX_ENTITY_TYPE_CHARS: Final = 48
+MAX_METADATA_KEY_CHARS: Final = 64
+MAX_METADATA_STRING_CHARS: Final = 256
+
+#: Entity types name a kind of sensitive data: ``EMAIL``, ``API_KEY``, ``CREDIT_CARD``.
+ENTITY_TYPE_PATTERN: Final = re.compile(rf"[A-Z][A-Z0-9_]{{0,{MAX_ENTITY_TYPE_CHARS - 1}}}")
+
+
+def forbidden_character(value: str, *, joiners_between_letters: bool = False) -> str | None:
+    """A description of the first forbidden character in ``value`` (``"U+202E"``), or None if it is clean.
+
+    With ``joiners_between_letters`` (``user_id``), ZWNJ and ZWJ pass when a letter
+    stands on each side of them.
+    """
+    pattern = FORBIDDEN_EXCEPT_JOINERS if joiners_between_letters else FORBIDDEN
+    found = pattern.search(value)
+    if found is not None:
+        return f"U+{ord(found.group()):04X}"
+    if joiners_between_letters and (ZERO_WIDTH_NON_JOINER in value or ZERO_WIDTH_JOINER in value):
+        for index, character in enumerate(value):
+            if character in JOINERS and not (
+                0 < index < len(value) - 1 and value[index - 1].isalpha() and value[index + 1].isalpha()
+            ):
+                return f"U+{ord(character):04X}"
+    return None

@@ -1,0 +1,25 @@
+"""Events identified by (organization_id, id); identifier CHECK constraints on both engines
+
+(Placeholder: filled in by the change that owns it.)
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
