@@ -57,6 +57,7 @@ try:
     from sqlalchemy.exc import DBAPIError
 
     from console.commands.common import cli_actor
+    from console.untrusted import visible
     from db.engine import DatabaseError, check_database, describe_connect_error, new_engine, new_sessionmaker
     from db.retention import (
         DEFAULT_BATCH_SIZES,
@@ -149,8 +150,9 @@ class TextReport:
         self.progress_shown = False
 
     def line(self, text: str) -> None:
+        # Lines quote organisation ids and error messages from the database: controls are shown, not sent.
         self._clear_progress()
-        print(f"{stamp()} {text}", flush=True)
+        print(f"{stamp()} {visible(text)}", flush=True)
 
     def _clear_progress(self) -> None:
         if self.progress_shown:
@@ -164,7 +166,7 @@ class TextReport:
         if now - self.started < PROGRESS_AFTER_SECONDS or now - self.last_progress < PROGRESS_EVERY_SECONDS:
             return
         self.last_progress = now
-        sys.stdout.write(f"\r\033[K{stamp()} {organization_id}: {rows} rows deleted so far...")
+        sys.stdout.write(f"\r\033[K{stamp()} {visible(organization_id)}: {rows} rows deleted so far...")
         sys.stdout.flush()
         self.progress_shown = True
 
@@ -193,7 +195,7 @@ class TextReport:
 def _error(message: str, *, as_json: bool, code: int, status: str) -> int:
     if as_json:
         print(json.dumps({"status": status, "error": message}))
-    print(f"{stamp()} error: {message}", file=sys.stderr, flush=True)
+    print(f"{stamp()} error: {visible(message)}", file=sys.stderr, flush=True)
     return code
 
 

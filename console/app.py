@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
@@ -31,6 +32,7 @@ from console.screens.help import HelpScreen
 from console.screens.login import LoginScreen
 from console.screens.section import ConsoleContext, SectionCommand, SignedInUser
 from console.screens.shell import SECTIONS, ShellScreen, section_id
+from console.untrusted import visible
 from db.engine import (
     DatabaseError,
     check_connectable,
@@ -117,7 +119,7 @@ class FirewallConsole(App[None]):
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
-        self.sub_title = self.settings.describe_database()
+        self.sub_title = visible(self.settings.describe_database())
         self.theme = DARK_THEME
         self.engine = new_engine(self.settings)
         self._sessions = new_sessionmaker(self.engine)
@@ -131,6 +133,25 @@ class FirewallConsole(App[None]):
             await self.retention_scheduler.shutdown()
         if self.engine is not None:
             await self.engine.dispose()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Show a toast; its text is always plain (``markup`` is ignored), controls made visible.
+
+        Notifications carry names from agents, users and the database (a device
+        called ``naughty[/]dev``, a file name, an error quoting a value): parsing
+        them as markup would crash the console, so no notification is parsed.
+        """
+        super().notify(
+            visible(message), title=visible(title), severity=severity, timeout=timeout, markup=False
+        )
 
     def signed_in(self, user: SignedInUser) -> None:
         """Called by the login screen: open the shell for ``user``."""

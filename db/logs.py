@@ -330,7 +330,7 @@ def page_statement(
         return select(LogEntry).where(*branches[0]).order_by(*_order(older)).limit(limit)
     parts = [
         select(
-            select(LogEntry.id, LogEntry.timestamp)
+            select(LogEntry.id, LogEntry.organization_id, LogEntry.timestamp)
             .where(*where)
             .order_by(*_order(older))
             .limit(limit)
@@ -342,7 +342,9 @@ def page_statement(
     combined = union(*parts) if filters.search else union_all(*parts)
     ids = combined.subquery("page_ids")
     ordering = (ids.c.timestamp.desc(), ids.c.id.desc()) if older else (ids.c.timestamp.asc(), ids.c.id.asc())
-    return select(LogEntry).join(ids, LogEntry.id == ids.c.id).order_by(*ordering).limit(limit)
+    # Join on the whole identity: two organisations may store the same event id.
+    joined = (LogEntry.id == ids.c.id) & (LogEntry.organization_id == ids.c.organization_id)
+    return select(LogEntry).join(ids, joined).order_by(*ordering).limit(limit)
 
 
 # -- pages, counts, follow mode ------------------------------------------------------------------
@@ -515,13 +517,25 @@ async def iter_entries(
 ExportFormat = Literal["csv", "jsonl"]
 
 
+#: A spreadsheet reads a cell starting with one of these as a formula (``=HYPERLINK(…)``, ``@SUM(…)``, DDE).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows as text: a formula-looking start gets a ``'`` before it."""
+    return "'" + text if text.startswith(CSV_FORMULA_STARTS) else text
+
+
 def _csv_value(value: Any) -> Any:
+    # Tool names, user ids and metadata come from agents: a cell must never become a formula.
     if isinstance(value, list):
-        return ";".join(str(item) for item in value)
+        return _csv_text(";".join(str(item) for item in value))
     if isinstance(value, dict):
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return _csv_text(value)
     return "" if value is None else value
 
 

@@ -17,6 +17,7 @@ from console.commands.common import (
     fail,
     run_in_session,
 )
+from console.untrusted import visible
 from db.audit import record_change
 from db.models import IngestToken
 from db.settings import Settings
@@ -73,14 +74,17 @@ def create_command(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    print(f"created ingest token {row.id} for organisation {row.organization_id!r}")
+    print(f"created ingest token {row.id} for organisation {visible(repr(row.organization_id))}")
     print("token (shown only now; put it in the agents' configuration):")
     print(clear)
     return EXIT_OK
 
 
 def format_tokens(rows: Sequence[IngestToken]) -> list[str]:
-    """Table lines of tokens: id, organisation, name, prefix, created, last used, state."""
+    """Table lines of tokens: id, organisation, name, prefix, created, last used, state.
+
+    Names are printed with their control characters made visible: an ANSI escape stays text.
+    """
     header = (
         f"{'ID':36}  {'ORGANISATION':16}  {'NAME':20}  {'PREFIX':13}  {'CREATED':16}  {'LAST USED':16}  STATE"
     )
@@ -90,7 +94,8 @@ def format_tokens(rows: Sequence[IngestToken]) -> list[str]:
         used = row.last_used_at.strftime("%Y-%m-%d %H:%M") if row.last_used_at else "never"
         state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         lines.append(
-            f"{row.id!s:36}  {row.organization_id[:16]:16}  {row.name[:20]:20}  {row.token_prefix + '…':13}  "
+            f"{row.id!s:36}  {visible(row.organization_id)[:16]:16}  {visible(row.name)[:20]:20}  "
+            f"{visible(row.token_prefix) + '…':13}  "
             f"{created:16}  {used:16}  {state}"
         )
     return lines
@@ -143,5 +148,6 @@ def revoke_command(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    print(f"revoked ingest token {row.id} ({row.token_prefix}…) of organisation {row.organization_id!r}")
+    organization = visible(repr(row.organization_id))
+    print(f"revoked ingest token {row.id} ({visible(row.token_prefix)}…) of organisation {organization}")
     return EXIT_OK

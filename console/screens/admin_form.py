@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 
 from console.messages import WorkerFailed
 from console.screens.section import ConsoleContext
+from console.untrusted import plain
 from db.audit import record_change
 
 ResultType = TypeVar("ResultType")
@@ -71,7 +72,7 @@ class AdminForm(ModalScreen[ResultType], Generic[ResultType]):
         for field, message in errors.items():
             target = f"#{field}-error" if field and self.query(f"#{field}-error") else "#form-error"
             label = self.query_one(target, Label)
-            label.update(Text(message))
+            label.update(plain(message))
             label.display = True
 
     @on(Input.Submitted)
@@ -110,6 +111,11 @@ class AdminForm(ModalScreen[ResultType], Generic[ResultType]):
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.show_errors({None: "Saving failed; see the notification."})
             self.app.post_message(WorkerFailed(event.worker.error, event.worker.name))
+
+
+def form_title(title: str, keys: str) -> Text:
+    """A form's bold title, then its keys; the title may name a user or an organisation: plain text."""
+    return Text.assemble(plain(title, "bold"), f"  ({keys})")
 
 
 def _error_label(identifier: str) -> Label:

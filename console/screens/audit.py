@@ -7,7 +7,6 @@ Reads go through :func:`db.audit.list_changes` a page at a time (keyset on
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,6 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from db.audit import AUDIT_ENTITY_TYPES, AUDIT_SOURCES, AuditFilter, AuditPage, describe_changes, list_changes
 from db.models import AuditEvent
 
@@ -101,11 +101,11 @@ class AuditSection(Section):
         for row in page.rows:
             table.add_row(
                 f"{row.occurred_at:%Y-%m-%d %H:%M:%S}",
-                Text(row.actor),
-                row.source,
-                row.action,
-                row.entity_type,
-                Text(row.entity_id),
+                plain(row.actor),
+                plain(row.source),
+                plain(row.action),
+                plain(row.entity_type),
+                plain(row.entity_id),
                 key=str(row.id),
             )
         more = " · n older" if page.has_older else ""
@@ -121,5 +121,5 @@ class AuditSection(Section):
         if row is not None:
             lines = describe_changes(row.changes or {}) or ["(no field changes recorded)"]
             self.query_one("#audit-detail", Static).update(
-                Text(f"{row.action} {row.entity_type} {row.entity_id} by {row.actor}: " + " · ".join(lines))
+                plain(f"{row.action} {row.entity_type} {row.entity_id} by {row.actor}: " + " · ".join(lines))
             )

@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,6 +21,7 @@ from textual.widgets import Button, DataTable, Label, ProgressBar, Static
 
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from db.models import RetentionRun
 from db.retention import (
     RetentionAlreadyRunning,
@@ -149,7 +149,7 @@ class CleanupSection(Section):
         self.previews = {preview.organization_id: preview for preview in previews}
         for preview in previews:
             table.add_row(
-                Text(preview.organization_id),
+                plain(preview.organization_id),
                 f"{preview.retention_days} days",
                 _when(preview.cutoff),
                 f"{preview.rows_to_delete:,}",
@@ -170,13 +170,13 @@ class CleanupSection(Section):
         for run in self.runs:
             table.add_row(
                 _when(run.started_at),
-                Text(run.organization_id),
+                plain(run.organization_id),
                 "dry run" if run.dry_run else "delete",
-                run.trigger,
-                run.status,
+                plain(run.trigger),
+                plain(run.status),
                 f"{run.rows_deleted:,}",
                 _when(run.cutoff),
-                Text(run.error or ""),
+                plain(run.error or ""),
                 key=str(run.id),
             )
 
@@ -235,7 +235,8 @@ class CleanupSection(Section):
         if progress.total is not None and done > progress.total:
             progress.update(total=done)
         progress.update(progress=done)
-        self.query_one("#cleanup-label", Label).update(f"Cleaning {organization_id}: {done:,} rows deleted")
+        label = self.query_one("#cleanup-label", Label)
+        label.update(plain(f"Cleaning {organization_id}: {done:,} rows deleted"))
 
     @work(exclusive=True, group="cleanup-run", exit_on_error=False)
     async def run_cleanup(self, organization_id: str | None) -> None:

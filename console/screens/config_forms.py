@@ -22,8 +22,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from console.screens.admin_form import AdminForm, record
+from console.screens.admin_form import AdminForm, form_title, record
 from console.screens.section import ConsoleContext
+from console.untrusted import plain
 from db.configs import (
     ConfigError,
     create_organization,
@@ -124,7 +125,8 @@ class ToolFormScreen(AdminForm[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="tool-form", classes="dialog"):
-            yield Label(f"[b]Monitor a tool in {self.organization_id}[/b]  (ctrl+s save · escape cancel)")
+            title = f"Monitor a tool in {self.organization_id}"
+            yield Label(form_title(title, "ctrl+s save · escape cancel"))
             yield from self.field_row("Name", "name", Input(id="name", placeholder="e.g. Le Chat"))
             yield from self.field_row(
                 "Type", "tool_type", Select([(kind, kind) for kind in TOOL_TYPES], value="web",
@@ -177,7 +179,8 @@ class PatternFormScreen(AdminForm[str | None]):
         current = self.patterns[self.index] if self.index is not None else {}
         verb = "Edit the" if self.index is not None else "Add a"
         with Vertical(id="pattern-form", classes="dialog"):
-            yield Label(f"[b]{verb} custom pattern of {self.organization_id}[/b]  (ctrl+s save · escape cancel)")
+            title = f"{verb} custom pattern of {self.organization_id}"
+            yield Label(form_title(title, "ctrl+s save · escape cancel"))
             yield from self.field_row("Name", "name", Input(current.get("name", ""), id="name"))
             yield from self.field_row(
                 "Regex", "regex", Input(current.get("regex", ""), id="regex", placeholder=r"e.g. EMP-\d{6}")
@@ -242,7 +245,8 @@ class TokenFormScreen(AdminForm[tuple[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="token-form", classes="dialog"):
-            yield Label(f"[b]New ingest token for {self.organization_id}[/b]  (ctrl+s create · escape cancel)")
+            title = f"New ingest token for {self.organization_id}"
+            yield Label(form_title(title, "ctrl+s create · escape cancel"))
             yield from self.field_row("Name", "name", Input(id="name", placeholder="what it is for, e.g. laptops"))
             yield from self.form_buttons("Create")
 
@@ -281,7 +285,7 @@ class TokenShownScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="token-shown", classes="dialog"):
-            yield Label(f"[b]Ingest token for {self.organization_id}[/b]")
+            yield Label(plain(f"Ingest token for {self.organization_id}", "bold"))
             yield Label(
                 "Copy it now into the agents' configuration: it is shown only this once "
                 "(only its hash is stored)."

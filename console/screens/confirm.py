@@ -1,4 +1,7 @@
-"""A yes/no question (used before quitting while work is running)."""
+"""A yes/no question (before quitting while work runs, before removing or deactivating something).
+
+The question names what it is about (a device id, a pattern name), so it is shown as plain text.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+
+from console.untrusted import plain
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -25,7 +30,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog", classes="dialog"):
-            yield Label(self.question)
+            yield Label(plain(self.question), id="confirm-question")
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")

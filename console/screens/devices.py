@@ -15,12 +15,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.markup import escape
 from textual.widgets import DataTable, Input, Select, Static
 
 from console.screens.admin_form import record
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from db.configs import list_configs
 from db.devices import (
     DeviceActivity,
@@ -139,7 +139,7 @@ class DevicesSection(Section):
             select = self.query_one("#devices-org", Select)
             current = select.value
             with self.prevent(Select.Changed):
-                select.set_options([(ANY, ANY), *((org, org) for org in organizations)])
+                select.set_options([(ANY, ANY), *((plain(org), org) for org in organizations)])
                 select.value = current if current in organizations else ANY
 
     # -- list and activity ---------------------------------------------------------------------
@@ -157,11 +157,11 @@ class DevicesSection(Section):
         self.devices = {device.device_id: device for device in rows}
         for device in rows:
             table.add_row(
-                Text(device.device_id),
-                Text(device.user_id),
-                device.device_type,
-                Text(device.organization_id),
-                Text(device.agent_version or ""),
+                plain(device.device_id),
+                plain(device.user_id),
+                plain(device.device_type),
+                plain(device.organization_id),
+                plain(device.agent_version or ""),
                 f"{device.registered_at:%Y-%m-%d}",
                 _when(device.last_seen),
                 "active" if device.is_active else "[b]inactive[/b]",
@@ -191,15 +191,16 @@ class DevicesSection(Section):
         async with self.context.sessions() as session:
             activity = await device_activity(session=session, device_id=device_id)
         self.activity = activity
-        lines = [f"[b]{escape(device_id)}[/b]", ""]
+        text = Text.assemble(plain(device_id, "bold"), "\n\n")
         for level in RISK_LEVELS:
-            lines.append(f"[{_risk_style(level)}]{level:>6}[/] {activity.by_risk.get(level, 0):>10,}")
-        lines.append(f"{'total':>6} {activity.total:>10,}")
-        lines += ["", f"last event  {_when(activity.last_event_at)}", f"last hello  {_when(activity.last_seen)}"]
+            text.append(f"{level:>6}", style=_risk_style(level))
+            text.append(f" {activity.by_risk.get(level, 0):>10,}\n")
+        text.append(f"{'total':>6} {activity.total:>10,}\n\n")
+        text.append(f"last event  {_when(activity.last_event_at)}\nlast hello  {_when(activity.last_seen)}")
         device = self.devices.get(device_id)
         if device is not None and not device.is_active:
-            lines += ["", "[b]inactive[/b]: refused at its next hello"]
-        self.query_one("#device-activity-text", Static).update("\n".join(lines))
+            text.append("\n\n").append("inactive", style="bold").append(": refused at its next hello")
+        self.query_one("#device-activity-text", Static).update(text)
 
     # -- changes -------------------------------------------------------------------------------
 

@@ -1,9 +1,13 @@
-"""The export dialog of the log browser: format and file; returns (path, format) or None."""
+"""The export dialog of the log browser: format and file; returns (path, format) or None.
+
+The filter it describes and the file name are what someone typed: shown as plain text.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,6 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
+from console.untrusted import plain
 from db.base import utcnow
 from db.logs import EXPORT_FORMATS
 
@@ -32,7 +37,8 @@ class ExportScreen(ModalScreen[tuple[Path, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-dialog", classes="dialog"):
-            yield Label(f"[b]Export logs[/b]: {self.description}")
+            title = Text.assemble(("Export logs", "bold"), ": ", plain(self.description))
+            yield Label(title, id="export-title")
             with Horizontal(classes="form-row"):
                 yield Label("Format", classes="form-label")
                 yield Select(
@@ -63,7 +69,7 @@ class ExportScreen(ModalScreen[tuple[Path, str] | None]):
             return
         path = Path(raw).expanduser()
         if not path.parent.is_dir():
-            self.query_one("#export-error", Label).update(f"No such folder: {path.parent}")
+            self.query_one("#export-error", Label).update(plain(f"No such folder: {path.parent}"))
             return
         self.dismiss((path, str(self.query_one("#export-format", Select).value)))
 

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
+from console.untrusted import plain
 from db.base import as_utc, utcnow
 from db.logs import LogFilter
 from db.vocabulary import RISK_LEVELS
@@ -145,7 +146,7 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
         try:
             filters = self.build()
         except ValueError as error:
-            self.query_one("#filter-error", Label).update(str(error))
+            self.query_one("#filter-error", Label).update(plain(error))  # it quotes what was typed
             return
         self.dismiss(filters)
 

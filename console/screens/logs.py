@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,8 +22,9 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static
 from console.screens.export import ExportScreen
 from console.screens.log_filters import LogFilterScreen
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from console.widgets.log_detail import LogDetail
-from console.widgets.log_table import LogTable
+from console.widgets.log_table import LogTable, row_key
 from db import logs
 from db.base import utcnow
 from db.logs import Cursor, LogCount, LogFilter, Page
@@ -168,7 +170,7 @@ class LogsSection(Section):
 
     def _show(self, result: Page, *, keep_cursor: bool = False) -> None:
         self.page_state = result
-        self._rows = {str(entry.id): entry for entry in result.rows}
+        self._rows = {row_key(entry): entry for entry in result.rows}
         self.query_one(LogTable).show(result.rows, keep_cursor=keep_cursor)
         if not result.rows:
             self.query_one(LogDetail).show(None)
@@ -199,10 +201,11 @@ class LogsSection(Section):
         state = "loading…" if loading else f"page {self.page_number}"
         if self.loaded and not self.page_state.rows and not loading:
             state = "no rows match" if not self.filters.is_empty else "no logs yet"
-        follow = " · [b reverse] FOLLOW [/]" if self.following else ""
-        self.query_one("#logs-summary", Static).update(
-            f"{self.filters.describe()} · {counted} · {state}{follow}"
-        )
+        # The filter quotes what the operator typed ("[/]" is a fine search): plain text, not markup.
+        summary = Text.assemble(plain(self.filters.describe()), f" · {counted} · {state}")
+        if self.following:
+            summary.append(" · ").append(" FOLLOW ", style="bold reverse")
+        self.query_one("#logs-summary", Static).update(summary)
 
     # -- detail pane -----------------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class LogsSection(Section):
         progress = self.query_one("#export-progress", ProgressBar)
         label = self.query_one("#export-label", Label)
         bar.display = True
-        label.update(f"Exporting to {path.name}…")
+        label.update(plain(f"Exporting to {path.name}…"))
         try:
             async with self.context.sessions() as session:
                 expected = await logs.count(session=session, filters=filters)
@@ -285,7 +288,7 @@ class LogsSection(Section):
                     if progress.total is not None and written > progress.total:
                         progress.update(total=written)
                     progress.update(progress=written)
-                    label.update(f"Exporting to {path.name}: {written:,} rows")
+                    label.update(plain(f"Exporting to {path.name}: {written:,} rows"))
 
                 written = await logs.export(
                     session=session, filters=filters, path=path, fmt=fmt, progress=advance

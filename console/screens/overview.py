@@ -8,6 +8,7 @@ queries.
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from console.widgets.overview_widgets import RankedList, RiskChart, RiskTotalsView
 from db.overview import WINDOWS, Overview, TopListCache, load_overview
 
@@ -111,8 +113,10 @@ class OverviewSection(Section):
                 f"org {run.organization_id})"
             )
         self.query_one("#overview-facts", Static).update(
-            f"[b]Devices seen in the last day[/b]\n{overview.devices_seen_last_day:,}\n\n"
-            f"[b]Last retention run[/b]\n{retention}"
+            Text.assemble(
+                ("Devices seen in the last day", "bold"), f"\n{overview.devices_seen_last_day:,}\n\n",
+                ("Last retention run", "bold"), "\n", plain(retention),
+            )  # fmt: skip
         )
         self.query_one(RiskChart).show(overview.timeline, overview.window)
         self.query_one("#top-tools", RankedList).show(f"Top tools ({overview.window})", overview.top_tools)

@@ -17,6 +17,7 @@ from console.screens.logs import LogsSection
 from console.screens.overview import OverviewSection
 from console.screens.section import ConsoleContext, Section
 from console.screens.users import UsersSection
+from console.untrusted import visible
 from console.widgets.banner import DatabaseBanner
 
 #: Every section, in tab order; the ones with a KEY get a number key.
@@ -73,7 +74,8 @@ class ShellScreen(Screen[None]):
 
     def on_mount(self) -> None:
         user = self.context.user
-        self.sub_title = f"{user.username} ({user.role}) · {self.context.settings.describe_database()}"
+        database = self.context.settings.describe_database()
+        self.sub_title = visible(f"{user.username} ({user.role}) · {database}")
         self.action_show_section(section_id(SECTIONS[0]))
 
     @property

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +19,7 @@ from console.screens.admin_form import record
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from console.screens.user_forms import PasswordFormScreen, UserFormScreen
+from console.untrusted import plain
 from db.models import User
 from db.users import UserError, delete_user, list_users, update_user
 
@@ -95,9 +95,9 @@ class UsersSection(Section):
         self.users = {user.username: user for user in rows}
         for user in rows:
             table.add_row(
-                user.username,
-                Text(user.full_name or ""),
-                Text(user.email),
+                plain(user.username),
+                plain(user.full_name or ""),
+                plain(user.email),
                 "admin" if user.is_admin else "viewer",
                 "active" if user.is_active else "[b]inactive[/b]",
                 _when(user.created_at),
@@ -108,7 +108,7 @@ class UsersSection(Section):
             table.move_cursor(row=table.get_row_index(keep))
         found = f"{len(rows)} users" + (f" matching {self.search!r}" if self.search else "")
         self.query_one("#users-summary", Static).update(
-            f"{found} · n new · e edit · a (de)activate · p password · del delete"
+            plain(f"{found} · n new · e edit · a (de)activate · p password · del delete")
         )
 
     def selected_username(self) -> str | None:

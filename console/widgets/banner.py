@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.widgets import Static
+
+from console.untrusted import plain
 
 
 class DatabaseBanner(Static):
@@ -12,9 +15,13 @@ class DatabaseBanner(Static):
         self.display = False
 
     def show_lost(self, reason: str) -> None:
+        # The reason quotes the driver and DATABASE_URL (an IPv6 host is "[::1]"): plain text, not markup.
         self.reason = reason
         self.update(
-            f"[b]Database unavailable[/b]: {reason}  —  retrying every few seconds; press [b]ctrl+r[/b] to retry now"
+            Text.assemble(
+                ("Database unavailable", "bold"), ": ", plain(reason),
+                "  —  retrying every few seconds; press ", ("ctrl+r", "bold"), " to retry now",
+            )  # fmt: skip
         )
         self.display = True
 

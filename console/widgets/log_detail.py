@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from rich.json import JSON
+from rich.highlighter import JSONHighlighter
+from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
+
+from console.untrusted import plain
+
+_HIGHLIGHT = JSONHighlighter()
+
+
+def detail_text(record: dict[str, Any]) -> Text:
+    """``record`` as indented, highlighted JSON; what agents wrote stays text (:mod:`console.untrusted`)."""
+    # json.dumps escapes C0 controls itself; plain() also shows DEL, C1 and bidi characters as escapes.
+    text = plain(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    _HIGHLIGHT.highlight(text)
+    return text
 
 
 class LogDetail(VerticalScroll):
@@ -23,4 +37,4 @@ class LogDetail(VerticalScroll):
         if record is None:
             body.update("Select a row to see its details.")
             return
-        body.update(JSON.from_data(record, indent=2, sort_keys=False))
+        body.update(detail_text(record))

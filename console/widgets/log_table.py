@@ -2,7 +2,10 @@
 
 A line-API widget rather than a DataTable: a page is turned into one strip of
 fixed-width cells per row once, and drawing a screen is slicing those strips,
-which keeps key press → rendered page in the low milliseconds.
+which keeps key press → rendered page in the low milliseconds. Segments are
+never parsed as markup; control characters are made visible
+(:func:`console.untrusted.visible`) so an agent's string cannot act on the
+terminal, and widths are counted in terminal cells (wide characters, emoji).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -20,6 +24,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.untrusted import visible
 from db.base import as_utc
 from db.models import LogEntry
 
@@ -39,22 +44,27 @@ TOTAL_WIDTH = sum(width + 1 for _, width in COLUMNS)
 
 
 def _cell(text: str, width: int) -> str:
-    if len(text) > width:
-        text = text[: width - 1] + "…"
-    return text.ljust(width) + " "
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "… "
+    return set_cell_size(text, width) + " "
 
 
 def _values(entry: LogEntry) -> tuple[str, ...]:
     return (
         as_utc(entry.timestamp).strftime("%Y-%m-%d %H:%M:%S"),
         entry.risk_level,
-        entry.user_id,
-        entry.tool_name,
-        entry.device_id,
-        entry.organization_id,
-        ", ".join(entry.detected_entity_types or []),
+        visible(entry.user_id),
+        visible(entry.tool_name),
+        visible(entry.device_id),
+        visible(entry.organization_id),
+        visible(", ".join(entry.detected_entity_types or [])),
         "yes" if entry.was_sanitized else "",
     )
+
+
+def row_key(entry: LogEntry) -> str:
+    """The table key of a row: an event is identified by its organisation and its id together."""
+    return f"{entry.organization_id}/{entry.id}"
 
 
 class LogTable(ScrollView, can_focus=True):
@@ -95,7 +105,7 @@ class LogTable(ScrollView, can_focus=True):
 
     def show(self, rows: Sequence[LogEntry], *, keep_cursor: bool = False) -> None:
         """Replace the rows (cursor back to the top unless ``keep_cursor``)."""
-        self.row_keys = [str(entry.id) for entry in rows]
+        self.row_keys = [row_key(entry) for entry in rows]
         self._rows = [
             [
                 Segment(_cell(value, width), RISK_STYLES.get(value) if index == 1 else None)

@@ -1,14 +1,19 @@
-"""Overview widgets: risk totals per window, the events-over-time chart and ranked lists."""
+"""Overview widgets: risk totals per window, the events-over-time chart and ranked lists.
+
+The ranked lists show keys agents chose (tool names, user ids, entity types) as plain text.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Sparkline, Static
 
+from console.untrusted import plain
 from db.overview import RiskTotals, Timeline
 from db.vocabulary import RISK_LEVELS
 
@@ -42,9 +47,9 @@ class RankedList(Static):
         table.add_column("Name", overflow="ellipsis", no_wrap=True)
         table.add_column("Events", justify="right")
         for name, value in items:
-            table.add_row(name, f"{value:,}")
+            table.add_row(plain(name), f"{value:,}")
         if not items:
-            table.add_row("[dim]none yet[/dim]", "")
+            table.add_row(Text("none yet", style="dim"), "")
         self.update(table)
 
 
