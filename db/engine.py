@@ -50,13 +50,17 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
-    """An async engine for the configured database (pool 20 + 10 overflow on PostgreSQL)."""
+    """An async engine for the configured database (pool 20 + 10 overflow on PostgreSQL).
+
+    Statement errors never carry their parameters (``hide_parameters``): a failed
+    insert of a user or a token would otherwise print its hash into a message or a log.
+    """
     if settings.is_sqlite:
-        options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **overrides}
+        options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, "hide_parameters": True, **overrides}
         engine = create_async_engine(settings.database_url, **options)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine
-    options = {"pool_pre_ping": True, "connect_args": {"timeout": 10}, **overrides}
+    options = {"pool_pre_ping": True, "connect_args": {"timeout": 10}, "hide_parameters": True, **overrides}
     if options.get("poolclass") is None:
         options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     return create_async_engine(settings.database_url, **options)

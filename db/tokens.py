@@ -2,6 +2,11 @@
 
 Only the SHA-256 of a token and its first characters (to recognise it in a
 list) are stored; the clear token exists only in the output of :func:`create_token`.
+Neither the clear token nor its hash ever appears in an error message.
+
+Organisations are looked up regardless of case (``ACME`` finds ``acme``); a token
+is stored with the organisation's id as it was created, and a hello must name
+that exact spelling, because the events it sends are kept under that spelling.
 """
 
 from __future__ import annotations
@@ -10,17 +15,18 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import as_utc, utcnow
 from db.configs import get_config
+from db.field_lengths import length_problem, max_length
 from db.models import IngestToken
 from db.security import generate_token, hash_token
 
 #: How many leading characters of a token are kept to recognise it ("aifw_AbC1…").
 PREFIX_CHARS = 12
-MAX_NAME_CHARS = 100
+MAX_NAME_CHARS = max_length(IngestToken.name)
 #: last_used_at is written at most this often per token, so hellos do not all write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -33,17 +39,20 @@ async def create_token(
     *, session: AsyncSession, organization_id: str, name: str = "", created_by: str | None = None
 ) -> tuple[IngestToken, str]:
     """Create a token for an existing organisation; return the row and the clear token (show it once)."""
-    if await get_config(session=session, organization_id=organization_id) is None:
+    organization = await get_config(session=session, organization_id=organization_id)
+    if organization is None:
         raise TokenError(
             f"organisation {organization_id!r} does not exist; create it first with "
             f"`python -m console org create {organization_id}`"
         )
     name = name.strip()
-    if len(name) > MAX_NAME_CHARS:
-        raise TokenError(f"token name must be at most {MAX_NAME_CHARS} characters")
+    if (problem := length_problem(IngestToken.name, name)) is not None:
+        raise TokenError(f"token {problem}")
+    if created_by is not None and (problem := length_problem(IngestToken.created_by, created_by)) is not None:
+        raise TokenError(problem)
     clear = generate_token()
     row = IngestToken(
-        organization_id=organization_id,
+        organization_id=organization.organization_id,
         name=name,
         token_prefix=clear[:PREFIX_CHARS],
         token_hash=hash_token(clear),
@@ -56,14 +65,15 @@ async def create_token(
 
 
 async def list_tokens(*, session: AsyncSession, organization_id: str | None = None) -> Sequence[IngestToken]:
-    """Tokens, newest first, optionally of one organisation (revoked ones included)."""
+    """Tokens, newest first, optionally of one organisation whatever its case (revoked ones included)."""
     statement = select(IngestToken).order_by(IngestToken.created_at.desc(), IngestToken.id)
     if organization_id is not None:
-        statement = statement.where(IngestToken.organization_id == organization_id)
+        statement = statement.where(func.lower(IngestToken.organization_id) == organization_id.lower())
     return (await session.scalars(statement)).all()
 
 
 async def get_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestToken | None:
+    """The token with this id (revoked or not), or None."""
     return await session.get(IngestToken, token_id)
 
 

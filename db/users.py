@@ -1,4 +1,10 @@
-"""Console users: creation with validation, lookup and sign-in."""
+"""Console users: creation with validation, lookup and sign-in.
+
+Usernames are unique regardless of case (a unique index on ``lower(username)``)
+and looked up regardless of case, so ``Alice`` signs in as ``alice``; the
+spelling chosen at creation is the one shown. Every text field is checked
+against its column's length here, on both engines, before any SQL runs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import utcnow
+from db.field_lengths import length_problem
 from db.models import User
-from db.security import hash_password, validate_password, verify_password
+from db.security import PasswordError, hash_password, verify_password
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -26,6 +33,9 @@ class UserError(ValueError):
 
 
 def validate_username(username: str) -> str:
+    """Return ``username`` if it is 2–64 safe ASCII characters; UserError (field ``username``) if not."""
+    if (problem := length_problem(User.username, username, field="username")) is not None:
+        raise UserError(problem, field="username")
     if not USERNAME_PATTERN.match(username):
         raise UserError(
             "username must be 2-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -35,21 +45,46 @@ def validate_username(username: str) -> str:
 
 
 def validate_email(email: str) -> str:
+    """Return the stripped ``email`` if it is shaped like one and fits its column; UserError otherwise."""
     email = email.strip()
-    if len(email) > 255 or not EMAIL_PATTERN.match(email):
+    if (problem := length_problem(User.email, email, field="email")) is not None:
+        raise UserError(problem, field="email")
+    if not EMAIL_PATTERN.match(email):
         raise UserError(f"{email!r} is not an email address", field="email")
     return email
 
 
+def validate_full_name(full_name: str | None) -> str | None:
+    """The stripped full name (None when empty); UserError (field ``full_name``) if it is too long."""
+    full_name = (full_name or "").strip()
+    if (problem := length_problem(User.full_name, full_name, field="full_name")) is not None:
+        raise UserError(problem, field="full_name")
+    return full_name or None
+
+
+async def _hash_allowed(password: str, *, username: str, email: str, rounds: int) -> str:
+    """The bcrypt hash of ``password`` if the rules allow it for this user; UserError (field ``password``)."""
+    try:
+        return await hash_password(password, rounds=rounds, user_inputs=(username, email, email.partition("@")[0]))
+    except PasswordError as error:
+        raise UserError(str(error), field="password") from None
+
+
 async def get_by_username(*, session: AsyncSession, username: str) -> User | None:
-    return await session.scalar(select(User).where(User.username == username))
+    """The user called ``username``, whatever its case, or None."""
+    if not username.isascii():
+        # Usernames are ASCII; lowering other text could fold it onto one (the Kelvin sign lowers to "k").
+        return None
+    return await session.scalar(select(User).where(func.lower(User.username) == username.lower()))
 
 
 async def count_users(*, session: AsyncSession) -> int:
+    """How many users exist (none: the console offers to create the first administrator)."""
     return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
 async def list_users(*, session: AsyncSession, search: str = "") -> Sequence[User]:
+    """Users by username, optionally those whose username, email or full name contains ``search``."""
     statement = select(User).order_by(User.username)
     if search:
         like = f"%{search.lower()}%"
@@ -76,19 +111,18 @@ async def create_user(
     """Validate and add a user; raise UserError on a duplicate or a bad field."""
     username = validate_username(username.strip())
     email = validate_email(email)
-    try:
-        validate_password(password)
-    except ValueError as error:
-        raise UserError(str(error), field="password") from None
-    if await get_by_username(session=session, username=username) is not None:
-        raise UserError(f"username {username!r} is taken", field="username")
+    full_name = validate_full_name(full_name)
+    existing = await get_by_username(session=session, username=username)
+    if existing is not None:
+        taken = repr(username) if existing.username == username else f"{username!r} (as {existing.username!r})"
+        raise UserError(f"username {taken} is taken", field="username")
     if await session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
         raise UserError(f"email {email!r} is already used", field="email")
     user = User(
         username=username,
         email=email,
-        hashed_password=hash_password(password, rounds=bcrypt_rounds),
-        full_name=(full_name or "").strip() or None,
+        hashed_password=await _hash_allowed(password, username=username, email=email, rounds=bcrypt_rounds),
+        full_name=full_name,
         is_admin=is_admin,
         is_active=True,
         created_at=utcnow(),
@@ -105,7 +139,7 @@ async def authenticate(*, session: AsyncSession, username: str, password: str) -
     that want to say why can check ``is_active`` on :func:`get_by_username`.
     """
     user = await get_by_username(session=session, username=username)
-    if user is None or not verify_password(password, user.hashed_password) or not user.is_active:
+    if user is None or not await verify_password(password, user.hashed_password) or not user.is_active:
         return None
     user.last_login = utcnow()
     await session.flush()
@@ -175,10 +209,7 @@ async def update_user(
                 raise UserError(f"email {email!r} is already used", field="email")
         new_values["email"] = email
     if full_name is not None:
-        full_name = full_name.strip()
-        if len(full_name) > 255:
-            raise UserError("full name must be at most 255 characters", field="full_name")
-        new_values["full_name"] = full_name or None
+        new_values["full_name"] = validate_full_name(full_name)
     if is_admin is not None:
         if user.is_admin and not is_admin:
             await _guard_admin_loss(session, user=user, actor=actor, field="is_admin", what="demote")
@@ -201,13 +232,11 @@ async def update_user(
 async def reset_password(
     *, session: AsyncSession, username: str, password: str, bcrypt_rounds: int = 12
 ) -> User:
-    """Give ``username`` a new password (bcrypt); UserError (field ``password``) if it is too short or long."""
-    try:
-        validate_password(password)
-    except ValueError as error:
-        raise UserError(str(error), field="password") from None
+    """Give ``username`` a new password (bcrypt); UserError (field ``password``) if the rules refuse it."""
     user = await get_user(session=session, username=username)
-    user.hashed_password = hash_password(password, rounds=bcrypt_rounds)
+    user.hashed_password = await _hash_allowed(
+        password, username=user.username, email=user.email, rounds=bcrypt_rounds
+    )
     await session.flush()
     return user
 

@@ -1,4 +1,8 @@
-"""``create-admin``: the first (or another) administrator, password from stdin or a silent prompt."""
+"""``create-admin``: the first (or another) administrator, password from stdin or a silent prompt.
+
+Every refusal is one line on standard error; nothing it prints carries the
+password or its hash (database errors are reduced to the driver's first line).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ import sys
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail, run_in_session
+from console.commands.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DatabaseError,
+    SQLAlchemyError,
+    database_refusal,
+    fail,
+    run_in_session,
+)
 from db.security import PasswordError, validate_password
 from db.settings import Settings
 from db.users import UserError, create_administrator
@@ -37,7 +50,7 @@ def read_password() -> str:
 
 def create_admin(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        password = validate_password(read_password())
+        password = validate_password(read_password(), user_inputs=(args.username, args.email))
     except PasswordError as error:
         return fail(str(error), code=EXIT_USAGE)
 
@@ -61,5 +74,7 @@ def create_admin(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
+    except SQLAlchemyError as error:
+        return fail(database_refusal(error), code=EXIT_FAILED)
     print(f"created administrator {username!r}")
     return EXIT_OK

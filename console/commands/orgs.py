@@ -11,7 +11,9 @@ from console.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     DatabaseError,
+    SQLAlchemyError,
     cli_actor,
+    database_refusal,
     fail,
     run_in_session,
 )
@@ -25,7 +27,11 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser = subcommands.add_parser("org", help="manage organisations")
     actions = parser.add_subparsers(dest="org_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create an organisation with the default configuration")
-    create.add_argument("organization", metavar="ORG", help="organisation id (letters, digits, . _ -)")
+    create.add_argument(
+        "organization",
+        metavar="ORG",
+        help="organisation id (letters, digits, . _ -); unique regardless of case, kept as typed",
+    )
     create.add_argument(
         "--retention-days",
         type=int,
@@ -63,6 +69,8 @@ def create_org(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
+    except SQLAlchemyError as error:
+        return fail(database_refusal(error), code=EXIT_FAILED)
     print(f"created organisation {organization!r} ({args.retention_days} days retention)")
     print(f"next: python -m console ingest-token create --organization {organization}")
     return EXIT_OK

@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from console.messages import WorkerFailed
 from console.screens.section import SignedInUser
+from console.untrusted import plain
 from db.security import verify_password
 from db.users import UserError, authenticate, count_users, create_administrator, get_by_username
 
@@ -71,7 +72,7 @@ class LoginScreen(Screen[None]):
 
     def message(self, text: str, *, error: bool = True) -> None:
         label = self.query_one("#login-message", Label)
-        label.update(text)
+        label.update(plain(text))  # it may quote what was typed, or the database's refusal
         label.set_class(error, "error")
 
     # -- workers -------------------------------------------------------------------------------
@@ -82,11 +83,12 @@ class LoginScreen(Screen[None]):
             users = await count_users(session=session)
         self._show_first_admin(users == 0)
         intro = (
-            "No users yet: create the first administrator. Passwords are stored as bcrypt hashes."
+            "No users yet: create the first administrator. Passwords (at least 12 characters, not a common"
+            " one) are stored as bcrypt hashes."
             if users == 0
             else f"{self.app.settings.describe_database()}"  # type: ignore[attr-defined]
         )
-        self.query_one("#login-intro", Static).update(intro)
+        self.query_one("#login-intro", Static).update(plain(intro))
         self.query_one("#username", Input).focus()
 
     @work(exclusive=True, group="login-submit", exit_on_error=False)
@@ -100,7 +102,7 @@ class LoginScreen(Screen[None]):
                 app.signed_in(SignedInUser(user.username, user.is_admin, user.full_name))  # type: ignore[attr-defined]
                 return
             known = await get_by_username(session=session, username=username)
-        if known is not None and not known.is_active and verify_password(password, known.hashed_password):
+        if known is not None and not known.is_active and await verify_password(password, known.hashed_password):
             self.message(f"The account {username!r} is disabled: ask an administrator to re-activate it.")
             return
         self._failed("Wrong username or password.")

@@ -13,16 +13,16 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Label
 
-from console.screens.admin_form import AdminForm, record
+from console.screens.admin_form import AdminForm, form_title, record
 from console.screens.section import ConsoleContext
 from db.models import User
 from db.security import validate_password
 from db.users import UserError, create_user, reset_password, update_user, validate_email, validate_username
 
 
-def _password_errors(password: str, again: str) -> dict[str | None, str]:
+def _password_errors(password: str, again: str, *, user_inputs: tuple[str, ...] = ()) -> dict[str | None, str]:
     try:
-        validate_password(password)
+        validate_password(password, user_inputs=user_inputs)
     except ValueError as error:
         return {"password": str(error)}
     if password != again:
@@ -45,7 +45,7 @@ class UserFormScreen(AdminForm[str | None]):
         user = self.user
         title = "Create a user" if user is None else f"Edit user {user.username}"
         with Vertical(id="user-form", classes="dialog"):
-            yield Label(f"[b]{title}[/b]  (ctrl+s save · escape cancel)")
+            yield Label(form_title(title, "ctrl+s save · escape cancel"))
             yield from self.field_row(
                 "Username",
                 "username",
@@ -78,7 +78,9 @@ class UserFormScreen(AdminForm[str | None]):
                 errors["username"] = str(error)
             errors.update(
                 _password_errors(
-                    self.query_one("#password", Input).value, self.query_one("#password_again", Input).value
+                    self.query_one("#password", Input).value,
+                    self.query_one("#password_again", Input).value,
+                    user_inputs=(values["username"].strip(), values["email"].strip()),
                 )
             )
         try:
@@ -160,7 +162,7 @@ class PasswordFormScreen(AdminForm[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="password-form", classes="dialog"):
-            yield Label(f"[b]Reset the password of {self.username}[/b]  (ctrl+s save · escape cancel)")
+            yield Label(form_title(f"Reset the password of {self.username}", "ctrl+s save · escape cancel"))
             yield from self.field_row("Password", "password", Input(password=True, id="password"))
             yield from self.field_row("Again", "password_again", Input(password=True, id="password_again"))
             yield from self.form_buttons("Save")

@@ -3,6 +3,7 @@ tester, and ingest tokens checked against a real ingest hello — every change a
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -217,10 +218,13 @@ async def test_the_tester_shows_what_the_patterns_find_and_stores_nothing(engine
     assert await audit_rows(engine) == []
 
 
-async def test_the_tester_stops_a_catastrophic_pattern_and_refuses_oversized_samples() -> None:
+async def test_the_tester_runs_a_catastrophic_pattern_in_linear_time_and_refuses_oversized_samples() -> None:
+    # Python's re would backtrack for longer than the universe's age on this; RE2 answers at once.
     evil = {"name": "evil", "regex": r"(a+)+$", "entity_type": "X", "severity": "amber"}
-    with pytest.raises(PatternTestError, match="'evil' took longer than 0.5 s"):
-        await run_patterns([evil], "a" * 64 + "!", time_limit=0.5)
+    started = time.monotonic()
+    result = await run_patterns([evil], "a" * 4999 + "!")
+    assert time.monotonic() - started < 2
+    assert result.matched == ()
     with pytest.raises(PatternTestError, match="at most"):
         await run_patterns([EMPLOYEE_ID], "x" * 100_000)
 

@@ -34,7 +34,7 @@ async def test_user_form_shows_each_validation_message_next_to_its_field(engine:
         await submit(pilot)
         assert "username must be" in form.error_of("username")
         assert "is not an email address" in form.error_of("email")
-        assert "at least 8 characters" in form.error_of("password")
+        assert "at least 12 characters" in form.error_of("password")
         fill(pilot, username="carol", email="carol@example.com", password=PASSWORD, password_again="different1")
         await submit(pilot)
         assert form.error_of("username") == ""
@@ -148,7 +148,7 @@ async def test_password_reset_lets_the_user_sign_in_with_the_new_password_only(
         assert isinstance(form, PasswordFormScreen)
         fill(pilot, password="short", password_again="short")
         await submit(pilot)
-        assert "at least 8 characters" in form.error_of("password")
+        assert "at least 12 characters" in form.error_of("password")
         fill(pilot, password="brand-new-secret", password_again="brand-new-secret")
         await submit(pilot)
         assert not isinstance(pilot.app.screen, PasswordFormScreen)

@@ -33,7 +33,7 @@ async def test_creates_an_admin_storing_only_the_bcrypt_hash(
     assert user is not None
     assert user.is_admin
     assert user.hashed_password.startswith("$2b$")
-    assert verify_password("s3cret-password", user.hashed_password)
+    assert await verify_password("s3cret-password", user.hashed_password)
     audit = await session.scalar(select(AuditEvent).where(AuditEvent.entity_id == "root"))
     assert audit is not None
     assert "s3cret-password" not in str(audit.changes)
@@ -53,5 +53,5 @@ async def test_refuses_a_short_password_and_stores_nothing(
 ) -> None:
     result = create_admin(subprocess_env, "root", "root@acme.com", "short")
     assert result.returncode == 2
-    assert "at least 8 characters" in result.stderr
+    assert "password must be at least 12 characters; got 5" in result.stderr
     assert await session.scalar(select(User)) is None

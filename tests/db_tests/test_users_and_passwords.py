@@ -17,22 +17,22 @@ async def add_user(session: AsyncSession, username: str = "alice", **overrides: 
     return user
 
 
-def test_password_is_hashed_with_bcrypt_and_verifies() -> None:
-    hashed = hash_password("correct horse", rounds=4)
+async def test_password_is_hashed_with_bcrypt_and_verifies() -> None:
+    hashed = await hash_password("correct horse", rounds=4)
     assert hashed.startswith("$2b$04$")
     assert "correct horse" not in hashed
-    assert verify_password("correct horse", hashed)
-    assert not verify_password("wrong horse", hashed)
+    assert await verify_password("correct horse", hashed)
+    assert not await verify_password("wrong horse", hashed)
 
 
-def test_verify_never_raises_on_a_malformed_hash() -> None:
-    assert verify_password("anything", "not-a-bcrypt-hash") is False
+async def test_verify_never_raises_on_a_malformed_hash() -> None:
+    assert await verify_password("anything", "not-a-bcrypt-hash") is False
 
 
 async def test_created_user_stores_only_the_hash(session: AsyncSession) -> None:
     user = await add_user(session)
     assert user.hashed_password != "correct horse"
-    assert verify_password("correct horse", user.hashed_password)
+    assert await verify_password("correct horse", user.hashed_password)
 
 
 @pytest.mark.parametrize(
