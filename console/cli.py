@@ -10,11 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from console.commands import admin, demo, orgs, simulate, tokens
+from console.commands import admin, demo, orgs, scrub, simulate, tokens
 from console.commands.common import EXIT_USAGE, fail
 from db.settings import SettingsError, load_settings
 
-COMMAND_MODULES = (admin, orgs, tokens, simulate, demo)
+COMMAND_MODULES = (admin, orgs, tokens, scrub, simulate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import as_utc, utcnow
 from db.models import Device, LogEntry
+from db.settings import IngestLimits
 
 # --- ingest: register or touch on hello ----------------------------------------------------------
 
@@ -29,6 +30,34 @@ class DeviceRefused(Exception):
         self.message = message
 
 
+#: The window of the cap on new devices: registrations within the last hour count.
+NEW_DEVICE_WINDOW = timedelta(hours=1)
+
+
+async def _refuse_past_new_device_cap(
+    session: AsyncSession, organization_id: str, now: datetime, max_new_per_hour: int
+) -> None:
+    """DeviceRefused(``too_many_devices``) if the organisation registered its hourly quota of devices.
+
+    Counts at most ``max_new_per_hour`` entries of (organization_id, registered_at).
+    Two hellos racing may both pass at the edge: the cap is a bound on flooding, not an exact quota.
+    """
+    recent = (
+        select(Device.id)
+        .where(Device.organization_id == organization_id, Device.registered_at > now - NEW_DEVICE_WINDOW)
+        .limit(max_new_per_hour)
+        .subquery()
+    )
+    registered = int(await session.scalar(select(func.count()).select_from(recent)) or 0)
+    if registered >= max_new_per_hour:
+        raise DeviceRefused(
+            "too_many_devices",
+            f"organisation {organization_id!r} registered {max_new_per_hour} new devices in the last hour, "
+            "the most allowed (INGEST_MAX_NEW_DEVICES_PER_HOUR); known devices still connect; "
+            "retry this new device later or ask an administrator to raise the limit",
+        )
+
+
 async def register_or_touch_device(
     *,
     session: AsyncSession,
@@ -37,14 +66,21 @@ async def register_or_touch_device(
     user_id: str,
     device_type: str,
     agent_version: str | None,
+    max_new_per_hour: int = IngestLimits.max_new_devices_per_hour,
 ) -> Device:
     """Create the device on its first hello, else update ``last_seen`` and ``agent_version``.
 
     Raises DeviceRefused (``device_disabled``) for a device switched off in the
-    console, and (``device_conflict``) for a device id registered to another
-    organisation. Safe when two hellos of a new device race. The caller commits.
+    console, (``device_conflict``) for a device id registered to another
+    organisation, and (``too_many_devices``) for a new device once its
+    organisation registered ``max_new_per_hour`` devices in the last hour (a
+    token holder can invent device ids). Safe when two hellos of a new device
+    race. The caller commits.
     """
     now = utcnow()
+    known = await session.scalar(select(Device.id).where(Device.device_id == device_id))
+    if known is None:
+        await _refuse_past_new_device_cap(session, organization_id, now, max_new_per_hour)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(Device)

@@ -1,24 +1,32 @@
-"""Storing validated log events in batches, idempotently by the agent's event id.
+"""Storing validated log events in batches, idempotently by the event's identity.
+
+An event is identified by (organization_id, id): the id an agent chose, within
+its organisation. The same id sent by another organisation is another event,
+stored for that organisation; it can neither overwrite nor suppress the first.
 
 :func:`store_events` inserts what is new, skips what is already there, adds
-only the new events to the hourly rollups, all in the caller's transaction,
-and returns every id that is now safely stored (new or already present), which
-is exactly what the ingest server may acknowledge once it has committed.
+only the new events to the rollups, all in the caller's transaction, and says
+how many distinct events are now safely stored (new or already present: all of
+them may be acknowledged once the caller has committed) and how many were new.
 
 PostgreSQL takes the fast path: resends are rare, so the batch is first
 ``COPY``'d straight into ``log_entries`` inside a savepoint; if that succeeds,
-every row was new. If an id is already stored (``UniqueViolation``, also when
-another server committed it meanwhile: the unique index decides), the savepoint
-is rolled back and the batch takes the careful path: ``COPY`` into a
-per-connection temporary table, then ``INSERT … SELECT … ON CONFLICT (id) DO
-NOTHING RETURNING id``. SQLite inserts many rows per statement with ``ON
-CONFLICT DO NOTHING RETURNING id``.
+every row was new. If an event is already stored (``UniqueViolation``, also
+when another server committed it meanwhile: the primary key decides), the
+savepoint is rolled back and the batch takes the careful path: ``COPY`` into a
+per-connection temporary table, then ``INSERT … SELECT … ON CONFLICT
+(organization_id, id) DO NOTHING RETURNING …``. SQLite inserts many rows per
+statement with the same ``ON CONFLICT … DO NOTHING RETURNING``.
+
+Rows may carry keys besides the columns (the validator adds ``ack_id``, the id
+exactly as the agent sent it): they are ignored here.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -30,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import rollups
 from db.base import utcnow
 from db.models import LogEntry
+from db.settings import IngestLimits
 
 #: Columns an event row provides (``created_at`` is added here), in COPY order.
 EVENT_COLUMNS = (
@@ -53,37 +62,65 @@ _COPY_SAVEPOINT = "ingest_copy"
 _COLUMN_LIST = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
 
 
+#: What identifies an event: its organisation and the id its agent chose.
+EventKey = tuple[str, uuid.UUID]
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """What :func:`store_events` did: ``events`` distinct events are now stored, ``inserted`` of them just now.
+
+    ``events - inserted`` were resends (or repeats within the batch) already stored.
+    """
+
+    events: int
+    inserted: int
+
+
+def _key(event: Mapping[str, Any]) -> EventKey:
+    return (event["organization_id"], event["id"])
+
+
 def _unique(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    seen: set[uuid.UUID] = set()
+    seen: set[EventKey] = set()
     unique = []
     for event in events:
-        if event["id"] not in seen:
-            seen.add(event["id"])
+        key = _key(event)
+        if key not in seen:
+            seen.add(key)
             unique.append(event)
     return unique
 
 
-async def store_events(*, session: AsyncSession, events: Sequence[Mapping[str, Any]]) -> list[uuid.UUID]:
-    """Insert the events that are new; return the ids of all given events, now stored or already present.
+async def store_events(
+    *,
+    session: AsyncSession,
+    events: Sequence[Mapping[str, Any]],
+    max_rollup_keys: int = IngestLimits.rollup_max_keys_per_bucket,
+) -> StoredBatch:
+    """Insert the events that are new, by (organization_id, id); say how many are stored and how many are new.
 
     Runs in the caller's transaction (commit after). Only newly inserted events
-    are added to the hourly counts, so a resent event is neither stored nor counted twice.
+    are added to the rollups, so a resent event is neither stored nor counted
+    twice; ``max_rollup_keys`` caps their distinct keys (:func:`db.rollups.add_events`).
     """
     unique = _unique(events)
     if not unique:
-        return []
+        return StoredBatch(events=0, inserted=0)
     if session.get_bind().dialect.name == "postgresql":
         inserted = await _insert_postgresql(session, unique)
     else:
         inserted = await _insert_sqlite(session, unique)
     if len(inserted) == len(unique):
-        await rollups.add_events(session=session, events=unique)
+        await rollups.add_events(session=session, events=unique, max_keys=max_rollup_keys)
     elif inserted:
-        await rollups.add_events(session=session, events=[e for e in unique if e["id"] in inserted])
-    return [event["id"] for event in unique]
+        await rollups.add_events(
+            session=session, events=[e for e in unique if _key(e) in inserted], max_keys=max_rollup_keys
+        )
+    return StoredBatch(events=len(unique), inserted=len(inserted))
 
 
-async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
+async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
     records = _copy_records(events)
     # Through the session, so that it also opens the transaction the raw COPY then joins.
     await session.execute(text(f"SAVEPOINT {_COPY_SAVEPOINT}"))
@@ -95,13 +132,13 @@ async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, An
         return await _insert_postgresql_skipping_stored(session, raw, records)
     # No RELEASE: the commit ends the savepoint (or the caller's own enclosing one does); a round
     # trip less per batch. Any other error leaves the transaction failed for the caller to roll back.
-    return {event["id"] for event in events}
+    return set(map(_key, events))
 
 
 async def _insert_postgresql_skipping_stored(
     session: AsyncSession, raw: asyncpg.Connection, records: list[tuple[Any, ...]]
-) -> set[uuid.UUID]:
-    """Some id is already stored: stage the batch, then insert only the rows whose id is new."""
+) -> set[EventKey]:
+    """Some event is already stored: stage the batch, then insert only the rows that are new."""
     await session.execute(
         text(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} "
@@ -114,10 +151,10 @@ async def _insert_postgresql_skipping_stored(
     result = await session.execute(
         text(
             f"INSERT INTO log_entries ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE} "
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
+            "ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id"
         )
     )
-    return {row[0] for row in result}
+    return {(row[0], row[1]) for row in result}
 
 
 async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
@@ -152,9 +189,13 @@ def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
-async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[uuid.UUID]:
+async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
     created_at = utcnow()
     rows = [{**{name: event[name] for name in EVENT_COLUMNS[:-1]}, "created_at": created_at} for event in events]
-    statement = sqlite_insert(LogEntry).on_conflict_do_nothing(index_elements=["id"]).returning(LogEntry.id)
+    statement = (
+        sqlite_insert(LogEntry)
+        .on_conflict_do_nothing(index_elements=["organization_id", "id"])
+        .returning(LogEntry.organization_id, LogEntry.id)
+    )
     result = await session.execute(statement, rows)
-    return set(result.scalars())
+    return {(row[0], row[1]) for row in result}

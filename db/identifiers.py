@@ -90,3 +90,100 @@ def forbidden_character(value: str, *, joiners_between_letters: bool = False) ->
             ):
                 return f"U+{ord(character):04X}"
     return None
+
+
+# --- the same rules as SQL, for the CHECK constraints of both engines ------------------------------------
+
+_JOINER_CODE_POINTS: Final = tuple(sorted(ord(joiner) for joiner in JOINERS))
+
+
+def _ranges_except_joiners() -> tuple[tuple[int, int], ...]:
+    """FORBIDDEN_RANGES with ZWNJ and ZWJ cut out of the range that holds them."""
+    low, high = _JOINER_CODE_POINTS[0], _JOINER_CODE_POINTS[-1]
+    pieces: list[tuple[int, int]] = []
+    for start, end in FORBIDDEN_RANGES:
+        if start <= low and high <= end:
+            pieces += [piece for piece in ((start, low - 1), (high + 1, end)) if piece[0] <= piece[1]]
+        else:
+            pieces.append((start, end))
+    return tuple(pieces)
+
+
+def _postgresql_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    # PostgreSQL text cannot hold NUL (and its regex cannot name it): the class starts at U+0001.
+    parts = []
+    for start, end in ranges:
+        start = max(start, 1)
+        parts.append(f"\\u{start:04x}" if start == end else f"\\u{start:04x}-\\u{end:04x}")
+    return "[" + "".join(parts) + "]"
+
+
+def _sqlite_glob_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    """``'*[…]*'`` for GLOB, spelled with char() so the schema's SQL holds no control characters.
+
+    GLOB ends its pattern at NUL, so U+0000 is checked apart (:func:`check_clean_sql`).
+    """
+    code_points = [ord("*"), ord("[")]
+    for start, end in ranges:
+        start = max(start, 1)
+        code_points += [start] if start == end else [start, ord("-"), end]
+    code_points += [ord("]"), ord("*")]
+    return f"char({', '.join(map(str, code_points))})"
+
+
+def check_clean_sql(column: str, dialect: str, *, joiners_between_letters: bool = False) -> str:
+    """SQL that is true when ``column`` holds none of FORBIDDEN_RANGES (for a CHECK constraint).
+
+    ``dialect`` is ``postgresql`` or ``sqlite``. With ``joiners_between_letters``
+    (``user_id``) ZWNJ and ZWJ may appear, but not first, last or two in a row:
+    neither engine can tell a letter apart portably in a CHECK, so the database
+    holds this looser rule and the validator the exact one (:func:`forbidden_character`).
+    """
+    ranges = _ranges_except_joiners() if joiners_between_letters else FORBIDDEN_RANGES
+    joiners = "".join(f"\\u{code:04x}" for code in _JOINER_CODE_POINTS)
+    if dialect == "postgresql":
+        clean = f"{column} !~ '{_postgresql_class(ranges)}'"
+        if joiners_between_letters:
+            clean += f" AND {column} !~ '^[{joiners}]|[{joiners}]$|[{joiners}]{{2}}'"
+        return clean
+    if dialect == "sqlite":
+        # NUL: GLOB and length() stop at it, instr() on the bytes does not.
+        clean = f"instr(CAST({column} AS BLOB), X'00') = 0 AND {column} NOT GLOB {_sqlite_glob_class(ranges)}"
+        if joiners_between_letters:
+            joiner_class = f"char({ord('[')}, {', '.join(map(str, _JOINER_CODE_POINTS))}, {ord(']')})"
+            clean += (
+                f" AND {column} NOT GLOB ({joiner_class} || '*')"
+                f" AND {column} NOT GLOB ('*' || {joiner_class})"
+                f" AND {column} NOT GLOB ('*' || {joiner_class} || {joiner_class} || '*')"
+            )
+        return clean
+    raise ValueError(f"no identifier CHECK for the {dialect!r} dialect")
+
+
+def check_identifier_sql(
+    column: str, dialect: str, *, max_chars: int, min_chars: int = 1, joiners_between_letters: bool = False
+) -> str:
+    """SQL true when ``column`` is a clean identifier of ``min_chars`` to ``max_chars`` characters.
+
+    The length is checked on both engines: SQLite does not enforce VARCHAR lengths.
+    """
+    clean = check_clean_sql(column, dialect, joiners_between_letters=joiners_between_letters)
+    return f"length({column}) BETWEEN {min_chars} AND {max_chars} AND {clean}"
+
+
+#: The longest rollup key: a key is at most the longest identifier it counts (a user id).
+MAX_ROLLUP_KEY_CHARS: Final = MAX_USER_ID_CHARS
+
+
+def check_rollup_key_sql(dialect: str) -> str:
+    """SQL true when a rollup row's ``key`` may be stored: empty or a clean identifier.
+
+    Empty is the risk dimension's key and the overflow key (db/rollups.py), which
+    no identifier can be; user keys may hold the joiners ``user_id`` may hold.
+    """
+    user = check_clean_sql("key", dialect, joiners_between_letters=True)
+    other = check_clean_sql("key", dialect)
+    return (
+        f"length(key) <= {MAX_ROLLUP_KEY_CHARS} "
+        f"AND (dimension = 'user' AND {user} OR dimension <> 'user' AND {other})"
+    )

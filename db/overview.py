@@ -31,12 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
 from db.models import Device, LogDailyCount, LogHourlyCount, LogWeeklyCount, RetentionRun
-from db.rollups import day_of, hour_of, week_of
+from db.rollups import OVERFLOW_KEY, day_of, hour_of, week_of
 from db.vocabulary import RISK_LEVELS
 
 #: The windows the overview shows, by label, in hours.
 WINDOWS: Final = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30}
 TOP_LIMIT = 5
+#: How the overview names the rollups' overflow key: the events of keys past ROLLUP_MAX_KEYS_PER_BUCKET.
+OVERFLOW_LABEL: Final = "(other)"
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,8 @@ async def key_sums(
     """Events per key of a dimension (tool, user, entity) in hours [start, end), most first.
 
     Whole weeks and days are read from the weekly and daily counts, the rest
-    from the hourly ones (:func:`split_by_bucket`).
+    from the hourly ones (:func:`split_by_bucket`). The events of keys past the
+    rollups' cap come as :data:`OVERFLOW_LABEL`.
     """
     parts = [
         _rollup_rows(
@@ -256,7 +259,10 @@ async def key_sums(
     statement = select(rows.c.key, total).group_by(rows.c.key).order_by(total.desc(), rows.c.key)
     if limit is not None:
         statement = statement.limit(limit)
-    return [(key, int(value or 0)) for key, value in (await session.execute(statement)).all()]
+    return [
+        (OVERFLOW_LABEL if key == OVERFLOW_KEY else key, int(value or 0))
+        for key, value in (await session.execute(statement)).all()
+    ]
 
 
 async def top_keys(

@@ -13,24 +13,46 @@ is counted in C (``Counter`` over zipped columns), so Python only touches the
 few distinct keys; buckets are whole hours, days and weeks since the Unix epoch
 (UTC) until the rows are sent. PostgreSQL gets each table's rows as six arrays
 in one prepared statement on the driver connection.
+
+Distinct keys are capped per organisation, bucket and dimension (``tool``,
+``user``, ``entity``): past ``max_keys`` (ROLLUP_MAX_KEYS_PER_BUCKET) a new
+key's events are counted under :data:`OVERFLOW_KEY`, so an agent that invents a
+tool name per event adds one row, not thousands. Totals stay exact; only the
+names past the cap are lost. Which keys a bucket holds is remembered per
+process (:class:`_KnownKeys`) and read from the database only when a batch
+brings a key the process has not seen in that bucket and the bucket is not
+known to be full: in steady state (the same tools every hour) that is once per
+bucket. The cap is soft by what the process cannot see: each writer process
+(and a batch whose transaction rolled back) may add up to ``max_keys`` keys
+that another does not know of, and a full bucket stays full for a process even
+if the scrub folds keys away.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import as_utc
+from db.identifiers import MAX_ROLLUP_KEY_CHARS
 from db.models import LogDailyCount, LogHourlyCount, LogWeeklyCount
+from db.settings import IngestLimits
 
 DIMENSIONS = ("risk", "tool", "user", "entity")
-MAX_KEY_LENGTH = 255
+MAX_KEY_LENGTH = MAX_ROLLUP_KEY_CHARS
+#: The dimensions whose keys come from agents, so their number is capped per bucket.
+CAPPED_DIMENSIONS = frozenset({"tool", "user", "entity"})
+#: The key that counts the events of keys past the cap: empty, which no identifier can be
+#: (the risk dimension's one key is empty too). The overview shows it as "(other)".
+OVERFLOW_KEY = ""
 
 
 ROLLUP_KEY = ["bucket_start", "organization_id", "dimension", "key", "risk_level"]
@@ -190,8 +212,116 @@ async def _upsert_sqlite(session: AsyncSession, rows_by_table: list[list[Row]]) 
         await session.execute(statement, [dict(zip(names, row, strict=True)) for row in rows])
 
 
-async def add_events(*, session: AsyncSession, events: Iterable[Mapping[str, Any]]) -> None:
-    """Add the given (newly stored) events to the hourly, daily and weekly counts, in the caller's transaction."""
+# --- the cap on distinct keys ------------------------------------------------------------------------
+
+#: One bucket of one dimension of one organisation: (bucket start, organisation, dimension).
+_Group = tuple[datetime, str, str]
+
+
+class _KnownKeys:
+    """Keys known to be stored, per (database, table, bucket, organisation, dimension), in this process.
+
+    Least recently used buckets are forgotten past :attr:`max_keys` keys in all
+    (a forgotten bucket is read again when next touched), so a flood of keys
+    cannot grow the process.
+    """
+
+    max_keys = 200_000
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[tuple[URL, str, _Group], set[str]] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: tuple[URL, str, _Group]) -> set[str] | None:
+        keys = self._buckets.get(key)
+        if keys is not None:
+            self._buckets.move_to_end(key)
+        return keys
+
+    def put(self, key: tuple[URL, str, _Group], keys: set[str]) -> None:
+        self._total += len(keys) - len(self._buckets.pop(key, ()))
+        self._buckets[key] = keys
+        while self._total > self.max_keys and len(self._buckets) > 1:
+            _, forgotten = self._buckets.popitem(last=False)
+            self._total -= len(forgotten)
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self._total = 0
+
+
+_known_keys = _KnownKeys()
+
+
+def forget_known_keys() -> None:
+    """Forget which keys each bucket holds (after the rollups were changed behind this process's back)."""
+    _known_keys.clear()
+
+
+async def _stored_keys(session: AsyncSession, table: RollupTable, groups: list[_Group]) -> dict[_Group, set[str]]:
+    """The keys stored in these buckets (overflow key left out): one index range of the primary key each."""
+    statement = (
+        select(table.bucket_start, table.organization_id, table.dimension, table.key)
+        .distinct()
+        .where(tuple_(table.bucket_start, table.organization_id, table.dimension).in_(groups))
+    )
+    stored: dict[_Group, set[str]] = {group: set() for group in groups}
+    for start, org, dimension, key in (await session.execute(statement)).all():
+        if key != OVERFLOW_KEY:
+            stored.setdefault((as_utc(start), org, dimension), set()).add(key)
+    return stored
+
+
+async def _cap_keys(session: AsyncSession, table: RollupTable, rows: list[Row], max_keys: int) -> list[Row]:
+    """``rows`` with the keys past the cap of their bucket replaced by the overflow key (and merged)."""
+    batch_keys: dict[_Group, set[str]] = {}
+    for start, org, dimension, key, _, _ in rows:
+        if dimension in CAPPED_DIMENSIONS and key != OVERFLOW_KEY:
+            batch_keys.setdefault((start, org, dimension), set()).add(key)
+    database = session.get_bind().engine.url
+    name = table.__tablename__
+    to_read = []
+    for group, keys in batch_keys.items():
+        known = _known_keys.get((database, name, group))
+        # Read the bucket only if the batch brings a key this process has not seen there and
+        # the bucket may still have room: the steady state and a flood into a full bucket read nothing.
+        if known is None or (len(known) < max_keys and not keys <= known):
+            to_read.append(group)
+    stored = await _stored_keys(session, table, to_read) if to_read else {}
+    overflowing: dict[_Group, set[str]] = {}
+    for group, keys in batch_keys.items():
+        known = _known_keys.get((database, name, group)) or set()
+        if group in stored:
+            known = known | stored[group]
+        new = keys - known
+        if new:
+            admitted = sorted(new)[: max(max_keys - len(known), 0)]
+            known = known | set(admitted)
+            if len(admitted) < len(new):
+                overflowing[group] = new.difference(admitted)
+        if new or group in stored:
+            _known_keys.put((database, name, group), known)
+    if not overflowing:
+        return rows
+    merged: Counter[tuple[datetime, str, str, str, str]] = Counter()
+    for start, org, dimension, key, risk, count in rows:
+        if key in overflowing.get((start, org, dimension), ()):
+            key = OVERFLOW_KEY
+        merged[(start, org, dimension, key, risk)] += count
+    return [(*row_key, count) for row_key, count in sorted(merged.items())]
+
+
+async def add_events(
+    *,
+    session: AsyncSession,
+    events: Iterable[Mapping[str, Any]],
+    max_keys: int = IngestLimits.rollup_max_keys_per_bucket,
+) -> None:
+    """Add the given (newly stored) events to the hourly, daily and weekly counts, in the caller's transaction.
+
+    At most ``max_keys`` distinct keys per organisation, bucket and capped dimension;
+    the events of further keys are counted under :data:`OVERFLOW_KEY`.
+    """
     hourly = _count_by_hour_number(events)
     if not hourly:
         return
@@ -199,7 +329,12 @@ async def add_events(*, session: AsyncSession, events: Iterable[Mapping[str, Any
     weekly = _regroup(daily, 7, _EPOCH_WEEKDAY)  # week n starts on day 7n - 3, a Monday
     # Sorted rows, tables always in the same order, take row locks in one order: concurrent
     # writers wait for each other but cannot deadlock.
-    rows_by_table = [_rows(hourly, _HOUR), _rows(daily, _DAY), _rows(weekly, _WEEK, _FIRST_MONDAY)]
+    rows_by_table = [
+        await _cap_keys(session, table, rows, max_keys)
+        for table, rows in zip(
+            _TABLES, [_rows(hourly, _HOUR), _rows(daily, _DAY), _rows(weekly, _WEEK, _FIRST_MONDAY)], strict=True
+        )
+    ]
     if session.get_bind().dialect.name == "postgresql":
         await _upsert_postgresql(session, rows_by_table)
     else:

@@ -13,7 +13,7 @@ from console.simulator import EventGenerator
 from db.configs import create_organization
 from db.devices import DeviceRefused, register_or_touch_device
 from db.event_schema import Hello, validate_log
-from db.events import store_events
+from db.events import StoredBatch, store_events
 from db.models import Device, IngestToken, LogEntry, LogHourlyCount
 from db.security import hash_token
 from db.tokens import TokenError, create_token, list_tokens, revoke_token, verify
@@ -33,33 +33,33 @@ async def risk_total(session: AsyncSession) -> int:
     return int(total or 0)
 
 
-async def test_store_events_inserts_new_events_and_returns_their_ids(session: AsyncSession) -> None:
+async def test_store_events_inserts_new_events_and_says_how_many(session: AsyncSession) -> None:
     events = rows(300)
-    ids = await store_events(session=session, events=events)
+    stored = await store_events(session=session, events=events)
     await session.commit()
-    assert ids == [event["id"] for event in events]
+    assert stored == StoredBatch(events=300, inserted=300)
     assert await session.scalar(select(func.count()).select_from(LogEntry)) == 300
     assert await risk_total(session) == 300
 
 
-async def test_store_events_returns_already_present_ids_without_storing_or_counting_again(
+async def test_store_events_counts_already_present_events_as_stored_without_storing_or_counting_again(
     session: AsyncSession,
 ) -> None:
     events = rows(10)
     await store_events(session=session, events=events[:6])
     await session.commit()
-    ids = await store_events(session=session, events=events)
+    stored = await store_events(session=session, events=events)
     await session.commit()
-    assert ids == [event["id"] for event in events]
+    assert stored == StoredBatch(events=10, inserted=4)
     assert await session.scalar(select(func.count()).select_from(LogEntry)) == 10
     assert await risk_total(session) == 10
 
 
 async def test_duplicates_within_one_batch_are_stored_once(session: AsyncSession) -> None:
     (event,) = rows(1)
-    ids = await store_events(session=session, events=[event, event, event])
+    stored = await store_events(session=session, events=[event, event, event])
     await session.commit()
-    assert ids == [event["id"]]
+    assert stored == StoredBatch(events=1, inserted=1)
     assert await risk_total(session) == 1
 
 
@@ -67,7 +67,7 @@ async def test_stored_event_keeps_every_field(session: AsyncSession) -> None:
     (event,) = rows(1)
     await store_events(session=session, events=[event])
     await session.commit()
-    row = await session.get(LogEntry, event["id"])
+    row = await session.get(LogEntry, (event["id"], event["organization_id"]))
     assert row is not None
     for name in ("timestamp", "device_id", "user_id", "organization_id", "tool_name", "tool_type", "risk_level",
                  "prompt_length", "detected_entity_types", "entity_count", "was_sanitized", "log_metadata"):  # fmt: skip

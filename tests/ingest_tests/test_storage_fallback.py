@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from console.simulator import EventGenerator
 from db.engine import new_sessionmaker
 from db.event_schema import Hello, validate_log
-from db.events import store_events
+from db.events import StoredBatch, store_events
 from db.models import LogEntry, LogHourlyCount
 
 HELLO = Hello("acme", "t", "dev-1", "alice@acme.example", "browser", "1.0")
@@ -39,9 +39,9 @@ async def test_batch_with_a_stored_id_in_the_middle_stores_the_rest_once_and_cou
     events = rows(50)
     await store_events(session=session, events=[events[25]])
     await session.commit()
-    ids = await store_events(session=session, events=events)
+    stored = await store_events(session=session, events=events)
     await session.commit()
-    assert ids == [event["id"] for event in events]
+    assert stored == StoredBatch(events=50, inserted=49)
     assert await stored_and_counted(session) == (50, 50)
 
 
@@ -49,9 +49,9 @@ async def test_fallback_keeps_what_the_same_transaction_stored_before(session: A
     # The failed COPY is undone by its savepoint only: the first batch, not yet committed, stays.
     events = rows(20)
     await store_events(session=session, events=events[:10])
-    ids = await store_events(session=session, events=events[5:])
+    stored = await store_events(session=session, events=events[5:])
     await session.commit()
-    assert ids == [event["id"] for event in events[5:]]
+    assert stored == StoredBatch(events=15, inserted=10)
     assert await stored_and_counted(session) == (20, 20)
 
 
@@ -79,7 +79,7 @@ async def test_batch_racing_another_writer_for_the_same_id_stores_it_once(
         done, _ = await asyncio.wait({racing}, timeout=0.3)
         assert not done, "the second writer should wait for the first one's commit"
         await first.commit()
-        assert await racing == [event["id"] for event in events[9:]]
+        assert await racing == StoredBatch(events=31, inserted=30)
         await second.commit()
     async with sessions() as session:
         assert await stored_and_counted(session) == (40, 40)

@@ -1,0 +1,178 @@
+"""The scrub: rows stored under older rules survive migration 0008, are reported by a dry run and repaired by --apply."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.engine import new_engine, new_sessionmaker
+from db.models import AuditEvent, Device, LogEntry, LogHourlyCount
+from db.rollups import OVERFLOW_KEY
+from db.scrub import ScrubReport, repaired_identifier, scrub
+from tests.conftest import BACKENDS, drop_postgres_database, new_database_url, settings_for
+from tests.db_tests.test_migrations import run_alembic
+
+NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
+BAD_ID, CLEAN_ID = uuid.uuid4(), uuid.uuid4()
+BAD_TOOL = "Chat\u202eGPT"
+BAD_DEVICE = "dev\x1b[31m"
+
+
+def _log(event_id: uuid.UUID, tool_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event_id, "timestamp": NOW, "device_id": "dev-1", "user_id": "ann", "organization_id": "acme",
+        "tool_name": tool_name, "tool_type": "web", "risk_level": "green", "prompt_length": 1,
+        "detected_entity_types": [], "entity_count": 0, "was_sanitized": False, "log_metadata": metadata,
+        "created_at": NOW,
+    }  # fmt: skip
+
+
+def _rollup(key: str, count: int) -> dict[str, Any]:
+    return {"bucket_start": NOW, "organization_id": "acme", "dimension": "tool", "key": key,
+            "risk_level": "green", "event_count": count}  # fmt: skip
+
+
+def _write_legacy_rows(url: str) -> None:
+    """Rows the rules of revision 0007 let through and today's refuse."""
+
+    async def go() -> None:
+        engine = new_engine(settings_for(url))
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    insert(LogEntry.__table__),
+                    [
+                        _log(BAD_ID, BAD_TOOL, {"browser": "Firefox 133", "note": "left a message"}),
+                        _log(CLEAN_ID, "Claude", {"os": "macOS 15"}),
+                    ],
+                )
+                await connection.execute(
+                    insert(Device.__table__).values(
+                        id=uuid.uuid4(), device_id=BAD_DEVICE, user_id="ann", device_type="cli",
+                        registered_at=NOW, last_seen=NOW, is_active=False, organization_id="acme",
+                    )  # fmt: skip
+                )
+                rows = [_rollup(BAD_TOOL, 2), _rollup(OVERFLOW_KEY, 1), _rollup("Claude", 3)]
+                await connection.execute(insert(LogHourlyCount.__table__), rows)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(params=BACKENDS)
+def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that held rows breaking today's rules when it was upgraded from 0007 to head."""
+    url = new_database_url(request.param, tmp_path)
+    run_alembic(url, lambda config, _: command.upgrade(config, "0007"))
+    _write_legacy_rows(url)
+    run_alembic(url, lambda config, _: command.upgrade(config, "head"))
+    yield url
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+async def _in_session(url: str, work: Any) -> Any:
+    engine = new_engine(settings_for(url))
+    try:
+        async with new_sessionmaker(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def run(url: str, work: Any) -> Any:
+    return asyncio.run(_in_session(url, work))
+
+
+async def _tool_keys(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(LogHourlyCount.key, LogHourlyCount.event_count).where(LogHourlyCount.dimension == "tool")
+    )
+    return {key: count for key, count in rows.all()}
+
+
+def test_upgrade_keeps_rows_that_break_the_new_rules(legacy_url: str) -> None:
+    async def work(session: AsyncSession) -> tuple[int, dict[str, int]]:
+        return int(await session.scalar(select(func.count()).select_from(LogEntry)) or 0), await _tool_keys(session)
+
+    assert run(legacy_url, work) == (2, {BAD_TOOL: 2, OVERFLOW_KEY: 1, "Claude": 3})
+
+
+def test_dry_run_reports_what_the_rules_refuse_and_changes_nothing(legacy_url: str) -> None:
+    async def work(session: AsyncSession) -> tuple[ScrubReport, dict[str, int], int]:
+        report = await scrub(session=session)
+        audits = int(await session.scalar(select(func.count()).select_from(AuditEvent)) or 0)
+        return report, await _tool_keys(session), audits
+
+    report, keys, audits = run(legacy_url, work)
+    assert not report.applied
+    assert (report.metadata_rows, report.metadata_entries) == (1, 1)
+    assert report.identifiers == {"log_entries.tool_name": 1, "devices.device_id": 1}
+    assert (report.rollup_keys, report.rollup_rows, report.rollup_events) == (1, 1, 2)
+    assert keys == {BAD_TOOL: 2, OVERFLOW_KEY: 1, "Claude": 3}
+    assert audits == 0
+
+
+def test_apply_repairs_the_rows_keeps_the_totals_and_is_audited(legacy_url: str) -> None:
+    async def work(session: AsyncSession) -> tuple[ScrubReport, Any, Any, dict[str, int], list[AuditEvent]]:
+        report = await scrub(session=session, apply=True, actor="tester")
+        bad = await session.scalar(select(LogEntry).where(LogEntry.id == BAD_ID))
+        device = await session.scalar(select(Device))
+        audits = list((await session.scalars(select(AuditEvent))).all())
+        return report, bad, device, await _tool_keys(session), audits
+
+    report, bad, device, keys, audits = run(legacy_url, work)
+    assert bad.tool_name == "Chat\\u202eGPT"
+    assert bad.log_metadata == {"browser": "Firefox 133"}
+    assert device.device_id == "dev\\x1b[31m"
+    assert device.is_active is False
+    assert keys == {OVERFLOW_KEY: 3, "Claude": 3}
+    assert [(a.action, a.actor) for a in audits] == [("scrub.apply", "tester")]
+    assert audits[0].changes["scrub"]["after"]["rollup_events"] == 2
+    if legacy_url.startswith("postgresql"):
+        assert not report.not_validated
+        assert "ck_log_entries_tool_name_identifier" in report.validated
+    again = run(legacy_url, lambda session: scrub(session=session))
+    assert again.found == 0
+
+
+def test_apply_leaves_the_constraints_valid_on_postgresql(legacy_url: str) -> None:
+    if not legacy_url.startswith("postgresql"):
+        pytest.skip("SQLite has no NOT VALID constraints")
+    run(legacy_url, lambda session: scrub(session=session, apply=True))
+
+    async def invalid(session: AsyncSession) -> list[str]:
+        result = await session.execute(text("SELECT conname FROM pg_constraint WHERE NOT convalidated"))
+        return list(result.scalars().all())
+
+    assert run(legacy_url, invalid) == []
+
+
+def test_scrub_command_dry_run_prints_stored_strings_as_visible_escapes(legacy_url: str) -> None:
+    env = {"DATABASE_URL": legacy_url, "PATH": "/usr/bin:/bin", "AIFW_BCRYPT_ROUNDS": "4"}
+    done = subprocess.run(
+        [sys.executable, "-m", "console", "scrub"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dry run" in done.stdout
+    assert "\x1b" not in done.stdout
+    assert "\u202e" not in done.stdout
+    assert "--apply" in done.stdout
+
+
+def test_repaired_identifier_spells_refused_characters_and_keeps_joiners_between_letters() -> None:
+    assert repaired_identifier("a\x1bb", max_chars=10) == "a\\x1bb"
+    assert repaired_identifier("ann\u200cbob\u200c", max_chars=20, joiners_between_letters=True) == "ann\u200cbob\\u200c"
+    assert repaired_identifier("\u200b", max_chars=5) == "\\u200"
