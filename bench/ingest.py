@@ -10,16 +10,21 @@ postgres@127.0.0.1:5432):
    (``bench/ingest.py --drive``) with several agent connections sending as fast as
    acknowledgements allow: sustained events/s and p50/p99 send→ack;
 4. runs the load again paced at half that rate: p99 send→ack there;
-5. prints the figures and the ratio to the COPY ceiling, then drops the databases.
+5. prints the figures and the ratio to the COPY ceiling, then drops the databases;
+6. times the validator of this tree against the one before the input hardening
+   (``git show ac3ac3f:db/event_schema.py``) on the same events, and prints the CPU
+   the new checks add per event as a share of the server's CPU per event.
 
 Usage: ``python bench/ingest.py [--connections 8] [--seconds 10] [--copy-rows 60000]``.
-Targets (issue 3): at least 50 % of the COPY ceiling; p99 ack under 100 ms at half rate.
+Targets (issue 3): at least 50 % of the COPY ceiling; p99 ack under 100 ms at half rate; the hardened
+validation adds at most 5 % to the server's CPU per event.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import resource
@@ -132,6 +137,46 @@ async def prepare_org(url: str) -> str:
             return token
     finally:
         await engine.dispose()
+
+
+#: The commit whose validator is the baseline of the validation cost (before the input hardening).
+BASELINE_VALIDATOR_COMMIT = "ac3ac3f"
+VALIDATION_CEILING = 0.05
+
+
+def load_baseline_validator() -> Any:
+    """db/event_schema.py as of BASELINE_VALIDATOR_COMMIT, as a module of its own (its imports resolve to this tree)."""
+    source = subprocess.run(
+        ["git", "show", f"{BASELINE_VALIDATOR_COMMIT}:db/event_schema.py"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    spec = importlib.util.spec_from_loader("bench_baseline_event_schema", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{BASELINE_VALIDATOR_COMMIT}:db/event_schema.py", "exec"), module.__dict__)
+    return module
+
+
+def validation_cpu_per_event(events: list[dict[str, Any]], rounds: int = 7) -> tuple[float, float]:
+    """CPU seconds per event of the baseline and of this tree's ``validate_log``, same events, interleaved.
+
+    The best of ``rounds`` of each, alternating, so both see the same machine load.
+    """
+    baseline = load_baseline_validator()
+    old_hello = baseline.Hello(ORG, "t", "bench-validate", "v@bench.example", "browser", None)
+    new_hello = Hello(ORG, "t", "bench-validate", "v@bench.example", "browser", None)
+    old_best = new_best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        for event in events:
+            baseline.validate_log(event, hello=old_hello)
+        old_best = min(old_best, time.process_time() - started)
+        started = time.process_time()
+        for event in events:
+            validate_log(event, hello=new_hello)
+        new_best = min(new_best, time.process_time() - started)
+    return old_best / len(events), new_best / len(events)
 
 
 # --- the load process ------------------------------------------------------------------------------
@@ -276,6 +321,16 @@ async def orchestrate(args: argparse.Namespace) -> None:
             f"server CPU: {server_cpu:.1f} s for {full['acked']:,} events "
             f"({server_cpu / max(full['acked'], 1) * 1e6:.0f} µs per event, parse+validate+store+ack); "
             f"load process CPU: {full['client_cpu_s']:.1f} s"
+        )
+        server_cpu_per_event = server_cpu / max(full["acked"], 1)
+        generator = EventGenerator(seed=5)
+        sample = [generator.event(device_type=kind) for kind in ("browser", "desktop", "cli") for _ in range(10_000)]
+        old_cost, new_cost = validation_cpu_per_event(sample)
+        added = (new_cost - old_cost) / server_cpu_per_event
+        print(
+            f"validation: {new_cost * 1e6:.2f} µs per event now, {old_cost * 1e6:.2f} µs before the input hardening "
+            f"({BASELINE_VALIDATOR_COMMIT}); added {added:+.1%} of the server's CPU per event "
+            f"(ceiling {VALIDATION_CEILING:.0%}: {added / VALIDATION_CEILING:.2f} of it)"
         )
         ratio = full["events_per_second"] / copy_rate
         print(f"ratio to the COPY ceiling: {ratio:.0%} (target >= 50%)")

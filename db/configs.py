@@ -2,6 +2,13 @@
 
 Retention bounds and the shape of thresholds and patterns are checked here
 and only here; the console, the CLI and the scheduler all call these functions.
+
+Organisation ids are stored as first spelled and are unique and looked up
+regardless of case (``ACME`` finds ``acme``; a unique index on
+``lower(organization_id)``). Logs, devices and rollups keep the spelling the
+agents send, so agents must send the id exactly as created (a token only
+opens its organisation's exact spelling, see :func:`db.tokens.verify`).
+Custom patterns are RE2 (:mod:`db.regex_engine`): they run on every agent.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
+from db.field_lengths import length_problem
 from db.models import FirewallConfig
+from db.regex_engine import PatternSyntaxError, compile_pattern
 from db.vocabulary import (
     DEFAULT_MONITORED_TOOLS,
     DEFAULT_RETENTION_DAYS,
@@ -27,6 +36,10 @@ from db.vocabulary import (
 )
 
 ORGANIZATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Bounds of a custom pattern's fields (they live in JSON, so no column says it).
+MAX_PATTERN_NAME_CHARS = 100
+MAX_PATTERN_REGEX_CHARS = 1000
+MAX_PATTERN_ENTITY_TYPE_CHARS = 64
 
 
 class ConfigError(ValueError):
@@ -52,6 +65,8 @@ def validate_retention_days(value: object) -> int:
 
 def validate_organization_id(value: object) -> str:
     """Return the organisation id, or raise ConfigError if it is not 1–64 safe characters."""
+    if isinstance(value, str) and (problem := length_problem(FirewallConfig.organization_id, value)):
+        raise ConfigError(problem)
     if not isinstance(value, str) or not ORGANIZATION_ID_PATTERN.match(value):
         raise ConfigError(
             "organization_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit;"
@@ -115,7 +130,7 @@ def validate_sensitivity_thresholds(thresholds: object) -> dict[str, Any]:
 
 
 def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
-    """Each pattern is ``{"name", "regex", "entity_type", "severity"}``; the regex must compile."""
+    """Each pattern is ``{"name", "regex", "entity_type", "severity"}``; the regex must compile as RE2."""
     if not isinstance(patterns, list):
         raise ConfigError("custom_patterns must be a list")
     cleaned = []
@@ -123,18 +138,33 @@ def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
         if not isinstance(pattern, dict):
             raise ConfigError(f"custom_patterns[{index}] must be an object")
         name = pattern.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            raise ConfigError(f"custom_patterns[{index}].name must be 1-100 characters")
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_PATTERN_NAME_CHARS:
+            got = f"; got {len(name.strip()):,}" if isinstance(name, str) and name.strip() else ""
+            raise ConfigError(
+                f"custom_patterns[{index}].name must be 1-{MAX_PATTERN_NAME_CHARS} characters{got}"
+            )
         regex = pattern.get("regex")
-        if not isinstance(regex, str) or not regex or len(regex) > 1000:
-            raise ConfigError(f"custom_patterns[{index}].regex must be 1-1000 characters")
+        if not isinstance(regex, str) or not regex or len(regex) > MAX_PATTERN_REGEX_CHARS:
+            got = f"; got {len(regex):,}" if isinstance(regex, str) and regex else ""
+            raise ConfigError(
+                f"custom_patterns[{index}].regex must be 1-{MAX_PATTERN_REGEX_CHARS:,} characters{got}"
+            )
         try:
-            re.compile(regex)
-        except re.error as error:
-            raise ConfigError(f"custom pattern {name!r}: regex does not compile: {error}") from None
+            compile_pattern(regex)
+        except PatternSyntaxError as error:
+            raise ConfigError(
+                f"custom pattern {name.strip()!r}: regex does not compile as RE2 (the linear-time engine "
+                f"agents use): {error}"
+            ) from None
         entity_type = pattern.get("entity_type")
-        if not isinstance(entity_type, str) or not entity_type.strip() or len(entity_type) > 64:
-            raise ConfigError(f"custom_patterns[{index}].entity_type must be 1-64 characters")
+        if (
+            not isinstance(entity_type, str)
+            or not entity_type.strip()
+            or len(entity_type.strip()) > MAX_PATTERN_ENTITY_TYPE_CHARS
+        ):
+            raise ConfigError(
+                f"custom_patterns[{index}].entity_type must be 1-{MAX_PATTERN_ENTITY_TYPE_CHARS} characters"
+            )
         severity = pattern.get("severity", "amber")
         if severity not in RISK_LEVELS:
             raise ConfigError(f"custom_patterns[{index}].severity must be one of {', '.join(RISK_LEVELS)}")
@@ -189,10 +219,19 @@ def effective_config(organization_id: str, row: FirewallConfig | None) -> Effect
     )
 
 
+def _validate_updated_by(updated_by: str | None) -> str | None:
+    if updated_by is not None and (problem := length_problem(FirewallConfig.updated_by, updated_by)):
+        raise ConfigError(problem)
+    return updated_by
+
+
 async def get_config(*, session: AsyncSession, organization_id: str) -> FirewallConfig | None:
-    """The organisation's config row, or None if it has none."""
+    """The organisation's config row, whatever the case of ``organization_id``, or None if it has none."""
+    if not organization_id.isascii():
+        # Ids are ASCII; lowering other text could fold it onto one (the Kelvin sign lowers to "k").
+        return None
     return await session.scalar(
-        select(FirewallConfig).where(FirewallConfig.organization_id == organization_id)
+        select(FirewallConfig).where(func.lower(FirewallConfig.organization_id) == organization_id.lower())
     )
 
 
@@ -207,10 +246,13 @@ async def create_organization(
     updated_by: str | None,
     log_retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> FirewallConfig:
-    """Create an organisation's config with the defaults; ConfigError if it exists or is invalid."""
+    """Create an organisation's config with the defaults; ConfigError if it exists (in any case) or is invalid."""
     organization_id = validate_organization_id(organization_id)
-    if await get_config(session=session, organization_id=organization_id) is not None:
-        raise ConfigError(f"organisation {organization_id!r} already exists")
+    updated_by = _validate_updated_by(updated_by)
+    existing = await get_config(session=session, organization_id=organization_id)
+    if existing is not None:
+        spelled = "" if existing.organization_id == organization_id else f" as {existing.organization_id!r}"
+        raise ConfigError(f"organisation {organization_id!r} already exists{spelled}")
     row = FirewallConfig(
         organization_id=organization_id,
         monitored_tools=default_monitored_tools(),
@@ -239,6 +281,7 @@ async def update_config(
     row = await get_config(session=session, organization_id=organization_id)
     if row is None:
         raise ConfigError(f"organisation {organization_id!r} does not exist")
+    updated_by = _validate_updated_by(updated_by)
     new_values: dict[str, Any] = {}
     if monitored_tools is not None:
         new_values["monitored_tools"] = validate_monitored_tools(monitored_tools)

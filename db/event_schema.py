@@ -1,65 +1,54 @@
 """Validation of what agents send: ``hello`` and ``log`` messages become typed rows or a clear refusal.
 
-Every field is checked for type and range, and no prompt content ever passes:
-a field whose name says it carries content (``prompt``, ``text``, ``messages``,
-``userPrompt``, ``prompt_text`` …), at the top level or inside ``log_metadata``,
-refuses the whole event with ``content_not_allowed``. Messages are one line in
-plain words, e.g. "risk_level must be one of green, amber, red; got 'purple'".
+Every field is checked for type and range, identifiers against db/identifiers.py,
+``log_metadata`` against the organisation's closed key map (db/metadata_keys.py),
+and no prompt content ever passes: a field whose normalised name says it carries
+content (``prompt``, ``PrOmPt``, ``usermessage``, ``pro\u200bmpt`` …) refuses the
+whole event with ``content_not_allowed``. Unknown fields and oversized objects are
+refused before any per-key work. Messages are one line in plain words, e.g.
+"risk_level must be one of green, amber, red; got 'purple'", and never repeat a
+nested value.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from db.base import as_utc, utcnow
+from db.base import utcnow
 from db.configs import ConfigError, validate_organization_id
+from db.identifiers import (
+    ENTITY_TYPE_PATTERN,
+    MAX_DEVICE_ID_CHARS,
+    MAX_ENTITY_TYPE_CHARS,
+    MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_STRING_CHARS,
+    MAX_TOOL_NAME_CHARS,
+    MAX_USER_ID_CHARS,
+    forbidden_character,
+)
+from db.metadata_keys import MAX_METADATA_KEYS, STANDARD_KEYS, Shape, is_content_key, metadata_problem
 from db.vocabulary import DEVICE_TYPES, RISK_LEVELS, TOOL_TYPES
 
-# Bounds, in characters unless said otherwise (columns: device_id 128, user_id 255, tool_name 100).
-MAX_DEVICE_ID_CHARS: Final = 128
-MAX_USER_ID_CHARS: Final = 255
-MAX_TOOL_NAME_CHARS: Final = 100
+# Bounds, in characters unless said otherwise; identifiers' bounds are db/identifiers.py's.
 MAX_AGENT_VERSION_CHARS: Final = 64
 MAX_TOKEN_CHARS: Final = 256
 MAX_PROMPT_LENGTH: Final = 10_000_000
 MAX_ENTITY_COUNT: Final = 100_000
 MAX_ENTITY_TYPES: Final = 64
-MAX_ENTITY_TYPE_CHARS: Final = 64
-MAX_METADATA_KEYS: Final = 32
-MAX_METADATA_KEY_CHARS: Final = 64
-MAX_METADATA_STRING_CHARS: Final = 256
-MAX_METADATA_BYTES: Final = 4096
 MAX_FUTURE_SKEW: Final = timedelta(days=1)
 MAX_EVENT_AGE: Final = timedelta(days=400)
 MAX_TIMESTAMP_CHARS: Final = 64
-
-#: Words that, as part of a field name, say the field carries prompt or answer content.
-CONTENT_WORDS: Final = frozenset(
-    {
-        "prompt", "prompts", "content", "contents", "text", "texts", "completion", "completions",
-        "response", "responses", "message", "messages", "input", "inputs", "output", "outputs",
-        "query", "queries", "body", "answer", "answers", "reply", "replies", "question", "questions",
-        "transcript", "conversation", "conversations", "chat", "snippet", "snippets", "clipboard",
-        "selection", "instruction", "instructions", "document", "attachment", "attachments",
-    }
-)
-#: Content words distinctive enough to spot inside run-together names such as "userprompt".
-CONTENT_STEMS: Final = ("prompt", "completion", "messages", "transcript", "conversation", "clipboard")
-#: A last word that makes a content-named field a measure ("prompt_length"), allowed when its value is a number.
-MEASURE_WORDS: Final = frozenset(
-    {"length", "len", "count", "size", "chars", "characters", "tokens", "bytes", "words", "lines", "ms"}
-)
-#: A last word that makes a content-named field a label ("conversation_id", "prompt_type"), allowed
-#: when its value is a number or a single short token (no spaces), which cannot hold a sentence.
-LABEL_WORDS: Final = frozenset({"id", "ids", "uuid", "hash", "type", "kind", "format", "mode", "lang", "language"})
-MAX_LABEL_CHARS: Final = 64
-_LABEL_VALUE = re.compile(rf"^\S{{0,{MAX_LABEL_CHARS}}}$")
+#: Unknown field names looked at to tell content from a mere unknown field; past these the line is refused
+#: as it is, so a line of thousands of keys costs no more than one of a few.
+MAX_CLASSIFIED_NAMES: Final = 16
+#: A hello may carry at most this many fields the server does not read (they are ignored).
+MAX_HELLO_EXTRA_FIELDS: Final = 16
 
 LOG_FIELDS: Final = frozenset(
     {
@@ -68,6 +57,9 @@ LOG_FIELDS: Final = frozenset(
         "device_id", "organization_id",
     }
 )
+HELLO_FIELDS: Final = frozenset(
+    {"type", "organization_id", "token", "device_id", "user_id", "device_type", "agent_version"}
+)
 #: The stable set of protocol error codes and what each means (docs/protocol.md lists them too).
 #: ``closes`` codes end the connection after the error line; the others skip the one line.
 ERROR_CODES: Final = {
@@ -75,16 +67,22 @@ ERROR_CODES: Final = {
     "line_too_long": "the line is longer than INGEST_MAX_LINE_BYTES; it was discarded up to its newline",
     "unknown_type": "the message has no type, or a type the server does not know",
     "invalid_event": "a log event failed validation (the message says which field and why)",
-    "content_not_allowed": "a field may carry prompt content; the event was refused and nothing of it stored",
+    "content_not_allowed": (
+        "a field may carry prompt content; the event was refused and nothing of it stored (in a hello: closes)"
+    ),
     "unexpected_hello": "a second hello on a connection that already said hello",
     "hello_required": "the first message was not a hello (closes)",
     "invalid_hello": "the hello is malformed (closes)",
     "unauthorized": "wrong or revoked token, or unknown organisation (closes)",
     "device_disabled": "the device is switched off in the console (closes)",
     "device_conflict": "the device id is registered to another organisation (closes)",
+    "too_many_devices": "the organisation registered INGEST_MAX_NEW_DEVICES_PER_HOUR devices this hour (closes)",
     "hello_timeout": "no hello within INGEST_HELLO_TIMEOUT_SECONDS (closes)",
     "idle_timeout": "no complete line within INGEST_IDLE_TIMEOUT_SECONDS (closes)",
-    "overloaded": "the server has INGEST_MAX_CONNECTIONS connections already (closes)",
+    "line_timeout": "a line did not end within INGEST_LINE_TIMEOUT_SECONDS of its first byte (closes)",
+    "overloaded": "the server is full, or this connection was shed to make room, or its token is at "
+    "INGEST_MAX_CONNECTIONS_PER_TOKEN (closes)",
+    "replaced": "a newer connection of the same device said hello; this older one is closed (closes)",
     "unavailable": "the database cannot be reached right now; retry later (closes during hello)",
     "shutting_down": "the server is stopping; what was acknowledged is stored; reconnect later (closes)",
     "internal_error": "an unexpected server fault; the event was not stored",
@@ -96,16 +94,22 @@ CLOSING_CODES: Final = frozenset(
         "unauthorized",
         "device_disabled",
         "device_conflict",
+        "too_many_devices",
         "hello_timeout",
         "idle_timeout",
+        "line_timeout",
         "overloaded",
+        "replaced",
         "unavailable",
         "shutting_down",
     }
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
-_WORDS = re.compile(r"[^a-z0-9]+")
+#: The one timestamp profile: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or ±HH:MM (T and Z in either case).
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_entity_type = ENTITY_TYPE_PATTERN.fullmatch
+_STANDARD_KEYS = STANDARD_KEYS
 
 
 class EventError(ValueError):
@@ -136,97 +140,126 @@ class Hello:
 # --- content detection -------------------------------------------------------------------------
 
 
-def _name_words(name: str) -> list[str]:
-    return [word for word in _WORDS.split(_CAMEL.sub(r"\1_\2", name).lower()) if word]
-
-
-@functools.lru_cache(maxsize=4096)
-def _classify_name(name: str) -> tuple[bool, str | None]:
-    """(mentions content, "measure" or "label" if its last word qualifies it); names repeat, so cached."""
-    words = _name_words(name)
-    if not words:
-        return False, None
-    mentions_content = any(word in CONTENT_WORDS for word in words) or any(
-        stem in word for word in words for stem in CONTENT_STEMS
-    )
-    qualifier = None
-    if len(words) > 1 and words[-1] in MEASURE_WORDS:
-        qualifier = "measure"
-    elif len(words) > 1 and words[-1] in LABEL_WORDS:
-        qualifier = "label"
-    return mentions_content, qualifier
-
-
 def is_content_field(name: str, value: object) -> bool:
-    """True if a field of this name (and value) would carry prompt or answer content.
+    """True if a field of this name (and value) may carry prompt or answer content.
 
-    ``prompt_length: 812`` is a measure and ``conversation_id: "c-81f2"`` a label, both allowed;
-    ``prompt_length: "…"`` or ``conversation_id: "my salary is…"`` are content.
+    The name is normalised first (db/metadata_keys.py), so ``PrOmPt``, ``usermessage`` or a
+    Cyrillic ``рrompt`` count; ``prompt_length: 812`` is a measure and allowed, ``prompt_length:
+    "…"`` is content.
     """
-    mentions_content, qualifier = _classify_name(name[:200])
-    if not mentions_content:
-        return False
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if qualifier == "measure":
-        return not is_number
-    if qualifier == "label":
-        return not (is_number or value is None or (isinstance(value, str) and _LABEL_VALUE.match(value)))
-    return True
+    return is_content_key(name, value)
 
 
-def find_content_field(message: dict[str, Any], *, allowed: frozenset[str] = LOG_FIELDS) -> str | None:
-    """The first field (``log_metadata.x`` for nested ones) that carries content, or None."""
-    return _find_content(message, message.keys() - allowed if allowed else message.keys())
+def _content_path(value: object, path: str, budget: list[int], depth: int = 0) -> str | None:
+    """The first content-named field inside ``value`` (objects and lists), looking at ``budget[0]`` names at most."""
+    if depth > 4:
+        return None
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if budget[0] <= 0:
+                return None
+            budget[0] -= 1
+            if is_content_key(name, item):
+                return f"{path}.{name[:64]}"
+            found = _content_path(item, f"{path}.{name[:64]}", budget, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value[:MAX_CLASSIFIED_NAMES]:
+            found = _content_path(item, path, budget, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
-def _find_content(message: dict[str, Any], names: Iterable[str]) -> str | None:
-    """:func:`find_content_field` once the names not allowed at the top level are known."""
-    for name in names:
-        if is_content_field(name, message[name]):
+def find_content_field(message: dict[str, Any], names: Iterable[str]) -> str | None:
+    """Among ``names`` (fields of ``message`` it does not know), the first that carries content, or None.
+
+    At most :data:`MAX_CLASSIFIED_NAMES` names are looked at, nested ones included, so the cost
+    of a refusal is bounded however many keys a line has.
+    """
+    budget = [MAX_CLASSIFIED_NAMES]
+    for name in itertools.islice(names, MAX_CLASSIFIED_NAMES):
+        budget[0] -= 1
+        if is_content_key(name, message[name]):
             return name
-    metadata = message.get("log_metadata")
-    if isinstance(metadata, dict):
-        found = _find_nested_content(metadata, "log_metadata", depth=0)
-        if found is not None:
+        found = _content_path(message[name], name, budget)
+        if found is not None or budget[0] <= 0:
             return found
     return None
 
 
-def _find_nested_content(value: dict[str, Any], path: str, *, depth: int) -> str | None:
-    for name, item in value.items():
-        if is_content_field(str(name), item):
-            return f"{path}.{name}"
-        # Hot path: a flat metadata object (the usual case) builds no path strings.
-        if isinstance(item, dict) and depth < 8:
-            found = _find_nested_content(item, f"{path}.{name}", depth=depth + 1)
-            if found is not None:
-                return found
-        elif isinstance(item, list) and depth < 8:
-            for element in item:
-                if isinstance(element, dict):
-                    found = _find_nested_content(element, f"{path}.{name}", depth=depth + 1)
-                    if found is not None:
-                        return found
-    return None
+def _refuse_content(field_name: str) -> EventError:
+    return EventError(
+        "content_not_allowed",
+        f"field {field_name!r} may carry prompt content; events carry metadata only, so nothing of it was stored",
+    )
 
 
 # --- field checks --------------------------------------------------------------------------------
 
 
-def _text(message: dict[str, Any], name: str, *, max_chars: int, required: bool = True) -> str | None:
+def identifier_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is not a valid identifier ``name`` under today's rules, or None if it is.
+
+    ``name`` is one of ``tool_name``, ``user_id``, ``device_id``, ``organization_id``,
+    ``entity_type``, ``metadata_key``, ``metadata_value`` (db/identifiers.py has the rules).
+    Used by the validator and to scrub rows stored under older rules.
+    """
+    if name == "organization_id":
+        if not isinstance(value, str):
+            return f"organization_id must be a string; got {_kind(value)}"
+        try:
+            validate_organization_id(value)
+        except ConfigError as error:
+            return str(error)
+        return None
+    if not isinstance(value, str):
+        return f"{name} must be a string; got {_kind(value)}"
+    if name == "entity_type":
+        if _entity_type(value) is None:
+            return (
+                f"entity types must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, digits or '_', starting with a"
+                f" letter (EMAIL, API_KEY); got {_shown(value)}"
+            )
+        return None
+    maximum = _IDENTIFIER_BOUNDS.get(name)
+    if maximum is None:
+        raise ValueError(f"no identifier rule for {name!r}; one of {', '.join(IDENTIFIER_NAMES)}")
+    if not value.strip():
+        return f"{name} must not be empty"
+    if len(value) > maximum:
+        return f"{name} must be at most {maximum} characters; got {len(value)}"
+    bad = forbidden_character(value, joiners_between_letters=name == "user_id")
+    if bad is not None:
+        return (
+            f"{name} must not contain control, invisible or direction-changing characters"
+            f" (ANSI escapes, zero-width, bidi overrides, byte order marks); found {bad}"
+        )
+    return None
+
+
+_IDENTIFIER_BOUNDS: Final[dict[str, int]] = {
+    "tool_name": MAX_TOOL_NAME_CHARS,
+    "user_id": MAX_USER_ID_CHARS,
+    "device_id": MAX_DEVICE_ID_CHARS,
+    "agent_version": MAX_AGENT_VERSION_CHARS,
+    "metadata_key": MAX_METADATA_KEY_CHARS,
+    "metadata_value": MAX_METADATA_STRING_CHARS,
+}
+#: The names :func:`identifier_problem` knows.
+IDENTIFIER_NAMES: Final = ("organization_id", "entity_type", *_IDENTIFIER_BOUNDS)
+
+
+def _text(message: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = message.get(name)
     if value is None:
         if required:
             raise invalid(f"{name} is required")
         return None
-    if not isinstance(value, str):
-        raise invalid(f"{name} must be a string; got {_kind(value)}")
-    if not value.strip():
-        raise invalid(f"{name} must not be empty")
-    if len(value) > max_chars:
-        raise invalid(f"{name} must be at most {max_chars} characters; got {len(value)}")
-    if _CONTROL.search(value):
-        raise invalid(f"{name} must not contain control characters")
+    problem = identifier_problem(name, value)
+    if problem is not None:
+        raise invalid(problem)
     return value
 
 
@@ -234,15 +267,14 @@ def _choice(message: dict[str, Any], name: str, choices: tuple[str, ...]) -> str
     value = message.get(name)
     if value is None:
         raise invalid(f"{name} is required (one of {', '.join(choices)})")
-    if value not in choices:
-        shown = repr(value) if isinstance(value, str) and len(value) <= 40 else _kind(value)
-        raise invalid(f"{name} must be one of {', '.join(choices)}; got {shown}")
-    return str(value)
+    if type(value) is not str or value not in choices:
+        raise invalid(f"{name} must be one of {', '.join(choices)}; got {_shown(value)}")
+    return value
 
 
 def _whole(message: dict[str, Any], name: str, *, maximum: int, default: int) -> int:
     value = message.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if type(value) is not int:
         raise invalid(f"{name} must be a whole number; got {_kind(value)}")
     if value < 0:
         raise invalid(f"{name} must not be negative; got {value}")
@@ -252,6 +284,7 @@ def _whole(message: dict[str, Any], name: str, *, maximum: int, default: int) ->
 
 
 def _kind(value: object) -> str:
+    """A short description of a value for a message; never a repr of an object or list (they may nest deeply)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -259,7 +292,7 @@ def _kind(value: object) -> str:
     if isinstance(value, str):
         return f"the string {value[:40]!r}" if len(value) <= 40 else "a long string"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return f"the number {value!r}" if abs(value) < 1e21 else "a number too large"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -267,8 +300,12 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def _shown(value: object) -> str:
+    return repr(value) if isinstance(value, str) and len(value) <= 40 else _kind(value)
+
+
 def parse_event_id(value: object) -> uuid.UUID:
-    """The agent's event id: a UUID string."""
+    """The agent's event id: a UUID string, in any form ``uuid.UUID`` reads (upper case, braces, ``urn:uuid:``)."""
     if value is None:
         raise invalid("id is required (a UUID the agent generates, e.g. from uuid4)")
     if not isinstance(value, str) or len(value) > 45:
@@ -280,18 +317,24 @@ def parse_event_id(value: object) -> uuid.UUID:
 
 
 def parse_timestamp(value: object, *, now: datetime | None = None) -> datetime:
-    """An ISO-8601 time with ``Z`` or an offset, not more than a day ahead nor 400 days old."""
+    """A time in the protocol's one profile, ``YYYY-MM-DDTHH:MM:SS[.fraction]`` then ``Z`` or ``±HH:MM``,
+    not more than a day ahead nor 400 days old; in UTC."""
     if value is None:
-        raise invalid("timestamp is required (ISO-8601 with Z or an offset, e.g. 2026-11-20T10:00:00Z)")
+        raise invalid("timestamp is required (e.g. 2026-11-20T10:00:00Z or 2026-11-20T11:00:00+01:00)")
     if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_CHARS:
-        raise invalid(f"timestamp must be an ISO-8601 string; got {_kind(value)}")
+        raise invalid(f"timestamp must be a string like 2026-11-20T10:00:00Z; got {_kind(value)}")
+    if _TIMESTAMP.fullmatch(value) is None:
+        raise invalid(_timestamp_form_problem(value))
+    if value[17:19] == "60":
+        raise invalid(f"timestamp {value!r} has a leap second (:60), which is not accepted; send :59 instead")
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise invalid(f"timestamp must be ISO-8601 like 2026-11-20T10:00:00Z; got {value!r}") from None
-    if moment.tzinfo is None:
-        raise invalid(f"timestamp must say its time zone (Z or +01:00); got {value!r}")
-    moment = as_utc(moment)
+        # The profile is a subset of what fromisoformat reads, once T and Z are upper case.
+        text = value.upper() if "t" in value or "z" in value else value
+        moment = datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError as error:
+        raise invalid(f"timestamp {value!r} is not a real time: {error}") from None
+    except OverflowError:
+        raise invalid(f"timestamp {value!r} is out of range once converted to UTC") from None
     now = now or utcnow()
     if moment > now + MAX_FUTURE_SKEW:
         raise invalid(f"timestamp {value!r} is more than a day in the future; is the device clock right?")
@@ -300,84 +343,92 @@ def parse_timestamp(value: object, *, now: datetime | None = None) -> datetime:
     return moment
 
 
+def _timestamp_form_problem(value: str) -> str:
+    shown = repr(value) if len(value) <= 40 else "a long string"
+    if len(value) >= 19 and value[:10].count("-") == 2 and value[10:11] in ("T", "t") and (
+        _TIMESTAMP.fullmatch(value + "Z") is not None
+    ):
+        return f"timestamp must say its time zone (Z or +01:00); got {shown}"
+    return (
+        "timestamp must be YYYY-MM-DDTHH:MM:SS[.fraction] then Z or ±HH:MM (e.g. 2026-11-20T10:00:00Z);"
+        f" got {shown}"
+    )
+
+
 def _entity_types(message: dict[str, Any]) -> list[str]:
     value = message.get("detected_entity_types", [])
-    if not isinstance(value, list):
+    if type(value) is not list:
         raise invalid(f"detected_entity_types must be a list of names; got {_kind(value)}")
     if len(value) > MAX_ENTITY_TYPES:
         raise invalid(f"detected_entity_types may list at most {MAX_ENTITY_TYPES} types; got {len(value)}")
     for index, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
-            raise invalid(f"detected_entity_types[{index}] must be a non-empty string; got {_kind(item)}")
-        if len(item) > MAX_ENTITY_TYPE_CHARS or _CONTROL.search(item):
+        if type(item) is not str or _entity_type(item) is None:
             raise invalid(
-                f"detected_entity_types[{index}] must be at most {MAX_ENTITY_TYPE_CHARS} printable characters"
+                f"detected_entity_types[{index}] must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, digits or '_',"
+                f" starting with a letter (EMAIL, API_KEY); got {_shown(item)}"
             )
-    return list(value)
+    return value
 
 
-@functools.lru_cache(maxsize=4096)
-def _metadata_key_size(key: str) -> int | None:
-    """What a short metadata key adds to the size estimate, or None if it is not valid; keys repeat, so cached."""
-    if not key.strip() or _CONTROL.search(key):
-        return None
-    return len(key.encode()) + 6
-
-
-def _metadata(message: dict[str, Any]) -> dict[str, Any]:
-    value = message.get("log_metadata", {})
+def _metadata(message: dict[str, Any], shapes: Mapping[str, Shape]) -> dict[str, Any]:
+    value = message.get("log_metadata")
     if value is None:
         return {}
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise invalid(f"log_metadata must be an object; got {_kind(value)}")
+    # Bounded before any per-key work: a line of thousands of keys costs no more than one of a few.
     if len(value) > MAX_METADATA_KEYS:
         raise invalid(f"log_metadata may have at most {MAX_METADATA_KEYS} keys; got {len(value)}")
-    size = 2
     for key, item in value.items():
-        # Long keys are refused before the cache, so it only ever holds short strings.
-        key_size = _metadata_key_size(key) if len(key) <= MAX_METADATA_KEY_CHARS else None
-        if key_size is None:
-            raise invalid(f"log_metadata keys must be 1-{MAX_METADATA_KEY_CHARS} printable characters")
-        if isinstance(item, dict | list):
-            raise invalid(f"log_metadata.{key} must be a string, number, true/false or null (it must be flat)")
-        if isinstance(item, str):
-            if len(item) > MAX_METADATA_STRING_CHARS:
-                raise invalid(
-                    f"log_metadata.{key} must be at most {MAX_METADATA_STRING_CHARS} characters; got {len(item)}"
-                )
-            if "\x00" in item:
-                raise invalid(f"log_metadata.{key} must not contain NUL characters")
-            size += len(item) if item.isascii() else len(item.encode())
-        elif isinstance(item, float) and item != item:
-            raise invalid(f"log_metadata.{key} must be a finite number")
-        else:
-            size += 24
-        size += key_size
-    if size > MAX_METADATA_BYTES:
-        raise invalid(f"log_metadata must be at most {MAX_METADATA_BYTES} bytes in all; got about {size}")
+        shape = shapes.get(key)
+        if shape is None or (item is not None and not shape.accepts(item)):
+            _refuse_metadata(value, shapes)
     return value
+
+
+def _refuse_metadata(metadata: dict[str, Any], shapes: Mapping[str, Shape]) -> None:
+    """Raise the refusal of a metadata object that failed the fast check: content first, then the first problem."""
+    unknown = [key for key in metadata if key not in shapes]
+    found = find_content_field(metadata, unknown)
+    if found is not None:
+        raise _refuse_content(f"log_metadata.{found}")
+    for key, item in metadata.items():
+        refusal = metadata_problem(key, item, allowed=shapes)
+        if refusal is not None:
+            raise refusal
 
 
 # --- messages ------------------------------------------------------------------------------------
 
 
 def validate_hello(message: dict[str, Any]) -> Hello:
-    """Check a hello (its ``type`` already read); raise EventError(code="invalid_hello")."""
-    content = find_content_field(message, allowed=frozenset())
-    if content is not None:
-        raise EventError("content_not_allowed", f"field {content!r} may carry prompt content; it is not accepted")
+    """Check a hello (its ``type`` already read).
+
+    Raises EventError with code ``content_not_allowed`` if a field the hello does not
+    define may carry content, ``invalid_hello`` otherwise; both close the connection.
+    """
+    extra = message.keys() - HELLO_FIELDS
+    if extra:
+        found = find_content_field(message, sorted(extra) if len(extra) <= MAX_CLASSIFIED_NAMES else extra)
+        if found is not None:
+            raise EventError("content_not_allowed", f"field {found!r} may carry prompt content; it is not accepted")
+        if len(extra) > MAX_HELLO_EXTRA_FIELDS:
+            raise EventError(
+                "invalid_hello", f"the hello has {len(extra)} fields the server does not know; at most "
+                f"{MAX_HELLO_EXTRA_FIELDS} are ignored"
+            )  # fmt: skip
     try:
-        try:
-            organization_id = validate_organization_id(message.get("organization_id"))
-        except ConfigError as error:
-            raise invalid(str(error)) from None
+        problem = identifier_problem("organization_id", message.get("organization_id"))
+        if problem is not None:
+            raise invalid(problem)
+        organization_id: str = message["organization_id"]
         token = message.get("token")
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise invalid("token must be the organisation's ingest token (a string)")
-        device_id = _text(message, "device_id", max_chars=MAX_DEVICE_ID_CHARS)
-        user_id = _text(message, "user_id", max_chars=MAX_USER_ID_CHARS)
+        device_id = _text(message, "device_id")
+        user_id = _text(message, "user_id")
         device_type = _choice(message, "device_type", DEVICE_TYPES)
-        agent_version = _text(message, "agent_version", max_chars=MAX_AGENT_VERSION_CHARS, required=False)
+        agent_version = _text(message, "agent_version", required=False)
     except EventError as error:
         raise EventError("invalid_hello", error.message) from None
     assert device_id is not None
@@ -392,42 +443,57 @@ def validate_hello(message: dict[str, Any]) -> Hello:
     )
 
 
-def validate_log(message: dict[str, Any], *, hello: Hello, now: datetime | None = None) -> dict[str, Any]:
-    """Check a log event and return the row to store (columns of ``log_entries``).
+def validate_log(
+    message: dict[str, Any],
+    *,
+    hello: Hello,
+    now: datetime | None = None,
+    metadata_keys: Mapping[str, Shape] | None = None,
+) -> dict[str, Any]:
+    """Check a log event and return the row to store (columns of ``log_entries``) plus ``ack_id``.
+
+    ``ack_id`` is the event id exactly as the agent sent it: the server acknowledges under
+    that string, while the row's ``id`` is the ``uuid.UUID``. ``metadata_keys`` is the
+    organisation's key map (db/metadata_keys.py); the standard keys when None.
 
     Raises EventError with code ``content_not_allowed`` or ``invalid_event``.
     """
     extra = message.keys() - LOG_FIELDS
-    content = _find_content(message, extra)
-    if content is not None:
-        raise EventError(
-            "content_not_allowed",
-            f"field {content!r} may carry prompt content; events carry metadata only, so nothing of it was stored",
-        )
     if extra:
-        unknown = sorted(extra)
-        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
-        raise invalid(f"unknown field {shown}; put extra details in log_metadata")
-    event_id = parse_event_id(message.get("id"))
-    for name in ("device_id", "organization_id"):
-        if name in message and message[name] != getattr(hello, name):
-            raise invalid(f"{name} comes from the hello ({getattr(hello, name)!r}); got {message[name]!r}")
-    user_id = _text(message, "user_id", max_chars=MAX_USER_ID_CHARS, required=False) or hello.user_id
+        # Sorted only when few, so thousands of keys cost one set difference, not a sort.
+        names = sorted(extra) if len(extra) <= MAX_CLASSIFIED_NAMES else extra
+        content = find_content_field(message, names)
+        if content is not None:
+            raise _refuse_content(content)
+        shown = ", ".join(repr(name[:40]) for name in itertools.islice(names, 5))
+        raise invalid(f"unknown field {shown}; put extra details in log_metadata (docs/protocol.md lists its keys)")
+    raw_id = message.get("id")
+    event_id = parse_event_id(raw_id)
+    device_id = message.get("device_id")
+    if device_id is not None and device_id != hello.device_id:
+        raise invalid(f"device_id comes from the hello ({hello.device_id!r}); got {_shown(device_id)}")
+    organization_id = message.get("organization_id")
+    if organization_id is not None and organization_id != hello.organization_id:
+        raise invalid(
+            f"organization_id comes from the hello ({hello.organization_id!r}); got {_shown(organization_id)}"
+        )
+    user_id = _text(message, "user_id", required=False) if "user_id" in message else None
     was_sanitized = message.get("was_sanitized", False)
-    if not isinstance(was_sanitized, bool):
+    if type(was_sanitized) is not bool:
         raise invalid(f"was_sanitized must be true or false; got {_kind(was_sanitized)}")
     return {
         "id": event_id,
         "timestamp": parse_timestamp(message.get("timestamp"), now=now),
         "device_id": hello.device_id,
-        "user_id": user_id,
+        "user_id": user_id or hello.user_id,
         "organization_id": hello.organization_id,
-        "tool_name": _text(message, "tool_name", max_chars=MAX_TOOL_NAME_CHARS),
+        "tool_name": _text(message, "tool_name"),
         "tool_type": _choice(message, "tool_type", TOOL_TYPES),
         "risk_level": _choice(message, "risk_level", RISK_LEVELS),
         "prompt_length": _whole(message, "prompt_length", maximum=MAX_PROMPT_LENGTH, default=0),
         "detected_entity_types": _entity_types(message),
         "entity_count": _whole(message, "entity_count", maximum=MAX_ENTITY_COUNT, default=0),
         "was_sanitized": was_sanitized,
-        "log_metadata": _metadata(message),
+        "log_metadata": _metadata(message, _STANDARD_KEYS if metadata_keys is None else metadata_keys),
+        "ack_id": raw_id,
     }

@@ -17,7 +17,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
 
 from console.screens.admin_form import record
@@ -31,7 +30,9 @@ from console.screens.config_forms import (
     save_config_change,
 )
 from console.screens.confirm import ConfirmScreen
+from console.screens.metadata_keys import MetadataKeysScreen
 from console.screens.section import Section, SectionCommand
+from console.untrusted import plain
 from db.configs import ConfigError, default_monitored_tools, get_config, list_configs
 from db.models import FirewallConfig, IngestToken
 from db.pattern_tester import MAX_SAMPLE_CHARS, PatternTestError, PatternTestResult, try_organization_patterns
@@ -61,6 +62,7 @@ class ConfigSection(Section):
         SectionCommand("Config: restore the default tools", "Replace the monitored tools with the default list", "default_tools", admin_only=True),
         SectionCommand("Config: create an ingest token", "A token for the organisation's agents (shown once)", "create_token", admin_only=True),
         SectionCommand("Config: test the patterns", "Run the custom patterns on a sample text (not stored)", "show_tester"),
+        SectionCommand("Config: metadata keys", "The log_metadata keys the organisation's agents may send besides the standard ones", "metadata_keys"),
     )  # fmt: skip
     BINDINGS = [
         Binding("o", "new_organization", "New org"),
@@ -69,6 +71,7 @@ class ConfigSection(Section):
         Binding("t", "toggle", "Enable/disable"),
         Binding("delete", "remove", "Remove/revoke"),
         Binding("r", "reload", "Reload"),
+        Binding("m", "metadata_keys", "Metadata keys"),
         Binding("right_square_bracket", "next_tab(1)", "Next tab"),
         Binding("left_square_bracket", "next_tab(-1)", "Prev tab", show=False),
     ]
@@ -181,7 +184,7 @@ class ConfigSection(Section):
             wanted = self.organizations[0] if self.organizations else None
         org_select = self.query_one("#config-org", Select)
         with self.prevent(Select.Changed):
-            org_select.set_options([(org, org) for org in self.organizations])
+            org_select.set_options([(plain(org), org) for org in self.organizations])
             if wanted is not None:
                 org_select.value = wanted
         self.organization_id = wanted
@@ -214,24 +217,26 @@ class ConfigSection(Section):
 
     def show_config(self, row: FirewallConfig) -> None:
         self.query_one("#config-summary", Static).update(
-            f"updated {_when(row.updated_at)} UTC by {row.updated_by or '—'} · "
-            f"{len(row.monitored_tools or [])} tools · {len(row.custom_patterns or [])} patterns · "
-            f"{row.log_retention_days} days · o new organisation"
+            plain(
+                f"updated {_when(row.updated_at)} UTC by {row.updated_by or '—'} · "
+                f"{len(row.monitored_tools or [])} tools · {len(row.custom_patterns or [])} patterns · "
+                f"{row.log_retention_days} days · o new organisation"
+            )
         )
         tools = self.query_one("#tools-table", DataTable)
         keep = tools.cursor_row
         tools.clear()
         for tool in row.monitored_tools or []:
-            tools.add_row(Text(tool["name"]), tool["tool_type"], "yes" if tool.get("enabled", True) else "[b]no[/b]",
-                          key=tool["name"])  # fmt: skip
+            tools.add_row(plain(tool["name"]), plain(tool["tool_type"]),
+                          "yes" if tool.get("enabled", True) else "[b]no[/b]", key=tool["name"])  # fmt: skip
         if tools.row_count:
             tools.move_cursor(row=min(keep, tools.row_count - 1))
         patterns = self.query_one("#patterns-table", DataTable)
         keep = patterns.cursor_row
         patterns.clear()
         for pattern in row.custom_patterns or []:
-            patterns.add_row(Text(pattern["name"]), Text(pattern["regex"]), Text(pattern["entity_type"]), pattern["severity"],
-                             key=pattern["name"])  # fmt: skip
+            patterns.add_row(plain(pattern["name"]), plain(pattern["regex"]), plain(pattern["entity_type"]),
+                             plain(pattern["severity"]), key=pattern["name"])  # fmt: skip
         if patterns.row_count:
             patterns.move_cursor(row=min(keep, patterns.row_count - 1))
         thresholds = row.sensitivity_thresholds or {}
@@ -249,8 +254,9 @@ class ConfigSection(Section):
         self.tokens = {str(token.id): token for token in tokens}
         for token in tokens:
             state = f"[b]revoked[/b] {_when(token.revoked_at)}" if token.revoked_at else "active"
-            table.add_row(token.token_prefix + "…", Text(token.name), _when(token.created_at), Text(token.created_by or ""),
-                          _when(token.last_used_at), state, key=str(token.id))  # fmt: skip
+            table.add_row(plain(token.token_prefix + "…"), plain(token.name), _when(token.created_at),
+                          plain(token.created_by or ""), _when(token.last_used_at), state,
+                          key=str(token.id))  # fmt: skip
 
     def _selected_key(self, table_id: str) -> str | None:
         table = self.query_one(table_id, DataTable)
@@ -308,6 +314,12 @@ class ConfigSection(Section):
             self.load_config()
 
     # -- organisations ---------------------------------------------------------------------------
+
+    def action_metadata_keys(self) -> None:
+        if self.organization_id is None:
+            self.context.notify("Create an organisation first (o).", severity="warning")
+            return
+        self.app.push_screen(MetadataKeysScreen(self.context, self.organization_id))
 
     def action_new_organization(self) -> None:
         if self.context.require_admin("create organisations"):
@@ -427,7 +439,7 @@ class ConfigSection(Section):
             assert isinstance(label, Label)
             label.update("")
         for field, message in errors.items():
-            self.query_one(f"#{field}-error", Label).update(Text(message))
+            self.query_one(f"#{field}-error", Label).update(plain(message))
 
     def field_error(self, field: str) -> str:
         """The error shown under a field of the Thresholds or Retention tab (for tests)."""
@@ -520,23 +532,26 @@ class ConfigSection(Section):
                 )
         except PatternTestError as error:
             self.tester_result = None
-            output.update(f"[b]{escape(str(error))}[/b]")
+            output.update(plain(error, "bold"))
             return
         self.tester_result = result
         output.update(describe_result(result))
 
 
-def describe_result(result: PatternTestResult) -> str:
-    """The tester's output: one line per pattern, then its first matches."""
+def describe_result(result: PatternTestResult) -> Text:
+    """The tester's output: one line per pattern, then its first matches (names and samples as plain text)."""
     if not result.matched:
-        lines = ["[b]No pattern matched.[/b]"]
+        text = Text("No pattern matched.", style="bold")
     else:
-        lines = [f"[b]{len(result.matched)} pattern(s) matched[/b]; highest severity: {result.highest_severity}"]
+        text = Text.assemble((f"{len(result.matched)} pattern(s) matched", "bold"),
+                             plain(f"; highest severity: {result.highest_severity}"))  # fmt: skip
     for hit in result.hits:
         if hit.error:
-            lines.append(f"  {escape(hit.name)}: [b]regex error[/b]: {escape(hit.error)}")
+            text.append("\n  ").append(plain(hit.name)).append(": ").append("regex error", style="bold")
+            text.append(": ").append(plain(hit.error))
             continue
-        lines.append(f"  {escape(hit.name)} ({escape(hit.entity_type)}, {hit.severity}): {hit.count} match(es)")
-        for start, end, text in hit.matches[:5]:
-            lines.append(f"      {start}–{end}: {escape(repr(text))}")
-    return "\n".join(lines)
+        found = f"{hit.name} ({hit.entity_type}, {hit.severity}): {hit.count} match(es)"
+        text.append("\n  ").append(plain(found))
+        for start, end, sample in hit.matches[:5]:
+            text.append(f"\n      {start}–{end}: ").append(plain(repr(sample)))
+    return text
