@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import ssl
 import sys
@@ -24,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy.exc import DataError, IntegrityError
@@ -33,18 +34,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.configs import effective_config, get_config
 from db.devices import DeviceRefused, register_or_touch_device
 from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
-from db.event_schema import CLOSING_CODES, EventError, Hello, validate_hello, validate_log
+from db.event_schema import EventError, Hello, validate_hello, validate_log
 from db.events import store_events
+from db.metadata_keys import Shape, keys_for_agent, organization_shapes, shapes_from_agent
 from db.settings import IngestLimits, Settings, SettingsError, load_settings
 from db.tokens import verify
 
 log = logging.getLogger("aifw.ingest")
 
 READ_CHUNK_BYTES = 64 * 1024
-#: Past this many bytes waiting in a connection's send buffer, the handler waits for the client to read.
-WRITE_HIGH_WATER_BYTES = 256 * 1024
-#: A client that leaves this much unread (acks it never reads) is closed as too slow.
-WRITE_ABORT_BYTES = 4 * 1024 * 1024
+#: File descriptors the server needs besides its connections: listener, two database pools, logs.
+SPARE_FILE_DESCRIPTORS = 128
+#: Lines a minute the log gets about one kind of bad input; the rest are counted, then reported.
+LOG_REPEATS_PER_MINUTE = 5
 #: Database work during hello and config requests may take this long before the client is told so.
 DB_REQUEST_TIMEOUT_SECONDS = 10.0
 DB_RETRY_FIRST_SECONDS = 0.05
@@ -64,54 +66,67 @@ class LineReader:
     ``next_line()`` returns the line without its ``\\n`` (and ``\\r``), ``TOO_LONG``
     once for a line over the limit (then discards the rest of it up to its
     newline), or ``None`` at end of stream (a partial last line is dropped).
-    Memory per connection stays below ``max_line_bytes`` plus one read chunk.
+    Lines are cut one at a time from the buffer, so memory per connection stays
+    below ``max_line_bytes`` plus one read chunk. ``unfinished_since`` is when the
+    reader started waiting for the rest of a line (``None`` between lines): the
+    server times lines out, and sheds the connection whose line is oldest.
     """
 
-    def __init__(self, read_chunk: Callable[[], Awaitable[bytes]], max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        read_chunk: Callable[[], Awaitable[bytes]],
+        max_line_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._read_chunk = read_chunk
-        self._max = max_line_bytes
+        #: May change between lines (a connection's limit grows once it has said hello).
+        self.max_line_bytes = max_line_bytes
+        self._clock = clock
         self._buffer = bytearray()
-        self._lines: list[Any] = []
-        self._next = 0
+        self._start = 0
         self._discarding = False
         self.high_water_bytes = 0
+        self.unfinished_since: float | None = None
 
     async def next_line(self) -> Any:
-        while self._next >= len(self._lines):
-            self._lines, self._next = [], 0
+        while True:
+            line = self._take()
+            if line is not None:
+                self.unfinished_since = None
+                return line
+            if self.unfinished_since is None and (self._discarding or self._buffer):
+                self.unfinished_since = self._clock()
             data = await self._read_chunk()
             if not data:
                 return None
-            self._split(data)
-        line = self._lines[self._next]
-        self._next += 1
-        return line
+            self._buffer += data
+            self.high_water_bytes = max(self.high_water_bytes, len(self._buffer))
 
-    def _split(self, data: bytes) -> None:
-        if self._discarding:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return
-            self._discarding = False
-            data = data[newline + 1 :]
+    def _take(self) -> Any:
+        """The next complete line in the buffer, or None (the buffer then holds only a partial line)."""
         buffer = self._buffer
-        buffer += data
-        self.high_water_bytes = max(self.high_water_bytes, len(buffer))
-        start = 0
-        lines = self._lines
-        while True:
-            newline = buffer.find(b"\n", start)
+        if self._discarding:
+            newline = buffer.find(b"\n", self._start)
             if newline < 0:
-                break
+                buffer.clear()
+                self._start = 0
+                return None
+            self._discarding = False
+            self._start = newline + 1
+        start = self._start
+        newline = buffer.find(b"\n", start)
+        if newline >= 0:
             end = newline - 1 if newline > start and buffer[newline - 1] == 13 else newline
-            lines.append(TOO_LONG if end - start > self._max else bytes(buffer[start:end]))
-            start = newline + 1
+            self._start = newline + 1
+            return TOO_LONG if end - start > self.max_line_bytes else bytes(buffer[start:end])
         del buffer[:start]
+        self._start = 0
         # +1: a line of exactly the limit may wait here for the "\n" after its "\r".
-        if len(buffer) > self._max + 1:
-            lines.append(TOO_LONG)
+        if len(buffer) > self.max_line_bytes + 1:
             buffer.clear()
             self._discarding = True
+            return TOO_LONG
+        return None
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -124,6 +139,9 @@ class IngestStats:
     connections: int = 0
     connections_total: int = 0
     events_received: int = 0
+    #: Events acknowledged: committed now or found already stored (a resend is acknowledged again).
+    events_acknowledged: int = 0
+    #: Rows newly inserted: an acknowledged resend is not stored twice, so it is not counted here.
     events_stored: int = 0
     batches: int = 0
     db_retries: int = 0
@@ -131,14 +149,59 @@ class IngestStats:
     store_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     max_line_buffer_bytes: int = 0
+    #: Connections closed to make room (silent before their hello, or holding an unfinished line).
+    connections_shed: int = 0
 
     def line(self, *, queued: int, events_per_second: float) -> str:
         errors = ",".join(f"{code}:{count}" for code, count in sorted(self.errors.items())) or "none"
         return (
             f"ingest stats connections={self.connections} events_per_s={events_per_second:.1f} "
-            f"received={self.events_received} stored={self.events_stored} queued={queued} "
+            f"received={self.events_received} acknowledged={self.events_acknowledged} "
+            f"stored={self.events_stored} queued={queued} "
             f"batches={self.batches} db_retries={self.db_retries} errors={errors}"
         )
+
+
+class RepeatedLog:
+    """Logs each kind of repeated event (one bad input, one slow client…) a few times a minute at most.
+
+    What is not logged is counted, and the next line of that kind says how many were left out, so
+    a client sending bad lines at line rate cannot flood the log (the stats line counts them all).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        per_minute: int = LOG_REPEATS_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._per_minute = per_minute
+        self._clock = clock
+        #: Per kind: start of its current minute, lines logged in it, events left out since the last line.
+        self._kinds: dict[str, list[float]] = {}
+
+    def info(self, kind: str, message: str, *args: Any) -> None:
+        self._log(logging.INFO, kind, message, args)
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        self._log(logging.WARNING, kind, message, args)
+
+    def _log(self, level: int, kind: str, message: str, args: tuple[Any, ...]) -> None:
+        now = self._clock()
+        state = self._kinds.setdefault(kind, [now, 0, 0])
+        if now - state[0] >= 60.0:
+            state[0], state[1] = now, 0
+        if state[1] >= self._per_minute:
+            state[2] += 1
+            return
+        state[1] += 1
+        if state[2]:
+            message += " (and %d more like it not logged)"
+            args = (*args, int(state[2]))
+            state[2] = 0
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, message, *args)
 
 
 @dataclass(frozen=True)
@@ -223,7 +286,7 @@ class BatchWriter:
                     connection.release(1)
                     connection.send_error(
                         "internal_error", "the server could not store this event; resend it later",
-                        event_id=str(row["id"]),
+                        event_id=row["ack_id"],
                     )  # fmt: skip
 
     def _drain_into(self, batch: list[Any]) -> bool:
@@ -244,7 +307,11 @@ class BatchWriter:
             session = self._sessions()
             started = time.perf_counter()
             try:
-                await store_events(session=session, events=[row for row, _ in batch])
+                stored = await store_events(
+                    session=session,
+                    events=[row for row, _ in batch],
+                    max_rollup_keys=self._limits.rollup_max_keys_per_bucket,
+                )
                 await session.commit()
             except Exception as error:  # noqa: BLE001 - every failure is sorted below, none escapes
                 if _is_bad_row(error):
@@ -277,7 +344,8 @@ class BatchWriter:
             self._outage_reported = False
         self._stats.store_seconds += time.perf_counter() - started
         self._stats.batches += 1
-        self._stats.events_stored += len(batch)
+        self._stats.events_acknowledged += len(batch)
+        self._stats.events_stored += stored.inserted
         _acknowledge(batch)
 
     async def _store_bad_batch(
@@ -290,7 +358,7 @@ class BatchWriter:
             connection.send_error(
                 "invalid_event",
                 f"the database refused the event: {_one_line(error)}",
-                event_id=str(row["id"]),
+                event_id=row["ack_id"],
             )
             return
         middle = len(batch) // 2
@@ -301,7 +369,8 @@ class BatchWriter:
 def _acknowledge(batch: Sequence[tuple[dict[str, Any], Connection]]) -> None:
     by_connection: dict[Connection, list[str]] = {}
     for row, connection in batch:
-        by_connection.setdefault(connection, []).append(str(row["id"]))
+        # Acknowledged under the id exactly as the agent sent it (upper case, braces, urn:uuid: …).
+        by_connection.setdefault(connection, []).append(row["ack_id"])
     for connection, ids in by_connection.items():
         connection.acknowledge(ids)
 
@@ -319,8 +388,22 @@ def _one_line(error: BaseException) -> str:
 # --- one connection --------------------------------------------------------------------------------
 
 
+class _Close(Exception):
+    """Ends a connection: with one error line when ``code`` is set, else silently."""
+
+    def __init__(self, code: str | None = None, message: str = "") -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
 class Connection:
-    """One agent connection: hello, then lines of events and requests, until it or the server ends it."""
+    """One agent connection: hello, then lines of events and requests, until it or the server ends it.
+
+    Its phase decides which budget it uses (see :class:`IngestServer`): ``pre_hello`` until
+    the hello is accepted, then ``open``, and ``lingering`` once the client has closed its
+    sending side and only waits for its acks.
+    """
 
     def __init__(
         self,
@@ -333,27 +416,59 @@ class Connection:
         self._writer = writer
         self._limits = server.settings.ingest
         self._loop = asyncio.get_running_loop()
-        self._lines = LineReader(self._read_chunk, self._limits.max_line_bytes)
-        self._deadline = self._loop.time() + self._limits.hello_timeout_seconds
-        self._reading = False
+        self._lines = LineReader(self._read_chunk, self._limits.hello_max_line_bytes, self._loop.time)
+        self.opened_at = self._loop.time()
+        self._last_line_at = self.opened_at
+        #: What the handler waits for where it may be interrupted ("read", "submit", "acks", …), or "".
+        self._waiting_for = ""
+        self._interrupted = False
         self._stopping = False
         self._closed = False
+        #: Why the server ended this connection (shed, replaced); None while it may go on.
+        self._ended: _Close | None = None
+        self._gone = False
+        #: Until the TLS handshake is done, nothing may be written in clear.
+        self._tls_pending = server.tls_context is not None
         self._in_flight = 0
         self._acked = asyncio.Event()
         self.line_number = 0
+        self.phase = "pre_hello"
         self.task: asyncio.Task[None] | None = None
         self.hello: Hello | None = None
+        #: The organisation's log_metadata keys, as told to the agent in welcome and config.
+        self.metadata_keys: dict[str, Shape] | None = None
+        self.token_key: tuple[str, str] | None = None
+        self.peer = _describe_peer(writer)
+        writer.transport.set_write_buffer_limits(high=self._limits.max_output_bytes)
+        if hasattr(writer.transport, "max_size"):
+            # asyncio's socket transport receives up to 256 KiB at once into the stream's buffer:
+            # one chunk at a time keeps a connection that is not being read at one chunk.
+            writer.transport.max_size = READ_CHUNK_BYTES
+        # A reset or a failed write must free the slot at once, even while the handler is not
+        # reading (waiting for acks or for room in the queue): wait_closed() ends on connection loss.
+        watcher = self._loop.create_task(writer.wait_closed())
+        watcher.add_done_callback(self._on_connection_lost)
+
+    @property
+    def unfinished_line_since(self) -> float | None:
+        """When the server started waiting for the rest of a line, or None between lines."""
+        return self._lines.unfinished_since
+
+    def _on_connection_lost(self, watcher: asyncio.Task[None]) -> None:
+        if not watcher.cancelled():
+            watcher.exception()  # retrieved: a reset is not worth a "never retrieved" traceback
+        self._gone = True
+        self._closed = True
+        self._server.forget(self)
+        self._interrupt()
 
     # -- output --
 
     def send(self, message: dict[str, Any]) -> None:
+        """Queue one line for the client; dropped once the connection is closed (late acks included)."""
         if self._closed or self._writer.is_closing():
             return
         self._writer.write(orjson.dumps(message) + b"\n")
-        if self._writer.transport.get_write_buffer_size() > WRITE_ABORT_BYTES:
-            log.info("closing a client that does not read its acknowledgements")
-            self._closed = True
-            self._writer.transport.abort()
 
     def send_error(self, code: str, message: str, *, event_id: Any = None, line: int | None = None) -> None:
         self._server.stats.errors[code] += 1
@@ -361,6 +476,9 @@ class Connection:
         error["line"] = self.line_number if line is None else line
         if isinstance(event_id, str) and len(event_id) <= 64:
             error["id"] = event_id
+        self._server.repeated_log.info(
+            code, "%s from %s on line %d: %s", code, self.peer, error["line"], message
+        )
         self.send(error)
 
     def acknowledge(self, ids: list[str]) -> None:
@@ -372,36 +490,118 @@ class Connection:
         self._in_flight -= count
         self._acked.set()
 
-    async def _flush(self) -> None:
-        if self._writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
-            async with asyncio.timeout(self._limits.idle_timeout_seconds):
+    async def _drain_output(self) -> None:
+        """Read nothing more while the client leaves its answers unread; close it if it never reads."""
+        # A stream over TCP or TLS: a full transport (StreamWriter types it as write-only).
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if transport.get_write_buffer_size() <= self._limits.max_output_bytes:
+            return
+        # Not even into the stream's buffer: a client that does not read must not fill one either.
+        transport.pause_reading()
+        self._waiting_for = "drain"
+        try:
+            async with asyncio.timeout(self._limits.output_timeout_seconds):
                 await self._writer.drain()
+        except TimeoutError:
+            self._server.repeated_log.info(
+                "output_timeout",
+                "closing %s: it left its answers unread for %g seconds",
+                self.peer,
+                self._limits.output_timeout_seconds,
+            )
+            raise _Close() from None
+        except asyncio.CancelledError:
+            if not self._absorb_interrupt():
+                raise
+        finally:
+            self._waiting_for = ""
+            if not transport.is_closing():
+                transport.resume_reading()
 
-    # -- input --
+    # -- interruptions: shutdown, shedding, replacement, connection loss --
+
+    def _interrupt(self, *, unless: str = "") -> None:
+        task = self.task
+        waiting = self._waiting_for
+        if waiting and waiting != unless and not self._interrupted and task is not asyncio.current_task():
+            if task is not None:
+                self._interrupted = True
+                task.cancel()
+
+    def _absorb_interrupt(self) -> bool:
+        """In ``except CancelledError``: True if the cancellation was ours (then raise _Close if ended)."""
+        task = asyncio.current_task()
+        if not self._interrupted or task is None or task.uncancel() > 0:
+            return False
+        self._interrupted = False
+        if self._ended is not None or self._gone:
+            raise _Close()
+        return True
 
     def stop_reading(self) -> None:
         """Shutdown: read no more, finish what was read (the handler then waits for its acks)."""
         self._stopping = True
-        if self._reading and self.task is not None:
-            self.task.cancel()
+        self._acked.set()  # an ack wait re-reads its deadline: the shutdown grace now bounds it
+        self._interrupt(unless="acks")
+
+    def end(self, code: str | None, message: str = "") -> None:
+        """The server closes this connection now (shed, replaced): one error line, the slot freed at once."""
+        if self._ended is not None or self._closed:
+            return
+        self._ended = _Close(code, message)
+        self._server.forget(self)
+        if code is not None and not self._tls_pending:
+            self.send_error(code, message)
+        self._closed = True
+        transport = self._writer.transport
+        # A client that does not read would keep a graceful close (and its descriptor) waiting.
+        if transport.get_write_buffer_size() > 0:
+            transport.abort()
+        else:
+            transport.close()
+        self._interrupt()
+
+    # -- input --
+
+    def _read_deadline(self) -> tuple[float, str]:
+        if self.hello is None:
+            return self.opened_at + self._limits.hello_timeout_seconds, "hello_timeout"
+        idle = self._last_line_at + self._limits.idle_timeout_seconds
+        started = self._lines.unfinished_since
+        if started is not None and started + self._limits.line_timeout_seconds < idle:
+            return started + self._limits.line_timeout_seconds, "line_timeout"
+        return idle, "idle_timeout"
 
     async def _read_chunk(self) -> bytes:
         if self._stopping:
             return b""
+        if self._ended is not None:
+            raise _Close()
+        await self._drain_output()
         stats = self._server.stats
         if self._lines.high_water_bytes > stats.max_line_buffer_bytes:
             stats.max_line_buffer_bytes = self._lines.high_water_bytes
-        self._reading = True
+        deadline, code = self._read_deadline()
+        self._waiting_for = "read"
         try:
-            async with asyncio.timeout_at(self._deadline):
+            async with asyncio.timeout_at(deadline):
                 return await self._reader.read(READ_CHUNK_BYTES)
+        except TimeoutError:
+            raise _Close(code, self._timeout_message(code)) from None
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._stopping and task is not None and task.uncancel() == 0:
-                return b""
+            if self._absorb_interrupt():
+                return b""  # stopping: what was read is finished, nothing more is read
             raise
         finally:
-            self._reading = False
+            self._waiting_for = ""
+
+    def _timeout_message(self, code: str) -> str:
+        limits = self._limits
+        if code == "hello_timeout":
+            return f"no hello within {limits.hello_timeout_seconds:g} seconds; closing"
+        if code == "line_timeout":
+            return f"a line did not end within {limits.line_timeout_seconds:g} seconds; closing"
+        return f"no complete line for {limits.idle_timeout_seconds:g} seconds; closing"
 
     # -- the conversation --
 
@@ -410,43 +610,73 @@ class Connection:
         stats.connections += 1
         stats.connections_total += 1
         try:
+            if self._server.tls_context is not None:
+                await self._start_tls(self._server.tls_context)
             if await self._greet():
                 await self._stream()
-        except TimeoutError:
-            code = "idle_timeout" if self.hello is not None else "hello_timeout"
-            waited = self._limits.idle_timeout_seconds if self.hello else self._limits.hello_timeout_seconds
-            self.send_error(code, f"no complete line for {waited:g} seconds; closing")
+        except _Close as close:
+            if close.code is not None and not self._tls_pending:
+                self.send_error(close.code, close.message)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._interrupted or task is None or task.uncancel() > 0:
+                raise
         finally:
+            self._server.forget(self)
             stats.connections -= 1
             stats.max_line_buffer_bytes = max(stats.max_line_buffer_bytes, self._lines.high_water_bytes)
             await self._close()
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        # TLS is started here rather than by the listener so that a pending handshake holds a
+        # pre-hello slot (and can be shed like one), under its own short timeout.
+        self._waiting_for = "tls"
+        try:
+            await self._writer.start_tls(
+                context, ssl_handshake_timeout=self._limits.tls_handshake_timeout_seconds
+            )
+        except asyncio.CancelledError:
+            if not self._absorb_interrupt():
+                raise
+            raise _Close() from None
+        except (ConnectionError, OSError, TimeoutError):
+            raise _Close() from None
+        finally:
+            self._waiting_for = ""
+        self._tls_pending = False
+        self._writer.transport.set_write_buffer_limits(high=self._limits.max_output_bytes)
 
     async def _close(self) -> None:
         self._closed = True
         with contextlib.suppress(Exception):
             self._writer.close()
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        # A client that reads nothing would keep a graceful close, and its descriptor, forever.
+        self._writer.transport.abort()
 
     async def _greet(self) -> bool:
         """Read and check the hello; True if the connection may go on."""
-        line = await self._lines.next_line()
-        while line == b"":  # blank lines are keep-alives
+        while True:
             line = await self._lines.next_line()
-        if line is None:
-            return False
-        self.line_number += 1
+            if line is None:
+                return False
+            self.line_number += 1  # every line received counts, blank ones too
+            if line is TOO_LONG or not _is_blank(line):
+                break
         message = self._parse(line)
         if message is None:
             return False
         if message.get("type") != "hello":
             self.send_error("hello_required", 'the first message must be {"type":"hello", ...}')
             return False
+        self._server.hello_received(self)
         try:
             hello = validate_hello(message)
         except EventError as error:
-            self.send_error(error.code if error.code in CLOSING_CODES else "invalid_hello", error.message)
+            # invalid_hello or content_not_allowed: either way the hello is refused and the connection closed.
+            self.send_error(error.code, error.message)
             return False
         try:
             async with asyncio.timeout(DB_REQUEST_TIMEOUT_SECONDS):
@@ -458,10 +688,20 @@ class Connection:
             self.send_error("unauthorized", str(error))
             return False
         except Exception as error:  # noqa: BLE001 - the database being away must not kill the server
-            log.warning("hello refused, database unavailable: %s", _one_line(error))
+            self._server.repeated_log.warning(
+                "hello_unavailable", "hello refused, database unavailable: %s", _one_line(error)
+            )
             self.send_error("unavailable", "the database cannot be reached right now; retry later")
             return False
+        if self._ended is not None:
+            return False  # shed while its hello was being checked
+        refusal = self._server.promote(self, hello)
+        if refusal is not None:
+            self.send_error("overloaded", refusal)
+            return False
         self.hello = hello
+        self._lines.max_line_bytes = self._limits.max_line_bytes
+        self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
         self.send(
             {
                 "type": "welcome",
@@ -480,7 +720,7 @@ class Connection:
         if line is TOO_LONG:
             self.send_error(
                 "line_too_long",
-                f"line longer than {self._limits.max_line_bytes} bytes; it was discarded up to its newline",
+                f"line longer than {self._lines.max_line_bytes} bytes; it was discarded up to its newline",
             )
             return None
         try:
@@ -488,6 +728,8 @@ class Connection:
         except orjson.JSONDecodeError as error:
             if "UTF-8" in error.msg:
                 self.send_error("invalid_json", "the line is not valid UTF-8 text")
+            elif "depth limit" in error.msg or "ecursion" in error.msg:
+                self.send_error("invalid_json", f"the line is nested too deeply (column {error.colno})")
             else:
                 self.send_error(
                     "invalid_json", f"the line is not valid JSON: {error.msg} (column {error.colno})"
@@ -504,33 +746,42 @@ class Connection:
     async def _stream(self) -> None:
         assert self.hello is not None
         hello = self.hello
-        idle = self._limits.idle_timeout_seconds
+        max_output = self._limits.max_output_bytes
         while True:
-            self._deadline = self._loop.time() + idle
+            # Errors and pongs included: while the client leaves its answers unread, read no more.
+            if self._writer.transport.get_write_buffer_size() > max_output:
+                await self._drain_output()
+            self._last_line_at = self._loop.time()
             line = await self._lines.next_line()
             if line is None:
                 break
-            if line == b"":
-                continue
-            self.line_number += 1
+            self.line_number += 1  # every line received counts, blank ones too
+            if line is not TOO_LONG and _is_blank(line):
+                continue  # blank and whitespace-only lines alike are keep-alives
             if self.line_number % LINES_PER_TURN == 0:
                 # A chunk holds hundreds of lines; yield now and then so the writer's database
                 # round trips are not queued behind every connection's whole chunk.
                 await asyncio.sleep(0)
             message = self._parse(line)
             if message is None:
-                await self._flush()
                 continue
             kind = message.get("type")
             if kind == "log":
                 try:
-                    row = validate_log(message, hello=hello)
+                    row = validate_log(message, hello=hello, metadata_keys=self.metadata_keys)
                 except EventError as error:
                     self.send_error(error.code, error.message, event_id=message.get("id"))
-                    await self._flush()
                     continue
-                except Exception:  # a validator bug must cost one event, not the connection
-                    log.exception("unexpected error validating line %d", self.line_number)
+                except Exception as error:  # a validator bug must cost one event, not the connection
+                    # One line, no traceback: the input that triggers it may repeat at line rate.
+                    self._server.repeated_log.warning(
+                        "validator_fault",
+                        "unexpected error validating line %d from %s: %s: %s",
+                        self.line_number,
+                        self.peer,
+                        type(error).__name__,
+                        _one_line(error),
+                    )
                     self.send_error("internal_error", "the server could not check this event; it was not stored",
                                     event_id=message.get("id"))  # fmt: skip
                     continue
@@ -540,41 +791,70 @@ class Connection:
                 if "id" in message and isinstance(message["id"], str | int) and len(str(message["id"])) <= 64:
                     pong["id"] = message["id"]
                 self.send(pong)
-                await self._flush()
             elif kind == "config":
                 await self._send_config(hello)
             elif kind == "hello":
                 self.send_error("unexpected_hello", "this connection already said hello")
             else:
                 self.send_error("unknown_type", _describe_unknown_type(kind))
-                await self._flush()
-        await self._wait_for_acks()
         if self._stopping:
+            await self._wait_for_acks()
             self.send_error("shutting_down", "the server is stopping; acknowledged events are stored")
+        elif self._in_flight > 0 and self._server.linger(self):
+            # The client closed its sending side (as socat does) and waits for its acks: it keeps
+            # waiting from the small lingering budget, for a bounded time, not from a full slot.
+            await self._wait_for_acks()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer.drain(), 1.0)
 
     async def _submit(self, row: dict[str, Any]) -> None:
         limit = self._limits.max_in_flight_per_connection
-        while self._in_flight >= limit:
-            # Stop reading this socket until the writer has acknowledged enough.
-            self._acked.clear()
-            await self._acked.wait()
-        self._in_flight += 1
-        self._server.stats.events_received += 1
         queue = self._server.writer.queue
-        if queue.full():
-            await queue.put((row, self))  # the writer is behind: wait here, reading nothing more
-        else:
-            queue.put_nowait((row, self))
-
-    async def _wait_for_acks(self) -> None:
-        """After the client's end of stream or shutdown: let the acks of what was read go out."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._limits.idle_timeout_seconds):
-                while self._in_flight > 0:
+        if self._in_flight >= limit or queue.full():
+            if self._stopping:
+                return  # not queued, so not acknowledged: the agent resends it
+            self._waiting_for = "submit"
+            try:
+                while self._in_flight >= limit:
+                    # Stop reading this socket until the writer has acknowledged enough.
                     self._acked.clear()
                     await self._acked.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.drain(), 1.0)
+                # The writer is behind: wait here, reading nothing more.
+                await queue.put((row, self))
+            except asyncio.CancelledError:
+                if self._absorb_interrupt():
+                    return  # stopping: the row was not queued and will not be acknowledged
+                raise
+            finally:
+                self._waiting_for = ""
+        else:
+            queue.put_nowait((row, self))
+        self._in_flight += 1
+        self._server.stats.events_received += 1
+
+    async def _wait_for_acks(self) -> None:
+        """After the client's end of stream or at shutdown: let the acks of what was read go out.
+
+        A lingering client waits ``INGEST_LINGER_TIMEOUT_SECONDS`` at most; at shutdown the
+        grace period bounds the wait, so ``shutting_down`` is sent even when the writer is stuck.
+        """
+        deadline = self._loop.time() + self._limits.linger_timeout_seconds
+        self._waiting_for = "acks"
+        try:
+            while self._in_flight > 0:
+                if self._stopping:
+                    deadline = min(deadline, self._server.grace_deadline)
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                self._acked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acked.wait(), remaining)
+        except asyncio.CancelledError:
+            if not self._absorb_interrupt():
+                raise
+        finally:
+            self._waiting_for = ""
 
     async def _send_config(self, hello: Hello) -> None:
         try:
@@ -592,8 +872,19 @@ class Connection:
                 }
             )
             return
+        self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
         self.send({"type": "config", "config": config})
-        await self._flush()
+
+
+def _is_blank(line: bytes) -> bool:
+    return not line or line.isspace()
+
+
+def _describe_peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "a client"
 
 
 def _describe_unknown_type(kind: object) -> str:
@@ -618,7 +909,20 @@ class IngestServer:
         # batch): a dead connection fails its batch, which is retried on a fresh connection anyway.
         self.writer_engine = new_engine(settings, pool_pre_ping=False) if settings.is_postgresql else engine
         self.writer = BatchWriter(new_sessionmaker(self.writer_engine), settings.ingest, self.stats)
+        #: Every connection with a running handler (shutdown stops them all).
         self.connections: set[Connection] = set()
+        # The budgets, each oldest first (dicts keep insertion order): connections before their
+        # hello, authenticated ones, and those whose client closed its side and waits for acks.
+        self._pre_hello: dict[Connection, None] = {}
+        self._open: dict[Connection, None] = {}
+        self._lingering: dict[Connection, None] = {}
+        self._devices: dict[tuple[str, str], Connection] = {}
+        self._per_token: Counter[tuple[str, str]] = Counter()
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self.repeated_log = RepeatedLog(log)
+        self.tls_context: ssl.SSLContext | None = None
+        #: When the shutdown grace period ends (loop time); infinite until stop().
+        self.grace_deadline = float("inf")
         self._listener: asyncio.Server | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._accepting = True
@@ -640,28 +944,149 @@ class IngestServer:
                 user_id=hello.user_id,
                 device_type=hello.device_type,
                 agent_version=hello.agent_version,
+                max_new_per_hour=self.settings.ingest.max_new_devices_per_hour,
             )
+            shapes = await organization_shapes(session=session, organization_id=hello.organization_id)
             await session.commit()
-            return effective_config(hello.organization_id, row).for_agent()
+            config = effective_config(hello.organization_id, row).for_agent()
+            config["metadata_keys"] = keys_for_agent(shapes)
+            return config
 
     async def current_config(self, organization_id: str) -> dict[str, Any]:
         async with self.sessions() as session:
             row = await get_config(session=session, organization_id=organization_id)
-            return effective_config(organization_id, row).for_agent()
+            config = effective_config(organization_id, row).for_agent()
+            config["metadata_keys"] = keys_for_agent(
+                await organization_shapes(session=session, organization_id=organization_id)
+            )
+            return config
+
+    # -- slots --
+
+    def _make_room(self) -> bool:
+        """Room for one more connection, shedding the least useful one if needed; False if full."""
+        limits = self.settings.ingest
+        if len(self._pre_hello) >= limits.max_pre_hello_connections:
+            self._trim_pre_hello()
+        if len(self._pre_hello) + len(self._open) < limits.max_connections:
+            return True
+        # Full. An agent's line completes in milliseconds: a connection still silent, or with a
+        # line unfinished for long, is the least useful. Authenticated connections between lines
+        # are never shed (the idle timeout ends them).
+        victim = next(iter(self._pre_hello), None) or min(
+            (c for c in self._open if c.unfinished_line_since is not None),
+            key=lambda c: c.unfinished_line_since or 0.0,
+            default=None,
+        )
+        if victim is None:
+            return False
+        self._shed(victim)
+        return True
+
+    def _trim_pre_hello(self) -> None:
+        """Shed the oldest pre-hello connections past their budget, except those within their grace.
+
+        Connections younger than ``pre_hello_grace_seconds`` are kept even past the budget (until
+        ``max_connections``): a flood that reconnects as fast as it is shed must not push out an
+        agent whose hello is on its way; a timer trims them once their grace is over.
+        """
+        limits = self.settings.ingest
+        now = asyncio.get_running_loop().time()
+        while len(self._pre_hello) >= limits.max_pre_hello_connections:
+            oldest = next(iter(self._pre_hello))
+            if now - oldest.opened_at < limits.pre_hello_grace_seconds:
+                if self._trim_timer is None:
+                    self._trim_timer = asyncio.get_running_loop().call_at(
+                        oldest.opened_at + limits.pre_hello_grace_seconds, self._trim_later
+                    )
+                return
+            self._shed(oldest)
+
+    def _trim_later(self) -> None:
+        self._trim_timer = None
+        if len(self._pre_hello) > self.settings.ingest.max_pre_hello_connections:
+            self._trim_pre_hello()
+
+    def _shed(self, victim: Connection) -> None:
+        self.forget(victim)
+        self.stats.connections_shed += 1
+        self.repeated_log.info(
+            "shed", "closing %s (%s) to make room", victim.peer, victim.phase.replace("_", "-")
+        )
+        victim.end("overloaded", "the server is full and this connection was the least active; retry with backoff")
+
+    def hello_received(self, connection: Connection) -> None:
+        """The connection sent its hello: it is no longer silent, and not shed while it is checked."""
+        if self._pre_hello.pop(connection, 0) is None:
+            self._open[connection] = None
+            connection.phase = "hello"
+
+    def promote(self, connection: Connection, hello: Hello) -> str | None:
+        """The hello was accepted: move the connection to the open budget, or say why it cannot."""
+        limits = self.settings.ingest
+        token_key = (hello.organization_id, hello.token)
+        device_key = (hello.organization_id, hello.device_id)
+        older = self._devices.get(device_key)
+        replacing = older is not None and older.token_key == token_key and older in self._open
+        if self._per_token[token_key] - replacing >= limits.max_connections_per_token:
+            return (
+                f"this ingest token already has {limits.max_connections_per_token} connections on this "
+                "server (INGEST_MAX_CONNECTIONS_PER_TOKEN); retry later with backoff"
+            )
+        if older is not None and older is not connection:
+            older.end("replaced", "a newer connection of this device said hello; this one is closed")
+        self._pre_hello.pop(connection, None)
+        self._open[connection] = None  # already there since its hello was received
+        self._devices[device_key] = connection
+        self._per_token[token_key] += 1
+        connection.token_key = token_key
+        connection.phase = "open"
+        return None
+
+    def linger(self, connection: Connection) -> bool:
+        """The client closed its sending side with events in flight: move it to the lingering budget."""
+        if connection not in self._open or self.settings.ingest.max_lingering_connections == 0:
+            return False
+        self._release_open(connection)
+        if len(self._lingering) >= self.settings.ingest.max_lingering_connections:
+            next(iter(self._lingering)).end(None)  # the oldest waited longest; its agent resends
+        self._lingering[connection] = None
+        connection.phase = "lingering"
+        return True
+
+    def forget(self, connection: Connection) -> None:
+        """The connection is closing: its slot is free from now on."""
+        self._pre_hello.pop(connection, None)
+        self._lingering.pop(connection, None)
+        self._release_open(connection)
+        hello = connection.hello
+        if hello is not None:
+            device_key = (hello.organization_id, hello.device_id)
+            if self._devices.get(device_key) is connection:
+                del self._devices[device_key]
+
+    def _release_open(self, connection: Connection) -> None:
+        if connection not in self._open:
+            return
+        del self._open[connection]
+        if connection.token_key is not None:
+            self._per_token[connection.token_key] -= 1
+            if self._per_token[connection.token_key] <= 0:
+                del self._per_token[connection.token_key]
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(self, reader, writer)
-        if not self._accepting or len(self.connections) >= self.settings.ingest.max_connections:
-            code, text = (
-                ("shutting_down", "the server is stopping; reconnect later")
-                if not self._accepting
-                else ("overloaded", "the server has too many connections; retry later with backoff")
-            )
-            self.stats.errors[code] += 1
-            connection.send({"type": "error", "code": code, "message": text, "line": 0})
+        refusal = None
+        if not self._accepting:
+            refusal = ("shutting_down", "the server is stopping; reconnect later")
+        elif not self._make_room():
+            refusal = ("overloaded", "the server has too many connections; retry later with backoff")
+        if refusal is not None:
+            connection.end(*refusal)
             await connection._close()
             return
         connection.task = asyncio.current_task()
+        self._pre_hello[connection] = None
         self.connections.add(connection)
         try:
             await connection.run()
@@ -670,12 +1095,14 @@ class IngestServer:
 
     async def start(self) -> RunningServer:
         context = tls_context(self.settings)
+        # Each connection starts its own TLS handshake, so that a pending one holds a pre-hello slot.
+        self.tls_context = context
+        ensure_file_limit(self.settings.ingest)
         self._writer_task = asyncio.create_task(self.writer.run(), name="ingest-writer")
         self._listener = await asyncio.start_server(
             self._on_connect,
             host=self.settings.ingest_host,
             port=self.settings.ingest_port,
-            ssl=context,
             limit=READ_CHUNK_BYTES,
             backlog=min(self.settings.ingest.max_connections, 4096),
         )
@@ -685,22 +1112,32 @@ class IngestServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, finish and acknowledge what was read, close clients, within the grace period."""
+        """Stop accepting, finish and acknowledge what was read, close clients, within the grace period.
+
+        Every connection is told ``shutting_down`` by the end of the grace period, acknowledged or
+        not: a stuck writer delays the acks, not the goodbye.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.ingest.shutdown_grace_seconds
+        self.grace_deadline = deadline
         self._accepting = False
         if self._listener is not None:
             self._listener.close()
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
         for connection in list(self.connections):
             connection.stop_reading()
         handlers = [c.task for c in self.connections if c.task is not None]
         if handlers:
-            _, late = await asyncio.wait(handlers, timeout=max(0.0, deadline - loop.time()))
+            # The handlers end by the deadline themselves; the margin lets them say goodbye.
+            _, late = await asyncio.wait(handlers, timeout=max(0.0, deadline - loop.time()) + 0.5)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
         if self._writer_task is not None:
+            if self.writer.queue.full():
+                self.writer.abandon()  # the writer is stuck: no room even for the stop marker
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.writer.queue.put(_STOP), max(0.0, deadline - loop.time()))
             done, _ = await asyncio.wait({self._writer_task}, timeout=max(0.0, deadline - loop.time()))
@@ -715,6 +1152,28 @@ class IngestServer:
             log.warning(
                 "%d events read but not stored before shutdown; their agents will resend them", unacked
             )
+
+
+def ensure_file_limit(limits: IngestLimits) -> None:
+    """Raise the soft open-file limit to what the connection limits need; warn if the hard limit forbids."""
+    needed = limits.max_connections + limits.max_lingering_connections + SPARE_FILE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            log.info("raised the open-file limit from %d to %d", soft, raised)
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-file limit is %d but INGEST_MAX_CONNECTIONS=%d (+%d lingering) needs about %d: "
+            "the server cannot serve its connection maximum; raise the limit (LimitNOFILE= in systemd, "
+            "ulimit -n) or lower INGEST_MAX_CONNECTIONS",
+            soft,
+            limits.max_connections,
+            limits.max_lingering_connections,
+            needed,
+        )
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -735,17 +1194,18 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 async def _report_stats(server: IngestServer, interval: float) -> None:
     """Every interval, one line on stderr, only when something happened (quiet when idle)."""
     stats = server.stats
-    last_stored, last_errors, last_connections = stats.events_stored, sum(stats.errors.values()), 0
+    # The rate is of acknowledged events: resends are work the server did too.
+    last_acked, last_errors, last_connections = stats.events_acknowledged, sum(stats.errors.values()), 0
     last_time = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         now = time.monotonic()
         errors = sum(stats.errors.values())
-        if (stats.events_stored, errors, stats.connections) != (last_stored, last_errors, last_connections):
-            rate = (stats.events_stored - last_stored) / max(now - last_time, 1e-9)
+        if (stats.events_acknowledged, errors, stats.connections) != (last_acked, last_errors, last_connections):
+            rate = (stats.events_acknowledged - last_acked) / max(now - last_time, 1e-9)
             log.info(stats.line(queued=server.writer.queue.qsize(), events_per_second=rate))
-        last_stored, last_errors, last_connections, last_time = (
-            stats.events_stored,
+        last_acked, last_errors, last_connections, last_time = (
+            stats.events_acknowledged,
             errors,
             stats.connections,
             now,
@@ -799,7 +1259,9 @@ async def serve(
         await engine.dispose()
     stats = server.stats
     log.info(
-        "ingest server stopped (stored %d events in %d batches, %.1f s writing to the database)",
+        "ingest server stopped (acknowledged %d events, %d of them new, in %d batches, "
+        "%.1f s writing to the database)",
+        stats.events_acknowledged,
         stats.events_stored,
         stats.batches,
         stats.store_seconds,
@@ -869,6 +1331,68 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="seconds without a complete line before closing (INGEST_IDLE_TIMEOUT_SECONDS)",
     )
     add(
+        "--max-pre-hello",
+        type=int,
+        default=limits.max_pre_hello_connections,
+        help="of the connections, how many may be before their hello; past it the oldest is closed "
+        "(INGEST_MAX_PRE_HELLO_CONNECTIONS)",
+    )
+    add(
+        "--pre-hello-grace",
+        type=float,
+        default=limits.pre_hello_grace_seconds,
+        help="seconds a new connection is never shed, its hello being on the way (INGEST_PRE_HELLO_GRACE_SECONDS)",
+    )
+    add(
+        "--hello-max-line-bytes",
+        type=int,
+        default=limits.hello_max_line_bytes,
+        help="longest line before the hello (INGEST_HELLO_MAX_LINE_BYTES)",
+    )
+    add(
+        "--tls-handshake-timeout",
+        type=float,
+        default=limits.tls_handshake_timeout_seconds,
+        help="seconds a TLS handshake may take (INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS)",
+    )
+    add(
+        "--line-timeout",
+        type=float,
+        default=limits.line_timeout_seconds,
+        help="seconds from a line's first byte to its newline before closing (INGEST_LINE_TIMEOUT_SECONDS)",
+    )
+    add(
+        "--max-connections-per-token",
+        type=int,
+        default=limits.max_connections_per_token,
+        help="authenticated connections of one ingest token at once (INGEST_MAX_CONNECTIONS_PER_TOKEN)",
+    )
+    add(
+        "--max-lingering",
+        type=int,
+        default=limits.max_lingering_connections,
+        help="half-closed clients waiting for their acks, besides --max-connections "
+        "(INGEST_MAX_LINGERING_CONNECTIONS)",
+    )
+    add(
+        "--linger-timeout",
+        type=float,
+        default=limits.linger_timeout_seconds,
+        help="seconds a half-closed client waits for its acks (INGEST_LINGER_TIMEOUT_SECONDS)",
+    )
+    add(
+        "--max-output-bytes",
+        type=int,
+        default=limits.max_output_bytes,
+        help="unread answers per connection before it is no longer read (INGEST_MAX_OUTPUT_BYTES)",
+    )
+    add(
+        "--output-timeout",
+        type=float,
+        default=limits.output_timeout_seconds,
+        help="seconds a client may leave its answers unread before it is closed (INGEST_OUTPUT_TIMEOUT_SECONDS)",
+    )
+    add(
         "--max-in-flight",
         type=int,
         default=limits.max_in_flight_per_connection,
@@ -923,6 +1447,16 @@ def settings_from_args(settings: Settings, args: argparse.Namespace) -> Settings
         "--max-connections": (args.max_connections, args.max_connections >= 1),
         "--hello-timeout": (args.hello_timeout, args.hello_timeout > 0),
         "--idle-timeout": (args.idle_timeout, args.idle_timeout > 0),
+        "--max-pre-hello": (args.max_pre_hello, args.max_pre_hello >= 1),
+        "--pre-hello-grace": (args.pre_hello_grace, args.pre_hello_grace >= 0),
+        "--hello-max-line-bytes": (args.hello_max_line_bytes, args.hello_max_line_bytes >= 1024),
+        "--tls-handshake-timeout": (args.tls_handshake_timeout, args.tls_handshake_timeout > 0),
+        "--line-timeout": (args.line_timeout, args.line_timeout > 0),
+        "--max-connections-per-token": (args.max_connections_per_token, args.max_connections_per_token >= 1),
+        "--max-lingering": (args.max_lingering, args.max_lingering >= 0),
+        "--linger-timeout": (args.linger_timeout, args.linger_timeout >= 0),
+        "--max-output-bytes": (args.max_output_bytes, args.max_output_bytes >= 4096),
+        "--output-timeout": (args.output_timeout, args.output_timeout > 0),
         "--max-in-flight": (args.max_in_flight, args.max_in_flight >= 1),
         "--queue-max-events": (args.queue_max_events, args.queue_max_events >= 1),
         "--batch-max-events": (args.batch_max_events, args.batch_max_events >= 1),
@@ -940,6 +1474,16 @@ def settings_from_args(settings: Settings, args: argparse.Namespace) -> Settings
         max_connections=args.max_connections,
         hello_timeout_seconds=args.hello_timeout,
         idle_timeout_seconds=args.idle_timeout,
+        max_pre_hello_connections=args.max_pre_hello,
+        pre_hello_grace_seconds=args.pre_hello_grace,
+        hello_max_line_bytes=args.hello_max_line_bytes,
+        tls_handshake_timeout_seconds=args.tls_handshake_timeout,
+        line_timeout_seconds=args.line_timeout,
+        max_connections_per_token=args.max_connections_per_token,
+        max_lingering_connections=args.max_lingering,
+        linger_timeout_seconds=args.linger_timeout,
+        max_output_bytes=args.max_output_bytes,
+        output_timeout_seconds=args.output_timeout,
         max_in_flight_per_connection=args.max_in_flight,
         queue_max_events=args.queue_max_events,
         batch_max_events=args.batch_max_events,

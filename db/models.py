@@ -8,13 +8,33 @@ audit) never rename or remove anything the guide defines.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    Uuid,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, JSONType, UTCDateTime, utcnow
+from db.identifiers import (
+    MAX_DEVICE_ID_CHARS,
+    MAX_ORGANIZATION_ID_CHARS,
+    MAX_TOOL_NAME_CHARS,
+    MAX_USER_ID_CHARS,
+    check_identifier_sql,
+    check_rollup_key_sql,
+)
 from db.vocabulary import (
     DEFAULT_ORGANIZATION_ID,
     DEFAULT_RETENTION_DAYS,
@@ -28,6 +48,35 @@ from db.vocabulary import (
 def _in_list(column: str, values: tuple[str, ...]) -> str:
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
+
+
+#: The engines the identifier CHECK constraints are written for (their SQL differs: regex or GLOB).
+_DIALECTS = ("postgresql", "sqlite")
+
+
+def _per_dialect(name: str, sql_for: Callable[[str], str]) -> list[CheckConstraint]:
+    """One CHECK constraint, spelled for each engine; each is created only on its own (migration 0008)."""
+    return [CheckConstraint(sql_for(dialect), name=name).ddl_if(dialect=dialect) for dialect in _DIALECTS]
+
+
+def _identifier_check(
+    column: str, *, max_chars: int, joiners_between_letters: bool = False
+) -> list[CheckConstraint]:
+    """``<column>_identifier``: the rules of db/identifiers.py (no forbidden character, 1..max_chars long)."""
+    return _per_dialect(
+        f"{column}_identifier",
+        lambda dialect: check_identifier_sql(
+            column, dialect, max_chars=max_chars, joiners_between_letters=joiners_between_letters
+        ),
+    )
+
+
+def _rollup_checks() -> list[CheckConstraint]:
+    """The identifier CHECKs of a rollup table (migration 0008): rollup keys come only from clean values."""
+    return [
+        *_per_dialect("key_identifier", check_rollup_key_sql),
+        *_identifier_check("organization_id", max_chars=MAX_ORGANIZATION_ID_CHARS),
+    ]
 
 
 class User(Base):
@@ -46,10 +95,22 @@ class User(Base):
     last_login: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+# Unique regardless of case, so "Alice" and "alice" cannot both exist (migration 0009). An expression
+# index is declared after its class: the class body cannot yet name its own columns in __table_args__.
+Index("uq_users_lower_username", func.lower(User.username), unique=True)
+
+
 class Device(Base):
     """A client agent (browser extension, desktop agent, CLI interceptor)."""
 
     __tablename__ = "devices"
+    __table_args__ = (
+        # Addition (migration 0008): the per-organisation hourly cap on new devices counts this range.
+        Index("ix_devices_organization_registered_at", "organization_id", "registered_at"),
+        *_identifier_check("device_id", max_chars=MAX_DEVICE_ID_CHARS),
+        *_identifier_check("user_id", max_chars=MAX_USER_ID_CHARS, joiners_between_letters=True),
+        *_identifier_check("organization_id", max_chars=MAX_ORGANIZATION_ID_CHARS),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     device_id: Mapped[str] = mapped_column(String(128), unique=True, index=True)
@@ -86,6 +147,10 @@ class FirewallConfig(Base):
     updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
+# Organisation ids are stored as first spelled and unique regardless of case (migration 0009).
+Index("uq_firewall_configs_lower_organization_id", func.lower(FirewallConfig.organization_id), unique=True)
+
+
 class LogEntry(Base):
     """One AI interaction, metadata only: no prompt content is ever stored."""
 
@@ -114,9 +179,17 @@ class LogEntry(Base):
         CheckConstraint(_in_list("tool_type", TOOL_TYPES), name="tool_type_known"),
         CheckConstraint("prompt_length >= 0", name="prompt_length_not_negative"),
         CheckConstraint("entity_count >= 0", name="entity_count_not_negative"),
+        # Migration 0008: an event is identified by (organization_id, id), so one organisation's ids
+        # can neither collide with nor suppress another's. ``id`` leads, so a lookup by id alone
+        # (the log browser's search) stays one index probe.
+        PrimaryKeyConstraint("id", "organization_id"),
+        *_identifier_check("tool_name", max_chars=MAX_TOOL_NAME_CHARS),
+        *_identifier_check("user_id", max_chars=MAX_USER_ID_CHARS, joiners_between_letters=True),
+        *_identifier_check("device_id", max_chars=MAX_DEVICE_ID_CHARS),
+        *_identifier_check("organization_id", max_chars=MAX_ORGANIZATION_ID_CHARS),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     device_id: Mapped[str] = mapped_column(String(128), index=True)
     user_id: Mapped[str] = mapped_column(String(255), index=True)
@@ -202,6 +275,7 @@ class LogHourlyCount(_RollupCount, Base):
             "bucket_start",
             postgresql_include=ROLLUP_INCLUDE,
         ),
+        *_rollup_checks(),
     )
 
 
@@ -220,6 +294,7 @@ class LogDailyCount(_RollupCount, Base):
             "bucket_start",
             postgresql_include=ROLLUP_INCLUDE,
         ),
+        *_rollup_checks(),
     )
 
 
@@ -238,6 +313,7 @@ class LogWeeklyCount(_RollupCount, Base):
             "bucket_start",
             postgresql_include=ROLLUP_INCLUDE,
         ),
+        *_rollup_checks(),
     )
 
 
@@ -255,3 +331,23 @@ class AuditEvent(Base):
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(255))
     changes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class OrganizationMetadataKey(Base):
+    """A ``log_metadata`` key an administrator allowed for one organisation, with its value shape.
+
+    The standard keys (db/metadata_keys.py) need no row; ``enum_values`` holds the
+    accepted values of an ``enum`` key and is empty for the other shapes.
+    """
+
+    __tablename__ = "organization_metadata_keys"
+    __table_args__ = (
+        CheckConstraint("shape IN ('number', 'boolean', 'enum', 'token')", name="shape_known"),
+    )
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shape: Mapped[str] = mapped_column(String(16))
+    enum_values: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))

@@ -43,6 +43,26 @@ class IngestLimits:
     max_connections: int = 1000
     hello_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
+    #: Of ``max_connections``, how many may be still before their hello (TLS handshake included);
+    #: past it the oldest of them is closed, so silent connections cannot hold the door shut.
+    max_pre_hello_connections: int = 100
+    #: A new connection is not shed during this first moment: its hello is on the way.
+    pre_hello_grace_seconds: float = 0.5
+    #: Longest line before the hello is done: a hello is well under 2 KiB.
+    hello_max_line_bytes: int = 8 * 1024
+    tls_handshake_timeout_seconds: float = 5.0
+    #: Time from a line's first byte to its newline; an agent's line takes milliseconds.
+    line_timeout_seconds: float = 10.0
+    #: Authenticated connections of one ingest token on this server at once.
+    max_connections_per_token: int = 1000
+    #: Clients that closed their sending side and wait for their acks, on top of ``max_connections``.
+    max_lingering_connections: int = 100
+    #: How long a client that closed its sending side is kept waiting for its acks.
+    linger_timeout_seconds: float = 30.0
+    #: Answers waiting in a connection's send buffer before the server stops reading it.
+    max_output_bytes: int = 64 * 1024
+    #: How long the output may stay backed up (the client reads nothing) before the connection is closed.
+    output_timeout_seconds: float = 30.0
     max_in_flight_per_connection: int = 1000
     queue_max_events: int = 20_000
     batch_max_events: int = 2000
@@ -51,6 +71,11 @@ class IngestLimits:
     stats_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
     db_retry_max_seconds: float = 5.0
+    #: Distinct keys (tools, users, entity types) per organisation, rollup bucket and dimension; the
+    #: events of further keys are counted under the overflow key, shown as "(other)" (db/rollups.py).
+    rollup_max_keys_per_bucket: int = 10_000
+    #: New devices one organisation may register per hour; past it a new device's hello is refused.
+    max_new_devices_per_hour: int = 1000
 
 
 @dataclass(frozen=True)
@@ -175,6 +200,46 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_timeout_seconds=_number(
             env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds, minimum=0, exclusive_minimum=True
         ),
+        max_pre_hello_connections=int(
+            _number(
+                env, "INGEST_MAX_PRE_HELLO_CONNECTIONS", defaults.max_pre_hello_connections, minimum=1, integer=True
+            )
+        ),
+        pre_hello_grace_seconds=_number(
+            env, "INGEST_PRE_HELLO_GRACE_SECONDS", defaults.pre_hello_grace_seconds, minimum=0
+        ),
+        hello_max_line_bytes=int(
+            _number(env, "INGEST_HELLO_MAX_LINE_BYTES", defaults.hello_max_line_bytes, minimum=1024, integer=True)
+        ),
+        tls_handshake_timeout_seconds=_number(
+            env,
+            "INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+            defaults.tls_handshake_timeout_seconds,
+            minimum=0,
+            exclusive_minimum=True,
+        ),
+        line_timeout_seconds=_number(
+            env, "INGEST_LINE_TIMEOUT_SECONDS", defaults.line_timeout_seconds, minimum=0, exclusive_minimum=True
+        ),
+        max_connections_per_token=int(
+            _number(
+                env, "INGEST_MAX_CONNECTIONS_PER_TOKEN", defaults.max_connections_per_token, minimum=1, integer=True
+            )
+        ),
+        max_lingering_connections=int(
+            _number(
+                env, "INGEST_MAX_LINGERING_CONNECTIONS", defaults.max_lingering_connections, minimum=0, integer=True
+            )
+        ),
+        linger_timeout_seconds=_number(
+            env, "INGEST_LINGER_TIMEOUT_SECONDS", defaults.linger_timeout_seconds, minimum=0
+        ),
+        max_output_bytes=int(
+            _number(env, "INGEST_MAX_OUTPUT_BYTES", defaults.max_output_bytes, minimum=4096, integer=True)
+        ),
+        output_timeout_seconds=_number(
+            env, "INGEST_OUTPUT_TIMEOUT_SECONDS", defaults.output_timeout_seconds, minimum=0, exclusive_minimum=True
+        ),
         max_in_flight_per_connection=int(
             _number(
                 env,
@@ -199,6 +264,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         db_retry_max_seconds=_number(
             env, "INGEST_DB_RETRY_MAX_SECONDS", defaults.db_retry_max_seconds, minimum=0, exclusive_minimum=True
+        ),
+        rollup_max_keys_per_bucket=int(
+            _number(env, "ROLLUP_MAX_KEYS_PER_BUCKET", defaults.rollup_max_keys_per_bucket, minimum=1, integer=True)
+        ),
+        max_new_devices_per_hour=int(
+            _number(
+                env, "INGEST_MAX_NEW_DEVICES_PER_HOUR", defaults.max_new_devices_per_hour, minimum=1, integer=True
+            )
         ),
     )
     tls_cert = (env.get("INGEST_TLS_CERT") or "").strip() or None
