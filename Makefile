@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run console test lint bench-ingest bench-retention bench-console clean
+.PHONY: setup run console test lint bench-ingest bench-hostile bench-retention bench-console clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
@@ -35,6 +35,9 @@ lint: setup
 
 bench-ingest: setup
 	$(BIN)/python bench/ingest.py
+
+bench-hostile: setup
+	$(BIN)/python bench/hostile.py
 
 bench-retention: setup
 	$(BIN)/python bench/retention.py
