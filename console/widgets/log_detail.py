@@ -17,8 +17,10 @@ _HIGHLIGHT = JSONHighlighter()
 
 def detail_text(record: dict[str, Any]) -> Text:
     """``record`` as indented, highlighted JSON; what agents wrote stays text (:mod:`console.untrusted`)."""
-    # json.dumps escapes C0 controls itself; plain() also shows DEL, C1 and bidi characters as escapes.
-    text = plain(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    # json.dumps escapes C0 controls inside strings, so every newline left is the layout's own; each line
+    # goes through plain(), which also shows DEL, C1 and bidi characters as escapes.
+    dumped = json.dumps(record, indent=2, ensure_ascii=False, default=str)
+    text = Text("\n").join(plain(line) for line in dumped.split("\n"))
     _HIGHLIGHT.highlight(text)
     return text
 

@@ -239,6 +239,7 @@ async def test_log_rows_and_detail_show_naughty_identifiers_and_metadata_exactly
             shown = str(detail.render())
             assert f'"user_id": {_json(entry.user_id)}' in shown
             assert f'"tool_name": {_json(entry.tool_name)}' in shown
+            assert "\n  " in shown, "the JSON keeps its layout: one field per line"
             assert_no_raw_controls(shown)
             assert_no_raw_controls(drawn(table))
 
