@@ -176,6 +176,16 @@ def _number(
     return value
 
 
+def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    """A whole-number setting of at least ``minimum``."""
+    return int(_number(env, name, default, minimum=minimum, integer=True))
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A setting that must be greater than zero (a timeout, an interval)."""
+    return _number(env, name, default, minimum=0, exclusive_minimum=True)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
@@ -188,73 +198,41 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     defaults = IngestLimits()
     limits = IngestLimits(
-        max_line_bytes=int(
-            _number(env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=1024, integer=True)
-        ),
-        max_connections=int(
-            _number(env, "INGEST_MAX_CONNECTIONS", defaults.max_connections, minimum=1, integer=True)
-        ),
-        hello_timeout_seconds=_number(
-            env, "INGEST_HELLO_TIMEOUT_SECONDS", defaults.hello_timeout_seconds, minimum=0, exclusive_minimum=True
-        ),
-        idle_timeout_seconds=_number(
-            env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds, minimum=0, exclusive_minimum=True
-        ),
-        max_pre_hello_connections=int(
-            _number(
-                env, "INGEST_MAX_PRE_HELLO_CONNECTIONS", defaults.max_pre_hello_connections, minimum=1, integer=True
-            )
+        max_line_bytes=_whole(env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=1024),
+        max_connections=_whole(env, "INGEST_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
+        hello_timeout_seconds=_positive(env, "INGEST_HELLO_TIMEOUT_SECONDS", defaults.hello_timeout_seconds),
+        idle_timeout_seconds=_positive(env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds),
+        max_pre_hello_connections=_whole(
+            env, "INGEST_MAX_PRE_HELLO_CONNECTIONS", defaults.max_pre_hello_connections, minimum=1
         ),
         pre_hello_grace_seconds=_number(
             env, "INGEST_PRE_HELLO_GRACE_SECONDS", defaults.pre_hello_grace_seconds, minimum=0
         ),
-        hello_max_line_bytes=int(
-            _number(env, "INGEST_HELLO_MAX_LINE_BYTES", defaults.hello_max_line_bytes, minimum=1024, integer=True)
+        hello_max_line_bytes=_whole(
+            env, "INGEST_HELLO_MAX_LINE_BYTES", defaults.hello_max_line_bytes, minimum=1024
         ),
-        tls_handshake_timeout_seconds=_number(
-            env,
-            "INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS",
-            defaults.tls_handshake_timeout_seconds,
-            minimum=0,
-            exclusive_minimum=True,
+        tls_handshake_timeout_seconds=_positive(
+            env, "INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS", defaults.tls_handshake_timeout_seconds
         ),
-        line_timeout_seconds=_number(
-            env, "INGEST_LINE_TIMEOUT_SECONDS", defaults.line_timeout_seconds, minimum=0, exclusive_minimum=True
+        line_timeout_seconds=_positive(env, "INGEST_LINE_TIMEOUT_SECONDS", defaults.line_timeout_seconds),
+        max_connections_per_token=_whole(
+            env, "INGEST_MAX_CONNECTIONS_PER_TOKEN", defaults.max_connections_per_token, minimum=1
         ),
-        max_connections_per_token=int(
-            _number(
-                env, "INGEST_MAX_CONNECTIONS_PER_TOKEN", defaults.max_connections_per_token, minimum=1, integer=True
-            )
-        ),
-        max_lingering_connections=int(
-            _number(
-                env, "INGEST_MAX_LINGERING_CONNECTIONS", defaults.max_lingering_connections, minimum=0, integer=True
-            )
+        max_lingering_connections=_whole(
+            env, "INGEST_MAX_LINGERING_CONNECTIONS", defaults.max_lingering_connections, minimum=0
         ),
         linger_timeout_seconds=_number(
             env, "INGEST_LINGER_TIMEOUT_SECONDS", defaults.linger_timeout_seconds, minimum=0
         ),
-        max_output_bytes=int(
-            _number(env, "INGEST_MAX_OUTPUT_BYTES", defaults.max_output_bytes, minimum=4096, integer=True)
+        max_output_bytes=_whole(env, "INGEST_MAX_OUTPUT_BYTES", defaults.max_output_bytes, minimum=4096),
+        output_timeout_seconds=_positive(
+            env, "INGEST_OUTPUT_TIMEOUT_SECONDS", defaults.output_timeout_seconds
         ),
-        output_timeout_seconds=_number(
-            env, "INGEST_OUTPUT_TIMEOUT_SECONDS", defaults.output_timeout_seconds, minimum=0, exclusive_minimum=True
+        max_in_flight_per_connection=_whole(
+            env, "INGEST_MAX_IN_FLIGHT", defaults.max_in_flight_per_connection, minimum=1
         ),
-        max_in_flight_per_connection=int(
-            _number(
-                env,
-                "INGEST_MAX_IN_FLIGHT",
-                defaults.max_in_flight_per_connection,
-                minimum=1,
-                integer=True,
-            )
-        ),
-        queue_max_events=int(
-            _number(env, "INGEST_QUEUE_MAX_EVENTS", defaults.queue_max_events, minimum=1, integer=True)
-        ),
-        batch_max_events=int(
-            _number(env, "INGEST_BATCH_MAX_EVENTS", defaults.batch_max_events, minimum=1, integer=True)
-        ),
+        queue_max_events=_whole(env, "INGEST_QUEUE_MAX_EVENTS", defaults.queue_max_events, minimum=1),
+        batch_max_events=_whole(env, "INGEST_BATCH_MAX_EVENTS", defaults.batch_max_events, minimum=1),
         batch_max_wait_ms=_number(env, "INGEST_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms, minimum=0),
         stats_interval_seconds=_number(
             env, "INGEST_STATS_INTERVAL_SECONDS", defaults.stats_interval_seconds, minimum=0
@@ -262,16 +240,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_seconds=_number(
             env, "INGEST_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds, minimum=0, maximum=300
         ),
-        db_retry_max_seconds=_number(
-            env, "INGEST_DB_RETRY_MAX_SECONDS", defaults.db_retry_max_seconds, minimum=0, exclusive_minimum=True
+        db_retry_max_seconds=_positive(env, "INGEST_DB_RETRY_MAX_SECONDS", defaults.db_retry_max_seconds),
+        rollup_max_keys_per_bucket=_whole(
+            env, "ROLLUP_MAX_KEYS_PER_BUCKET", defaults.rollup_max_keys_per_bucket, minimum=1
         ),
-        rollup_max_keys_per_bucket=int(
-            _number(env, "ROLLUP_MAX_KEYS_PER_BUCKET", defaults.rollup_max_keys_per_bucket, minimum=1, integer=True)
-        ),
-        max_new_devices_per_hour=int(
-            _number(
-                env, "INGEST_MAX_NEW_DEVICES_PER_HOUR", defaults.max_new_devices_per_hour, minimum=1, integer=True
-            )
+        max_new_devices_per_hour=_whole(
+            env, "INGEST_MAX_NEW_DEVICES_PER_HOUR", defaults.max_new_devices_per_hour, minimum=1
         ),
     )
     tls_cert = (env.get("INGEST_TLS_CERT") or "").strip() or None
