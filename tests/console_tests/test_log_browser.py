@@ -211,6 +211,25 @@ async def test_the_detail_pane_shows_the_selected_rows_metadata(
         assert record["log_metadata"] == {"browser": "firefox-1"}
 
 
+async def test_the_same_event_id_in_two_organisations_shows_two_rows_each_with_its_own_detail(
+    engine: AsyncEngine, app_factory, admin: str
+) -> None:
+    shared = make_event(0, organization_id="acme", tool_name="Claude")
+    copy = {**shared, "organization_id": "globex", "tool_name": "Gemini", "timestamp": BASE_TIME - timedelta(hours=1)}
+    await store_logs(engine, [shared, copy])
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, admin)
+        section = await open_logs(pilot)
+        assert table_keys(section) == [f"acme/{shared['id']}", f"globex/{shared['id']}"]
+        seen = []
+        for _ in range(2):
+            record = section.query_one("#log-detail").record
+            seen.append((record["organization_id"], record["tool_name"]))
+            await pilot.press("down")
+            await settle(pilot)
+        assert seen == [("acme", "Claude"), ("globex", "Gemini")]
+
+
 async def test_the_console_works_in_an_80_by_24_terminal(
     engine: AsyncEngine, app_factory, admin: str
 ) -> None:
