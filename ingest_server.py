@@ -680,7 +680,7 @@ class Connection:
             return False
         try:
             async with asyncio.timeout(DB_REQUEST_TIMEOUT_SECONDS):
-                config = await self._server.admit(hello)
+                hello, config = await self._server.admit(hello)
         except DeviceRefused as refused:
             self.send_error(refused.code, refused.message)
             return False
@@ -927,16 +927,20 @@ class IngestServer:
         self._writer_task: asyncio.Task[None] | None = None
         self._accepting = True
 
-    async def admit(self, hello: Hello) -> dict[str, Any]:
-        """Check the token, register or touch the device, and return the config for the welcome."""
+    async def admit(self, hello: Hello) -> tuple[Hello, dict[str, Any]]:
+        """Check the token, register or touch the device; return the hello under the organisation id
+        as created (it is looked up regardless of case) and the config for the welcome."""
         async with self.sessions() as session:
+            row = await get_config(session=session, organization_id=hello.organization_id)
+            if row is not None:
+                # Events, devices and rollups are keyed by the id as created, whatever case the agent used.
+                hello = replace(hello, organization_id=row.organization_id)
             token = await verify(session=session, organization_id=hello.organization_id, token=hello.token)
             if token is None:
                 raise PermissionError(
                     f"the token is not valid for organisation {hello.organization_id!r} "
                     "(unknown organisation, wrong token or revoked token)"
                 )
-            row = await get_config(session=session, organization_id=hello.organization_id)
             await register_or_touch_device(
                 session=session,
                 organization_id=hello.organization_id,
@@ -950,7 +954,7 @@ class IngestServer:
             await session.commit()
             config = effective_config(hello.organization_id, row).for_agent()
             config["metadata_keys"] = keys_for_agent(shapes)
-            return config
+            return hello, config
 
     async def current_config(self, organization_id: str) -> dict[str, Any]:
         async with self.sessions() as session:

@@ -5,9 +5,8 @@ and only here; the console, the CLI and the scheduler all call these functions.
 
 Organisation ids are stored as first spelled and are unique and looked up
 regardless of case (``ACME`` finds ``acme``; a unique index on
-``lower(organization_id)``). Logs, devices and rollups keep the spelling the
-agents send, so agents must send the id exactly as created (a token only
-opens its organisation's exact spelling, see :func:`db.tokens.verify`).
+``lower(organization_id)``). The ingest server resolves an agent's hello to the
+id as created, so logs, devices and rollups are kept under one spelling.
 Custom patterns are RE2 (:mod:`db.regex_engine`): they run on every agent.
 """
 

@@ -473,7 +473,12 @@ def validate_log(
     if device_id is not None and device_id != hello.device_id:
         raise invalid(f"device_id comes from the hello ({hello.device_id!r}); got {_shown(device_id)}")
     organization_id = message.get("organization_id")
-    if organization_id is not None and organization_id != hello.organization_id:
+    # The hello's id is the organisation's as created; the agent may spell it in another case.
+    if organization_id is not None and (
+        not isinstance(organization_id, str)
+        or not organization_id.isascii()
+        or organization_id.lower() != hello.organization_id.lower()
+    ):
         raise invalid(
             f"organization_id comes from the hello ({hello.organization_id!r}); got {_shown(organization_id)}"
         )

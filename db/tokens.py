@@ -5,8 +5,9 @@ list) are stored; the clear token exists only in the output of :func:`create_tok
 Neither the clear token nor its hash ever appears in an error message.
 
 Organisations are looked up regardless of case (``ACME`` finds ``acme``); a token
-is stored with the organisation's id as it was created, and a hello must name
-that exact spelling, because the events it sends are kept under that spelling.
+is stored with the organisation's id as it was created, and :func:`verify` takes
+that spelling (the ingest server resolves a hello's id to it first, so the events
+of an agent that writes ``ACME`` are kept under ``acme``).
 """
 
 from __future__ import annotations

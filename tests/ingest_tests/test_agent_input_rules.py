@@ -7,10 +7,12 @@ import uuid
 
 import orjson
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from console.simulator import EventGenerator
 from db.metadata_keys import STANDARD_KEYS, allow_key
+from db.models import Device, LogEntry
 from tests.ingest_tests.conftest import (
     Org,
     RawClient,
@@ -127,3 +129,21 @@ async def test_a_key_the_organisation_allowed_is_stored_and_a_number_past_64_bit
     assert error["code"] == "invalid_event"
     assert "2^63" in error["message"]
     assert await count_events(engine) == 1
+
+
+async def test_hello_naming_the_organisation_in_another_case_is_stored_under_the_id_as_created(
+    server: ServerHandle, raw_factory: RawFactory, org: Org, generator: EventGenerator, engine: AsyncEngine
+) -> None:
+    raw = await raw_factory(server.port, hello=False)
+    await raw.send(hello_message(org, organization_id=org.organization_id.upper()))
+    welcome = await raw.receive()
+    assert welcome["type"] == "welcome", welcome
+    assert welcome["config"]["organization_id"] == org.organization_id
+    event = generator.event()
+    event["organization_id"] = org.organization_id.upper()
+    await raw.send(event)
+    assert await raw.receive() == {"type": "ack", "ids": [event["id"]]}
+    async with engine.connect() as connection:
+        events = (await connection.scalars(select(LogEntry.organization_id))).all()
+        devices = (await connection.scalars(select(Device.organization_id))).all()
+    assert (events, devices) == ([org.organization_id], [org.organization_id])
