@@ -17,30 +17,10 @@ names need it). Textual is not imported here, so the CLI can use this module.
 
 from __future__ import annotations
 
-import re
-from typing import Final
-
 from rich.style import Style
 from rich.text import Text
 
-from db.identifiers import FORBIDDEN_EXCEPT_JOINERS, JOINERS
-
-_SHORT_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_LETTER: Final = r"[^\W\d_]"
-_JOINER: Final = "[" + "".join(sorted(JOINERS)) + "]"
-#: Forbidden characters, and joiners that do not stand between two letters.
-_SHOWN_ESCAPED: Final = re.compile(
-    f"{FORBIDDEN_EXCEPT_JOINERS.pattern}|(?<!{_LETTER}){_JOINER}|{_JOINER}(?!{_LETTER})"
-)
-
-
-def _escape(match: re.Match[str]) -> str:
-    character = match.group()
-    short = _SHORT_ESCAPES.get(character)
-    if short is not None:
-        return short
-    code = ord(character)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+from db.identifiers import escape_forbidden
 
 
 def visible(value: object) -> str:
@@ -49,8 +29,7 @@ def visible(value: object) -> str:
     ``"\\x1b[31mred"`` becomes the nine characters ``\\x1b[31mred``; everything
     else, markup-looking brackets included, is left exactly as it is.
     """
-    text = value if isinstance(value, str) else str(value)
-    return _SHOWN_ESCAPED.sub(_escape, text)
+    return escape_forbidden(value if isinstance(value, str) else str(value), joiners_between_letters=True)
 
 
 def plain(value: object, style: str | Style = "") -> Text:

@@ -38,62 +38,6 @@ ZERO_WIDTH_JOINER: Final = "\u200d"
 JOINERS: Final = frozenset({ZERO_WIDTH_NON_JOINER, ZERO_WIDTH_JOINER})
 
 
-def _character_class(ranges: tuple[tuple[int, int], ...]) -> str:
-    parts = []
-    for start, end in ranges:
-        parts.append(re.escape(chr(start)) if start == end else f"{re.escape(chr(start))}-{re.escape(chr(end))}")
-    return "[" + "".join(parts) + "]"
-
-
-#: Matches any forbidden character.
-FORBIDDEN: Final = re.compile(_character_class(FORBIDDEN_RANGES))
-#: Matches any forbidden character except the two joiners.
-FORBIDDEN_EXCEPT_JOINERS: Final = re.compile(
-    _character_class(
-        tuple(
-            piece
-            for start, end in FORBIDDEN_RANGES
-            for piece in (
-                ((start, 0x200B), (0x200E, end)) if (start, end) == (0x200B, 0x200F) else ((start, end),)
-            )
-        )
-    )
-)
-
-#: Length bounds, in characters, of each identifier (the columns are at least this wide).
-MAX_TOOL_NAME_CHARS: Final = 100
-MAX_USER_ID_CHARS: Final = 255
-MAX_DEVICE_ID_CHARS: Final = 128
-MAX_ORGANIZATION_ID_CHARS: Final = 64
-MAX_ENTITY_TYPE_CHARS: Final = 48
-MAX_METADATA_KEY_CHARS: Final = 64
-MAX_METADATA_STRING_CHARS: Final = 256
-
-#: Entity types name a kind of sensitive data: ``EMAIL``, ``API_KEY``, ``CREDIT_CARD``.
-ENTITY_TYPE_PATTERN: Final = re.compile(rf"[A-Z][A-Z0-9_]{{0,{MAX_ENTITY_TYPE_CHARS - 1}}}")
-
-
-def forbidden_character(value: str, *, joiners_between_letters: bool = False) -> str | None:
-    """A description of the first forbidden character in ``value`` (``"U+202E"``), or None if it is clean.
-
-    With ``joiners_between_letters`` (``user_id``), ZWNJ and ZWJ pass when a letter
-    stands on each side of them.
-    """
-    pattern = FORBIDDEN_EXCEPT_JOINERS if joiners_between_letters else FORBIDDEN
-    found = pattern.search(value)
-    if found is not None:
-        return f"U+{ord(found.group()):04X}"
-    if joiners_between_letters and (ZERO_WIDTH_NON_JOINER in value or ZERO_WIDTH_JOINER in value):
-        for index, character in enumerate(value):
-            if character in JOINERS and not (
-                0 < index < len(value) - 1 and value[index - 1].isalpha() and value[index + 1].isalpha()
-            ):
-                return f"U+{ord(character):04X}"
-    return None
-
-
-# --- the same rules as SQL, for the CHECK constraints of both engines ------------------------------------
-
 _JOINER_CODE_POINTS: Final = tuple(sorted(ord(joiner) for joiner in JOINERS))
 
 
@@ -108,6 +52,82 @@ def _ranges_except_joiners() -> tuple[tuple[int, int], ...]:
             pieces.append((start, end))
     return tuple(pieces)
 
+
+def _character_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    parts = []
+    for start, end in ranges:
+        parts.append(re.escape(chr(start)) if start == end else f"{re.escape(chr(start))}-{re.escape(chr(end))}")
+    return "[" + "".join(parts) + "]"
+
+
+#: Matches any forbidden character.
+FORBIDDEN: Final = re.compile(_character_class(FORBIDDEN_RANGES))
+
+#: Length bounds, in characters, of each identifier (the columns are at least this wide).
+MAX_TOOL_NAME_CHARS: Final = 100
+MAX_USER_ID_CHARS: Final = 255
+MAX_DEVICE_ID_CHARS: Final = 128
+MAX_ORGANIZATION_ID_CHARS: Final = 64
+MAX_ENTITY_TYPE_CHARS: Final = 48
+MAX_METADATA_KEY_CHARS: Final = 64
+MAX_METADATA_STRING_CHARS: Final = 256
+
+#: Entity types name a kind of sensitive data: ``EMAIL``, ``API_KEY``, ``CREDIT_CARD``.
+ENTITY_TYPE_PATTERN: Final = re.compile(rf"[A-Z][A-Z0-9_]{{0,{MAX_ENTITY_TYPE_CHARS - 1}}}")
+
+
+def _joins_letters(value: str, index: int) -> bool:
+    """True if ``value[index]`` is a joiner with a letter on each side (where ``user_id`` may hold one)."""
+    return (
+        value[index] in JOINERS
+        and 0 < index < len(value) - 1
+        and value[index - 1].isalpha()
+        and value[index + 1].isalpha()
+    )
+
+
+def forbidden_character(value: str, *, joiners_between_letters: bool = False) -> str | None:
+    """A description of the first forbidden character in ``value`` (``"U+202E"``), or None if it is clean.
+
+    With ``joiners_between_letters`` (``user_id``), ZWNJ and ZWJ pass when a letter
+    stands on each side of them.
+    """
+    first = FORBIDDEN.search(value)  # the hot path: one search finds nothing in a clean value
+    if first is None:
+        return None
+    for found in FORBIDDEN.finditer(value, first.start()):
+        if not (joiners_between_letters and _joins_letters(value, found.start())):
+            return f"U+{ord(found.group()):04X}"
+    return None
+
+
+_SHORT_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(character: str) -> str:
+    short = _SHORT_ESCAPES.get(character)
+    if short is not None:
+        return short
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_forbidden(value: str, *, joiners_between_letters: bool = False) -> str:
+    """``value`` with every forbidden character written as a visible escape (``\\x1b``, ``\\u202e``, ``\\n``).
+
+    With ``joiners_between_letters``, a joiner with a letter on each side stays, as
+    :func:`forbidden_character` allows it there; everything else is left exactly as it is.
+    """
+
+    def escaped(found: re.Match[str]) -> str:
+        if joiners_between_letters and _joins_letters(value, found.start()):
+            return found.group()
+        return _escape(found.group())
+
+    return FORBIDDEN.sub(escaped, value)
+
+
+# --- the same rules as SQL, for the CHECK constraints of both engines ------------------------------------
 
 def _postgresql_class(ranges: tuple[tuple[int, int], ...]) -> str:
     # PostgreSQL text cannot hold NUL (and its regex cannot name it): the class starts at U+0001.

@@ -43,12 +43,11 @@ from db.audit import record_change
 from db.base import as_utc
 from db.event_schema import identifier_problem
 from db.identifiers import (
-    FORBIDDEN,
-    JOINERS,
     MAX_DEVICE_ID_CHARS,
     MAX_ORGANIZATION_ID_CHARS,
     MAX_TOOL_NAME_CHARS,
     MAX_USER_ID_CHARS,
+    escape_forbidden,
     forbidden_character,
 )
 from db.metadata_keys import Shape, metadata_problem, organization_shapes
@@ -130,37 +129,16 @@ class ScrubReport:
         }
 
 
-# --- the rules, one call site each ------------------------------------------------------------------
-
-
-def _identifier_refused(name: str, value: str) -> str | None:
-    """Why today's rules refuse identifier ``name`` = ``value`` (the validator's own check), or None."""
-    return identifier_problem(name, value)
-
-
-def _escape(character: str) -> str:
-    code = ord(character)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+# --- the rules ----------------------------------------------------------------------------------------
 
 
 def repaired_identifier(value: str, *, max_chars: int, joiners_between_letters: bool = False) -> str:
     """``value`` with every refused character written as a visible escape, cut to ``max_chars``.
 
-    ``"report\\u202etxt.exe"`` becomes ``report\\u202etxt.exe`` spelled out; a
+    ``"report\u202etxt.exe"`` becomes ``report\u202etxt.exe`` spelled out; a
     joiner between two letters stays where ``joiners_between_letters`` allows it.
     """
-    pieces = []
-    last = len(value) - 1
-    for index, character in enumerate(value):
-        allowed_joiner = (
-            joiners_between_letters
-            and character in JOINERS
-            and 0 < index < last
-            and value[index - 1].isalpha()
-            and value[index + 1].isalpha()
-        )
-        pieces.append(_escape(character) if FORBIDDEN.match(character) and not allowed_joiner else character)
-    repaired = "".join(pieces)[:max_chars]
+    repaired = escape_forbidden(value, joiners_between_letters=joiners_between_letters)[:max_chars]
     return repaired if repaired.strip() else "(blank)"
 
 
@@ -205,13 +183,13 @@ async def _scrub_log_entries(session: AsyncSession, report: ScrubReport, apply: 
             changes: dict[str, Any] = {}
             where = f"{organization_id}/{event_id}"
             for name, value in (("tool_name", tool_name), ("user_id", user_id), ("device_id", device_id)):
-                problem = _identifier_refused(name, value)
+                problem = identifier_problem(name, value)
                 if problem is not None:
                     changes[name] = repaired_identifier(
                         value, max_chars=REPAIRED_COLUMNS[name], joiners_between_letters=name == "user_id"
                     )
                     report.note(f"log entry {where}: {problem}")
-            if _identifier_refused("organization_id", organization_id) is not None:
+            if identifier_problem("organization_id", organization_id) is not None:
                 report.organization_ids += 1
                 report.note(f"log entry {where}: organization_id breaks the rules (reported, not changed)")
             if isinstance(metadata, dict) and metadata:
@@ -282,14 +260,14 @@ async def _scrub_devices(session: AsyncSession, report: ScrubReport, apply: bool
             changes: dict[str, str] = {}
             for name in ("device_id", "user_id"):
                 value = getattr(device, name)
-                problem = _identifier_refused(name, value)
+                problem = identifier_problem(name, value)
                 if problem is not None:
                     changes[name] = repaired_identifier(
                         value, max_chars=REPAIRED_COLUMNS[name], joiners_between_letters=name == "user_id"
                     )
                     report.identifiers[f"devices.{name}"] = report.identifiers.get(f"devices.{name}", 0) + 1
                     report.note(f"device {device.organization_id}/{device.device_id}: {problem}")
-            if _identifier_refused("organization_id", device.organization_id) is not None:
+            if identifier_problem("organization_id", device.organization_id) is not None:
                 report.organization_ids += 1
                 report.note(f"device {device.device_id}: organization_id breaks the rules (reported, not changed)")
             if not changes:
@@ -308,10 +286,6 @@ async def _scrub_devices(session: AsyncSession, report: ScrubReport, apply: bool
 # --- rollups -----------------------------------------------------------------------------------------
 
 _RollupKey = tuple[str, str, str]
-
-
-def _key_refused(dimension: str, key: str) -> str | None:
-    return _identifier_refused(KEY_RULES[dimension], key)
 
 
 async def _scrub_rollups(session: AsyncSession, report: ScrubReport, apply: bool) -> None:
@@ -338,7 +312,7 @@ async def _scrub_rollups(session: AsyncSession, report: ScrubReport, apply: bool
             for org, dimension, key in keys:
                 if key == OVERFLOW_KEY:
                     continue
-                problem = _key_refused(dimension, key)
+                problem = identifier_problem(KEY_RULES[dimension], key)
                 if problem is not None:
                     bad.append((org, dimension, key))
                     if (org, dimension, key) not in seen_bad:
