@@ -37,6 +37,7 @@ from db.engine import DatabaseError, check_database, new_engine, new_sessionmake
 from db.event_schema import EventError, Hello, validate_hello, validate_log
 from db.events import store_events
 from db.metadata_keys import Shape, keys_for_agent, organization_shapes, shapes_from_agent
+from db.models import FirewallConfig
 from db.settings import IngestLimits, Settings, SettingsError, load_settings
 from db.tokens import verify
 
@@ -876,6 +877,17 @@ class Connection:
         self.send({"type": "config", "config": config})
 
 
+async def _config_for_agent(
+    session: AsyncSession, organization_id: str, row: FirewallConfig | None
+) -> dict[str, Any]:
+    """The configuration as agents get it in ``welcome`` and ``config``, with the organisation's metadata keys."""
+    config = effective_config(organization_id, row).for_agent()
+    config["metadata_keys"] = keys_for_agent(
+        await organization_shapes(session=session, organization_id=organization_id)
+    )
+    return config
+
+
 def _is_blank(line: bytes) -> bool:
     return not line or line.isspace()
 
@@ -950,20 +962,14 @@ class IngestServer:
                 agent_version=hello.agent_version,
                 max_new_per_hour=self.settings.ingest.max_new_devices_per_hour,
             )
-            shapes = await organization_shapes(session=session, organization_id=hello.organization_id)
+            config = await _config_for_agent(session, hello.organization_id, row)
             await session.commit()
-            config = effective_config(hello.organization_id, row).for_agent()
-            config["metadata_keys"] = keys_for_agent(shapes)
             return hello, config
 
     async def current_config(self, organization_id: str) -> dict[str, Any]:
         async with self.sessions() as session:
             row = await get_config(session=session, organization_id=organization_id)
-            config = effective_config(organization_id, row).for_agent()
-            config["metadata_keys"] = keys_for_agent(
-                await organization_shapes(session=session, organization_id=organization_id)
-            )
-            return config
+            return await _config_for_agent(session, organization_id, row)
 
     # -- slots --
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -128,11 +127,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            bench.stop_server(process)
         await bench.drop_database(url)
 
 

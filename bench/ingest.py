@@ -291,6 +291,15 @@ async def start_server(url: str, profile: str | None = None) -> tuple[subprocess
     raise SystemExit("the ingest server did not start")
 
 
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as in production; killed if it has not stopped within 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 async def orchestrate(args: argparse.Namespace) -> None:
     copy_url = await create_database("aifw_bench_copy")
     server_url = await create_database("aifw_bench_ingest")
@@ -343,11 +352,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
             await asyncio.sleep(0.2)
             for line in SERVER_LINES:
                 if any(word in line for word in ("stopped", "WARNING", "ERROR", "stats")):

@@ -109,7 +109,6 @@ _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _entity_type = ENTITY_TYPE_PATTERN.fullmatch
-_STANDARD_KEYS = STANDARD_KEYS
 
 
 class EventError(ValueError):
@@ -138,16 +137,6 @@ class Hello:
 
 
 # --- content detection -------------------------------------------------------------------------
-
-
-def is_content_field(name: str, value: object) -> bool:
-    """True if a field of this name (and value) may carry prompt or answer content.
-
-    The name is normalised first (db/metadata_keys.py), so ``PrOmPt``, ``usermessage`` or a
-    Cyrillic ``рrompt`` count; ``prompt_length: 812`` is a measure and allowed, ``prompt_length:
-    "…"`` is content.
-    """
-    return is_content_key(name, value)
 
 
 def _content_path(value: object, path: str, budget: list[int], depth: int = 0) -> str | None:
@@ -499,6 +488,6 @@ def validate_log(
         "detected_entity_types": _entity_types(message),
         "entity_count": _whole(message, "entity_count", maximum=MAX_ENTITY_COUNT, default=0),
         "was_sanitized": was_sanitized,
-        "log_metadata": _metadata(message, _STANDARD_KEYS if metadata_keys is None else metadata_keys),
+        "log_metadata": _metadata(message, STANDARD_KEYS if metadata_keys is None else metadata_keys),
         "ack_id": raw_id,
     }

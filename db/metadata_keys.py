@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
@@ -333,7 +333,7 @@ def metadata_problem(
 
 def shape_of(row: OrganizationMetadataKey) -> Shape:
     """The shape of a stored key."""
-    return Shape(row.shape, values=tuple(row.enum_values or ())) if row.shape == "enum" else Shape(row.shape)
+    return _cached_shape(row.shape, tuple(row.enum_values or ()))
 
 
 def allowed_shapes(rows: Iterable[OrganizationMetadataKey]) -> dict[str, Shape]:
@@ -487,11 +487,7 @@ async def remove_key(*, session: AsyncSession, organization_id: str, key: str, a
     if row is None:
         return False
     before = shape_of(row).for_agent()
-    await session.execute(
-        delete(OrganizationMetadataKey).where(
-            OrganizationMetadataKey.organization_id == organization_id, OrganizationMetadataKey.key == key
-        )
-    )
+    await session.delete(row)
     await _touch_config(session, organization_id, actor)
     await record_change(
         session=session,

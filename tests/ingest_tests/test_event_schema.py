@@ -17,12 +17,11 @@ from db.event_schema import (
     EventError,
     Hello,
     identifier_problem,
-    is_content_field,
     parse_timestamp,
     validate_hello,
     validate_log,
 )
-from db.metadata_keys import STANDARD_KEYS, Shape, metadata_problem
+from db.metadata_keys import STANDARD_KEYS, Shape, is_content_key, metadata_problem
 
 HELLO = Hello("acme", "t", "dev-1", "alice@acme.example", "browser", "1.0")
 NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -35,17 +34,17 @@ NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
      "conversation_history", "rawResponse"],
 )  # fmt: skip
 def test_field_names_that_carry_content_are_recognised(name: str) -> None:
-    assert is_content_field(name, "anything")
+    assert is_content_key(name, "anything")
 
 
 @pytest.mark.parametrize("name", ["browser", "os", "app_version", "shell", "locale", "tab_count", "extension_id"])
 def test_ordinary_metadata_names_are_not_content(name: str) -> None:
-    assert not is_content_field(name, "x")
+    assert not is_content_key(name, "x")
 
 
 def test_a_measure_of_content_is_allowed_only_as_a_number() -> None:
-    assert not is_content_field("prompt_length", 80)
-    assert is_content_field("prompt_length", "the whole prompt")
+    assert not is_content_key("prompt_length", 80)
+    assert is_content_key("prompt_length", "the whole prompt")
 
 
 def event(**changes: Any) -> dict[str, Any]:
@@ -332,5 +331,5 @@ def test_hello_with_content_is_refused_as_content(field: str) -> None:
 
 
 def test_a_label_of_content_is_content_whatever_its_value() -> None:
-    assert is_content_field("conversation_id", "c-81f2a9")
-    assert is_content_field("prompt_id", "My_SSN_is_123-45-6789")
+    assert is_content_key("conversation_id", "c-81f2a9")
+    assert is_content_key("prompt_id", "My_SSN_is_123-45-6789")
