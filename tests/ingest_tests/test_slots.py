@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from console.simulator import EventGenerator
 from db.settings import Settings
 from tests.ingest_tests.conftest import (
@@ -240,24 +238,6 @@ async def test_half_closed_client_waits_for_its_acks_for_a_bounded_time(
         assert await abandoned.closed_by_server(within=15)
         assert time.perf_counter() - started < 10
         await eventually(lambda: server.stats.connections == 0)
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 async def test_pending_tls_handshakes_use_the_pre_hello_budget_and_time_out(
