@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.configs import effective_config, get_config
 from db.devices import DeviceRefused, register_or_touch_device
-from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
+from db.engine import DatabaseError, check_database, error_reason, new_engine, new_sessionmaker
 from db.event_schema import EventError, Hello, validate_hello, validate_log
 from db.events import store_events
 from db.metadata_keys import Shape, keys_for_agent, organization_shapes, shapes_from_agent
@@ -382,8 +382,7 @@ async def _close_quietly(session: AsyncSession) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(getattr(error, "orig", None) or error).split())
-    return (text or type(error).__name__)[:300]
+    return error_reason(error)[:300]
 
 
 # --- one connection --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from db.engine import (
     check_connectable,
     check_database,
     describe_connect_error,
+    error_reason,
     new_engine,
     new_sessionmaker,
 )
@@ -77,8 +78,7 @@ def is_connection_error(error: BaseException) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    text = " ".join(str(getattr(error, "orig", None) or error).split())
-    return text[:300] or type(error).__name__
+    return error_reason(error)[:300]
 
 
 class FirewallConsole(App[None]):

@@ -70,13 +70,19 @@ def new_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def error_reason(error: BaseException) -> str:
+    """Why ``error`` happened, on one line: the driver's own message when SQLAlchemy wraps one.
+
+    The driver's message carries no statement parameters (SQLAlchemy's wrapper would).
+    """
+    reason = getattr(error, "orig", None) or error
+    return " ".join(str(reason).split()) or type(reason).__name__
+
+
 def describe_connect_error(settings: Settings, error: BaseException) -> str:
     """One line saying which database could not be reached and why."""
     url = settings.url
-    reason = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
-    text = " ".join(str(reason).split()) or type(reason).__name__
-    if isinstance(reason, ConnectionRefusedError | OSError) and not text:
-        text = "connection refused"
+    text = error_reason(error)
     if settings.is_sqlite:
         return f"cannot open SQLite database {url.database}: {text}"
     host = f"{url.host or 'localhost'}:{url.port or 5432}"
