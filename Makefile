@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run console test lint bench-ingest bench-hostile bench-retention bench-console clean
+.PHONY: setup run console test lint bench-ingest bench-hostile bench-retention bench-console bench-sign-in clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
@@ -44,6 +44,9 @@ bench-retention: setup
 
 bench-console: setup
 	$(BIN)/python bench/console.py
+
+bench-sign-in: setup
+	$(BIN)/python bench/sign_in.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

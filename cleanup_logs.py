@@ -56,9 +56,15 @@ def _reexec_in_venv(error: ImportError) -> None:
 try:
     from sqlalchemy.exc import DBAPIError
 
-    from console.commands.common import cli_actor
     from console.untrusted import visible
-    from db.engine import DatabaseError, check_database, describe_connect_error, new_engine, new_sessionmaker
+    from db.engine import (
+        DatabaseError,
+        check_database,
+        describe_database_error,
+        error_reason,
+        new_engine,
+        new_sessionmaker,
+    )
     from db.retention import (
         DEFAULT_BATCH_SIZES,
         FAILED,
@@ -67,16 +73,15 @@ try:
         RetentionAlreadyRunning,
         RetentionSummary,
         UnknownOrganization,
-        record_cleanup_in_audit,
         run_retention,
     )
-    from db.settings import Settings, SettingsError, load_settings
+    from db.rights import Actor
+    from db.settings import OneLineArgumentParser, Settings, SettingsError, load_settings
 except ImportError as import_error:  # pragma: no cover - exercised by a subprocess test
     if __name__ != "__main__":
         raise
     _reexec_in_venv(import_error)
 
-TRIGGER = "cli"
 #: Progress lines appear only after a run has gone on this long, and at most this often.
 PROGRESS_AFTER_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 0.5
@@ -110,7 +115,7 @@ def _seconds(raw: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="cleanup_logs.py",
         description=(
             "Delete logs older than each organisation's log_retention_days "
@@ -192,6 +197,11 @@ class TextReport:
         )
 
 
+def _asks_for_json(arguments: Sequence[str]) -> bool:
+    """Whether the command line asks for --json (or a prefix argparse accepts), even if it is wrong."""
+    return any(len(word) >= 3 and "--json".startswith(word) for word in arguments)
+
+
 def _error(message: str, *, as_json: bool, code: int, status: str) -> int:
     if as_json:
         print(json.dumps({"status": status, "error": message}))
@@ -215,7 +225,7 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
             report.line(f"retention cleanup started: {scope}, {settings.describe_database()}{mode}")
         summary = await run_retention(
             sessions=new_sessionmaker(engine),
-            trigger=TRIGGER,
+            actor=Actor.cli(),  # audited by run_retention, per organisation, as it goes
             organization_id=args.organization,
             dry_run=args.dry_run,
             batch_size=args.batch_size,
@@ -225,17 +235,14 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
             wait=args.wait is not None,
             wait_timeout=args.wait,
         )
-        async with new_sessionmaker(engine)() as session:
-            await record_cleanup_in_audit(session=session, summary=summary, actor=cli_actor(), source="cli")
-            await session.commit()
     except UnknownOrganization as error:
         return _error(str(error), as_json=args.json, code=EXIT_USAGE, status="usage_error")
     except RetentionAlreadyRunning as error:
         return _error(str(error), as_json=args.json, code=EXIT_FAILED, status="already_running")
     except DatabaseError as error:
         return _error(str(error), as_json=args.json, code=EXIT_FAILED, status="database_error")
-    except (DBAPIError, OSError) as error:  # the connection went away after the first check
-        message = describe_connect_error(settings, error)
+    except (DBAPIError, OSError) as error:  # a refusal (read-only), or the connection went away
+        message = describe_database_error(settings, error)
         return _error(message, as_json=args.json, code=EXIT_FAILED, status="database_error")
     finally:
         await engine.dispose()
@@ -250,15 +257,17 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python cleanup_logs.py`` and ``aifw-cleanup``."""
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = build_parser().parse_args(arguments)
         settings = load_settings()
-    except SettingsError as error:
-        return _error(str(error), as_json=args.json, code=EXIT_USAGE, status="usage_error")
+    except SettingsError as error:  # a bad argument (UsageError) or setting: JSON still, if asked for
+        return _error(str(error), as_json=_asks_for_json(arguments), code=EXIT_USAGE, status="usage_error")
     try:
         return asyncio.run(clean(args, settings))
     except Exception as error:  # the last line of defence: one line on stderr, never a traceback
-        message = " ".join(str(error).split()) or type(error).__name__
+        # error_reason: SQLAlchemy's message would carry the statement (its column names, hashes' included).
+        message = error_reason(error)
         return _error(
             f"{type(error).__name__}: {message}", as_json=args.json, code=EXIT_FAILED, status="failed"
         )

@@ -38,7 +38,15 @@ from db.event_schema import EventError, Hello, validate_hello, validate_log
 from db.events import store_events
 from db.metadata_keys import Shape, keys_for_agent, organization_shapes, shapes_from_agent
 from db.models import FirewallConfig
-from db.settings import IngestLimits, Settings, SettingsError, load_settings
+from db.settings import (
+    MIN_MAX_LINE_BYTES,
+    IngestLimits,
+    OneLineArgumentParser,
+    Settings,
+    SettingsError,
+    load_settings,
+    port_number,
+)
 from db.tokens import verify
 
 log = logging.getLogger("aifw.ingest")
@@ -695,6 +703,13 @@ class Connection:
             return False
         if self._ended is not None:
             return False  # shed while its hello was being checked
+        welcome = welcome_message(config, self._limits)
+        too_large = oversized_answer(welcome, self._limits)
+        if too_large is not None:
+            # Never a line longer than the limit the welcome announces: an agent would drop it.
+            self._server.repeated_log.warning("config_too_large", "hello refused: %s", too_large)
+            self.send_error("config_too_large", too_large)
+            return False
         refusal = self._server.promote(self, hello)
         if refusal is not None:
             self.send_error("overloaded", refusal)
@@ -702,17 +717,7 @@ class Connection:
         self.hello = hello
         self._lines.max_line_bytes = self._limits.max_line_bytes
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
-        self.send(
-            {
-                "type": "welcome",
-                "config": config,
-                "limits": {
-                    "max_line_bytes": self._limits.max_line_bytes,
-                    "max_in_flight": self._limits.max_in_flight_per_connection,
-                    "idle_timeout_seconds": self._limits.idle_timeout_seconds,
-                },
-            }
-        )
+        self.send(welcome)
         return True
 
     def _parse(self, line: Any) -> dict[str, Any] | None:
@@ -872,8 +877,48 @@ class Connection:
                 }
             )
             return
+        answer = {"type": "config", "config": config}
+        too_large = oversized_answer(answer, self._limits)
+        if too_large is not None:
+            self._server.repeated_log.warning("config_too_large", "config not sent: %s", too_large)
+            self.send_error("config_too_large", f"{too_large}; keep the last configuration")
+            return
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
-        self.send({"type": "config", "config": config})
+        self.send(answer)
+
+
+def welcome_message(config: dict[str, Any], limits: IngestLimits) -> dict[str, Any]:
+    """The ``welcome`` answer to a good hello: the configuration and the limits the agent must keep."""
+    return {
+        "type": "welcome",
+        "config": config,
+        "limits": {
+            "max_line_bytes": limits.max_line_bytes,
+            "max_in_flight": limits.max_in_flight_per_connection,
+            "idle_timeout_seconds": limits.idle_timeout_seconds,
+        },
+    }
+
+
+def oversized_answer(answer: dict[str, Any], limits: IngestLimits) -> str | None:
+    """Why ``answer`` (a welcome or a config) cannot go on one line within ``max_line_bytes``, or None.
+
+    The console's validators keep every configuration within the default limit (db/configs.py);
+    this catches one written around them (by SQL).
+    """
+    try:
+        size = len(orjson.dumps(answer))
+    except orjson.JSONEncodeError:  # a lone surrogate stored around the validators (SQLite's JSON text)
+        return (
+            "the organisation's configuration holds text that is not valid Unicode; an administrator must fix it"
+        )
+    if size <= limits.max_line_bytes:
+        return None
+    return (
+        f"the organisation's configuration makes a {size:,}-byte line, over the "
+        f"{limits.max_line_bytes:,}-byte line limit; an administrator must remove or shorten "
+        "custom patterns, monitored tools or metadata keys"
+    )
 
 
 async def _config_for_agent(
@@ -1301,14 +1346,19 @@ async def _wait_for_signal() -> None:
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     """Every option, with its default from the environment (db/settings.py)."""
     limits = settings.ingest
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="aifw-ingest",
         description="AI Usage Firewall ingest server: agents stream NDJSON events over TCP (docs/protocol.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     add("--host", default=settings.ingest_host, help="address to listen on (INGEST_HOST)")
-    add("--port", type=int, default=settings.ingest_port, help="TCP port, 0 for any free port (INGEST_PORT)")
+    add(
+        "--port",
+        type=port_number,
+        default=settings.ingest_port,
+        help="TCP port, 0 for any free port (INGEST_PORT)",
+    )
     add(
         "--tls-cert",
         default=settings.ingest_tls_cert,
@@ -1452,7 +1502,7 @@ def settings_from_args(settings: Settings, args: argparse.Namespace) -> Settings
         raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
     checks = {
         "--port": (args.port, 0 <= args.port <= 65535),
-        "--max-line-bytes": (args.max_line_bytes, args.max_line_bytes >= 1024),
+        "--max-line-bytes": (args.max_line_bytes, args.max_line_bytes >= MIN_MAX_LINE_BYTES),
         "--max-connections": (args.max_connections, args.max_connections >= 1),
         "--hello-timeout": (args.hello_timeout, args.hello_timeout > 0),
         "--idle-timeout": (args.idle_timeout, args.idle_timeout > 0),
@@ -1515,10 +1565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python ingest_server.py`` and ``aifw-ingest``: 0 after a clean stop, 1 or 2 on errors."""
     try:
         settings = load_settings()
-    except SettingsError as error:
+        args = build_parser(settings).parse_args(argv)
+    except SettingsError as error:  # a bad setting, or a bad argument (UsageError)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args = build_parser(settings).parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

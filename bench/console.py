@@ -225,6 +225,7 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
 
 
 async def ensure_bench_user(url: str) -> None:
+    from db.rights import Actor
     from db.users import create_user, get_by_username
 
     settings = replace(load_settings({"DATABASE_URL": url}), bcrypt_rounds=4)
@@ -239,6 +240,7 @@ async def ensure_bench_user(url: str) -> None:
                     password=BENCH_PASSWORD,
                     is_admin=True,
                     bcrypt_rounds=4,
+                    actor=Actor.cli(),
                 )
                 await session.commit()
     finally:

@@ -51,6 +51,7 @@ from db.configs import create_organization  # noqa: E402
 from db.engine import migrate, new_engine, new_sessionmaker  # noqa: E402
 from db.event_schema import Hello, validate_log  # noqa: E402
 from db.events import EVENT_COLUMNS  # noqa: E402
+from db.rights import Actor  # noqa: E402
 from db.settings import load_settings  # noqa: E402
 from db.tokens import create_token  # noqa: E402
 
@@ -131,8 +132,9 @@ async def prepare_org(url: str) -> str:
     engine = new_engine(settings)
     try:
         async with new_sessionmaker(engine)() as session:
-            await create_organization(session=session, organization_id=ORG, updated_by="bench")
-            _, token = await create_token(session=session, organization_id=ORG, name="bench")
+            bench = Actor(name="bench", source="cli")
+            await create_organization(session=session, organization_id=ORG, actor=bench)
+            _, token = await create_token(session=session, organization_id=ORG, name="bench", actor=bench)
             await session.commit()
             return token
     finally:

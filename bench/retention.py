@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from db.engine import migrate, new_engine, new_sessionmaker  # noqa: E402
 from db.retention import DEFAULT_BATCH_SIZES, cutoff_for, run_retention  # noqa: E402
+from db.rights import Actor  # noqa: E402
 from db.settings import Settings, load_settings  # noqa: E402
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RISK_LEVELS  # noqa: E402
 
@@ -227,8 +228,9 @@ def retention_of(organization_id: str) -> int:
 async def batched_cleanup(settings: Settings, now: datetime, batch_size: int) -> int:
     engine = new_engine(settings)
     try:
+        # As cron runs it: the command line's actor, so the audit rows are updated with every batch too.
         summary = await run_retention(
-            sessions=new_sessionmaker(engine), trigger="cli", batch_size=batch_size, now=now
+            sessions=new_sessionmaker(engine), actor=Actor.cli(), batch_size=batch_size, now=now
         )
     finally:
         await engine.dispose()

@@ -3,8 +3,9 @@
 The engine is created in the app's own event loop on mount and disposed on
 unmount. Screens run their database work in async workers; a failed worker
 arrives here (:class:`~console.messages.WorkerFailed`) and becomes either the
-"database unavailable" banner with automatic retry, or a one-line
-notification, with the traceback written to the log file, never to the screen.
+"database unavailable" banner with automatic retry, a sign-out (or the viewer's
+keys) when ``db/`` refused a change because a right was taken away since sign-in,
+or a one-line notification, with the traceback written to the log file, never to the screen.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
@@ -42,6 +45,7 @@ from db.engine import (
     new_engine,
     new_sessionmaker,
 )
+from db.rights import NotAllowed
 from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler
 from db.settings import DEFAULT_DATA_DIR, Settings
 
@@ -161,6 +165,9 @@ class FirewallConsole(App[None]):
         self.switch_screen(ShellScreen(self.context))
 
     def action_sign_out(self) -> None:
+        self.after_stopping_busy_work("Sign out", self._sign_out)
+
+    def _sign_out(self) -> None:
         self.context = None
         self.switch_screen(LoginScreen())
 
@@ -170,13 +177,49 @@ class FirewallConsole(App[None]):
         self.report_failure(message.error)
 
     def report_failure(self, error: BaseException) -> None:
-        """A lost database becomes the banner (with retry); anything else a one-line notification."""
+        """A lost database becomes the banner (with retry); a right taken away since sign-in signs out or
+        drops to the viewer's keys; anything else a one-line notification."""
+        if isinstance(error, NotAllowed):
+            self.rights_lost(error)
+            return
         if is_connection_error(error):
             log.warning("database unavailable", exc_info=error)
             self.database_lost(describe_connect_error(self.settings, error))
             return
         log.error("worker failed", exc_info=error)
         self.notify(f"Something went wrong: {one_line(error)} (details in the log file)", severity="error")
+
+    def rights_lost(self, refusal: NotAllowed) -> None:
+        """``db/`` refused a change: the signed-in user lost a right since sign-in (in another console).
+
+        A deleted or deactivated account is signed out; an administrator made a viewer
+        gets the shell again with a viewer's keys. Open forms and dialogs are closed.
+        """
+        log.info("change refused: %s", refusal)
+        if self.context is None:
+            return
+        if refusal.signed_out:
+            self.context = None
+            self.notify(f"{refusal}; you have been signed out.", severity="error", timeout=10)
+            self.call_later(self._show_afresh, LoginScreen())
+        elif self.context.user.is_admin:
+            self.notify(f"{refusal}; the console now offers a viewer's keys.", severity="error", timeout=10)
+            self.role_changed(is_admin=False)
+        else:
+            self.notify(str(refusal), severity="error")
+
+    def role_changed(self, *, is_admin: bool) -> None:
+        """The signed-in user's role is now ``is_admin``: rebuild the shell so its keys and palette follow."""
+        if self.context is None:
+            return
+        self.context = replace(self.context, user=replace(self.context.user, is_admin=is_admin))
+        self.call_later(self._show_afresh, ShellScreen(self.context))
+
+    async def _show_afresh(self, screen: Screen) -> None:
+        """Close every form and dialog, then show ``screen`` in place of the shell (or the login screen)."""
+        while len(self.screen_stack) > 2:
+            await self.pop_screen()
+        await self.switch_screen(screen)
 
     def database_lost(self, reason: str) -> None:
         first = not self.database_down
@@ -245,20 +288,62 @@ class FirewallConsole(App[None]):
         return [what for section in shell.query(".section") if (what := section.busy_with())]  # type: ignore[attr-defined]
 
     async def action_quit(self) -> None:
+        self.after_stopping_busy_work("Quit", self.exit)
+
+    def after_stopping_busy_work(self, verb: str, then: Callable[[], object]) -> None:
+        """Do ``then`` (quit, sign out) now; while a section is busy, ask first ("<verb> and stop …?").
+
+        On yes, busy sections stop their work and are waited for (a cleanup finishes its
+        batch and its records) before ``then``: leaving the shell would otherwise cancel
+        their workers mid-way.
+        """
         busy = self.busy_with()
         if not busy:
-            self.exit()
+            then()
             return
 
-        def answered(quit_anyway: bool | None) -> None:
-            if quit_anyway:
-                self.exit()
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self._stop_busy_work()
+                then()
 
-        self.push_screen(ConfirmScreen(f"Quit and stop {', '.join(busy)}?"), answered)
+        self.push_screen(ConfirmScreen(f"{verb} and stop {', '.join(busy)}?"), answered)
+
+    async def _stop_busy_work(self) -> None:
+        shell = self._shell()
+        if shell is None:
+            return
+        for section in shell.query(".section"):
+            # Optional on a section: those without it are simply left to be cancelled with the shell.
+            stop = getattr(section, "stop_busy_work", None)
+            if stop is not None and section.busy_with():  # type: ignore[attr-defined]
+                await stop()
+
+    def _refused_under_dialog(self) -> bool:
+        """True (after saying so) if a dialog or form is open over the shell.
+
+        As in k9s, a palette command never changes the section underneath an open dialog: the
+        dialog would then edit or filter what is no longer shown. The palette itself does not count.
+        """
+        shell = self._shell()
+        if shell is None:
+            return False
+        stack = self.screen_stack
+        above = stack[stack.index(shell) + 1 :]
+        if not any(not isinstance(screen, CommandPalette) for screen in above):
+            return False
+        self.notify("Close the dialog first (Esc), then choose the command again.", severity="warning")
+        return True
+
+    def _go_to_section(self, section_type: type) -> None:
+        shell = self._shell()
+        if shell is None or self._refused_under_dialog():
+            return
+        shell.action_show_section(section_id(section_type))  # type: ignore[arg-type]
 
     async def _run_section_command(self, command: SectionCommand, section_type: type) -> None:
         shell = self._shell()
-        if shell is None:
+        if shell is None or self._refused_under_dialog():
             return
         if command.admin_only and self.context is not None and not self.context.require_admin(command.title):
             return
@@ -284,7 +369,7 @@ class FirewallConsole(App[None]):
             yield SystemCommand(
                 f"Go to {section_type.TITLE}",
                 f"Show the {section_type.TITLE} section{key}",
-                partial(shell.action_show_section, section_id(section_type)),
+                partial(self._go_to_section, section_type),
             )
             for command in section_type.COMMANDS:
                 if command.admin_only and not self.context.user.is_admin:

@@ -1,7 +1,8 @@
 """Command line of the console: no subcommand opens the app; subcommands do admin work.
 
 Each area registers its subcommands from its own module under ``console/commands``.
-Exit codes: 0 done, 1 failed, 2 bad arguments or configuration.
+Exit codes: 0 done, 1 failed (the database is unreachable, read-only or refused the change),
+2 bad arguments or configuration. Every failure is one line on standard error.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from collections.abc import Sequence
 
 from console.commands import admin, demo, orgs, scrub, simulate, tokens
 from console.commands.common import EXIT_USAGE, fail
-from db.settings import SettingsError, load_settings
+from db.settings import OneLineArgumentParser, SettingsError, load_settings
 
 COMMAND_MODULES = (admin, orgs, tokens, scrub, simulate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m console",
         description="AI Usage Firewall console. With no command, opens the terminal console.",
     )
@@ -30,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         settings = load_settings()
     except SettingsError as error:
         return fail(str(error), code=EXIT_USAGE)

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import IO
 
 from console.fleet import FleetOrganization
-from db.audit import record_change
 from db.configs import create_organization, get_config
 from db.engine import migrate, new_engine, new_sessionmaker
 from db.logs import LogFilter, count
+from db.rights import Actor
 from db.settings import DEFAULT_DATA_DIR, REPO_ROOT, Settings, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
 from db.users import create_administrator, get_by_username
@@ -120,6 +120,8 @@ class DemoSetup:
 
 
 async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
+    # The demo acts as the command line does (database rights), under its own name in the audit trail.
+    actor = Actor(name=DEMO_ACTOR, source="cli")
     engine = new_engine(settings)
     try:
         await migrate(engine)
@@ -131,37 +133,16 @@ async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
                     await create_organization(
                         session=session,
                         organization_id=organization_id,
-                        updated_by=DEMO_ACTOR,
+                        actor=actor,
                         log_retention_days=retention_days,
-                    )
-                    await record_change(
-                        session=session,
-                        actor=DEMO_ACTOR,
-                        source="cli",
-                        action="organization.create",
-                        entity_type="organization",
-                        entity_id=organization_id,
-                        changes={"log_retention_days": {"after": retention_days}},
                     )
                     created.append(organization_id)
                 # The clear token of an earlier run is gone: revoke it and make a new one.
                 for old in await list_tokens(session=session, organization_id=organization_id):
                     if old.name == DEMO_TOKEN_NAME and old.revoked_at is None:
-                        await revoke_token(session=session, token_id=old.id)
-                row, token = await create_token(
-                    session=session,
-                    organization_id=organization_id,
-                    name=DEMO_TOKEN_NAME,
-                    created_by=DEMO_ACTOR,
-                )
-                await record_change(
-                    session=session,
-                    actor=DEMO_ACTOR,
-                    source="cli",
-                    action="ingest_token.create",
-                    entity_type="ingest_token",
-                    entity_id=str(row.id),
-                    changes={"organization_id": {"after": organization_id}, "name": {"after": row.name}},
+                        await revoke_token(session=session, token_id=old.id, actor=actor)
+                _, token = await create_token(
+                    session=session, organization_id=organization_id, name=DEMO_TOKEN_NAME, actor=actor
                 )
                 organizations.append(FleetOrganization(organization_id, token))
             admin_created = False
@@ -173,8 +154,7 @@ async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
                     password=admin_password,
                     full_name="Demo administrator",
                     bcrypt_rounds=settings.bcrypt_rounds,
-                    actor=DEMO_ACTOR,
-                    source="cli",
+                    actor=actor,
                 )
                 admin_created = True
             await session.commit()

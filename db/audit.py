@@ -17,7 +17,9 @@ SECRET_FIELDS = frozenset({"password", "hashed_password", "token", "token_hash"}
 #: Where an audited change was made (scheduled cleanups are operators' settings, recorded in retention_runs).
 AUDIT_SOURCES = ("console", "cli")
 #: What audit rows are about (``entity_type``), for the console's filter.
-AUDIT_ENTITY_TYPES = ("user", "device", "organization", "config", "ingest_token", "retention")
+AUDIT_ENTITY_TYPES = (
+    "user", "device", "organization", "config", "ingest_token", "retention", "sign_in", "export"
+)
 AUDIT_PAGE_SIZE = 200
 
 

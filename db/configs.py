@@ -13,17 +13,21 @@ Custom patterns are RE2 (:mod:`db.regex_engine`): they run on every agent.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import record_change
 from db.base import utcnow
 from db.field_lengths import length_problem
 from db.models import FirewallConfig
 from db.regex_engine import PatternSyntaxError, compile_pattern
+from db.rights import Actor, require_admin
+from db.settings import IngestLimits
 from db.vocabulary import (
     DEFAULT_MONITORED_TOOLS,
     DEFAULT_RETENTION_DAYS,
@@ -39,6 +43,35 @@ ORGANIZATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_PATTERN_NAME_CHARS = 100
 MAX_PATTERN_REGEX_CHARS = 1000
 MAX_PATTERN_ENTITY_TYPE_CHARS = 64
+MAX_TOOL_NAME_CHARS = 100
+MAX_RED_ENTITY_TYPE_CHARS = 64
+
+# The whole configuration travels to agents on ONE line of the ingest protocol (``welcome`` and
+# ``config``), and that line must fit the limit the welcome announces: the server's default
+# INGEST_MAX_LINE_BYTES. Each part has a budget in bytes of compact UTF-8 JSON, as the server writes
+# it (a character costs 1-4 bytes, a control character escaped as \u00XX 6), and a count bound
+# sized so typical entries never meet the byte budget first:
+#
+#        1,024  the envelope: type, limits, organization_id (<= 64 ASCII), version, retention, field names
+#       24,576  config.metadata_keys: the standard keys (~1.5 KB) and the organisation's own
+#               (db/metadata_keys.allow_key refuses a key that would pass this)
+#        3,072  sensitivity_thresholds: two numbers, <= 32 red entity types (32 x 67 B = 2,144 B in ASCII)
+#        8,192  monitored_tools: <= 64 tools (~55 B each typically; 128 B each on average at the maximum)
+#       28,672  custom_patterns: <= 64 patterns (~150-300 B each typically; 448 B each on average at most)
+#     --------
+#       65,536  = db.settings.MIN_MAX_LINE_BYTES, the smallest INGEST_MAX_LINE_BYTES allowed
+#
+# A configuration written around these checks (by SQL) may still pass the line: the server then
+# answers with the error ``config_too_large`` instead of an oversized line (ingest_server.py).
+AGENT_LINE_BYTES = IngestLimits().max_line_bytes
+AGENT_ENVELOPE_BYTES = 1024
+METADATA_KEYS_MAX_BYTES = 24 * 1024
+SENSITIVITY_THRESHOLDS_MAX_BYTES = 3 * 1024
+MONITORED_TOOLS_MAX_BYTES = 8 * 1024
+CUSTOM_PATTERNS_MAX_BYTES = 28 * 1024
+MAX_RED_ENTITY_TYPES = 32
+MAX_MONITORED_TOOLS = 64
+MAX_CUSTOM_PATTERNS = 64
 
 
 class ConfigError(ValueError):
@@ -83,18 +116,43 @@ def default_sensitivity_thresholds() -> dict[str, Any]:
     return {**DEFAULT_SENSITIVITY_THRESHOLDS, "red_entity_types": red_types}
 
 
+def agent_json_bytes(value: object, *, field: str) -> int:
+    """Bytes of ``value`` as the ingest server sends it to agents (orjson: compact UTF-8 JSON).
+
+    ConfigError if it cannot be sent at all (a lone surrogate is not UTF-8).
+    """
+    try:
+        return len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        raise ConfigError(f"{field} holds text that is not valid Unicode; retype it") from None
+
+
+def _within_budget(value: object, *, field: str, budget: int, advice: str) -> None:
+    size = agent_json_bytes(value, field=field)
+    if size > budget:
+        raise ConfigError(
+            f"{field} take {size:,} bytes as sent to agents, more than {budget:,} "
+            f"(the whole configuration must fit one {AGENT_LINE_BYTES:,}-byte protocol line); {advice}"
+        )
+
+
 def validate_monitored_tools(tools: object) -> list[dict[str, Any]]:
-    """Each tool is ``{"name": str, "tool_type": web|desktop|cli, "enabled": bool}``; names unique."""
+    """Each tool is ``{"name": str, "tool_type": web|desktop|cli, "enabled": bool}``; names unique.
+
+    At most :data:`MAX_MONITORED_TOOLS`, within :data:`MONITORED_TOOLS_MAX_BYTES` as sent to agents.
+    """
     if not isinstance(tools, list):
         raise ConfigError("monitored_tools must be a list")
+    if len(tools) > MAX_MONITORED_TOOLS:
+        raise ConfigError(f"at most {MAX_MONITORED_TOOLS} monitored tools; got {len(tools):,}")
     seen: set[str] = set()
     cleaned = []
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise ConfigError(f"monitored_tools[{index}] must be an object")
         name = tool.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            raise ConfigError(f"monitored_tools[{index}].name must be 1-100 characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_TOOL_NAME_CHARS:
+            raise ConfigError(f"monitored_tools[{index}].name must be 1-{MAX_TOOL_NAME_CHARS} characters")
         if name.strip().lower() in seen:
             raise ConfigError(f"monitored_tools has {name!r} twice")
         seen.add(name.strip().lower())
@@ -105,6 +163,9 @@ def validate_monitored_tools(tools: object) -> list[dict[str, Any]]:
         if not isinstance(enabled, bool):
             raise ConfigError(f"monitored_tools[{index}].enabled must be true or false")
         cleaned.append({"name": name.strip(), "tool_type": tool_type, "enabled": enabled})
+    _within_budget(
+        cleaned, field="monitored tools", budget=MONITORED_TOOLS_MAX_BYTES, advice="remove or shorten some"
+    )
     return cleaned
 
 
@@ -123,16 +184,40 @@ def validate_sensitivity_thresholds(thresholds: object) -> dict[str, Any]:
     if merged["amber_min_entities"] > merged["red_min_entities"]:
         raise ConfigError("sensitivity_thresholds.amber_min_entities must not exceed red_min_entities")
     types = merged["red_entity_types"]
-    if not isinstance(types, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in types):
-        raise ConfigError("sensitivity_thresholds.red_entity_types must be a list of names up to 64 characters")
+    if not isinstance(types, list) or not all(
+        isinstance(t, str) and 0 < len(t) <= MAX_RED_ENTITY_TYPE_CHARS for t in types
+    ):
+        raise ConfigError(
+            "sensitivity_thresholds.red_entity_types must be a list of names "
+            f"up to {MAX_RED_ENTITY_TYPE_CHARS} characters"
+        )
+    if len(types) > MAX_RED_ENTITY_TYPES:
+        raise ConfigError(
+            f"sensitivity_thresholds.red_entity_types: at most {MAX_RED_ENTITY_TYPES} entity types; "
+            f"got {len(types):,}"
+        )
+    _within_budget(
+        merged,
+        field="sensitivity thresholds",
+        budget=SENSITIVITY_THRESHOLDS_MAX_BYTES,
+        advice="remove or shorten some red_entity_types",
+    )
     return merged
 
 
 def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
-    """Each pattern is ``{"name", "regex", "entity_type", "severity"}``; the regex must compile as RE2."""
+    """Each pattern is ``{"name", "regex", "entity_type", "severity"}``; the regex must compile as RE2.
+
+    Names are unique regardless of case; at most :data:`MAX_CUSTOM_PATTERNS` patterns, within
+    :data:`CUSTOM_PATTERNS_MAX_BYTES` as sent to agents.
+    """
     if not isinstance(patterns, list):
         raise ConfigError("custom_patterns must be a list")
+    if len(patterns) > MAX_CUSTOM_PATTERNS:
+        # Counted before anything is compiled: thousands of regexes would take seconds to refuse.
+        raise ConfigError(f"at most {MAX_CUSTOM_PATTERNS} custom patterns; got {len(patterns):,}")
     cleaned = []
+    seen: set[str] = set()
     for index, pattern in enumerate(patterns):
         if not isinstance(pattern, dict):
             raise ConfigError(f"custom_patterns[{index}] must be an object")
@@ -142,6 +227,9 @@ def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
             raise ConfigError(
                 f"custom_patterns[{index}].name must be 1-{MAX_PATTERN_NAME_CHARS} characters{got}"
             )
+        if name.strip().casefold() in seen:
+            raise ConfigError(f"custom pattern name {name.strip()!r} is used twice")
+        seen.add(name.strip().casefold())
         regex = pattern.get("regex")
         if not isinstance(regex, str) or not regex or len(regex) > MAX_PATTERN_REGEX_CHARS:
             got = f"; got {len(regex):,}" if isinstance(regex, str) and regex else ""
@@ -170,6 +258,9 @@ def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
         cleaned.append(
             {"name": name.strip(), "regex": regex, "entity_type": entity_type.strip(), "severity": severity}
         )
+    _within_budget(
+        cleaned, field="custom patterns", budget=CUSTOM_PATTERNS_MAX_BYTES, advice="remove or shorten some"
+    )
     return cleaned
 
 
@@ -218,10 +309,11 @@ def effective_config(organization_id: str, row: FirewallConfig | None) -> Effect
     )
 
 
-def _validate_updated_by(updated_by: str | None) -> str | None:
-    if updated_by is not None and (problem := length_problem(FirewallConfig.updated_by, updated_by)):
+def _validate_updated_by(actor: Actor) -> str:
+    """The actor's name for ``updated_by``; ConfigError if it does not fit the column."""
+    if problem := length_problem(FirewallConfig.updated_by, actor.name):
         raise ConfigError(problem)
-    return updated_by
+    return actor.name
 
 
 async def get_config(*, session: AsyncSession, organization_id: str) -> FirewallConfig | None:
@@ -242,12 +334,17 @@ async def create_organization(
     *,
     session: AsyncSession,
     organization_id: str,
-    updated_by: str | None,
+    actor: Actor,
     log_retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> FirewallConfig:
-    """Create an organisation's config with the defaults; ConfigError if it exists (in any case) or is invalid."""
+    """Create an organisation's config with the defaults on behalf of ``actor``, audited.
+
+    Raises NotAllowed unless the actor is an administrator now; ConfigError if the
+    organisation exists (in any case) or a value is invalid.
+    """
     organization_id = validate_organization_id(organization_id)
-    updated_by = _validate_updated_by(updated_by)
+    updated_by = _validate_updated_by(actor)
+    await require_admin(session=session, actor=actor, what="create organisations")
     existing = await get_config(session=session, organization_id=organization_id)
     if existing is not None:
         spelled = "" if existing.organization_id == organization_id else f" as {existing.organization_id!r}"
@@ -263,6 +360,15 @@ async def create_organization(
     )
     session.add(row)
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="organization.create",
+        entity_type="organization",
+        entity_id=row.organization_id,
+        changes={"log_retention_days": {"after": row.log_retention_days}},
+    )
     return row
 
 
@@ -270,26 +376,51 @@ async def update_config(
     *,
     session: AsyncSession,
     organization_id: str,
-    updated_by: str | None,
+    actor: Actor,
     monitored_tools: object | None = None,
     sensitivity_thresholds: object | None = None,
     custom_patterns: object | None = None,
     log_retention_days: object | None = None,
+    edits: Mapping[str, Callable[[Any], object]] | None = None,
 ) -> tuple[FirewallConfig, dict[str, dict[str, Any]]]:
-    """Validate and apply the given fields; return the row and the before/after of what changed."""
-    row = await get_config(session=session, organization_id=organization_id)
+    """Validate and apply the given fields on behalf of ``actor``; return the row and what changed.
+
+    ``edits`` maps a field to a function of its current value giving the new one, applied
+    to the row as read here, locked: two administrators editing different entries of a
+    list (a tool each) serialise instead of one undoing the other. A change is audited
+    (``config.update``). Raises NotAllowed unless the actor is an administrator now;
+    ConfigError if a value is invalid or the organisation does not exist.
+    """
+    updated_by = _validate_updated_by(actor)
+    await require_admin(session=session, actor=actor, what="change the configuration")
+    row = None
+    if organization_id.isascii():
+        statement = select(FirewallConfig).where(
+            func.lower(FirewallConfig.organization_id) == organization_id.lower()
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # SQLite's write lock is held already (require_admin); PostgreSQL needs the row's.
+            statement = statement.with_for_update()
+        row = await session.scalar(statement.execution_options(populate_existing=True))
     if row is None:
         raise ConfigError(f"organisation {organization_id!r} does not exist")
-    updated_by = _validate_updated_by(updated_by)
-    new_values: dict[str, Any] = {}
-    if monitored_tools is not None:
-        new_values["monitored_tools"] = validate_monitored_tools(monitored_tools)
-    if sensitivity_thresholds is not None:
-        new_values["sensitivity_thresholds"] = validate_sensitivity_thresholds(sensitivity_thresholds)
-    if custom_patterns is not None:
-        new_values["custom_patterns"] = validate_custom_patterns(custom_patterns)
-    if log_retention_days is not None:
-        new_values["log_retention_days"] = validate_retention_days(log_retention_days)
+    values: dict[str, object | None] = {
+        "monitored_tools": monitored_tools,
+        "sensitivity_thresholds": sensitivity_thresholds,
+        "custom_patterns": custom_patterns,
+        "log_retention_days": log_retention_days,
+    }
+    for name, edit in (edits or {}).items():
+        if name not in values:
+            raise ConfigError(f"{name!r} is not a configuration field")
+        values[name] = edit(getattr(row, name))
+    validators: dict[str, Callable[[Any], Any]] = {
+        "monitored_tools": validate_monitored_tools,
+        "sensitivity_thresholds": validate_sensitivity_thresholds,
+        "custom_patterns": validate_custom_patterns,
+        "log_retention_days": validate_retention_days,
+    }
+    new_values = {name: validators[name](value) for name, value in values.items() if value is not None}
     changes = {}
     for name, value in new_values.items():
         before = getattr(row, name)
@@ -300,5 +431,14 @@ async def update_config(
         row.updated_at = utcnow()
         row.updated_by = updated_by
         await session.flush()
+        await record_change(
+            session=session,
+            actor=actor.name,
+            source=actor.source,
+            action="config.update",
+            entity_type="config",
+            entity_id=row.organization_id,
+            changes=changes,
+        )
     return row, changes
 

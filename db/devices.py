@@ -14,8 +14,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import record_change
 from db.base import as_utc, utcnow
 from db.models import Device, LogEntry
+from db.rights import Actor, require_admin
 from db.settings import IngestLimits
 
 # --- ingest: register or touch on hello ----------------------------------------------------------
@@ -207,21 +209,53 @@ async def device_activity(*, session: AsyncSession, device_id: str) -> DeviceAct
 
 
 async def set_device_active(
-    *, session: AsyncSession, device_id: str, active: bool
+    *, session: AsyncSession, device_id: str, active: bool, actor: Actor
 ) -> tuple[Device, dict[str, dict[str, object]]]:
-    """Activate or deactivate a device (a deactivated one is refused at its next hello); return the change."""
+    """Activate or deactivate a device on behalf of ``actor``, audited; return the device and the change.
+
+    A deactivated device is refused at its next hello. Raises NotAllowed unless the
+    actor is an administrator now, DeviceError if there is no such device.
+    """
+    await require_admin(session=session, actor=actor, what="activate or deactivate devices")
     device = await get_device(session=session, device_id=device_id)
     changes: dict[str, dict[str, object]] = {}
     if device.is_active != active:
         changes["is_active"] = {"before": device.is_active, "after": active}
         device.is_active = active
         await session.flush()
+        await record_change(
+            session=session,
+            actor=actor.name,
+            source=actor.source,
+            action="device.activate" if active else "device.deactivate",
+            entity_type="device",
+            entity_id=device_id,
+            changes=changes,
+        )
     return device, changes
 
 
-async def delete_device(*, session: AsyncSession, device_id: str) -> Device:
-    """Delete a device's registration (its logs stay); it registers again at its next hello."""
+async def delete_device(*, session: AsyncSession, device_id: str, actor: Actor) -> Device:
+    """Delete a device's registration (its logs stay) on behalf of ``actor``, audited.
+
+    It registers again at its next hello. Raises NotAllowed unless the actor is an
+    administrator now, DeviceError if there is no such device.
+    """
+    await require_admin(session=session, actor=actor, what="delete devices")
     device = await get_device(session=session, device_id=device_id)
     await session.execute(delete(Device).where(Device.id == device.id))
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="device.delete",
+        entity_type="device",
+        entity_id=device_id,
+        changes={
+            "user_id": {"before": device.user_id},
+            "organization_id": {"before": device.organization_id},
+            "is_active": {"before": device.is_active},
+        },
+    )
     return device

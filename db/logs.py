@@ -12,10 +12,9 @@ either direction. Several risk levels are one index range each, merged in order
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
-import os
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -46,8 +45,12 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
+from db.audit import record_change
 from db.base import as_utc
+from db.exports import ExportFile, check_export_path
 from db.models import LogEntry, LogHourlyCount
+from db.rights import Actor, require_active
+from db.settings import Settings
 from db.vocabulary import RISK_LEVELS
 
 PAGE_SIZE = 50
@@ -75,6 +78,8 @@ EXPORT_COLUMNS = (
     "created_at",
 )
 _MAX_CHAR = "\U0010ffff"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -495,14 +500,14 @@ def entry_to_dict(entry: LogEntry) -> dict[str, Any]:
 
 
 async def iter_entries(
-    *, session: AsyncSession, filters: LogFilter, chunk: int = EXPORT_CHUNK
+    *, session: AsyncSession, filters: LogFilter, chunk: int = EXPORT_CHUNK, after: Cursor | None = None
 ) -> AsyncIterator[list[LogEntry]]:
     """The filtered view, newest first, in keyset chunks: memory stays one chunk, whatever the size.
 
     Rows arriving after the first chunk (newer than it) are not included, so an
-    export is the view as it was when it started.
+    export is the view as it was when it started. With ``after``, only rows older than it.
     """
-    cursor: Cursor | None = None
+    cursor: Cursor | None = after
     while True:
         rows = await _fetch(session, filters, cursor, older=True, limit=chunk)
         if not rows:
@@ -561,41 +566,134 @@ def _header(fmt: ExportFormat) -> str:
     return buffer.getvalue()
 
 
+async def _newest_match(session: AsyncSession, filters: LogFilter) -> Cursor | None:
+    rows = await _fetch(session, filters, None, older=True, limit=1)
+    return Cursor.of(rows[0]) if rows else None
+
+
+def _just_above(cursor: Cursor) -> Cursor:
+    # The keyset is strict ("older than"): the next id up makes the newest row itself the first one read.
+    # UUIDs compare as their 128-bit number on both engines (PostgreSQL uuid, SQLite's 32 hex digits).
+    return Cursor(cursor.timestamp, uuid.UUID(int=min(cursor.id.int + 1, (1 << 128) - 1)))
+
+
+async def _exact_count(session: AsyncSession, filters: LogFilter, upper: Cursor) -> int:
+    statement = (
+        select(func.count())
+        .select_from(LogEntry)
+        .where(*conditions(filters, postgresql=_is_postgresql(session)), *_keyset(upper, older=True))
+    )
+    return int(await session.scalar(statement) or 0)
+
+
+async def _begin_snapshot(session: AsyncSession) -> None:
+    # PostgreSQL: one REPEATABLE READ transaction for the count and every chunk, so the count is the
+    # number of rows written (nothing inserted late or deleted by retention in between). SQLite reads
+    # each statement as of its start; the count is then capped at the newest row the export reads.
+    if _is_postgresql(session):
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def _audit_entity_id(path: Path) -> str:
+    text_ = str(path)
+    return text_ if len(text_) <= 255 else "…" + text_[-254:]
+
+
+@dataclass(frozen=True)
+class _ExportRecord:
+    actor: Actor
+    filters: LogFilter
+    target: Path
+    fmt: ExportFormat
+    rows: int
+    total: int
+    replaced: bool
+    status: str = "completed"
+
+
+async def _record_export(session: AsyncSession, record: _ExportRecord) -> None:
+    await session.rollback()  # the export's read snapshot, or whatever an error left open
+    await record_change(
+        session=session,
+        actor=record.actor.name,
+        source=record.actor.source,
+        action="logs.export",
+        entity_type="export",
+        entity_id=_audit_entity_id(record.target),
+        changes={
+            "status": record.status,
+            "file": str(record.target),
+            "format": record.fmt,
+            "filter": record.filters.describe(),
+            "rows": record.rows,
+            "total": record.total,
+            "replaced": record.replaced,
+        },
+    )
+    await session.commit()
+
+
 async def export(
     *,
     session: AsyncSession,
     filters: LogFilter,
     path: Path,
     fmt: ExportFormat,
-    progress: Callable[[int], None] | None = None,
+    settings: Settings,
+    actor: Actor,
+    replace: bool = False,
+    progress: Callable[[int, int], None] | None = None,
     chunk: int = EXPORT_CHUNK,
 ) -> int:
     """Write the filtered view to ``path`` as CSV or JSON Lines, streamed; return the rows written.
 
-    The file appears complete or not at all (written beside it, then renamed);
-    file writes run in a thread so the event loop never waits on the disk.
-    ``progress`` is called with the running total after every chunk.
+    ``actor`` must be active (:class:`~db.rights.NotAllowed` otherwise) and ``path`` must pass
+    :func:`db.exports.check_export_path` (never the database or the data folder; an existing
+    file only with ``replace``). The file is created 0600 beside its name and renamed onto it
+    when complete, so it appears whole or not at all. The rows are counted exactly first;
+    ``progress`` gets ``(written, total)`` then, and after every chunk. Every export past
+    those two checks leaves an audit row (``logs.export``): who, the filter, the file and
+    format, the rows written and whether it completed, was cancelled or failed. The session's
+    transactions are ended (committed or rolled back) along the way.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    target = os.fspath(path)  # callers expand "~"
-    partial = target + ".partial"
-    handle = await asyncio.to_thread(open, partial, "w", encoding="utf-8", newline="")
-    written = 0
+    await require_active(session=session, actor=actor, what="export logs")
+    await session.commit()  # on SQLite the check holds the write lock: never keep it while exporting
+    target = check_export_path(path, settings, replace=replace)
+    replaced = replace and target.exists()
+    written, total, file = 0, 0, None
     try:
-        await asyncio.to_thread(handle.write, _header(fmt))
-        async for rows in iter_entries(session=session, filters=filters, chunk=chunk):
-            await asyncio.to_thread(handle.write, _encode_rows(rows, fmt))
-            written += len(rows)
-            if progress is not None:
-                progress(written)
-        await asyncio.to_thread(handle.close)
-        await asyncio.to_thread(os.replace, partial, target)
-    finally:
-        if not handle.closed:
-            await asyncio.to_thread(handle.close)
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(os.unlink, partial)
+        await _begin_snapshot(session)
+        newest = await _newest_match(session, filters)
+        upper = _just_above(newest) if newest is not None else None
+        total = await _exact_count(session, filters, upper) if upper is not None else 0
+        file = await asyncio.to_thread(ExportFile, target, replace=replace)
+        if progress is not None:
+            progress(0, total)
+        await asyncio.to_thread(file.write, _header(fmt))
+        if upper is not None:
+            async for rows in iter_entries(session=session, filters=filters, chunk=chunk, after=upper):
+                await asyncio.to_thread(file.write, _encode_rows(rows, fmt))
+                written += len(rows)
+                # SQLite may see a late row (an old timestamp arriving now): never show "46 of 45".
+                total = max(total, written)
+                if progress is not None:
+                    progress(written, total)
+        await asyncio.to_thread(file.sync)
+        # Recorded before the file takes its name: no export file exists without its audit row.
+        await _record_export(session, _ExportRecord(actor, filters, target, fmt, written, total, replaced))
+        file.commit()
+    except BaseException as error:
+        if file is not None:
+            file.discard()  # synchronous: it must happen even while being cancelled
+        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "failed"
+        record = _ExportRecord(actor, filters, target, fmt, written, total, replaced, status=status)
+        try:
+            await _record_export(session, record)
+        except Exception:
+            log.exception("could not record the %s export of %s in the audit trail", status, target)
+        raise
     return written
 
 

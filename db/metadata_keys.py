@@ -27,8 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import utcnow
+from db.configs import METADATA_KEYS_MAX_BYTES, agent_json_bytes
 from db.identifiers import FORBIDDEN, MAX_METADATA_KEY_CHARS
 from db.models import FirewallConfig, OrganizationMetadataKey
+from db.rights import Actor, require_admin
 
 if TYPE_CHECKING:
     from db.event_schema import EventError
@@ -424,13 +426,27 @@ async def organization_shapes(*, session: AsyncSession, organization_id: str) ->
     return allowed_shapes(await list_keys(session=session, organization_id=organization_id))
 
 
-async def _touch_config(session: AsyncSession, organization_id: str, actor: str) -> None:
+async def _touch_config(session: AsyncSession, organization_id: str, actor: Actor) -> None:
     """A new config version, so agents polling ``config`` pick up the changed key list."""
     row = await session.scalar(select(FirewallConfig).where(FirewallConfig.organization_id == organization_id))
     if row is None:
         raise MetadataKeyError(f"organisation {organization_id!r} does not exist")
     row.updated_at = utcnow()
-    row.updated_by = actor[:64]
+    row.updated_by = actor.name[:64]
+
+
+def _refuse_past_agent_budget(shapes: Mapping[str, Shape]) -> None:
+    """MetadataKeyError if the key map, as sent in ``welcome`` and ``config``, passes its share of the line.
+
+    The counts alone (64 keys of 32 values) would allow about 145 KB; the welcome must fit
+    one protocol line (db/configs.py budgets each part of it).
+    """
+    size = agent_json_bytes(keys_for_agent(shapes), field="metadata keys")
+    if size > METADATA_KEYS_MAX_BYTES:
+        raise MetadataKeyError(
+            f"the organisation's metadata keys would take {size:,} bytes as sent to agents, more than "
+            f"{METADATA_KEYS_MAX_BYTES:,}: remove a key or give enums fewer or shorter values"
+        )
 
 
 async def allow_key(
@@ -440,35 +456,37 @@ async def allow_key(
     key: str,
     shape: str,
     values: Sequence[str] | str | None = None,
-    actor: str,
-    source: str,
+    actor: Actor,
 ) -> OrganizationMetadataKey:
-    """Allow ``key`` in the organisation's events with the given shape, and record it in the audit trail.
+    """Allow ``key`` in the organisation's events with the given shape on behalf of ``actor``, audited.
 
-    Raises MetadataKeyError if the key is refused (see :func:`vet_key`), exists, or the
-    organisation has :data:`MAX_ORGANIZATION_KEYS` keys already.
+    Raises NotAllowed unless the actor is an administrator now; MetadataKeyError if the
+    key is refused (see :func:`vet_key`), exists, or the organisation has
+    :data:`MAX_ORGANIZATION_KEYS` keys already.
     """
     vetted = vet_key(key, shape, values)
+    await require_admin(session=session, actor=actor, what="allow metadata keys")
     await _touch_config(session, organization_id, actor)
     existing = await list_keys(session=session, organization_id=organization_id)
     if any(row.key == key for row in existing):
         raise MetadataKeyError(f"{key!r} is allowed already; remove it first to change its shape")
     if len(existing) >= MAX_ORGANIZATION_KEYS:
         raise MetadataKeyError(f"an organisation may add at most {MAX_ORGANIZATION_KEYS} keys")
+    _refuse_past_agent_budget({**allowed_shapes(existing), key: vetted})
     row = OrganizationMetadataKey(
         organization_id=organization_id,
         key=key,
         shape=vetted.kind,
         enum_values=list(vetted.values),
         created_at=utcnow(),
-        created_by=actor[:64],
+        created_by=actor.name[:64],
     )
     session.add(row)
     await session.flush()
     await record_change(
         session=session,
-        actor=actor,
-        source=source,
+        actor=actor.name,
+        source=actor.source,
         action="metadata_key.allow",
         entity_type="config",
         entity_id=organization_id,
@@ -477,8 +495,12 @@ async def allow_key(
     return row
 
 
-async def remove_key(*, session: AsyncSession, organization_id: str, key: str, actor: str, source: str) -> bool:
-    """Stop accepting an added key (audited); False if the organisation had no such key."""
+async def remove_key(*, session: AsyncSession, organization_id: str, key: str, actor: Actor) -> bool:
+    """Stop accepting an added key on behalf of ``actor``, audited; False if the organisation had no such key.
+
+    Raises NotAllowed unless the actor is an administrator now.
+    """
+    await require_admin(session=session, actor=actor, what="remove metadata keys")
     row = await session.scalar(
         select(OrganizationMetadataKey).where(
             OrganizationMetadataKey.organization_id == organization_id, OrganizationMetadataKey.key == key
@@ -491,8 +513,8 @@ async def remove_key(*, session: AsyncSession, organization_id: str, key: str, a
     await _touch_config(session, organization_id, actor)
     await record_change(
         session=session,
-        actor=actor,
-        source=source,
+        actor=actor.name,
+        source=actor.source,
         action="metadata_key.remove",
         entity_type="config",
         entity_id=organization_id,

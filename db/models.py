@@ -71,6 +71,16 @@ def _identifier_check(
     )
 
 
+#: SQLite compares timestamps as text, so log_entries.timestamp holds only the text SQLAlchemy writes:
+#: UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``, a real date and time (migration 0012 spells the same CHECK).
+_DIGIT = "[0-9]"
+_CANONICAL_TIMESTAMP_SQLITE = (
+    f"typeof(timestamp) = 'text' AND timestamp GLOB "
+    f"'{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2} {_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}.{_DIGIT * 6}' "
+    "AND datetime(substr(timestamp, 1, 19), '+0 seconds') IS substr(timestamp, 1, 19)"
+)
+
+
 def _rollup_checks() -> list[CheckConstraint]:
     """The identifier CHECKs of a rollup table (migration 0008): rollup keys come only from clean values."""
     return [
@@ -187,6 +197,8 @@ class LogEntry(Base):
         *_identifier_check("user_id", max_chars=MAX_USER_ID_CHARS, joiners_between_letters=True),
         *_identifier_check("device_id", max_chars=MAX_DEVICE_ID_CHARS),
         *_identifier_check("organization_id", max_chars=MAX_ORGANIZATION_ID_CHARS),
+        # SQLite only (migration 0012): PostgreSQL's timestamptz has one order whatever the spelling.
+        CheckConstraint(_CANONICAL_TIMESTAMP_SQLITE, name="timestamp_canonical").ddl_if(dialect="sqlite"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4)
@@ -351,3 +363,19 @@ class OrganizationMetadataKey(Base):
     enum_values: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class SignInAttempt(Base):
+    """Consecutive failed sign-ins of one username (lowercased), kept so the delay outlives a console.
+
+    Unknown names have rows too (the table must not tell which exist); names no user
+    can have share the row ``(invalid)`` (db/sign_in.py, migration 0011).
+    """
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (CheckConstraint("failures >= 0", name="failures_not_negative"),)
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

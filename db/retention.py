@@ -7,23 +7,29 @@ being kept forever by omission.
 
 A run computes ``now`` once, in UTC; each organisation's cutoff is
 ``now - log_retention_days`` and a log is expired when ``timestamp < cutoff``
-(a log exactly at the cutoff stays). Deletes go in bounded batches, each its own
-short transaction: before the first delete, one index-only walk of
-``idx_org_timestamp`` per organisation notes the timestamp of every
-``batch_size``-th expired row, and each batch then deletes one timestamp range
-between two such bounds (one index range scan, each row visited once). A run
-over millions of rows therefore never holds a long lock and can stop between
-any two batches without losing anything that should stay. Every delete
-repeats the organisation and the cutoff in its own ``WHERE`` clause, so no row
-outside them can be touched whatever the range.
+(a log exactly at the cutoff stays). The retention is read when the
+organisation's turn comes and again in every batch, held against change until
+the batch commits, so a retention raised during a run protects its rows from the
+next batch on. Deletes go in bounded batches, each its own short transaction:
+before the first delete, one index-only walk of ``idx_org_timestamp`` per
+organisation notes the timestamp of every ``batch_size``-th expired row, and
+each batch then deletes one timestamp range between two such bounds (one index
+range scan, each row visited once). A run over millions of rows therefore never
+holds a long lock and can stop between any two batches without losing anything
+that should stay. Every delete repeats the organisation and the cutoff in its
+own ``WHERE`` clause, so no row outside them can be touched whatever the range.
 
 Each organisation of each run gets a :class:`~db.models.RetentionRun` row:
 ``running`` when it starts, then ``succeeded``, ``failed`` or ``cancelled``. Its
 ``rows_deleted`` is updated in the same transaction as each batch, so it is
-exact even if the process dies. A failure in one organisation is recorded and
-the run goes on with the next. Only one run at a time touches a database
-(:mod:`db.retention_lock`); dry runs count what would go, delete nothing, and
-are recorded with ``dry_run`` true.
+exact even if the process dies. A run started by a person (console or command
+line) also gets one audit row per organisation, created, updated and completed
+alongside the run record. A failure in one organisation is recorded and the
+run goes on with the next. Only one run at a time touches a database, and all
+its work goes through the connection holding the lock
+(:mod:`db.retention_lock`); the final records go through a fresh pooled
+connection, so a lost lock connection cannot lose them. Dry runs count what
+would go, delete nothing, and are recorded with ``dry_run`` true (not audited).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
@@ -44,8 +50,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.audit import record_change
 from db.base import UTCDateTime, as_utc, utcnow
 from db.configs import ConfigError, validate_retention_days
-from db.models import FirewallConfig, LogEntry, RetentionRun
-from db.retention_lock import RetentionAlreadyRunning, retention_lock
+from db.models import AuditEvent, FirewallConfig, LogEntry, RetentionRun
+from db.retention_lock import (
+    LOST_LOCK_MESSAGE,
+    HeldLock,
+    LostRetentionLock,
+    RetentionAlreadyRunning,
+    retention_lock,
+)
+from db.rights import Actor, NotAllowed, require_admin
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
 
 #: Rows per delete transaction, per engine. On PostgreSQL a batch locks only the
@@ -65,6 +78,14 @@ RETENTION_STATUSES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
 INTERRUPTED_ERROR = "interrupted: the process ended before the run finished"
 
+#: The trigger recorded for runs without an actor; a person's runs record their actor's source.
+SCHEDULER_TRIGGER = "scheduler"
+assert SCHEDULER_TRIGGER in RETENTION_TRIGGERS
+#: The audit trail's action for a person's cleanup of one organisation.
+AUDIT_ACTION = "retention.run"
+#: Completes "only administrators can ..." when a console user may not clean.
+RIGHTS_NEEDED = "run a retention cleanup"
+
 #: Called after each batch with the organisation and how many rows it has had deleted so far
 #: (for a dry run, once, with the count). May be a plain function or a coroutine function.
 ProgressCallback = Callable[[str, int], Awaitable[None] | None]
@@ -72,11 +93,14 @@ ProgressCallback = Callable[[str, int], Awaitable[None] | None]
 ResultCallback = Callable[["OrganizationCleanup"], Awaitable[None] | None]
 
 __all__ = [
+    "AUDIT_ACTION",
     "CANCELLED",
     "DEFAULT_BATCH_SIZES",
     "FAILED",
+    "LOST_LOCK_MESSAGE",
     "RETENTION_STATUSES",
     "RUNNING",
+    "SCHEDULER_TRIGGER",
     "SUCCEEDED",
     "OrganizationCleanup",
     "RetentionAlreadyRunning",
@@ -89,6 +113,7 @@ __all__ = [
     "recent_runs",
     "retention_preview",
     "run_retention",
+    "trigger_of",
 ]
 
 
@@ -355,14 +380,17 @@ async def _retention_plan(session: AsyncSession, organization_id: str | None) ->
     return [plan[org] for org in sorted(plan)]
 
 
-async def retention_preview(session: AsyncSession, *, now: datetime | None = None) -> list[RetentionPreview]:
-    """Per organisation: retention, cutoff, and how many logs a cleanup would delete now."""
+async def retention_preview(
+    session: AsyncSession, *, now: datetime | None = None, organization_id: str | None = None
+) -> list[RetentionPreview]:
+    """Per organisation (or only ``organization_id``): retention, cutoff, and how many logs a cleanup
+    with this ``now`` would delete. Pass the same ``now`` to :func:`run_retention` to delete just those."""
     now = utcnow() if now is None else as_utc(now)
     previews = []
-    for organization_id, days, has_config in await _retention_plan(session, None):
+    for org, days, has_config in await _retention_plan(session, organization_id):
         cutoff = cutoff_for(now, days)
-        count = await count_expired(session=session, organization_id=organization_id, cutoff=cutoff)
-        previews.append(RetentionPreview(organization_id, days, cutoff, count, has_config))
+        count = await count_expired(session=session, organization_id=org, cutoff=cutoff)
+        previews.append(RetentionPreview(org, days, cutoff, count, has_config))
     return previews
 
 
@@ -394,7 +422,11 @@ def _describe_error(error: BaseException) -> str:
     if isinstance(error, DBAPIError) and error.orig is not None:
         reason = error.orig
     message = " ".join(str(reason).split()) or type(reason).__name__
-    return message if isinstance(error, ConfigError) else f"{type(reason).__name__}: {message}"
+    return (
+        message
+        if isinstance(error, ConfigError | LostRetentionLock)
+        else f"{type(reason).__name__}: {message}"
+    )
 
 
 async def _call(callback: Callable[..., Awaitable[None] | None] | None, *args: Any) -> None:
@@ -405,53 +437,185 @@ async def _call(callback: Callable[..., Awaitable[None] | None] | None, *args: A
         await outcome
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every organisation's cleanup in one run shares."""
+
+    lock: HeldLock
+    #: Where the run's own work goes: on PostgreSQL, the connection holding the lock.
+    work: async_sessionmaker[AsyncSession]
+    #: The engine's pool, for the final records: they must survive the loss of the lock's connection.
+    records: async_sessionmaker[AsyncSession]
+    actor: Actor | None
+    trigger: str
+    now: datetime
+    dry_run: bool
+    batch_size: int
+    progress: ProgressCallback | None
+    cancel: asyncio.Event | None
+
+    @property
+    def audited(self) -> bool:
+        """Whether this run writes audit rows: an operator's real run (the scheduler's are in retention_runs)."""
+        return self.actor is not None and not self.dry_run
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
 @dataclass
 class _RunRecord:
-    """The mutable state of one organisation's cleanup while it runs."""
+    """The mutable state of one organisation's cleanup while it runs.
 
-    run_id: uuid.UUID | None
+    The run's id is chosen here and the audit row's is known once flushed, both
+    before the commit that creates them, so the final write can complete the rows
+    whether or not that commit is known to have happened (a connection lost during it).
+    """
+
     organization_id: str
     retention_days: int
     cutoff: datetime
-    dry_run: bool
-    started_at: datetime
     has_config: bool
+    started_at: datetime
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    audit_id: uuid.UUID | None = None
     rows: int = 0
 
+    def audit_changes(self, *, rows: int, status: str, error: str | None = None) -> dict[str, Any]:
+        """The audit row's ``changes``: the run's id and where it stands (JSON-ready)."""
+        changes: dict[str, Any] = {
+            "run_id": {"after": str(self.run_id)},
+            "retention_days": {"after": self.retention_days},
+            "cutoff": {"after": self.cutoff.isoformat()},
+            "rows_deleted": {"after": rows},
+            "status": {"after": status},
+        }
+        if error is not None:
+            changes["error"] = {"after": error}
+        return changes
 
-async def _start_record(
-    sessions: async_sessionmaker[AsyncSession], *, trigger: str, record: _RunRecord
-) -> None:
-    async with sessions() as session:
-        row = RetentionRun(
-            organization_id=record.organization_id,
-            retention_days=record.retention_days,
-            cutoff=record.cutoff,
-            rows_deleted=0,
-            dry_run=record.dry_run,
-            trigger=trigger,
-            status=RUNNING,
-            started_at=record.started_at,
+
+async def _stored_retention(session: AsyncSession, organization_id: str, *, hold: bool) -> tuple[int, bool]:
+    """(retention days, has a config row) of the organisation as stored now.
+
+    With ``hold``, the value cannot change until the caller's transaction ends: on
+    PostgreSQL the row is read ``FOR SHARE`` (a concurrent update waits for this
+    transaction); on SQLite the transaction first takes the database's write lock
+    with a no-op update, so nothing can commit between this read and its commit.
+    On SQLite that must come before any other statement of the transaction.
+    """
+    match = FirewallConfig.organization_id == organization_id
+    query = select(FirewallConfig.log_retention_days).where(match)
+    if hold and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    elif hold:
+        # updated_at is named so that its onupdate default does not stamp the row.
+        await session.execute(
+            update(FirewallConfig)
+            .where(match)
+            .values(
+                log_retention_days=FirewallConfig.log_retention_days, updated_at=FirewallConfig.updated_at
+            )
         )
-        session.add(row)
-        await session.commit()
-        record.run_id = row.id
+    days = await session.scalar(query)
+    return (DEFAULT_RETENTION_DAYS, False) if days is None else (days, True)
 
 
-def _finish_values(status: str, rows: int, error: str | None) -> dict[str, Any]:
-    return {"status": status, "rows_deleted": rows, "error": error, "finished_at": utcnow()}
+async def _start_record(run: _Run, record: _RunRecord) -> None:
+    """Check the actor, read the retention as it is now, and create the run record and its audit row.
+
+    One transaction: the audit row exists exactly when the run record does.
+    """
+    async with run.work() as session, session.begin():
+        if run.actor is not None:
+            await require_admin(session=session, actor=run.actor, what=RIGHTS_NEEDED)
+        days, record.has_config = await _stored_retention(session, record.organization_id, hold=False)
+        record.retention_days, record.cutoff = days, cutoff_for(run.now, days)
+        session.add(
+            RetentionRun(
+                id=record.run_id,
+                organization_id=record.organization_id,
+                retention_days=days,
+                cutoff=record.cutoff,
+                rows_deleted=0,
+                dry_run=run.dry_run,
+                trigger=run.trigger,
+                status=RUNNING,
+                started_at=record.started_at,
+            )
+        )
+        if run.audited:
+            record.audit_id = await _add_audit_row(session, run, record, rows=0, status=RUNNING)
+
+
+async def _add_audit_row(
+    session: AsyncSession, run: _Run, record: _RunRecord, *, rows: int, status: str, error: str | None = None
+) -> uuid.UUID:
+    assert run.actor is not None
+    row = await record_change(
+        session=session,
+        actor=run.actor.name,
+        source=run.actor.source,
+        action=AUDIT_ACTION,
+        entity_type="retention",
+        entity_id=record.organization_id,
+        changes=record.audit_changes(rows=rows, status=status, error=error),
+    )
+    return row.id
 
 
 async def _finish_record(
-    sessions: async_sessionmaker[AsyncSession], record: _RunRecord, status: str, error: str | None
+    run: _Run, record: _RunRecord, status: str, error: str | None
 ) -> OrganizationCleanup:
-    values = _finish_values(status, record.rows, error)
-    if record.run_id is not None:
-        async with sessions() as session:
+    """Write the final status of the run record and its audit row, on a fresh pooled connection.
+
+    ``rows_deleted`` is read back from the record, which every batch updated in its
+    own transaction: it is exact whatever happened to this process's count. A
+    record (and audit row) that its start never committed is created here, final.
+    """
+    finished_at = utcnow()
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": finished_at}
+    if run.dry_run:
+        values["rows_deleted"] = record.rows
+    async with run.records() as session, session.begin():
+        stored = (
             await session.execute(
-                update(RetentionRun).where(RetentionRun.id == record.run_id).values(**values)
+                update(RetentionRun)
+                .where(RetentionRun.id == record.run_id)
+                .values(**values)
+                .returning(RetentionRun.rows_deleted, RetentionRun.retention_days, RetentionRun.cutoff)
             )
-            await session.commit()
+        ).first()
+        if stored is None:
+            session.add(
+                RetentionRun(
+                    id=record.run_id,
+                    organization_id=record.organization_id,
+                    retention_days=record.retention_days,
+                    cutoff=record.cutoff,
+                    rows_deleted=record.rows,
+                    dry_run=run.dry_run,
+                    trigger=run.trigger,
+                    started_at=record.started_at,
+                    **values,
+                )
+            )
+        else:
+            record.rows, record.retention_days, record.cutoff = stored
+            record.cutoff = as_utc(record.cutoff)
+        if run.audited:
+            changes = record.audit_changes(rows=record.rows, status=status, error=error)
+            updated = 0
+            if record.audit_id is not None:
+                result = await session.execute(
+                    update(AuditEvent).where(AuditEvent.id == record.audit_id).values(changes=changes)
+                )
+                updated = int(result.rowcount)  # type: ignore[attr-defined]
+            if not updated:
+                record.audit_id = await _add_audit_row(
+                    session, run, record, rows=record.rows, status=status, error=error
+                )
     return OrganizationCleanup(
         organization_id=record.organization_id,
         retention_days=record.retention_days,
@@ -459,9 +623,9 @@ async def _finish_record(
         rows=record.rows,
         status=status,
         error=error,
-        dry_run=record.dry_run,
+        dry_run=run.dry_run,
         started_at=record.started_at,
-        finished_at=values["finished_at"],
+        finished_at=finished_at,
         run_id=record.run_id,
         has_config=record.has_config,
     )
@@ -495,52 +659,69 @@ async def _batch_settings(session: AsyncSession, *, range_delete: bool) -> None:
         await session.execute(text(_BATCH_SETTINGS[range_delete]))
 
 
-async def _delete_batches(
-    sessions: async_sessionmaker[AsyncSession],
-    record: _RunRecord,
-    *,
-    bounds: Sequence[datetime],
-    batch_size: int,
-    progress: ProgressCallback | None,
-    cancel: asyncio.Event | None,
-) -> str:
+#: Deletes one batch, given ``cutoff=``; returns how many rows went.
+_DeleteSome = Callable[..., Awaitable[int]]
+
+
+async def _delete_batches(run: _Run, record: _RunRecord, *, bounds: Sequence[datetime]) -> str:
     """Delete batch after batch, range by range; return the final status.
+
+    Each batch reads the organisation's retention again, held against change until
+    it commits, and deletes with the cutoff it gives: raising the retention during
+    a run protects the rows it now keeps from the next batch on. Ranges past a
+    cutoff moved earlier delete nothing; rows a retention lowered during the run
+    now expires beyond the planned ranges are left for the next run.
 
     Rows that arrive during the run with timestamps behind the walk (late events)
     are left for the next run rather than paid for with a rescan now.
     """
+    organization_id = record.organization_id
     # One connection for the organisation's batches; each batch is its own transaction.
-    async with sessions() as session:
+    async with run.work() as session:
 
-        async def one_batch(delete_some: Callable[[], Awaitable[int]], *, range_delete: bool) -> int:
+        async def one_batch(delete_some: _DeleteSome, *, range_delete: bool) -> int:
             async with session.begin():
                 await _batch_settings(session, range_delete=range_delete)
-                deleted = await delete_some()
-                if deleted and record.run_id is not None:
+                days, has_config = await _stored_retention(session, organization_id, hold=True)
+                validate_retention_days(days)
+                changed = days != record.retention_days
+                if changed:
+                    record.retention_days, record.cutoff = days, cutoff_for(run.now, days)
+                record.has_config = has_config
+                deleted = await delete_some(cutoff=record.cutoff)
+                if deleted or changed:
                     await session.execute(
                         update(RetentionRun)
                         .where(RetentionRun.id == record.run_id)
-                        .values(rows_deleted=RetentionRun.rows_deleted + deleted)
+                        .values(
+                            rows_deleted=RetentionRun.rows_deleted + deleted,
+                            retention_days=record.retention_days,
+                            cutoff=record.cutoff,
+                        )
                     )
+                    if record.audit_id is not None:
+                        changes = record.audit_changes(rows=record.rows + deleted, status=RUNNING)
+                        await session.execute(
+                            update(AuditEvent).where(AuditEvent.id == record.audit_id).values(changes=changes)
+                        )
             record.rows += deleted
             if deleted:
-                await _call(progress, record.organization_id, record.rows)
+                await _call(run.progress, organization_id, record.rows)
             return deleted
 
-        common: dict[str, Any] = {
-            "session": session,
-            "organization_id": record.organization_id,
-            "cutoff": record.cutoff,
-        }
+        common: dict[str, Any] = {"session": session, "organization_id": organization_id}
         for lower, upper, tied in batch_ranges(bounds, record.cutoff):
+            if lower is not None and lower >= record.cutoff:
+                break  # the retention was raised during the run: nothing from here on is expired
             while tied and lower is not None:
-                if cancel is not None and cancel.is_set():
+                if run.cancelled:
                     return CANCELLED
                 deleted = await one_batch(
-                    partial(delete_tied_batch, **common, moment=lower, limit=batch_size), range_delete=False
+                    partial(delete_tied_batch, **common, moment=lower, limit=run.batch_size),
+                    range_delete=False,
                 )
-                tied = deleted == batch_size
-            if cancel is not None and cancel.is_set():
+                tied = deleted == run.batch_size
+            if run.cancelled:
                 return CANCELLED
             await one_batch(
                 partial(delete_expired_batch, **common, lower=lower, upper=upper), range_delete=True
@@ -549,56 +730,57 @@ async def _delete_batches(
 
 
 async def _clean_organization(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    organization_id: str,
-    stored_days: int,
-    has_config: bool,
-    bounds: Sequence[datetime] | BaseException,
-    now: datetime,
-    trigger: str,
-    dry_run: bool,
-    batch_size: int,
-    progress: ProgressCallback | None,
-    cancel: asyncio.Event | None,
+    run: _Run, *, organization_id: str, planned_days: int, bounds: Sequence[datetime] | BaseException
 ) -> OrganizationCleanup:
     record = _RunRecord(
-        run_id=None,
         organization_id=organization_id,
-        retention_days=stored_days,
-        cutoff=cutoff_for(now, stored_days),
-        dry_run=dry_run,
+        retention_days=planned_days,
+        cutoff=cutoff_for(run.now, planned_days),
+        has_config=True,
         started_at=utcnow(),
-        has_config=has_config,
     )
     try:
-        await _start_record(sessions, trigger=trigger, record=record)
+        if run.lock.lost:
+            raise LostRetentionLock()
+        await _start_record(run, record)
         # The check constraint should make this impossible; if a value slipped past
         # it, this organisation fails loudly rather than being cleaned with it.
-        validate_retention_days(stored_days)
-        if cancel is not None and cancel.is_set():
+        validate_retention_days(record.retention_days)
+        if run.cancelled:
             status = CANCELLED
-        elif dry_run:
-            async with sessions() as session:
+        elif run.dry_run:
+            async with run.work() as session:
                 record.rows = await count_expired(
                     session=session, organization_id=organization_id, cutoff=record.cutoff
                 )
-            await _call(progress, organization_id, record.rows)
+            await _call(run.progress, organization_id, record.rows)
             status = SUCCEEDED
         else:
             if isinstance(bounds, BaseException):
                 raise bounds
-            status = await _delete_batches(
-                sessions, record, bounds=bounds, batch_size=batch_size, progress=progress, cancel=cancel
-            )
+            if record.retention_days != planned_days:
+                # Changed since the bounds were walked: walk again with the cutoff that applies now.
+                async with run.work() as session:
+                    bounds = await batch_bounds(
+                        session=session,
+                        organization_id=organization_id,
+                        cutoff=record.cutoff,
+                        limit=run.batch_size,
+                    )
+            status = await _delete_batches(run, record, bounds=bounds)
     except asyncio.CancelledError:
         await asyncio.shield(
-            _finish_record(sessions, record, CANCELLED, "the task running the cleanup was cancelled")
+            _finish_record(run, record, CANCELLED, "the task running the cleanup was cancelled")
         )
         raise
+    except NotAllowed:
+        raise
     except Exception as error:
-        return await _finish_record(sessions, record, FAILED, _describe_error(error))
-    return await _finish_record(sessions, record, status, None)
+        reason = _describe_error(error)
+        if run.lock.lost and not isinstance(error, LostRetentionLock):
+            reason = f"{LOST_LOCK_MESSAGE} ({reason})"
+        return await _finish_record(run, record, FAILED, reason)
+    return await _finish_record(run, record, status, None)
 
 
 async def _all_batch_bounds(
@@ -623,13 +805,37 @@ async def _all_batch_bounds(
 
 
 async def _fail_interrupted_runs(sessions: async_sessionmaker[AsyncSession]) -> None:
-    # Holding the lock means no other run is alive: any "running" record is left from a dead process.
+    """Mark ``running`` records (and their audit rows) failed: holding the lock proves no run is alive."""
     async with sessions() as session, session.begin():
-        await session.execute(
-            update(RetentionRun)
-            .where(RetentionRun.status == RUNNING)
-            .values(status=FAILED, error=INTERRUPTED_ERROR, finished_at=utcnow())
+        stale = (
+            await session.execute(
+                update(RetentionRun)
+                .where(RetentionRun.status == RUNNING)
+                .values(status=FAILED, error=INTERRUPTED_ERROR, finished_at=utcnow())
+                .returning(RetentionRun.id, RetentionRun.organization_id, RetentionRun.rows_deleted)
+            )
+        ).all()
+        if not stale:
+            return
+        rows_of = {str(run_id): rows for run_id, _org, rows in stale}
+        audits = await session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == AUDIT_ACTION,
+                AuditEvent.entity_id.in_({organization_id for _id, organization_id, _rows in stale}),
+            )
         )
+        for audit in audits:
+            run_id = (audit.changes.get("run_id") or {}).get("after")
+            if run_id in rows_of and audit.changes.get("status") == {"after": RUNNING}:
+                changes = {
+                    **audit.changes,
+                    "rows_deleted": {"after": rows_of[run_id]},
+                    "status": {"after": FAILED},
+                    "error": {"after": INTERRUPTED_ERROR},
+                }
+                await session.execute(
+                    update(AuditEvent).where(AuditEvent.id == audit.id).values(changes=changes)
+                )
 
 
 def _engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
@@ -639,10 +845,15 @@ def _engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
     return bind
 
 
+def trigger_of(actor: Actor | None) -> str:
+    """What a run is recorded as started by: ``scheduler`` without an actor, else the actor's source."""
+    return SCHEDULER_TRIGGER if actor is None else actor.source
+
+
 async def run_retention(
     *,
     sessions: async_sessionmaker[AsyncSession],
-    trigger: str,
+    actor: Actor | None,
     organization_id: str | None = None,
     dry_run: bool = False,
     batch_size: int | None = None,
@@ -655,77 +866,67 @@ async def run_retention(
 ) -> RetentionSummary:
     """Clean one organisation (``organization_id``) or all of them, holding the retention lock.
 
+    ``actor`` is who runs it: a console user (an administrator, checked first and
+    again as each organisation starts), the command line, or None for the
+    scheduler. An actor's real run is audited: each organisation's audit row
+    (``retention.run``) is created with its run record, updated with every batch
+    and completed at the end, also when the run is stopped or fails; the
+    scheduler's runs are recorded in ``retention_runs`` only.
+
     Raises :class:`UnknownOrganization` for an organisation with no config and no
-    logs, and :class:`RetentionAlreadyRunning` if another run holds the lock (at
-    once, or after ``wait_timeout`` seconds when ``wait`` is true). Failures inside
-    an organisation do not raise: they are recorded and reported in the summary.
-    ``batch_size`` defaults per engine (:data:`DEFAULT_BATCH_SIZES`). ``progress``
-    hears ``(organization_id, rows so far)`` after each batch, ``on_result`` each
-    organisation's outcome as it ends; ``cancel`` is checked between batches (what
-    is left is recorded as cancelled); ``now`` pins the clock (tests).
+    logs, :class:`RetentionAlreadyRunning` if another run holds the lock (at once,
+    or after ``wait_timeout`` seconds when ``wait`` is true), and
+    :class:`~db.rights.NotAllowed` if a console actor may not clean (the
+    organisations already done stay recorded). Failures inside an organisation do
+    not raise: they are recorded and reported in the summary; if the lock's
+    connection is lost, the organisation being cleaned and those not reached fail
+    with that reason. ``batch_size`` defaults per engine
+    (:data:`DEFAULT_BATCH_SIZES`). ``progress`` hears ``(organization_id, rows so
+    far)`` after each batch, ``on_result`` each organisation's outcome as it ends;
+    ``cancel`` is checked between batches (what is left is recorded as cancelled);
+    ``now`` pins the clock (the console passes the one its confirmation counted with).
     """
-    if trigger not in RETENTION_TRIGGERS:
-        raise ValueError(f"trigger must be one of {', '.join(RETENTION_TRIGGERS)}; got {trigger!r}")
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZES.get(_engine_of(sessions).dialect.name, 1_000)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
     now = utcnow() if now is None else as_utc(now)
     started_at = utcnow()
-    async with retention_lock(_engine_of(sessions), wait=wait, wait_timeout=wait_timeout, cancel=cancel):
-        async with sessions() as session:
+    async with retention_lock(
+        _engine_of(sessions), wait=wait, wait_timeout=wait_timeout, cancel=cancel
+    ) as lock:
+        run = _Run(
+            lock=lock,
+            work=lock.sessions,
+            records=sessions,
+            actor=actor,
+            trigger=trigger_of(actor),
+            now=now,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+            cancel=cancel,
+        )
+        async with lock.sessions() as session, session.begin():
+            if actor is not None:
+                await require_admin(session=session, actor=actor, what=RIGHTS_NEEDED)
             plan = await _retention_plan(session, organization_id)
-        await _fail_interrupted_runs(sessions)
-        bounds = {} if dry_run else await _all_batch_bounds(sessions, plan, now=now, batch_size=batch_size)
+        await _fail_interrupted_runs(lock.sessions)
+        bounds = (
+            {} if dry_run else await _all_batch_bounds(lock.sessions, plan, now=now, batch_size=batch_size)
+        )
         results = []
-        for org, stored_days, has_config in plan:
+        for org, planned_days, _has_config in plan:
             result = await _clean_organization(
-                sessions,
-                organization_id=org,
-                stored_days=stored_days,
-                has_config=has_config,
-                bounds=bounds.get(org, ()),
-                now=now,
-                trigger=trigger,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                progress=progress,
-                cancel=cancel,
+                run, organization_id=org, planned_days=planned_days, bounds=bounds.get(org, ())
             )
             results.append(result)
             await _call(on_result, result)
     return RetentionSummary(
-        trigger=trigger,
+        trigger=run.trigger,
         dry_run=dry_run,
         now=now,
         started_at=started_at,
         finished_at=utcnow(),
         results=tuple(results),
     )
-
-
-async def record_cleanup_in_audit(
-    *, session: AsyncSession, summary: RetentionSummary, actor: str, source: str
-) -> None:
-    """Add one audit row per organisation a real (not dry) run touched, in the caller's transaction.
-
-    The console and the cron CLI both call this, so a cleanup is audited the same way wherever it
-    was started; the scheduler's runs are in ``retention_runs`` and are not an operator's change.
-    """
-    if summary.dry_run:
-        return
-    for result in summary.results:
-        await record_change(
-            session=session,
-            actor=actor,
-            source=source,
-            action="retention.run",
-            entity_type="retention",
-            entity_id=result.organization_id,
-            changes={
-                "rows_deleted": {"after": result.rows},
-                "status": {"after": result.status},
-                "cutoff": {"after": result.cutoff},
-                "retention_days": {"after": result.retention_days},
-            },
-        )

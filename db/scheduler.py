@@ -30,13 +30,19 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.base import utcnow
-from db.retention import RetentionAlreadyRunning, RetentionSummary, last_run_started, run_retention
+from db.retention import (
+    SCHEDULER_TRIGGER,
+    RetentionAlreadyRunning,
+    RetentionSummary,
+    last_run_started,
+    run_retention,
+)
 from db.settings import Settings
 
 logger = logging.getLogger("aifw.retention.scheduler")
 
 JOB_ID = "retention-cleanup"
-TRIGGER = "scheduler"
+TRIGGER = SCHEDULER_TRIGGER
 #: Delay before the first run after start when a run is due, so start-up is never slowed by a cleanup.
 STARTUP_DELAY_SECONDS = 30.0
 #: A run that could not start on time (busy or suspended process) still runs if at most this late.
@@ -131,7 +137,8 @@ class RetentionScheduler:
                     self._job.modify(next_run_time=due)
                 logger.info("retention cleanup not due yet: the last scheduled run was within the interval")
                 return
-            summary = await run_retention(sessions=self._sessions, trigger=TRIGGER, cancel=self._cancel)
+            # No actor: a scheduled run is the operators' standing setting, recorded in retention_runs only.
+            summary = await run_retention(sessions=self._sessions, actor=None, cancel=self._cancel)
         except RetentionAlreadyRunning as error:
             logger.info("retention cleanup skipped: %s", error)
         except Exception as error:

@@ -52,6 +52,7 @@ from db.identifiers import (
 )
 from db.metadata_keys import Shape, metadata_problem, organization_shapes
 from db.models import Device, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount
+from db.rights import Actor, require_admin
 from db.rollups import CAPPED_DIMENSIONS, OVERFLOW_KEY, ROLLUP_KEY
 
 RollupTable = type[LogHourlyCount] | type[LogDailyCount] | type[LogWeeklyCount]
@@ -389,17 +390,20 @@ async def scrub(
     *,
     session: AsyncSession,
     organization_id: str | None = None,
+    actor: Actor,
     apply: bool = False,
-    actor: str = "cli",
-    source: str = "cli",
     batch_rows: int = BATCH_ROWS,
 ) -> ScrubReport:
     """Find (and with ``apply`` repair) stored rows that today's rules refuse; see the module docstring.
 
     Commits batch by batch when applying (and ends each read transaction on a dry
     run); an applied scrub ends with an audit row (``scrub.apply``) holding its counts.
+    An applied scrub raises NotAllowed, before changing anything, unless ``actor`` is an
+    administrator (a dry run changes nothing and is not checked).
     """
     report = ScrubReport(applied=apply, organization_id=organization_id)
+    if apply:
+        await require_admin(session=session, actor=actor, what="scrub stored rows")
     await _scrub_log_entries(session, report, apply, batch_rows)
     await _scrub_devices(session, report, apply, batch_rows)
     await _scrub_rollups(session, report, apply)
@@ -407,8 +411,8 @@ async def scrub(
         await _validate_constraints(session, report)
         await record_change(
             session=session,
-            actor=actor,
-            source=source,
+            actor=actor.name,
+            source=actor.source,
             action="scrub.apply",
             entity_type="organization",
             entity_id=organization_id or "*",

@@ -8,10 +8,13 @@ points can print it and exit instead of showing a traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -20,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where the embedded SQLite database lives when DATABASE_URL is unset.
 DEFAULT_DATA_DIR = REPO_ROOT / "var"
 DEFAULT_SQLITE_FILE = "firewall.db"
+MAX_PORT = 65535
 
 SUPPORTED_DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
@@ -35,11 +39,21 @@ class SettingsError(ValueError):
     """A configuration value is wrong; the message names the variable and is one line."""
 
 
+class UsageError(SettingsError):
+    """A command-line argument is wrong; the message names the option and is one line."""
+
+
+#: The smallest INGEST_MAX_LINE_BYTES: the largest configuration the console lets an administrator
+#: save is budgeted to fit one line of this size (db/configs.py), and the welcome that carries it
+#: announces the limit, so a smaller limit could not carry every valid configuration.
+MIN_MAX_LINE_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class IngestLimits:
     """Limits of the ingest server, each a named setting with its unit."""
 
-    max_line_bytes: int = 64 * 1024
+    max_line_bytes: int = MIN_MAX_LINE_BYTES
     max_connections: int = 1000
     hello_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
@@ -93,6 +107,10 @@ class Settings:
     #: PEM certificate chain and private key; both set means the ingest server speaks TLS.
     ingest_tls_cert: str | None = None
     ingest_tls_key: str | None = None
+    #: The data folder (AIFW_DATA_DIR): the embedded database lives here, and no export may write here.
+    data_dir: Path = DEFAULT_DATA_DIR
+    #: Where the console proposes to export logs (AIFW_EXPORT_DIR); None means the user's home folder.
+    export_dir: Path | None = None
 
     @property
     def url(self) -> URL:
@@ -118,22 +136,95 @@ def default_sqlite_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
     return f"sqlite+aiosqlite:///{data_dir / DEFAULT_SQLITE_FILE}"
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (the path of a ``file:`` URI with ``uri=true`` too); None for memory."""
+    database = url.database or ""
+    if database.startswith("file::memory:"):
+        return None
+    uri = str(url.query.get("uri", "")).lower() in {"1", "true", "yes", "on"}
+    if uri and database.startswith("file:"):
+        parsed = urlsplit(database)
+        in_memory = url.query.get("mode") == "memory" or "mode=memory" in parsed.query
+        if parsed.path in ("", ":memory:") or in_memory:
+            return None
+        return Path(parsed.path).expanduser()
+    return Path(database).expanduser() if database not in ("", ":memory:") else None
+
+
 def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
-    """Return the URL with the async driver we use, or raise SettingsError."""
+    """Return the URL with the async driver we use, or raise SettingsError.
+
+    An in-memory SQLite database is refused (every process, even every connection, would get
+    its own, and it vanishes on exit), and so is a SQLite file whose folder does not exist: a
+    typo must not quietly start a new, empty database somewhere else.
+    """
     try:
         url = make_url(raw.strip())
     except ArgumentError:
         raise SettingsError(f"{variable} is not a database URL: {raw!r}") from None
+    except ValueError:  # SQLAlchemy's int() of the port; the URL is not echoed, it may hold a password
+        raise SettingsError(f"{variable} has a port that is not a number; fix the port in the URL") from None
+    port = url.port
     driver = SUPPORTED_DRIVERS.get(url.drivername)
     if driver is None:
         raise SettingsError(
             f"{variable} has unsupported scheme {url.drivername!r}; "
             "use postgresql+asyncpg://user:password@host:port/database or sqlite+aiosqlite:///path"
         )
+    if port is not None and not 1 <= port <= MAX_PORT:
+        raise SettingsError(
+            f"{variable} has port {port}, not one from 1 to {MAX_PORT}; fix the port in the URL"
+        )
     url = url.set(drivername=driver)
-    if driver.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if driver.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path is None:
+            raise SettingsError(
+                f"{variable} is an in-memory SQLite database, which would vanish when the process ends; "
+                "use a file: sqlite+aiosqlite:///path/to/firewall.db"
+            )
+        if not path.parent.is_dir():
+            raise SettingsError(
+                f"{variable} points into the folder {path.parent}, which does not exist; "
+                "create it first (mkdir -p) or fix the path"
+            )
     return url.render_as_string(hide_password=False)
+
+
+def create_data_dir(data_dir: Path) -> None:
+    """Create the data folder of the embedded database; SettingsError in one line if it cannot be."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SettingsError(
+            f"AIFW_DATA_DIR: cannot create the data folder {data_dir} ({reason}); "
+            "set AIFW_DATA_DIR to a folder this user can write, or set DATABASE_URL"
+        ) from None
+    if not data_dir.is_dir():
+        raise SettingsError(f"AIFW_DATA_DIR: {data_dir} is not a folder; set AIFW_DATA_DIR to a folder")
+
+
+def port_number(raw: str) -> int:
+    """An argparse type: a TCP port from 0 (any free port) to 65535, with a one-line error."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to {MAX_PORT}; got {raw!r}") from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to {MAX_PORT}; got {raw!r}")
+    return value
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`UsageError` (one line), not a usage block and an exit.
+
+    Every entry point catches it with its other settings errors and prints one line with exit code 2;
+    its subcommands' parsers are of this class too (argparse makes them of the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{' '.join(message.split())} (see {self.prog} --help)")
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -181,6 +272,17 @@ def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> 
     return int(_number(env, name, default, minimum=minimum, integer=True))
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port setting: 0 (any free port) to 65535."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return port_number(raw)
+    except argparse.ArgumentTypeError as error:
+        raise SettingsError(f"{name} {error}") from None
+
+
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     """A setting that must be greater than zero (a timeout, an interval)."""
     return _number(env, name, default, minimum=0, exclusive_minimum=True)
@@ -189,16 +291,19 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
+    data_dir = Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
     raw_url = env.get("DATABASE_URL", "").strip()
     if raw_url:
         database_url, is_default = normalize_database_url(raw_url), False
     else:
-        data_dir = Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+        create_data_dir(data_dir)
         database_url, is_default = normalize_database_url(default_sqlite_url(data_dir)), True
 
     defaults = IngestLimits()
     limits = IngestLimits(
-        max_line_bytes=_whole(env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=1024),
+        max_line_bytes=_whole(
+            env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=MIN_MAX_LINE_BYTES
+        ),
         max_connections=_whole(env, "INGEST_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
         hello_timeout_seconds=_positive(env, "INGEST_HELLO_TIMEOUT_SECONDS", defaults.hello_timeout_seconds),
         idle_timeout_seconds=_positive(env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds),
@@ -253,6 +358,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if (tls_cert is None) != (tls_key is None):
         missing = "INGEST_TLS_KEY" if tls_key is None else "INGEST_TLS_CERT"
         raise SettingsError(f"{missing} must be set too: TLS needs both INGEST_TLS_CERT and INGEST_TLS_KEY")
+    raw_export_dir = (env.get("AIFW_EXPORT_DIR") or "").strip()
+    export_dir = Path(raw_export_dir).expanduser() if raw_export_dir else None
+    if export_dir is not None and not export_dir.is_absolute():
+        # A relative folder would follow the current directory: exports would land in the repository.
+        raise SettingsError(
+            f"AIFW_EXPORT_DIR must be an absolute folder (or start with ~); got {raw_export_dir!r}"
+        )
     return Settings(
         database_url=database_url,
         database_url_is_default=is_default,
@@ -261,9 +373,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "RETENTION_CLEANUP_INTERVAL_HOURS", 24.0, minimum=0, exclusive_minimum=True
         ),
         ingest_host=(env.get("INGEST_HOST") or "127.0.0.1").strip(),
-        ingest_port=int(_number(env, "INGEST_PORT", 7878, minimum=0, maximum=65535, integer=True)),
+        ingest_port=_port(env, "INGEST_PORT", 7878),
         ingest=limits,
         bcrypt_rounds=int(_number(env, "AIFW_BCRYPT_ROUNDS", 12, minimum=4, maximum=16, integer=True)),
         ingest_tls_cert=tls_cert,
         ingest_tls_key=tls_key,
+        data_dir=data_dir,
+        export_dir=export_dir,
     )

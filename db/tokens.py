@@ -19,10 +19,12 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.audit import record_change
 from db.base import as_utc, utcnow
 from db.configs import get_config
 from db.field_lengths import length_problem, max_length
 from db.models import IngestToken
+from db.rights import Actor, require_admin
 from db.security import generate_token, hash_token
 
 #: How many leading characters of a token are kept to recognise it ("aifw_AbC1…").
@@ -37,9 +39,14 @@ class TokenError(ValueError):
 
 
 async def create_token(
-    *, session: AsyncSession, organization_id: str, name: str = "", created_by: str | None = None
+    *, session: AsyncSession, organization_id: str, actor: Actor, name: str = ""
 ) -> tuple[IngestToken, str]:
-    """Create a token for an existing organisation; return the row and the clear token (show it once)."""
+    """Create a token for an existing organisation on behalf of ``actor``, audited.
+
+    Returns the row and the clear token (show it once). Raises NotAllowed unless the
+    actor is an administrator now, TokenError for an unknown organisation or a bad name.
+    """
+    await require_admin(session=session, actor=actor, what="create ingest tokens")
     organization = await get_config(session=session, organization_id=organization_id)
     if organization is None:
         raise TokenError(
@@ -49,7 +56,7 @@ async def create_token(
     name = name.strip()
     if (problem := length_problem(IngestToken.name, name)) is not None:
         raise TokenError(f"token {problem}")
-    if created_by is not None and (problem := length_problem(IngestToken.created_by, created_by)) is not None:
+    if (problem := length_problem(IngestToken.created_by, actor.name)) is not None:
         raise TokenError(problem)
     clear = generate_token()
     row = IngestToken(
@@ -58,10 +65,23 @@ async def create_token(
         token_prefix=clear[:PREFIX_CHARS],
         token_hash=hash_token(clear),
         created_at=utcnow(),
-        created_by=created_by,
+        created_by=actor.name,
     )
     session.add(row)
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="ingest_token.create",
+        entity_type="ingest_token",
+        entity_id=str(row.id),
+        changes={
+            "organization_id": {"after": row.organization_id},
+            "name": {"after": row.name},
+            "token_prefix": {"after": row.token_prefix},
+        },
+    )
     return row, clear
 
 
@@ -78,8 +98,13 @@ async def get_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestToke
     return await session.get(IngestToken, token_id)
 
 
-async def revoke_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestToken:
-    """Revoke a token from now on; TokenError if there is no such token or it is already revoked."""
+async def revoke_token(*, session: AsyncSession, token_id: uuid.UUID, actor: Actor) -> IngestToken:
+    """Revoke a token from now on, on behalf of ``actor``, audited.
+
+    Raises NotAllowed unless the actor is an administrator now; TokenError if there is
+    no such token or it is already revoked.
+    """
+    await require_admin(session=session, actor=actor, what="revoke ingest tokens")
     row = await get_token(session=session, token_id=token_id)
     if row is None:
         raise TokenError(f"no ingest token with id {token_id}")
@@ -87,6 +112,15 @@ async def revoke_token(*, session: AsyncSession, token_id: uuid.UUID) -> IngestT
         raise TokenError(f"ingest token {token_id} was already revoked at {row.revoked_at.isoformat()}")
     row.revoked_at = utcnow()
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="ingest_token.revoke",
+        entity_type="ingest_token",
+        entity_id=str(row.id),
+        changes={"revoked_at": {"before": None, "after": row.revoked_at}},
+    )
     return row
 
 

@@ -1,9 +1,11 @@
-"""Console users: creation with validation, lookup and sign-in.
+"""Console users: creation with validation and lookup (signing in is db/sign_in.py).
 
 Usernames are unique regardless of case (a unique index on ``lower(username)``)
 and looked up regardless of case, so ``Alice`` signs in as ``alice``; the
 spelling chosen at creation is the one shown. Every text field is checked
 against its column's length here, on both engines, before any SQL runs.
+Every change takes an :class:`~db.rights.Actor`, checked as of now and
+recorded in the audit trail in the change's own transaction.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import false, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import utcnow
 from db.field_lengths import length_problem
 from db.models import User
-from db.security import PasswordError, hash_password, verify_password
+from db.rights import Actor, require_admin
+from db.security import PasswordError, hash_password
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -98,20 +101,16 @@ async def list_users(*, session: AsyncSession, search: str = "") -> Sequence[Use
     return (await session.scalars(statement)).all()
 
 
-async def create_user(
-    *,
+async def _add_user(
     session: AsyncSession,
+    *,
     username: str,
     email: str,
-    password: str,
-    full_name: str | None = None,
-    is_admin: bool = False,
-    bcrypt_rounds: int = 12,
+    hashed_password: str,
+    full_name: str | None,
+    is_admin: bool,
 ) -> User:
-    """Validate and add a user; raise UserError on a duplicate or a bad field."""
-    username = validate_username(username.strip())
-    email = validate_email(email)
-    full_name = validate_full_name(full_name)
+    """Insert a user whose fields are validated; UserError if the username or email is taken."""
     existing = await get_by_username(session=session, username=username)
     if existing is not None:
         taken = repr(username) if existing.username == username else f"{username!r} (as {existing.username!r})"
@@ -121,7 +120,7 @@ async def create_user(
     user = User(
         username=username,
         email=email,
-        hashed_password=await _hash_allowed(password, username=username, email=email, rounds=bcrypt_rounds),
+        hashed_password=hashed_password,
         full_name=full_name,
         is_admin=is_admin,
         is_active=True,
@@ -132,26 +131,63 @@ async def create_user(
     return user
 
 
-async def authenticate(*, session: AsyncSession, username: str, password: str) -> User | None:
-    """The active user with these credentials, with ``last_login`` stamped; None otherwise.
+async def _record_created(session: AsyncSession, user: User, *, actor: str, source: str) -> None:
+    await record_change(
+        session=session,
+        actor=actor,
+        source=source,
+        action="user.create",
+        entity_type="user",
+        entity_id=user.username,
+        changes={
+            "email": {"after": user.email},
+            "full_name": {"after": user.full_name},
+            "is_admin": {"after": user.is_admin},
+        },
+    )
 
-    An inactive user with the right password is also refused (None); callers
-    that want to say why can check ``is_active`` on :func:`get_by_username`.
+
+async def create_user(
+    *,
+    session: AsyncSession,
+    actor: Actor,
+    username: str,
+    email: str,
+    password: str,
+    full_name: str | None = None,
+    is_admin: bool = False,
+    bcrypt_rounds: int = 12,
+) -> User:
+    """Validate and add a user on behalf of ``actor`` (an administrator now), with its audit row.
+
+    Raises NotAllowed if the actor may not create users, UserError on a duplicate or a bad field.
     """
-    user = await get_by_username(session=session, username=username)
-    if user is None or not await verify_password(password, user.hashed_password) or not user.is_active:
-        return None
-    user.last_login = utcnow()
-    await session.flush()
+    username = validate_username(username.strip())
+    email = validate_email(email)
+    full_name = validate_full_name(full_name)
+    # Hashed before the rights check: on SQLite the check takes the write lock, which the
+    # slow bcrypt round would otherwise hold (it needs nothing from the database).
+    hashed = await _hash_allowed(password, username=username, email=email, rounds=bcrypt_rounds)
+    await require_admin(session=session, actor=actor, what="create users")
+    user = await _add_user(
+        session,
+        username=username,
+        email=email,
+        hashed_password=hashed,
+        full_name=full_name,
+        is_admin=is_admin,
+    )
+    await _record_created(session, user, actor=actor.name, source=actor.source)
     return user
 
 
 # --- console administration: edit, activate/deactivate, reset password, delete -------------------
 #
-# Guards live here, not in the screens: nobody deactivates, demotes or deletes
+# Rights and guards live here, not in the screens: each change checks its actor
+# first in its transaction (db.rights), nobody deactivates, demotes or deletes
 # themselves, and the last active administrator cannot be deactivated, demoted
-# or deleted by anyone. Each function returns what it changed as
-# ``{field: {"before": ..., "after": ...}}`` for the audit trail (never a password).
+# or deleted by anyone. Each change writes its own audit row, with what it changed
+# as ``{field: {"before": ..., "after": ...}}`` (never a password).
 
 
 async def get_user(*, session: AsyncSession, username: str) -> User:
@@ -171,9 +207,12 @@ async def _other_active_admins(session: AsyncSession, user: User) -> int:
     return len((await session.scalars(statement)).all())
 
 
-async def _guard_admin_loss(session: AsyncSession, *, user: User, actor: str, field: str, what: str) -> None:
+async def _guard_admin_loss(
+    session: AsyncSession, *, user: User, actor: Actor, field: str, what: str
+) -> None:
     """Refuse ``what`` (demote, deactivate, delete) on oneself or on the last active administrator."""
-    if user.username == actor:
+    # The command line's actor is an operating-system user, not a console account: no "yourself" there.
+    if actor.checked and user.username.lower() == actor.name.lower():
         raise UserError(f"you cannot {what} yourself; ask another administrator", field=field)
     if user.is_admin and user.is_active and await _other_active_admins(session, user) == 0:
         raise UserError(
@@ -186,7 +225,7 @@ async def update_user(
     *,
     session: AsyncSession,
     username: str,
-    actor: str,
+    actor: Actor,
     email: str | None = None,
     full_name: str | None = None,
     is_admin: bool | None = None,
@@ -194,9 +233,12 @@ async def update_user(
 ) -> tuple[User, dict[str, dict[str, object]]]:
     """Change the given fields of ``username`` on behalf of ``actor``; return the user and the changes.
 
-    Raises UserError (with ``field``) for a bad or taken email, or when the change
-    would deactivate or demote the actor or the last active administrator.
+    Raises NotAllowed unless the actor is an administrator now; UserError (with ``field``)
+    for a bad or taken email, or when the change would deactivate or demote the actor or
+    the last active administrator. A change is audited as ``user.activate`` /
+    ``user.deactivate`` when only the state changed, else ``user.update``.
     """
+    await require_admin(session=session, actor=actor, what="change users")
     user = await get_user(session=session, username=username)
     new_values: dict[str, object] = {}
     if email is not None:
@@ -226,28 +268,83 @@ async def update_user(
             setattr(user, name, value)
     if changes:
         await session.flush()
+        if set(changes) == {"is_active"}:
+            action = "user.activate" if user.is_active else "user.deactivate"
+        else:
+            action = "user.update"
+        await record_change(
+            session=session,
+            actor=actor.name,
+            source=actor.source,
+            action=action,
+            entity_type="user",
+            entity_id=user.username,
+            changes=changes,
+        )
     return user, changes
 
 
 async def reset_password(
-    *, session: AsyncSession, username: str, password: str, bcrypt_rounds: int = 12
+    *, session: AsyncSession, username: str, password: str, actor: Actor, bcrypt_rounds: int = 12
 ) -> User:
-    """Give ``username`` a new password (bcrypt); UserError (field ``password``) if the rules refuse it."""
+    """Give ``username`` a new password (bcrypt) on behalf of ``actor``, audited (never the password).
+
+    Raises NotAllowed unless the actor is an administrator now; UserError (field
+    ``password``) if the rules refuse the password.
+    """
+    await require_admin(session=session, actor=actor, what="reset passwords")
     user = await get_user(session=session, username=username)
     user.hashed_password = await _hash_allowed(
         password, username=user.username, email=user.email, rounds=bcrypt_rounds
     )
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="user.reset_password",
+        entity_type="user",
+        entity_id=user.username,
+        changes={"password": {"changed": True}},
+    )
     return user
 
 
-async def delete_user(*, session: AsyncSession, username: str, actor: str) -> User:
-    """Delete ``username``; UserError if it is the actor or the last active administrator."""
+async def delete_user(*, session: AsyncSession, username: str, actor: Actor) -> User:
+    """Delete ``username`` on behalf of ``actor``, audited.
+
+    Raises NotAllowed unless the actor is an administrator now; UserError if
+    ``username`` is the actor or the last active administrator.
+    """
+    await require_admin(session=session, actor=actor, what="delete users")
     user = await get_user(session=session, username=username)
     await _guard_admin_loss(session, user=user, actor=actor, field="username", what="delete")
     await session.delete(user)
     await session.flush()
+    await record_change(
+        session=session,
+        actor=actor.name,
+        source=actor.source,
+        action="user.delete",
+        entity_type="user",
+        entity_id=user.username,
+        changes={
+            "email": {"before": user.email},
+            "is_admin": {"before": user.is_admin},
+            "is_active": {"before": user.is_active},
+        },
+    )
     return user
+
+
+async def _lock_users(session: AsyncSession) -> None:
+    """Hold off every other change of ``users`` until this transaction ends (first administrator only)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # EXCLUSIVE still lets sign-ins read; two first administrators created at once serialise here.
+        await session.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))
+    else:
+        # SQLite: a no-op UPDATE takes the database's write lock (see db.rights).
+        await session.execute(update(User).where(false()).values(is_admin=User.is_admin))
 
 
 async def create_administrator(
@@ -258,29 +355,42 @@ async def create_administrator(
     password: str,
     full_name: str | None,
     bcrypt_rounds: int,
-    actor: str | None,
-    source: str,
+    actor: Actor | None,
+    source: str = "console",
 ) -> User:
-    """Create an active administrator and its audit row (the first admin, the CLI, the demo).
+    """Create an active administrator, with its audit row.
 
-    ``actor`` defaults to the new administrator itself: nobody else was signed in to create it.
+    With an ``actor`` (the CLI's ``create-admin``, the demo, an administrator) this is
+    :func:`create_user` with ``is_admin``: the actor is checked and recorded. With
+    ``actor`` None it creates the *first* administrator, whom nobody could have created:
+    refused (UserError) once any user exists; the new administrator is recorded as its
+    own creator, from ``source``.
     """
-    user = await create_user(
-        session=session,
+    if actor is not None:
+        return await create_user(
+            session=session,
+            actor=actor,
+            username=username,
+            email=email,
+            password=password,
+            full_name=full_name,
+            is_admin=True,
+            bcrypt_rounds=bcrypt_rounds,
+        )
+    username = validate_username(username.strip())
+    email = validate_email(email)
+    full_name = validate_full_name(full_name)
+    hashed = await _hash_allowed(password, username=username, email=email, rounds=bcrypt_rounds)
+    await _lock_users(session)
+    if await count_users(session=session) != 0:
+        raise UserError("users exist already: sign in, or ask an administrator to create your account")
+    user = await _add_user(
+        session,
         username=username,
         email=email,
-        password=password,
+        hashed_password=hashed,
         full_name=full_name,
         is_admin=True,
-        bcrypt_rounds=bcrypt_rounds,
     )
-    await record_change(
-        session=session,
-        actor=actor or user.username,
-        source=source,
-        action="user.create",
-        entity_type="user",
-        entity_id=user.username,
-        changes={"email": {"after": user.email}, "is_admin": {"after": True}},
-    )
+    await _record_created(session, user, actor=user.username, source=source)
     return user

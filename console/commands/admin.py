@@ -22,6 +22,7 @@ from console.commands.common import (
     fail,
     run_in_session,
 )
+from db.rights import Actor
 from db.security import PasswordError, validate_password
 from db.settings import Settings
 from db.users import UserError, create_administrator
@@ -62,8 +63,8 @@ def create_admin(args: argparse.Namespace, settings: Settings) -> int:
             password=password,
             full_name=args.full_name,
             bcrypt_rounds=settings.bcrypt_rounds,
-            actor=None,
-            source="cli",
+            # The operating-system user made it (the console's first administrator records itself).
+            actor=Actor.cli(),
         )
         await session.commit()
         return user.username

@@ -7,17 +7,15 @@ Whatever a command prints from the database (names, error messages quoting value
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from console.untrusted import visible
-from db.engine import DatabaseError, check_database, new_engine, new_sessionmaker
+from db.engine import DatabaseError, check_database, describe_database_error, new_engine, new_sessionmaker
 from db.settings import Settings
 
 EXIT_OK = 0
@@ -32,26 +30,14 @@ def fail(message: str, *, code: int = EXIT_FAILED) -> int:
     return code
 
 
-def database_refusal(error: SQLAlchemyError) -> str:
-    """One line saying why the database refused a statement, without its SQL or parameters.
+def database_refusal(error: BaseException, settings: Settings | None = None) -> str:
+    """One line saying why the database refused a statement, without its SQL, parameters or secrets.
 
-    SQLAlchemy's own message carries the statement and its parameters (a bcrypt
-    hash, a token hash); only the driver's first line is kept.
+    SQLAlchemy's own message carries the statement (a column named ``token_hash``);
+    :func:`db.engine.describe_database_error` keeps the driver's first line and says
+    what a read-only database or a missing permission needs.
     """
-    reason = error.orig if isinstance(error, DBAPIError) and error.orig is not None else None
-    first_line = str(reason).strip().splitlines()[0] if reason is not None and str(reason).strip() else ""
-    return f"the database refused the change: {first_line or type(error).__name__}"
-
-
-def cli_actor() -> str:
-    """Who runs the command, for the audit trail: $USER, else the login name, else "cli"."""
-    name = os.environ.get("USER")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = ""
-    return (name or "cli")[:64]
+    return describe_database_error(settings, error)
 
 
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -60,6 +46,9 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
         await check_database(engine, settings)
         async with new_sessionmaker(engine)() as session:
             return await work(session)
+    except (SQLAlchemyError, OSError) as error:
+        # Every command's writes fail here alike (a read-only database, a lost connection): one line.
+        raise DatabaseError(database_refusal(error, settings)) from error
     finally:
         await engine.dispose()
 
@@ -78,7 +67,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "SQLAlchemyError",
-    "cli_actor",
     "database_refusal",
     "fail",
     "run_in_session",

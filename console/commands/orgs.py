@@ -12,13 +12,12 @@ from console.commands.common import (
     EXIT_USAGE,
     DatabaseError,
     SQLAlchemyError,
-    cli_actor,
     database_refusal,
     fail,
     run_in_session,
 )
-from db.audit import record_change
 from db.configs import ConfigError, create_organization
+from db.rights import Actor
 from db.settings import Settings
 from db.vocabulary import DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 
@@ -42,23 +41,12 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def create_org(args: argparse.Namespace, settings: Settings) -> int:
-    actor = cli_actor()
-
     async def work(session: AsyncSession) -> str:
         row = await create_organization(
             session=session,
             organization_id=args.organization,
-            updated_by=actor,
+            actor=Actor.cli(),
             log_retention_days=args.retention_days,
-        )
-        await record_change(
-            session=session,
-            actor=actor,
-            source="cli",
-            action="organization.create",
-            entity_type="organization",
-            entity_id=row.organization_id,
-            changes={"log_retention_days": {"after": row.log_retention_days}},
         )
         await session.commit()
         return row.organization_id

@@ -12,8 +12,9 @@ import argparse
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, DatabaseError, cli_actor, fail, run_in_session
+from console.commands.common import EXIT_FAILED, EXIT_OK, DatabaseError, fail, run_in_session
 from console.untrusted import visible
+from db.rights import Actor
 from db.scrub import ScrubReport, scrub
 from db.settings import Settings
 
@@ -29,10 +30,10 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run_scrub(args: argparse.Namespace, settings: Settings) -> int:
-    actor = cli_actor()
-
     async def work(session: AsyncSession) -> ScrubReport:
-        return await scrub(session=session, organization_id=args.organization, apply=args.apply, actor=actor)
+        return await scrub(
+            session=session, organization_id=args.organization, apply=args.apply, actor=Actor.cli()
+        )
 
     try:
         report = run_in_session(settings, work)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from console.fleet import Fleet, FleetError, FleetOrganization, FleetPlan, FleetStats
-from db.settings import Settings
+from db.settings import Settings, port_number
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +37,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--host", default=None, help="ingest server address (default INGEST_HOST or 127.0.0.1)"
     )
     parser.add_argument(
-        "--port", type=int, default=None, help="ingest server port (default INGEST_PORT or 7878)"
+        "--port", type=port_number, default=None, help="ingest server port (default INGEST_PORT or 7878)"
     )
     parser.add_argument(
         "--organization", action="append", default=[], metavar="ORG", help="organisation id (repeatable)"

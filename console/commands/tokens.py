@@ -13,13 +13,12 @@ from console.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     DatabaseError,
-    cli_actor,
     fail,
     run_in_session,
 )
 from console.untrusted import visible
-from db.audit import record_change
 from db.models import IngestToken
+from db.rights import Actor
 from db.settings import Settings
 from db.tokens import TokenError, create_token, list_tokens, revoke_token
 
@@ -46,24 +45,9 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def create_command(args: argparse.Namespace, settings: Settings) -> int:
-    actor = cli_actor()
-
     async def work(session: AsyncSession) -> tuple[IngestToken, str]:
         row, clear = await create_token(
-            session=session, organization_id=args.organization, name=args.name, created_by=actor
-        )
-        await record_change(
-            session=session,
-            actor=actor,
-            source="cli",
-            action="ingest_token.create",
-            entity_type="ingest_token",
-            entity_id=str(row.id),
-            changes={
-                "organization_id": {"after": row.organization_id},
-                "name": {"after": row.name},
-                "token_prefix": {"after": row.token_prefix},
-            },
+            session=session, organization_id=args.organization, name=args.name, actor=Actor.cli()
         )
         await session.commit()
         return row, clear
@@ -126,19 +110,9 @@ def revoke_command(args: argparse.Namespace, settings: Settings) -> int:
         return fail(
             f"{args.token_id!r} is not a token id; see `python -m console ingest-token list`", code=EXIT_USAGE
         )
-    actor = cli_actor()
 
     async def work(session: AsyncSession) -> IngestToken:
-        row = await revoke_token(session=session, token_id=token_id)
-        await record_change(
-            session=session,
-            actor=actor,
-            source="cli",
-            action="ingest_token.revoke",
-            entity_type="ingest_token",
-            entity_id=str(row.id),
-            changes={"revoked_at": {"before": None, "after": row.revoked_at}},
-        )
+        row = await revoke_token(session=session, token_id=token_id, actor=Actor.cli())
         await session.commit()
         return row
 

@@ -7,14 +7,16 @@ fills those labels (an error for a field without a row goes to the general
 ``#form-error`` label). Saving happens inside the form, in an async worker, so
 a refusal from ``db/`` (a taken username, the last administrator) lands next to
 its field and the form stays open; the form dismisses itself only once saved.
+``db/`` writes the audit row of each change; a :class:`~db.rights.NotAllowed`
+(the role was taken away since sign-in) is not caught here but goes to the app
+like any failed worker, which signs out or drops to the viewer's keys.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from rich.text import Text
-from sqlalchemy.ext.asyncio import AsyncSession
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,7 +29,6 @@ from textual.worker import Worker, WorkerState
 from console.messages import WorkerFailed
 from console.screens.section import ConsoleContext
 from console.untrusted import plain
-from db.audit import record_change
 
 ResultType = TypeVar("ResultType")
 
@@ -128,23 +129,3 @@ def form_error_row() -> Label:
     """The general error line of a form (errors that belong to no one field)."""
     return _error_label("form-error")
 
-
-async def record(
-    context: ConsoleContext,
-    session: AsyncSession,
-    *,
-    action: str,
-    entity_type: str,
-    entity_id: str,
-    changes: dict[str, Any] | None = None,
-) -> None:
-    """Add the audit row of a change made from the console by the signed-in user (same transaction)."""
-    await record_change(
-        session=session,
-        actor=context.user.username,
-        source="console",
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        changes=changes,
-    )

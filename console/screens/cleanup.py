@@ -4,12 +4,17 @@ running it for one organisation or all with a progress bar and cancel, past runs
 Everything goes through :mod:`db.retention`: the run holds the retention lock
 (another cleanup running elsewhere is reported, not waited for), deletes in
 batches and checks the cancel flag between batches, so stopping leaves every
-run record exact. Runs are admin-only, confirmed, and audited per organisation.
+run record exact. Runs are admin-only and confirmed; ``run_retention`` audits
+each organisation as it goes, so a run stopped early is audited too. The
+confirmation counts with a pinned ``now`` that the run then uses, so the number
+asked about is the number deleted. Quitting or signing out during a run asks
+first, then stops it after its current batch and waits for its records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -22,21 +27,22 @@ from textual.widgets import Button, DataTable, Label, ProgressBar, Static
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from console.untrusted import plain
+from db.base import utcnow
 from db.models import RetentionRun
 from db.retention import (
+    SCHEDULER_TRIGGER,
     RetentionAlreadyRunning,
     RetentionPreview,
     RetentionSummary,
     UnknownOrganization,
     last_run_started,
     recent_runs,
-    record_cleanup_in_audit,
     retention_preview,
     run_retention,
 )
-from db.scheduler import TRIGGER as SCHEDULER_TRIGGER
 
-TRIGGER = "console"
+#: How long quitting or signing out waits for a stopped cleanup to finish its batch and records.
+STOP_WAIT_SECONDS = 15.0
 
 
 def _when(moment: object) -> str:
@@ -49,11 +55,26 @@ class CleanupSection(Section):
     TITLE = "Cleanup"
     KEY = "6"
     COMMANDS = (
-        SectionCommand("Cleanup: run retention now", "Delete logs older than each organisation's retention (administrators only)", "run_cleanup", admin_only=True),
-        SectionCommand("Cleanup: clean the selected organisation", "Delete its expired logs (administrators only)", "clean_selected", admin_only=True),
-        SectionCommand("Cleanup: stop the running cleanup", "Stop after the current batch", "cancel_cleanup", admin_only=True),
+        SectionCommand(
+            "Cleanup: run retention now",
+            "Delete logs older than each organisation's retention (administrators only)",
+            "run_cleanup",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Cleanup: clean the selected organisation",
+            "Delete its expired logs (administrators only)",
+            "clean_selected",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Cleanup: stop the running cleanup",
+            "Stop after the current batch",
+            "cancel_cleanup",
+            admin_only=True,
+        ),
         SectionCommand("Cleanup: count again", "How many rows a cleanup would delete now", "reload"),
-    )  # fmt: skip
+    )
     BINDINGS = [
         Binding("c", "clean_selected", "Clean org"),
         Binding("A", "run_cleanup", "Clean all"),
@@ -75,7 +96,9 @@ class CleanupSection(Section):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cleanup-scheduler", classes="admin-summary")
-        yield Label("[b]Would be deleted now[/b] (dry run: counted, nothing deleted) · c clean selected · A clean all")
+        yield Label(
+            "[b]Would be deleted now[/b] (dry run: counted, nothing deleted) · c clean selected · A clean all"
+        )
         preview: DataTable[str] = DataTable(id="cleanup-preview", cursor_type="row", zebra_stripes=True)
         preview.add_columns("Organisation", "Retention", "Cutoff (UTC)", "Would delete", "Config")
         yield preview
@@ -105,6 +128,22 @@ class CleanupSection(Section):
     def busy_with(self) -> str | None:
         return "a retention cleanup" if self.running else None
 
+    async def stop_busy_work(self) -> None:
+        """Stop a running cleanup after its current batch and wait until its records are final.
+
+        Called once quitting or signing out is confirmed. If the batch does not end in
+        time, unmounting cancels the worker, and ``run_retention`` still finishes the
+        records (as cancelled) on its way out.
+        """
+        running = [worker for worker in self.workers if worker.group == "cleanup-run" and worker.is_running]
+        if not running:
+            return
+        self.action_cancel_cleanup()
+        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
+        # Past the wait the worker is cancelled with the shell; run_retention still finishes its records.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiting, STOP_WAIT_SECONDS)
+
     @property
     def running(self) -> bool:
         return any(worker.group == "cleanup-run" and worker.is_running for worker in self.workers)
@@ -133,8 +172,10 @@ class CleanupSection(Section):
             elif last is not None:
                 # The scheduler spaces runs from the last successful scheduled one (db.scheduler).
                 due = last + timedelta(hours=interval)
-                text += (f" in the ingest server; last scheduled run {last:%Y-%m-%d %H:%M} UTC, "
-                         f"next due {due:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+                text += (
+                    f" in the ingest server; last scheduled run {last:%Y-%m-%d %H:%M} UTC, "
+                    f"next due {due:%Y-%m-%d %H:%M} UTC"
+                )
             else:
                 text += " in the ingest server; no scheduled run yet (the first comes soon after it starts)"
         self.query_one("#cleanup-scheduler", Static).update(text)
@@ -195,28 +236,45 @@ class CleanupSection(Section):
         if organization_id is None:
             self.context.notify("No organisation to clean.", severity="warning")
             return
-        preview = self.previews[organization_id]
-        self._confirm_run(
-            organization_id,
-            f"Delete the {preview.rows_to_delete:,} logs of {organization_id!r} older than "
-            f"{preview.retention_days} days (before {_when(preview.cutoff)} UTC)?",
-        )
+        self.count_then_confirm(organization_id)
 
     def action_run_cleanup(self) -> None:
         if not self.context.require_admin("run a retention cleanup"):
             return
-        total = sum(preview.rows_to_delete for preview in self.previews.values())
-        self._confirm_run(
-            None, f"Delete the {total:,} expired logs of all {len(self.previews)} organisations now?"
-        )
+        self.count_then_confirm(None)
 
-    def _confirm_run(self, organization_id: str | None, question: str) -> None:
+    @work(exclusive=True, group="cleanup-confirm", exit_on_error=False)
+    async def count_then_confirm(self, organization_id: str | None) -> None:
+        """Count what a cleanup would delete at a pinned ``now``, ask, and run with that same ``now``.
+
+        Counting again here (not reusing the table, which may be minutes old) with the
+        ``now`` the run then uses makes the number asked about the number deleted.
+        """
         if self.running:
             self.context.notify("A cleanup is already running (x stops it).", severity="warning")
             return
-        self.app.push_screen(
-            ConfirmScreen(question), lambda yes: self.run_cleanup(organization_id) if yes else None
-        )
+        now = utcnow()
+        try:
+            async with self.context.sessions() as session:
+                previews = await retention_preview(session, now=now, organization_id=organization_id)
+        except UnknownOrganization as error:
+            self.context.notify(f"{error}; nothing to clean.", severity="warning", markup=False)
+            return
+        total = sum(preview.rows_to_delete for preview in previews)
+        if organization_id is None:
+            question = f"Delete the {total:,} expired logs of all {len(previews)} organisations now?"
+        else:
+            [preview] = previews
+            question = (
+                f"Delete the {total:,} logs of {organization_id!r} older than "
+                f"{preview.retention_days} days (before {_when(preview.cutoff)} UTC)?"
+            )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_cleanup(organization_id, now=now, expected=total)
+
+        self.app.push_screen(ConfirmScreen(question), answered)
 
     def action_cancel_cleanup(self) -> None:
         if self.cancel_event is not None and self.running:
@@ -239,28 +297,27 @@ class CleanupSection(Section):
         label.update(plain(f"Cleaning {organization_id}: {done:,} rows deleted"))
 
     @work(exclusive=True, group="cleanup-run", exit_on_error=False)
-    async def run_cleanup(self, organization_id: str | None) -> None:
-        """Clean one organisation (or all, with None), then audit what each organisation's run did."""
+    async def run_cleanup(self, organization_id: str | None, *, now: datetime, expected: int) -> None:
+        """Clean one organisation (or all, with None) as of ``now``; ``expected`` rows sizes the progress bar.
+
+        ``run_retention`` audits each organisation itself, under the signed-in user, and
+        checks again that they are an administrator (a refusal reaches the app's handler).
+        """
         self.cancel_event = asyncio.Event()
         self._done = {}
-        expected = sum(
-            preview.rows_to_delete
-            for preview in self.previews.values()
-            if organization_id is None or preview.organization_id == organization_id
-        )
         bar = self.query_one("#cleanup-bar")
         self.query_one("#cleanup-progress", ProgressBar).update(total=max(1, expected), progress=0)
         self.query_one("#cleanup-label", Label).update("Starting…")
         bar.display = True
-        sizing = {} if self.batch_size is None else {"batch_size": self.batch_size}
         try:
             summary = await run_retention(
                 sessions=self.context.sessions,
-                trigger=TRIGGER,
+                actor=self.context.actor,
                 organization_id=organization_id,
                 progress=self.on_progress,
                 cancel=self.cancel_event,
-                **sizing,  # type: ignore[arg-type]
+                batch_size=self.batch_size,
+                now=now,
             )
         except (RetentionAlreadyRunning, UnknownOrganization) as error:
             self.context.notify(f"{error}; nothing was deleted.", severity="warning", markup=False)
@@ -268,11 +325,6 @@ class CleanupSection(Section):
         finally:
             bar.display = False
         self.last_summary = summary
-        async with self.context.sessions() as session:
-            await record_cleanup_in_audit(
-                session=session, summary=summary, actor=self.context.user.username, source="console"
-            )
-            await session.commit()
         severity = "information" if summary.status == "succeeded" else "warning"
         self.context.notify(
             f"Cleanup {summary.status}: {summary.total_rows:,} rows deleted in {len(summary.results)} "

@@ -10,6 +10,7 @@ patterns on text typed here, in a separate process, and never stores the text.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rich.text import Text
@@ -19,7 +20,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TabbedContent, TabPane, TextArea
 
-from console.screens.admin_form import record
 from console.screens.config_forms import (
     OrganizationFormScreen,
     PatternFormScreen,
@@ -39,12 +39,18 @@ from db.pattern_tester import MAX_SAMPLE_CHARS, PatternTestError, PatternTestRes
 from db.tokens import TokenError, list_tokens, revoke_token
 from db.vocabulary import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 
+log = logging.getLogger(__name__)
+
 THRESHOLD_FIELDS = ("red_entity_types", "amber_min_entities", "red_min_entities")
 THRESHOLDS_HELP = (
     "An event is [b]amber[/b] from [i]amber_min_entities[/i] detected entities and [b]red[/b] from "
     "[i]red_min_entities[/i] (1–1000, amber ≤ red); any entity type listed in [i]red_entity_types[/i] "
     "makes it red on its own."
 )
+
+
+def _monitored(tool: dict[str, Any]) -> str:
+    return "yes" if tool.get("enabled", True) else "[b]no[/b]"
 
 
 def _when(moment: object) -> str:
@@ -199,6 +205,9 @@ class ConfigSection(Section):
             self.organization_id = str(event.value)
             self.tester_result = None
             self.query_one("#tester-result", Static).update("")
+            # Nothing of the previous organisation may stay on screen while this one loads: a save
+            # pressed meanwhile would write its values into this organisation.
+            self.clear_config(plain(f"Loading {self.organization_id}…"))
             self.load_config()
 
     @work(exclusive=True, group="config-load", exit_on_error=False)
@@ -211,39 +220,104 @@ class ConfigSection(Section):
         if row is None:
             self.load_organizations()
             return
-        self.row = row
-        self.show_config(row)
-        self.show_tokens(tokens)
+        if self.show_config(row):
+            try:
+                self.show_tokens(tokens)
+            except Exception as error:  # noqa: BLE001 - tokens are part of what is shown: all or none
+                self._cannot_show(row.organization_id, error)
 
-    def show_config(self, row: FirewallConfig) -> None:
-        self.query_one("#config-summary", Static).update(
-            plain(
-                f"updated {_when(row.updated_at)} UTC by {row.updated_by or '—'} · "
-                f"{len(row.monitored_tools or [])} tools · {len(row.custom_patterns or [])} patterns · "
-                f"{row.log_retention_days} days · o new organisation"
+    def show_config(self, row: FirewallConfig) -> bool:
+        """Show every field of ``row``, or none: True if shown.
+
+        A row the screen cannot show (written around the validators, by SQL) clears every
+        field and table and disables saving, so no value of the organisation shown before
+        stays in a field to be saved into this one.
+        """
+        try:
+            self._fill_config(row)
+        except Exception as error:  # noqa: BLE001 - any broken row: say so, keep nothing
+            self._cannot_show(row.organization_id, error)
+            return False
+        self.row = row
+        self._allow_saving(True)
+        return True
+
+    def _cannot_show(self, organization_id: str, error: Exception) -> None:
+        log.warning("config of %r cannot be shown", organization_id, exc_info=error)
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        self.clear_config(
+            Text.assemble(
+                ("The configuration of ", "bold"),
+                plain(organization_id, "bold"),
+                (" cannot be shown: ", "bold"),
+                plain(reason),
+                " · saving is off; fix the row (SQL), then reload (r)",
             )
         )
-        tools = self.query_one("#tools-table", DataTable)
-        keep = tools.cursor_row
-        tools.clear()
-        for tool in row.monitored_tools or []:
-            tools.add_row(plain(tool["name"]), plain(tool["tool_type"]),
-                          "yes" if tool.get("enabled", True) else "[b]no[/b]", key=tool["name"])  # fmt: skip
-        if tools.row_count:
-            tools.move_cursor(row=min(keep, tools.row_count - 1))
-        patterns = self.query_one("#patterns-table", DataTable)
-        keep = patterns.cursor_row
-        patterns.clear()
-        for pattern in row.custom_patterns or []:
-            patterns.add_row(plain(pattern["name"]), plain(pattern["regex"]), plain(pattern["entity_type"]),
-                             plain(pattern["severity"]), key=pattern["name"])  # fmt: skip
-        if patterns.row_count:
-            patterns.move_cursor(row=min(keep, patterns.row_count - 1))
-        thresholds = row.sensitivity_thresholds or {}
-        self.query_one("#amber_min_entities", Input).value = str(thresholds.get("amber_min_entities", ""))
-        self.query_one("#red_min_entities", Input).value = str(thresholds.get("red_min_entities", ""))
-        self.query_one("#red_entity_types", Input).value = ", ".join(thresholds.get("red_entity_types", []))
-        self.query_one("#log_retention_days", Input).value = str(row.log_retention_days)
+
+    def _fill_config(self, row: FirewallConfig) -> None:
+        """Read everything from ``row`` first (what can fail), then set the widgets."""
+        thresholds = dict(row.sensitivity_thresholds or {})
+        amber = str(thresholds.get("amber_min_entities", ""))
+        red = str(thresholds.get("red_min_entities", ""))
+        red_types = ", ".join(str(name) for name in thresholds.get("red_entity_types") or [])
+        retention = str(int(row.log_retention_days))
+        tools = [
+            (tool["name"], (plain(tool["name"]), plain(tool["tool_type"]), _monitored(tool)))
+            for tool in row.monitored_tools or []
+        ]
+        patterns = [
+            (
+                pattern["name"],
+                tuple(plain(pattern[name]) for name in ("name", "regex", "entity_type", "severity")),
+            )
+            for pattern in row.custom_patterns or []
+        ]
+        for what, rows in (("monitored tool", tools), ("custom pattern", patterns)):
+            names = [name for name, _ in rows]
+            if not all(isinstance(name, str) for name in names):
+                raise ValueError(f"a {what} has a name that is not text")
+            twice = next((name for name in names if names.count(name) > 1), None)
+            if twice is not None:
+                raise ValueError(f"{what} {twice!r} is listed twice")
+        summary = (
+            f"updated {_when(row.updated_at)} UTC by {row.updated_by or '—'} · {len(tools)} tools · "
+            f"{len(patterns)} patterns · {retention} days · o new organisation"
+        )
+        self.query_one("#amber_min_entities", Input).value = amber
+        self.query_one("#red_min_entities", Input).value = red
+        self.query_one("#red_entity_types", Input).value = red_types
+        self.query_one("#log_retention_days", Input).value = retention
+        for table_id, rows in (("#tools-table", tools), ("#patterns-table", patterns)):
+            table = self.query_one(table_id, DataTable)
+            keep = table.cursor_row
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
+            if table.row_count:
+                table.move_cursor(row=min(keep, table.row_count - 1))
+        self.query_one("#config-summary", Static).update(plain(summary))
+        self._clear_field_errors()
+
+    def clear_config(self, summary: Text) -> None:
+        """Empty every field and table (tokens too) and turn saving off, with ``summary`` saying why."""
+        self.row = None
+        self.tokens = {}
+        for field in ("amber_min_entities", "red_min_entities", "red_entity_types", "log_retention_days"):
+            self.query_one(f"#{field}", Input).value = ""
+        for table_id in ("#tools-table", "#patterns-table", "#tokens-table"):
+            self.query_one(table_id, DataTable).clear()
+        self.query_one("#config-summary", Static).update(summary)
+        self._clear_field_errors()
+        self._allow_saving(False)
+
+    def _allow_saving(self, allowed: bool) -> None:
+        for widget_id in ("#save-thresholds", "#save-retention"):
+            self.query_one(widget_id, Button).disabled = not allowed
+        for field in ("amber_min_entities", "red_min_entities", "red_entity_types", "log_retention_days"):
+            self.query_one(f"#{field}", Input).disabled = not allowed
+
+    def _clear_field_errors(self) -> None:
         for label in self.query(".field-error"):
             assert isinstance(label, Label)
             label.update("")
@@ -501,12 +575,10 @@ class ConfigSection(Section):
 
         async with self.context.sessions() as session:
             try:
-                row = await revoke_token(session=session, token_id=uuid.UUID(token_id))
+                row = await revoke_token(session=session, token_id=uuid.UUID(token_id), actor=self.context.actor)
             except TokenError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
-            await record(self.context, session, action="ingest_token.revoke", entity_type="ingest_token",
-                         entity_id=token_id, changes={"revoked_at": {"before": None, "after": row.revoked_at}})  # fmt: skip
             await session.commit()
         self.context.notify(f"Token {row.token_prefix}… revoked.")
         self.load_config()

@@ -2,10 +2,10 @@
 and the once-only display of a new token.
 
 Each form that changes the configuration saves through :func:`save_config_change`:
-it re-reads the organisation's row, applies one edit to the *current* list (so
-two administrators editing different entries do not undo each other), validates
-through :func:`db.configs.update_config` (the one place validation lives),
-records the before/after in the audit trail and commits. A
+:func:`db.configs.update_config` (the one place validation lives) reads the
+organisation's row, locked, applies one edit to the *current* list (so two
+administrators editing different entries do not undo each other), validates,
+records the before/after in the audit trail, and the form commits. A
 :class:`~db.configs.ConfigError` is shown under the field its message names.
 """
 
@@ -22,13 +22,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from console.screens.admin_form import AdminForm, form_title, record
+from console.screens.admin_form import AdminForm, form_title
 from console.screens.section import ConsoleContext
 from console.untrusted import plain
 from db.configs import (
     ConfigError,
     create_organization,
-    get_config,
     update_config,
     validate_custom_patterns,
     validate_monitored_tools,
@@ -45,20 +44,14 @@ Edit = Callable[[Any], Any]
 async def save_config_change(
     context: ConsoleContext, session: AsyncSession, *, organization_id: str, field: str, edit: Edit
 ) -> dict[str, dict[str, Any]]:
-    """Apply ``edit`` to the organisation's current ``field``, validate, audit; the caller commits.
+    """Apply ``edit`` to the organisation's current ``field`` (read, locked, in ``db/``); the caller commits.
 
-    Raises ConfigError (validation, or the organisation is gone); returns the changes.
+    Raises ConfigError (validation, or the organisation is gone) or NotAllowed; returns the
+    changes, audited by :func:`db.configs.update_config`.
     """
-    row = await get_config(session=session, organization_id=organization_id)
-    if row is None:
-        raise ConfigError(f"organisation {organization_id!r} does not exist")
-    new_value = edit(getattr(row, field))
     _, changes = await update_config(
-        session=session, organization_id=organization_id, updated_by=context.user.username, **{field: new_value}
+        session=session, organization_id=organization_id, actor=context.actor, edits={field: edit}
     )
-    if changes:
-        await record(context, session, action="config.update", entity_type="config",
-                     entity_id=organization_id, changes=changes)  # fmt: skip
     return changes
 
 
@@ -103,14 +96,15 @@ class OrganizationFormScreen(AdminForm[str | None]):
     async def save(self, organization_id: str, days: int) -> None:
         async with self.context.sessions() as session:
             try:
-                row = await create_organization(session=session, organization_id=organization_id,
-                                                updated_by=self.context.user.username, log_retention_days=days)  # fmt: skip
+                await create_organization(
+                    session=session,
+                    organization_id=organization_id,
+                    actor=self.context.actor,
+                    log_retention_days=days,
+                )
             except ConfigError as error:
                 self.show_errors({"organization_id": str(error)})
                 return
-            await record(self.context, session, action="organization.create", entity_type="organization",
-                         entity_id=row.organization_id,
-                         changes={"log_retention_days": {"after": row.log_retention_days}})  # fmt: skip
             await session.commit()
         self.context.notify(f"Organisation {organization_id!r} created with the default configuration.")
         self.dismiss(organization_id)
@@ -258,17 +252,12 @@ class TokenFormScreen(AdminForm[tuple[str, str] | None]):
     async def save(self, name: str) -> None:
         async with self.context.sessions() as session:
             try:
-                row, clear = await create_token(session=session, organization_id=self.organization_id,
-                                                name=name, created_by=self.context.user.username)  # fmt: skip
+                row, clear = await create_token(
+                    session=session, organization_id=self.organization_id, name=name, actor=self.context.actor
+                )
             except TokenError as error:
                 self.show_errors({"name": str(error)})
                 return
-            await record(
-                self.context, session, action="ingest_token.create", entity_type="ingest_token",
-                entity_id=str(row.id),
-                changes={"organization_id": {"after": row.organization_id}, "name": {"after": row.name},
-                         "token_prefix": {"after": row.token_prefix}},
-            )  # fmt: skip
             await session.commit()
         self.dismiss((str(row.id), clear))
 

@@ -3,7 +3,8 @@
 Reads and writes go through :mod:`db.devices`. A deactivated device is refused
 by the ingest server at its next hello; deleting forgets the registration only
 (its logs stay), and the device registers again if it says hello, so
-deactivation is the way to keep one out. Changes are admin-only, confirmed and audited.
+deactivation is the way to keep one out. Changes are admin-only (checked in ``db/``
+as of now), confirmed, and audited there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Select, Static
 
-from console.screens.admin_form import record
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from console.untrusted import plain
@@ -249,14 +249,12 @@ class DevicesSection(Section):
     async def set_active(self, device_id: str, active: bool) -> None:
         async with self.context.sessions() as session:
             try:
-                _, changes = await set_device_active(session=session, device_id=device_id, active=active)
+                await set_device_active(
+                    session=session, device_id=device_id, active=active, actor=self.context.actor
+                )
             except DeviceError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
-            if changes:
-                action = "device.activate" if active else "device.deactivate"
-                await record(self.context, session, action=action, entity_type="device",
-                             entity_id=device_id, changes=changes)  # fmt: skip
             await session.commit()
         self.context.notify(f"{device_id!r} is now {'active' if active else 'inactive'}.")
         self.load_devices(select=device_id)
@@ -265,15 +263,10 @@ class DevicesSection(Section):
     async def remove(self, device_id: str) -> None:
         async with self.context.sessions() as session:
             try:
-                device = await delete_device(session=session, device_id=device_id)
+                await delete_device(session=session, device_id=device_id, actor=self.context.actor)
             except DeviceError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
-            await record(
-                self.context, session, action="device.delete", entity_type="device", entity_id=device_id,
-                changes={"user_id": {"before": device.user_id}, "organization_id": {"before": device.organization_id},
-                         "is_active": {"before": device.is_active}},
-            )  # fmt: skip
             await session.commit()
         self.context.notify(f"Device {device_id!r} deleted.")
         self.load_devices()

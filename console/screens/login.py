@@ -1,13 +1,15 @@
 """Sign-in: username and password (bcrypt), a growing delay after failures, or the first administrator.
 
-With no users in the database the screen offers to create the first
+The check, the delay and the record of failures are db/sign_in.py's (in the
+database, so they hold across consoles and restarts); this screen shows the
+outcome. With no users in the database the screen offers to create the first
 administrator instead. Inactive users are refused with their own message
 (only once the password is right, so the message reveals nothing to a guesser).
 """
 
 from __future__ import annotations
 
-import time
+import math
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,24 +21,17 @@ from textual.worker import Worker, WorkerState
 from console.messages import WorkerFailed
 from console.screens.section import SignedInUser
 from console.untrusted import plain
-from db.security import verify_password
-from db.users import UserError, authenticate, count_users, create_administrator, get_by_username
+from db.sign_in import SignInOutcome, sign_in
+from db.users import UserError, count_users, create_administrator
 
 
 class LoginScreen(Screen[None]):
     """Signs a user in (or creates the first administrator) and hands the user to the app."""
 
-    #: Failures allowed before each further attempt waits, and how the wait grows.
-    FREE_ATTEMPTS = 3
-    BASE_DELAY_SECONDS = 2.0
-    MAX_DELAY_SECONDS = 60.0
-
     BINDINGS = [("ctrl+q", "app.quit", "Quit")]
 
     def __init__(self) -> None:
         super().__init__()
-        self.failures = 0
-        self.locked_until = 0.0
         self.first_admin = False
 
     def compose(self) -> ComposeResult:
@@ -92,20 +87,28 @@ class LoginScreen(Screen[None]):
         self.query_one("#username", Input).focus()
 
     @work(exclusive=True, group="login-submit", exit_on_error=False)
-    async def sign_in(self, username: str, password: str) -> None:
+    async def attempt_sign_in(self, username: str, password: str) -> None:
         app = self.app
         async with app.sessions() as session:  # type: ignore[attr-defined]
-            user = await authenticate(session=session, username=username, password=password)
-            if user is not None:
-                await session.commit()
-                self.failures = 0
-                app.signed_in(SignedInUser(user.username, user.is_admin, user.full_name))  # type: ignore[attr-defined]
-                return
-            known = await get_by_username(session=session, username=username)
-        if known is not None and not known.is_active and await verify_password(password, known.hashed_password):
+            result = await sign_in(
+                session=session,
+                username=username,
+                password=password,
+                bcrypt_rounds=app.settings.bcrypt_rounds,  # type: ignore[attr-defined]
+            )
+            await session.commit()
+        if result.outcome is SignInOutcome.OK and result.user is not None:
+            user = result.user
+            app.signed_in(SignedInUser(user.username, user.is_admin, user.full_name))  # type: ignore[attr-defined]
+        elif result.outcome is SignInOutcome.LOCKED:
+            self.message(self._wait_text(result.wait_seconds))
+        elif result.outcome is SignInOutcome.DISABLED:
+            self._clear_password()
             self.message(f"The account {username!r} is disabled: ask an administrator to re-activate it.")
-            return
-        self._failed("Wrong username or password.")
+        else:
+            self._clear_password()
+            wait = f" {self._wait_text(result.wait_seconds)}" if result.wait_seconds > 0 else ""
+            self.message(f"Wrong username or password.{wait}")
 
     @work(exclusive=True, group="login-submit", exit_on_error=False)
     async def create_first_admin(self, username: str, email: str, full_name: str, password: str) -> None:
@@ -140,20 +143,13 @@ class LoginScreen(Screen[None]):
 
     # -- input ---------------------------------------------------------------------------------
 
-    def seconds_locked(self) -> float:
-        """Seconds before another sign-in attempt is accepted (0 when not locked)."""
-        return max(0.0, self.locked_until - time.monotonic())
+    @staticmethod
+    def _wait_text(seconds: float) -> str:
+        # Rounded up: "wait 0 s" for a wait that is not over would read as a refusal without reason.
+        return f"Too many failures: wait {math.ceil(seconds)} s before trying again."
 
-    def _failed(self, text: str) -> None:
-        self.failures += 1
+    def _clear_password(self) -> None:
         self.query_one("#password", Input).value = ""
-        if self.failures >= self.FREE_ATTEMPTS:
-            delay = min(
-                self.MAX_DELAY_SECONDS, self.BASE_DELAY_SECONDS * 2 ** (self.failures - self.FREE_ATTEMPTS)
-            )
-            self.locked_until = time.monotonic() + delay
-            text += f" Too many failures: wait {delay:.0f} s before trying again."
-        self.message(text)
 
     @on(Input.Submitted)
     def _next_field(self, event: Input.Submitted) -> None:
@@ -179,9 +175,5 @@ class LoginScreen(Screen[None]):
         if not username or not password:
             self.message("Enter a username and a password.")
             return
-        wait = self.seconds_locked()
-        if wait > 0:
-            self.message(f"Too many failures: wait {wait:.0f} s before trying again.")
-            return
         self.message("Signing in…", error=False)
-        self.sign_in(username, password)
+        self.attempt_sign_in(username, password)

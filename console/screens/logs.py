@@ -7,6 +7,8 @@ without touching a running export.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from textual.containers import Horizontal
 from textual.timer import Timer
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
-from console.screens.export import ExportScreen
+from console.screens.export import ExportChoice, ExportScreen
 from console.screens.log_filters import LogFilterScreen
 from console.screens.section import Section, SectionCommand
 from console.untrusted import plain
@@ -27,10 +29,13 @@ from console.widgets.log_detail import LogDetail
 from console.widgets.log_table import LogTable, row_key
 from db import logs
 from db.base import utcnow
+from db.exports import ExportPathError
 from db.logs import Cursor, LogCount, LogFilter, Page
 from db.models import LogEntry
 
 FOLLOW_SECONDS = 1.0
+#: How long quitting waits for a stopped export to discard its file and write its audit row.
+STOP_WAIT_SECONDS = 5.0
 #: Below this terminal width the detail pane starts hidden (d shows it).
 DETAIL_MIN_WIDTH = 110
 
@@ -71,6 +76,8 @@ class LogsSection(Section):
         self.following = False
         self.loaded = False
         self.last_export: tuple[Path, int] | None = None
+        #: (written, total) of the running or last export, as its progress bar shows it.
+        self.export_progress: tuple[int, int] | None = None
         self._follow_timer: Timer | None = None
         self._rows: dict[str, LogEntry] = {}
         self._suggestions: dict[str, list[str]] = {}
@@ -264,39 +271,62 @@ class LogsSection(Section):
             self.notify("An export is already running (x stops it).", severity="warning")
             return
 
-        def chosen(result: tuple[Path, str] | None) -> None:
-            if result is not None:
-                self.export_to(result[0], result[1])
+        def chosen(choice: ExportChoice | None) -> None:
+            if choice is not None:
+                self.export_to(choice)
 
-        self.app.push_screen(ExportScreen(self.filters.describe()), chosen)
+        self.app.push_screen(ExportScreen(self.filters.describe(), self.context.settings), chosen)
 
     @work(exclusive=True, group="logs-export", exit_on_error=False)
-    async def export_to(self, path: Path, fmt: str) -> None:
-        """Export the current filtered view (as it is now) to ``path``."""
+    async def export_to(self, choice: ExportChoice) -> None:
+        """Export the current filtered view (as it is now) to the chosen file."""
         filters = self.filters
+        name = choice.path.name
         bar = self.query_one("#export-bar")
         progress = self.query_one("#export-progress", ProgressBar)
         label = self.query_one("#export-label", Label)
+        progress.update(total=None, progress=0)
         bar.display = True
-        label.update(plain(f"Exporting to {path.name}…"))
+        label.update(plain(f"Exporting to {name}: counting rows…"))
+
+        def advance(written: int, total: int) -> None:
+            self.export_progress = (written, total)
+            progress.update(total=max(1, total), progress=written)
+            label.update(plain(f"Exporting to {name}: {written:,} of {total:,} rows"))
+
         try:
             async with self.context.sessions() as session:
-                expected = await logs.count(session=session, filters=filters)
-                progress.update(total=max(1, expected.value), progress=0)
-
-                def advance(written: int) -> None:
-                    if progress.total is not None and written > progress.total:
-                        progress.update(total=written)
-                    progress.update(progress=written)
-                    label.update(plain(f"Exporting to {path.name}: {written:,} rows"))
-
                 written = await logs.export(
-                    session=session, filters=filters, path=path, fmt=fmt, progress=advance
-                )  # type: ignore[arg-type]
+                    session=session,
+                    filters=filters,
+                    path=choice.path,
+                    fmt=choice.fmt,
+                    settings=self.context.settings,
+                    actor=self.context.actor,
+                    replace=choice.replace,
+                    progress=advance,
+                )
+        except ExportPathError as error:
+            self.notify(f"Nothing exported: {error}.", severity="error", timeout=8)
+            return
+        # NotAllowed (the account deactivated since sign-in) goes on to the app, which signs out.
         finally:
             bar.display = False
-        self.last_export = (path, written)
-        self.notify(f"Exported {written:,} rows to {path}")
+        self.last_export = (choice.path, written)
+        self.notify(f"Exported {written:,} rows to {choice.path}")
+
+    async def stop_busy_work(self) -> None:
+        """Stop a running export and wait (briefly) until it is discarded and its audit row written.
+
+        Called once quitting or signing out is confirmed, so the audit trail says "cancelled".
+        """
+        running = [w for w in self.workers if w.group == "logs-export" and w.is_running]
+        if not running:
+            return
+        self.action_cancel_export()
+        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiting, STOP_WAIT_SECONDS)
 
     @on(Button.Pressed, "#export-stop")
     def action_cancel_export(self) -> None:

@@ -123,8 +123,9 @@ class MetadataKeysScreen(ModalScreen[None]):
     @work(exclusive=True, group="metadata-keys-change", exit_on_error=False)
     async def remove(self, key: str) -> None:
         async with self.context.sessions() as session:
-            removed = await remove_key(session=session, organization_id=self.organization_id, key=key,
-                                       actor=self.context.user.username, source="console")  # fmt: skip
+            removed = await remove_key(
+                session=session, organization_id=self.organization_id, key=key, actor=self.context.actor
+            )
             await session.commit()
         self.context.notify(f"Metadata key {key!r} removed." if removed else f"{key!r} was already gone.",
                             markup=False)  # fmt: skip
@@ -176,8 +177,14 @@ class MetadataKeyFormScreen(AdminForm[str | None]):
     async def save(self, key: str, shape: str, values: str | None) -> None:
         async with self.context.sessions() as session:
             try:
-                await allow_key(session=session, organization_id=self.organization_id, key=key, shape=shape,
-                                values=values, actor=self.context.user.username, source="console")  # fmt: skip
+                await allow_key(
+                    session=session,
+                    organization_id=self.organization_id,
+                    key=key,
+                    shape=shape,
+                    values=values,
+                    actor=self.context.actor,
+                )
             except MetadataKeyError as error:
                 self.show_errors({_error_field(str(error)): str(error)})
                 return

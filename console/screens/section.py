@@ -11,12 +11,13 @@ from textual.containers import Vertical
 from textual.worker import Worker, WorkerState
 
 from console.messages import WorkerFailed
+from db.rights import Actor
 from db.settings import Settings
 
 
 @dataclass(frozen=True)
 class SignedInUser:
-    """Who is signed in, and whether they may change things."""
+    """Who is signed in, and whether they were an administrator at sign-in (the keys shown follow it)."""
 
     username: str
     is_admin: bool
@@ -36,8 +37,17 @@ class ConsoleContext:
     settings: Settings
     notify: Callable[..., None]
 
+    @property
+    def actor(self) -> Actor:
+        """The signed-in user as the actor of a change: ``db/`` checks their rights as of now."""
+        return Actor.console(self.user.username)
+
     def require_admin(self, what: str) -> bool:
-        """True for an administrator; otherwise tell the viewer they may not ``what`` and return False."""
+        """True for an administrator as of sign-in; otherwise tell the viewer they may not ``what``.
+
+        Only decides what the console offers: every change is checked again in ``db/``
+        (:mod:`db.rights`), where a role taken away since sign-in is already in force.
+        """
         if self.user.is_admin:
             return True
         self.notify(f"Only administrators can {what}; you are signed in as a viewer.", severity="warning")

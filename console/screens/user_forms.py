@@ -3,7 +3,8 @@
 Shape checks run before anything is sent (the same validators ``db/`` uses);
 uniqueness and the self / last-administrator guards come back from
 :mod:`db.users` as a :class:`~db.users.UserError` naming its field, and are
-shown under that field.
+shown under that field. Unticking "active" asks first, as the users list's
+``a`` key does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Label
 
-from console.screens.admin_form import AdminForm, form_title, record
+from console.screens.admin_form import AdminForm, form_title
+from console.screens.confirm import ConfirmScreen
 from console.screens.section import ConsoleContext
 from db.models import User
 from db.security import validate_password
@@ -99,15 +101,29 @@ class UserFormScreen(AdminForm[str | None]):
         else:
             if not self.context.require_admin("change users"):
                 return
-            self.save(values["email"], values["full_name"], self.query_one("#is_admin", Checkbox).value,
-                      self.query_one("#is_active", Checkbox).value)  # fmt: skip
+            assert self.user is not None
+            is_admin = self.query_one("#is_admin", Checkbox).value
+            is_active = self.query_one("#is_active", Checkbox).value
+            email, full_name = values["email"], values["full_name"]
+            if self.user.is_active and not is_active:
+                # Asked as the users list's ``a`` key asks: deactivation locks someone out.
+                question = f"Deactivate {self.user.username!r}? They can no longer sign in."
+
+                def answered(yes: bool | None) -> None:
+                    if yes:
+                        self.save(email, full_name, is_admin, is_active)
+
+                self.app.push_screen(ConfirmScreen(question), answered)
+                return
+            self.save(email, full_name, is_admin, is_active)
 
     @work(exclusive=True, group="user-form", exit_on_error=False)
     async def create(self, username: str, email: str, full_name: str, password: str, is_admin: bool) -> None:
         async with self.context.sessions() as session:
             try:
-                user = await create_user(
+                await create_user(
                     session=session,
+                    actor=self.context.actor,
                     username=username,
                     email=email,
                     password=password,
@@ -118,11 +134,6 @@ class UserFormScreen(AdminForm[str | None]):
             except UserError as error:
                 self.show_errors({error.field: str(error)})
                 return
-            await record(
-                self.context, session, action="user.create", entity_type="user", entity_id=user.username,
-                changes={"email": {"after": user.email}, "full_name": {"after": user.full_name},
-                         "is_admin": {"after": user.is_admin}},
-            )  # fmt: skip
             await session.commit()
         self.context.notify(f"User {username!r} created.")
         self.dismiss(username)
@@ -136,7 +147,7 @@ class UserFormScreen(AdminForm[str | None]):
                 _, changes = await update_user(
                     session=session,
                     username=username,
-                    actor=self.context.user.username,
+                    actor=self.context.actor,
                     email=email,
                     full_name=full_name,
                     is_admin=is_admin,
@@ -145,9 +156,6 @@ class UserFormScreen(AdminForm[str | None]):
             except UserError as error:
                 self.show_errors({error.field: str(error)})
                 return
-            if changes:
-                await record(self.context, session, action="user.update", entity_type="user",
-                             entity_id=username, changes=changes)  # fmt: skip
             await session.commit()
         self.context.notify(f"User {username!r} saved." if changes else "Nothing changed.")
         self.dismiss(username)
@@ -183,13 +191,16 @@ class PasswordFormScreen(AdminForm[str | None]):
     async def save(self, password: str) -> None:
         async with self.context.sessions() as session:
             try:
-                await reset_password(session=session, username=self.username, password=password,
-                                     bcrypt_rounds=self.context.settings.bcrypt_rounds)  # fmt: skip
+                await reset_password(
+                    session=session,
+                    username=self.username,
+                    password=password,
+                    actor=self.context.actor,
+                    bcrypt_rounds=self.context.settings.bcrypt_rounds,
+                )
             except UserError as error:
                 self.show_errors({error.field: str(error)})
                 return
-            await record(self.context, session, action="user.reset_password", entity_type="user",
-                         entity_id=self.username, changes={"password": {"changed": True}})  # fmt: skip
             await session.commit()
         self.context.notify(f"The password of {self.username!r} was reset.")
         self.dismiss(self.username)

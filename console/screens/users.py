@@ -1,8 +1,8 @@
 """Users section: console users — search, create, edit, activate/deactivate, reset password, delete.
 
 Reads and writes go through :mod:`db.users`; the self and last-administrator
-guards are enforced there and shown here. Every change is admin-only, recorded
-in the audit trail, and deletion and deactivation are confirmed first.
+guards are enforced there and shown here. Every change is admin-only (checked
+in ``db/`` as of now), audited there, and deletion and deactivation are confirmed first.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Static
 
-from console.screens.admin_form import record
 from console.screens.confirm import ConfirmScreen
 from console.screens.section import Section, SectionCommand
 from console.screens.user_forms import PasswordFormScreen, UserFormScreen
@@ -170,16 +169,12 @@ class UsersSection(Section):
     async def set_active(self, username: str, active: bool) -> None:
         async with self.context.sessions() as session:
             try:
-                _, changes = await update_user(
-                    session=session, username=username, actor=self.context.user.username, is_active=active
+                await update_user(
+                    session=session, username=username, actor=self.context.actor, is_active=active
                 )
             except UserError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
-            if changes:
-                action = "user.activate" if active else "user.deactivate"
-                await record(self.context, session, action=action, entity_type="user", entity_id=username,
-                             changes=changes)  # fmt: skip
             await session.commit()
         self.context.notify(f"{username!r} is now {'active' if active else 'inactive'}.")
         self.load_users(select=username)
@@ -188,15 +183,10 @@ class UsersSection(Section):
     async def remove(self, username: str) -> None:
         async with self.context.sessions() as session:
             try:
-                user = await delete_user(session=session, username=username, actor=self.context.user.username)
+                await delete_user(session=session, username=username, actor=self.context.actor)
             except UserError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
-            await record(
-                self.context, session, action="user.delete", entity_type="user", entity_id=username,
-                changes={"email": {"before": user.email}, "is_admin": {"before": user.is_admin},
-                         "is_active": {"before": user.is_active}},
-            )  # fmt: skip
             await session.commit()
         self.context.notify(f"User {username!r} deleted.")
         self.load_users()

@@ -17,7 +17,7 @@ from console.screens.shell import ShellScreen
 from db.engine import new_sessionmaker
 from db.models import AuditEvent
 from db.settings import Settings
-from tests.console_tests.conftest import add_user, running, settle, sign_in
+from tests.console_tests.conftest import SETUP, add_user, running, settle, sign_in
 from tests.ingest_tests.conftest import RawClient, start_server
 
 
@@ -62,9 +62,13 @@ def fill(pilot: Pilot[Any], **values: Any) -> None:
 
 
 async def audit_rows(engine: AsyncEngine, action: str | None = None) -> Sequence[AuditEvent]:
-    """The audit trail, oldest first, optionally of one action."""
+    """The audit trail, oldest first, optionally of one action (without what the test set up)."""
     async with new_sessionmaker(engine)() as session:
-        statement = select(AuditEvent).order_by(AuditEvent.occurred_at, AuditEvent.id)
+        statement = (
+            select(AuditEvent)
+            .where(AuditEvent.actor != SETUP.name)
+            .order_by(AuditEvent.occurred_at, AuditEvent.id)
+        )
         if action is not None:
             statement = statement.where(AuditEvent.action == action)
         return (await session.scalars(statement)).all()

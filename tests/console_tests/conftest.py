@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 from textual.pilot import Pilot
 
@@ -20,11 +21,14 @@ from console.screens.shell import ShellScreen
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.events import store_events
-from db.models import User
+from db.models import AuditEvent, User
+from db.rights import Actor
 from db.settings import Settings
 from db.users import create_user
 
 PASSWORD = "s3cret-password"
+#: Who sets up a test's rows; ``admin_fixtures.audit_rows`` leaves out the audit rows it wrote.
+SETUP = Actor(name="test-setup", source="cli")
 BASE_TIME = utcnow().replace(microsecond=0) - timedelta(hours=2)
 
 
@@ -62,6 +66,7 @@ async def add_user(
     async with new_sessionmaker(engine)() as session:
         user = await create_user(
             session=session,
+            actor=SETUP,
             username=username,
             email=f"{username}@example.com",
             password=PASSWORD,
@@ -69,6 +74,8 @@ async def add_user(
             bcrypt_rounds=4,
         )
         user.is_active = active
+        # The user existed before the test: its creation is no change the test made.
+        await session.execute(delete(AuditEvent).where(AuditEvent.actor == SETUP.name))
         await session.commit()
         return user
 

@@ -3,18 +3,22 @@ batches leaves exact records and no row it should keep, the scheduler line, and 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.screens.cleanup import CleanupSection
+from console.screens.confirm import ConfirmScreen
+from console.screens.login import LoginScreen
+from console.screens.shell import ShellScreen
 from db.base import utcnow
 from db.configs import create_organization
 from db.engine import new_sessionmaker
 from db.models import LogEntry, RetentionRun
 from tests.console_tests.admin_fixtures import audit_rows, confirm, open_section, signed_in
-from tests.console_tests.conftest import make_event, settle, store_logs
+from tests.console_tests.conftest import SETUP, make_event, settle, store_logs
 
 EXPIRED = 40
 KEPT = 7
@@ -23,19 +27,27 @@ KEPT = 7
 async def seed(engine: AsyncEngine) -> None:
     """acme keeps 30 days: EXPIRED rows older than that, KEPT rows newer; globex keeps 90 days, all young."""
     async with new_sessionmaker(engine)() as session:
-        await create_organization(session=session, organization_id="acme", updated_by="t", log_retention_days=30)
-        await create_organization(session=session, organization_id="globex", updated_by="t")
+        await create_organization(session=session, organization_id="acme", actor=SETUP, log_retention_days=30)
+        await create_organization(session=session, organization_id="globex", actor=SETUP)
         await session.commit()
     now = utcnow()
-    old = [make_event(i, organization_id="acme", timestamp=now - timedelta(days=31, minutes=i)) for i in range(EXPIRED)]
-    young = [make_event(i, organization_id="acme", timestamp=now - timedelta(days=29, minutes=i)) for i in range(KEPT)]
+    old = [
+        make_event(i, organization_id="acme", timestamp=now - timedelta(days=31, minutes=i))
+        for i in range(EXPIRED)
+    ]
+    young = [
+        make_event(i, organization_id="acme", timestamp=now - timedelta(days=29, minutes=i))
+        for i in range(KEPT)
+    ]
     other = [make_event(i, organization_id="globex", timestamp=now - timedelta(days=60)) for i in range(5)]
     await store_logs(engine, old + young + other)
 
 
 async def counts(engine: AsyncEngine) -> dict[str, int]:
     async with new_sessionmaker(engine)() as session:
-        rows = await session.execute(select(LogEntry.organization_id, func.count()).group_by(LogEntry.organization_id))
+        rows = await session.execute(
+            select(LogEntry.organization_id, func.count()).group_by(LogEntry.organization_id)
+        )
         return {org: int(n) for org, n in rows.all()}
 
 
@@ -113,15 +125,27 @@ async def test_the_run_is_confirmed_first_and_refused_to_viewers(engine: AsyncEn
     assert await audit_rows(engine, "retention.run") == []
 
 
-async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(engine: AsyncEngine, app_factory) -> None:
+async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(
+    engine: AsyncEngine, app_factory
+) -> None:
     async with signed_in(app_factory(enable_retention_scheduler=False), engine) as pilot:
         section = await open_section(pilot, CleanupSection)
         assert "Scheduler off" in str(section.query_one("#cleanup-scheduler").render())
     started = utcnow().replace(microsecond=0) - timedelta(hours=1)
     async with new_sessionmaker(engine)() as session:
-        session.add(RetentionRun(organization_id="acme", retention_days=30, cutoff=started, rows_deleted=0,
-                                 dry_run=False, trigger="scheduler", status="succeeded", started_at=started,
-                                 finished_at=started))  # fmt: skip
+        session.add(
+            RetentionRun(
+                organization_id="acme",
+                retention_days=30,
+                cutoff=started,
+                rows_deleted=0,
+                dry_run=False,
+                trigger="scheduler",
+                status="succeeded",
+                started_at=started,
+                finished_at=started,
+            )
+        )
         await session.commit()
     app = app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)
     async with signed_in(app, engine, "bob") as pilot:
@@ -137,7 +161,9 @@ async def test_the_console_runs_the_scheduled_cleanup_while_open_when_enabled(
 ) -> None:
     from tests.console_tests.conftest import running
 
-    async with running(app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)) as pilot:
+    async with running(
+        app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)
+    ) as pilot:
         scheduler = pilot.app.retention_scheduler
         assert scheduler is not None
         assert scheduler.interval_hours == 6.0
@@ -145,3 +171,115 @@ async def test_the_console_runs_the_scheduled_cleanup_while_open_when_enabled(
     assert scheduler.next_run_time is None  # stopped with the app
     async with running(app_factory(enable_retention_scheduler=False)) as pilot:
         assert pilot.app.retention_scheduler is None
+
+
+async def start_a_cleanup_that_holds_after_its_first_batch(pilot, section: CleanupSection) -> asyncio.Event:
+    """Start "clean all" (confirmed) in 5-row batches; it stays between its first two batches until stopped."""
+    section.batch_size = 5
+    inside = asyncio.Event()
+    original = section.on_progress
+
+    async def hold_until_stopped(organization_id: str, rows: int) -> None:
+        original(organization_id, rows)
+        inside.set()
+        while section.cancel_event is not None and not section.cancel_event.is_set():
+            await asyncio.sleep(0.01)
+
+    section.on_progress = hold_until_stopped  # type: ignore[method-assign]
+    section.action_run_cleanup()
+    await settle(pilot)  # the count at a pinned now, then the confirmation
+    await pilot.press("y")
+    await asyncio.wait_for(inside.wait(), 10)
+    assert section.busy_with() == "a retention cleanup"
+    return inside
+
+
+async def assert_records_are_exact_and_final(engine: AsyncEngine) -> None:
+    """The run records and audit rows say exactly what went: acme's first batch, nothing of globex's."""
+    gone = EXPIRED + KEPT - (await counts(engine))["acme"]
+    assert gone == 5
+    async with new_sessionmaker(engine)() as session:
+        runs = {run.organization_id: run for run in (await session.scalars(select(RetentionRun))).all()}
+    assert {org: (run.status, run.rows_deleted) for org, run in runs.items()} == {
+        "acme": ("cancelled", gone),
+        "globex": ("cancelled", 0),
+    }
+    assert all(run.finished_at is not None for run in runs.values())
+    audits = {row.entity_id: row.changes for row in await audit_rows(engine, "retention.run")}
+    assert audits["acme"]["rows_deleted"] == {"after": gone}
+    assert audits["acme"]["status"] == {"after": "cancelled"}
+    assert audits["acme"]["run_id"] == {"after": str(runs["acme"].id)}
+    assert audits["globex"]["status"] == {"after": "cancelled"}
+
+
+async def test_quitting_during_a_cleanup_asks_then_leaves_exact_final_records(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        await start_a_cleanup_that_holds_after_its_first_batch(pilot, section)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        assert pilot.app.screen.question == "Quit and stop a retention cleanup?"
+        await pilot.press("y")
+        for _ in range(200):
+            if not pilot.app.is_running:
+                break
+            await asyncio.sleep(0.02)
+        assert not pilot.app.is_running
+    await assert_records_are_exact_and_final(engine)
+
+
+async def test_signing_out_during_a_cleanup_asks_then_leaves_exact_final_records(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        await start_a_cleanup_that_holds_after_its_first_batch(pilot, section)
+        pilot.app.action_sign_out()  # what the palette's "Sign out" does
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        assert pilot.app.screen.question == "Sign out and stop a retention cleanup?"
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, ShellScreen)
+        assert section.running  # "no" changes nothing
+        pilot.app.action_sign_out()
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, LoginScreen)
+        assert pilot.app.context is None
+        await assert_records_are_exact_and_final(engine)
+
+
+async def test_the_run_deletes_the_number_the_confirmation_asked_about(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await seed(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, CleanupSection)
+        # Three logs one to three seconds inside the 30-day line: they cross it while the question is shown.
+        crossing = [
+            make_event(
+                100 + i, organization_id="acme", timestamp=utcnow() - timedelta(days=30, seconds=-1 - i)
+            )
+            for i in range(3)
+        ]
+        await store_logs(engine, crossing)
+        table = section.query_one("#cleanup-preview")
+        table.move_cursor(row=table.get_row_index("acme"))
+        section.action_clean_selected()
+        await settle(pilot)
+        assert pilot.app.screen.question.startswith(
+            f"Delete the {EXPIRED:,} logs of 'acme' older than 30 days"
+        )
+        await asyncio.sleep(3.2)
+        await pilot.press("y")
+        await settle(pilot)
+        assert section.last_summary is not None
+        assert section.last_summary.total_rows == EXPIRED
+    assert (await counts(engine))["acme"] == KEPT + 3

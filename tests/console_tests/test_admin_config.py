@@ -26,7 +26,7 @@ from tests.console_tests.admin_fixtures import (
     signed_in,
     submit,
 )
-from tests.console_tests.conftest import settle
+from tests.console_tests.conftest import SETUP, settle
 from tests.ingest_tests.conftest import RawClient
 
 EMPLOYEE_ID = {"name": "employee id", "regex": r"EMP-\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "red"}
@@ -34,7 +34,7 @@ EMPLOYEE_ID = {"name": "employee id", "regex": r"EMP-\d{6}", "entity_type": "EMP
 
 async def add_org(engine: AsyncEngine, organization_id: str = "acme", patterns: list | None = None) -> None:
     async with new_sessionmaker(engine)() as session:
-        row = await create_organization(session=session, organization_id=organization_id, updated_by="test")
+        row = await create_organization(session=session, organization_id=organization_id, actor=SETUP)
         if patterns:
             row.custom_patterns = patterns
         await session.commit()
@@ -93,7 +93,7 @@ async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_ne
     async with new_sessionmaker(engine)() as session:
         from db.tokens import create_token
 
-        _, token = await create_token(session=session, organization_id="acme")
+        _, token = await create_token(session=session, actor=SETUP, organization_id="acme")
         await session.commit()
     async with ingest_server(settings) as port:
         agent = await RawClient.open(port)
@@ -265,3 +265,46 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
         stored = await session.get(IngestToken, uuid.UUID(token_id))
         assert stored is not None
         assert stored.token_hash != token
+
+
+async def test_an_organisation_whose_config_cannot_be_shown_keeps_no_field_of_the_one_shown_before(
+    engine: AsyncEngine, app_factory
+) -> None:
+    async with new_sessionmaker(engine)() as session:
+        await create_organization(
+            session=session, organization_id="acme", actor=SETUP, log_retention_days=365
+        )
+        globex = await create_organization(
+            session=session, organization_id="globex", actor=SETUP, log_retention_days=30
+        )
+        # Written around the validators, as SQL would: the same tool twice breaks its table.
+        globex.monitored_tools = [{"name": "ChatGPT", "tool_type": "web", "enabled": True}] * 2
+        await session.commit()
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, ConfigSection)
+        section.query_one("#config-org").value = "acme"
+        await settle(pilot)
+        assert section.query_one("#log_retention_days").value == "365"
+        section.query_one("#config-org").value = "globex"
+        await settle(pilot)
+        assert section.organization_id == "globex"
+        assert section.row is None
+        for field in ("log_retention_days", "amber_min_entities", "red_min_entities", "red_entity_types"):
+            assert section.query_one(f"#{field}").value == ""
+            assert section.query_one(f"#{field}").disabled
+        for table in ("#tools-table", "#patterns-table", "#tokens-table"):
+            assert section.query_one(table).row_count == 0
+        assert section.query_one("#save-retention").disabled
+        assert "cannot be shown" in str(section.query_one("#config-summary").render())
+        section.query_one("#log_retention_days").value = "365"  # what the old screen kept, typed back
+        section.action_save_retention()
+        await settle(pilot)
+        section.query_one("#config-org").value = "acme"  # a good one again: every field is back
+        await settle(pilot)
+        assert section.query_one("#log_retention_days").value == "365"
+        assert not section.query_one("#save-retention").disabled
+        assert section.query_one("#tools-table").row_count > 5
+    row = await config_of(engine, "globex")
+    assert row is not None
+    assert row.log_retention_days == 30
+    assert await audit_rows(engine, "config.update") == []

@@ -23,7 +23,7 @@ from tests.console_tests.admin_fixtures import (
     open_section,
     signed_in,
 )
-from tests.console_tests.conftest import make_event, settle, store_logs
+from tests.console_tests.conftest import SETUP, make_event, settle, store_logs
 
 
 async def add_devices(engine: AsyncEngine) -> None:
@@ -90,8 +90,8 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
     engine: AsyncEngine, app_factory, settings: Settings
 ) -> None:
     async with new_sessionmaker(engine)() as session:
-        await create_organization(session=session, organization_id="acme", updated_by="test")
-        _, token = await create_token(session=session, organization_id="acme")
+        await create_organization(session=session, organization_id="acme", actor=SETUP)
+        _, token = await create_token(session=session, actor=SETUP, organization_id="acme")
         await session.commit()
     async with ingest_server(settings) as port:
         assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))["type"] == "welcome"

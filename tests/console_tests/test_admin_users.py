@@ -12,7 +12,9 @@ from console.screens.user_forms import PasswordFormScreen, UserFormScreen
 from console.screens.users import UsersSection
 from db.engine import new_sessionmaker
 from db.models import User
-from db.users import UserError, authenticate, delete_user, get_by_username, update_user
+from db.rights import Actor
+from db.sign_in import SignInOutcome, sign_in
+from db.users import UserError, delete_user, get_by_username, update_user
 from tests.console_tests.admin_fixtures import audit_rows, confirm, fill, open_section, signed_in, submit
 from tests.console_tests.conftest import PASSWORD, add_user, settle
 
@@ -91,6 +93,8 @@ async def test_an_administrator_cannot_demote_or_deactivate_themselves(engine: A
         assert "cannot demote yourself" in form.error_of("is_admin")
         fill(pilot, is_admin=True, is_active=False)
         await submit(pilot)
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await confirm(pilot)
         assert "cannot deactivate yourself" in form.error_of("is_active")
         await pilot.press("escape")
         await settle(pilot)
@@ -104,10 +108,12 @@ async def test_an_administrator_cannot_demote_or_deactivate_themselves(engine: A
     assert await audit_rows(engine) == []
 
 
-async def test_the_last_active_administrator_cannot_be_deactivated(engine: AsyncEngine, app_factory) -> None:
+async def test_an_administrator_demoted_elsewhere_cannot_deactivate_anyone_and_gets_a_viewers_keys(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "bob", is_admin=True)
     async with signed_in(app_factory(), engine) as pilot:
-        # Meanwhile someone removed alice's role elsewhere: bob is now the only active administrator.
+        # Meanwhile someone removed alice's role elsewhere: the console still shows her an administrator's keys.
         async with new_sessionmaker(engine)() as session:
             await session.execute(update(User).where(User.username == "alice").values(is_admin=False))
             await session.commit()
@@ -115,24 +121,49 @@ async def test_the_last_active_administrator_cannot_be_deactivated(engine: Async
         await select_user(pilot, section, "bob")
         section.action_toggle_active()
         await confirm(pilot)
-        assert section.users["bob"].is_active
+        assert pilot.app.user is not None
+        assert not pilot.app.user.is_admin
+        assert any("only administrators can" in n.message for n in pilot.app._notifications)
     async with new_sessionmaker(engine)() as session:
         bob = await get_by_username(session=session, username="bob")
         assert bob is not None
         assert bob.is_active
+    assert await audit_rows(engine) == []
+
+
+async def test_unticking_active_in_the_edit_form_asks_first(engine: AsyncEngine, app_factory) -> None:
+    await add_user(engine, "bob")
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, UsersSection)
+        await select_user(pilot, section, "bob")
+        section.action_edit_user()
+        await settle(pilot)
+        form = pilot.app.screen
+        fill(pilot, is_active=False)
+        await submit(pilot)
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await confirm(pilot, yes=False)
+        assert pilot.app.screen is form
+        assert await audit_rows(engine) == []
+        await submit(pilot)
+        await confirm(pilot)
+        assert not isinstance(pilot.app.screen, UserFormScreen)
+        assert not section.users["bob"].is_active
+    [row] = await audit_rows(engine, "user.deactivate")
+    assert (row.actor, row.entity_id) == ("alice", "bob")
 
 
 async def test_the_last_active_administrator_cannot_be_demoted_or_deleted_by_anyone(session) -> None:
     from db.users import create_user
 
     await create_user(session=session, username="root", email="root@example.com", password=PASSWORD,
-                      is_admin=True, bcrypt_rounds=4)  # fmt: skip
+                      is_admin=True, bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
     for change in ({"is_admin": False}, {"is_active": False}):
         with pytest.raises(UserError, match="last active administrator") as refused:
-            await update_user(session=session, username="root", actor="someone-else", **change)
+            await update_user(session=session, username="root", actor=Actor.cli(), **change)
         assert refused.value.field == next(iter(change))
     with pytest.raises(UserError, match="last active administrator"):
-        await delete_user(session=session, username="root", actor="someone-else")
+        await delete_user(session=session, username="root", actor=Actor.cli())
 
 
 async def test_password_reset_lets_the_user_sign_in_with_the_new_password_only(
@@ -153,8 +184,10 @@ async def test_password_reset_lets_the_user_sign_in_with_the_new_password_only(
         await submit(pilot)
         assert not isinstance(pilot.app.screen, PasswordFormScreen)
     async with new_sessionmaker(engine)() as session:
-        assert await authenticate(session=session, username="bob", password=PASSWORD) is None
-        assert await authenticate(session=session, username="bob", password="brand-new-secret") is not None
+        old = await sign_in(session=session, username="bob", password=PASSWORD, bcrypt_rounds=4)
+        assert old.outcome is SignInOutcome.WRONG
+        new = await sign_in(session=session, username="bob", password="brand-new-secret", bcrypt_rounds=4)
+        assert new.outcome is SignInOutcome.OK
     [row] = await audit_rows(engine, "user.reset_password")
     assert row.changes == {"password": {"changed": True}}
     assert "brand-new-secret" not in str(row.changes)

@@ -43,6 +43,7 @@ from db.configs import create_organization
 from db.devices import register_or_touch_device
 from db.engine import new_sessionmaker
 from db.models import FirewallConfig, RetentionRun, User
+from db.rights import Actor
 from db.tokens import create_token
 from tests.console_tests.admin_fixtures import confirm, open_section, signed_in
 from tests.console_tests.conftest import make_event, settle, store_logs
@@ -394,9 +395,14 @@ async def test_config_shows_hostile_tool_pattern_and_token_names_and_acts_on_the
 ) -> None:
     pattern_name = "[/]pat" + ANSI
     async with new_sessionmaker(engine)() as session:
-        await create_organization(session=session, organization_id="acme", updated_by=HOSTILE_USER)
+        await create_organization(
+            session=session, organization_id="acme", actor=Actor(name=HOSTILE_USER, source="cli")
+        )
         await create_token(
-            session=session, organization_id="acme", name=ANSI + "[b]laptops", created_by="[B]x"
+            session=session,
+            organization_id="acme",
+            name=ANSI + "[b]laptops",
+            actor=Actor(name="[B]x", source="cli"),
         )
         await session.commit()
         # Written directly, as rows from before validation would be.

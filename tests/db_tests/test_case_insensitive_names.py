@@ -22,9 +22,11 @@ from db.base import UTCDateTime, utcnow
 from db.configs import ConfigError, create_organization, get_config
 from db.engine import DatabaseError, head_revision
 from db.models import FirewallConfig, User
+from db.rights import Actor
 from db.settings import REPO_ROOT
+from db.sign_in import sign_in
 from db.tokens import create_token, list_tokens
-from db.users import UserError, authenticate, create_user, get_by_username
+from db.users import UserError, create_user, get_by_username
 from tests.conftest import BACKENDS, drop_postgres_database, new_database_url
 from tests.db_tests.test_migrations import run_alembic
 
@@ -33,7 +35,7 @@ PASSWORD = "correct horse"
 
 async def add_user(session: AsyncSession, username: str, email: str | None = None) -> User:
     user = await create_user(session=session, username=username, email=email or f"{username}@acme.com",
-                             password=PASSWORD, bcrypt_rounds=4)  # fmt: skip
+                             password=PASSWORD, bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
     await session.commit()
     return user
 
@@ -47,7 +49,7 @@ async def test_a_username_differing_only_in_case_is_taken(session: AsyncSession)
 
 async def test_sign_in_finds_the_user_whatever_the_case_of_the_username(session: AsyncSession) -> None:
     await add_user(session, "Alice")
-    user = await authenticate(session=session, username="aLICE", password=PASSWORD)
+    user = (await sign_in(session=session, username="aLICE", password=PASSWORD, bcrypt_rounds=4)).user
     assert user is not None
     assert user.username == "Alice"
 
@@ -66,13 +68,13 @@ async def test_the_database_refuses_usernames_differing_only_in_case(session: As
 
 
 async def test_an_organisation_differing_only_in_case_already_exists(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="Acme", updated_by="root")
+    await create_organization(session=session, organization_id="Acme", actor=Actor.cli())
     with pytest.raises(ConfigError, match="^organisation 'ACME' already exists as 'Acme'$"):
-        await create_organization(session=session, organization_id="ACME", updated_by="root")
+        await create_organization(session=session, organization_id="ACME", actor=Actor.cli())
 
 
 async def test_the_database_refuses_organisations_differing_only_in_case(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="root")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     session.add(FirewallConfig(organization_id="ACME", log_retention_days=90))
     with pytest.raises(IntegrityError):
         await session.flush()
@@ -81,11 +83,11 @@ async def test_the_database_refuses_organisations_differing_only_in_case(session
 async def test_an_organisation_is_found_whatever_the_case_and_its_tokens_keep_its_spelling(
     session: AsyncSession,
 ) -> None:
-    await create_organization(session=session, organization_id="Acme", updated_by="root")
+    await create_organization(session=session, organization_id="Acme", actor=Actor.cli())
     row = await get_config(session=session, organization_id="ACME")
     assert row is not None
     assert row.organization_id == "Acme"
-    token, _ = await create_token(session=session, organization_id="acme", name="laptops")
+    token, _ = await create_token(session=session, actor=Actor.cli(), organization_id="acme", name="laptops")
     assert token.organization_id == "Acme"
     assert [t.id for t in await list_tokens(session=session, organization_id="ACME")] == [token.id]
 

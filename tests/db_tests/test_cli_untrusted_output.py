@@ -15,6 +15,7 @@ import cleanup_logs
 from db.base import utcnow
 from db.configs import create_organization
 from db.retention import FAILED, OrganizationCleanup
+from db.rights import Actor
 from db.tokens import create_token
 
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
@@ -35,8 +36,8 @@ def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 async def test_ingest_token_list_prints_control_characters_of_a_name_as_escapes(
     session: AsyncSession, subprocess_env: dict[str, str]
 ) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="test")
-    await create_token(session=session, organization_id="acme", name=HOSTILE_NAME, created_by="test")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
+    await create_token(session=session, organization_id="acme", name=HOSTILE_NAME, actor=Actor.cli())
     await session.commit()
     listed = console(subprocess_env, "ingest-token", "list")
     assert listed.returncode == 0, listed.stderr

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.configs import (
+    AGENT_ENVELOPE_BYTES,
+    AGENT_LINE_BYTES,
+    CUSTOM_PATTERNS_MAX_BYTES,
+    MAX_CUSTOM_PATTERNS,
+    MAX_MONITORED_TOOLS,
+    MAX_PATTERN_ENTITY_TYPE_CHARS,
+    MAX_PATTERN_NAME_CHARS,
+    MAX_PATTERN_REGEX_CHARS,
+    MAX_RED_ENTITY_TYPE_CHARS,
+    MAX_RED_ENTITY_TYPES,
+    MAX_TOOL_NAME_CHARS,
+    METADATA_KEYS_MAX_BYTES,
+    MONITORED_TOOLS_MAX_BYTES,
+    SENSITIVITY_THRESHOLDS_MAX_BYTES,
     ConfigError,
+    agent_json_bytes,
     create_organization,
     effective_config,
     update_config,
     validate_custom_patterns,
+    validate_monitored_tools,
     validate_retention_days,
     validate_sensitivity_thresholds,
 )
+from db.identifiers import MAX_METADATA_KEY_CHARS
+from db.metadata_keys import (
+    MAX_ENUM_VALUES,
+    MAX_ORGANIZATION_KEYS,
+    MAX_TOKEN_CHARS,
+    STANDARD_KEYS,
+    Shape,
+    keys_for_agent,
+)
+from db.models import FirewallConfig
+from db.rights import Actor
+from db.settings import IngestLimits
 from db.vocabulary import DEFAULT_RETENTION_DAYS
+from ingest_server import oversized_answer, welcome_message
 
 
 @pytest.mark.parametrize("days", [30, 90, 365, "120"])
@@ -46,10 +78,10 @@ def test_an_organisation_without_a_row_gets_the_defaults() -> None:
 
 
 async def test_update_reports_before_and_after_and_stamps_the_editor(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="root")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await session.commit()
     row, changes = await update_config(
-        session=session, organization_id="acme", updated_by="alice", log_retention_days=30
+        session=session, organization_id="acme", actor=Actor("alice", "cli"), log_retention_days=30
     )
     await session.commit()
     assert changes == {"log_retention_days": {"before": 90, "after": 30}}
@@ -58,7 +90,155 @@ async def test_update_reports_before_and_after_and_stamps_the_editor(session: As
 
 
 async def test_creating_an_existing_organisation_is_refused(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by=None)
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await session.commit()
     with pytest.raises(ConfigError, match="already exists"):
-        await create_organization(session=session, organization_id="acme", updated_by=None)
+        await create_organization(session=session, organization_id="acme", actor=Actor.cli())
+
+
+# --- bounds: the whole configuration fits one protocol line ---------------------------------------
+
+#: The costliest character to send: outside the BMP, four bytes of UTF-8 (a control character would
+#: cost six as \u00XX, but the byte budgets count what is sent, whatever the characters).
+WIDE = "\U0001f600"
+
+
+def largest_patterns() -> list[dict[str, object]]:
+    """As many maximal custom patterns as the validator accepts: the count bound or the byte budget."""
+    pattern = {
+        "name": "",
+        "regex": "a" * MAX_PATTERN_REGEX_CHARS,
+        "entity_type": WIDE * MAX_PATTERN_ENTITY_TYPE_CHARS,
+        "severity": "amber",
+    }
+    patterns = [
+        {**pattern, "name": f"{index:03d}" + WIDE * (MAX_PATTERN_NAME_CHARS - 3)}
+        for index in range(MAX_CUSTOM_PATTERNS)
+    ]
+    while True:
+        try:
+            return validate_custom_patterns(patterns)
+        except ConfigError:
+            patterns.pop()
+
+
+def largest_tools() -> list[dict[str, object]]:
+    tools = [
+        {"name": f"{index:03d}" + WIDE * (MAX_TOOL_NAME_CHARS - 3), "tool_type": "desktop", "enabled": False}
+        for index in range(MAX_MONITORED_TOOLS)
+    ]
+    while True:
+        try:
+            return validate_monitored_tools(tools)
+        except ConfigError:
+            tools.pop()
+
+
+def largest_thresholds() -> dict[str, object]:
+    types = [f"{index:02d}" + WIDE * (MAX_RED_ENTITY_TYPE_CHARS - 2) for index in range(MAX_RED_ENTITY_TYPES)]
+    while True:
+        try:
+            return validate_sensitivity_thresholds(
+                {"amber_min_entities": 1000, "red_min_entities": 1000, "red_entity_types": types}
+            )
+        except ConfigError:
+            types.pop()
+
+
+def largest_metadata_keys(budget: int | None = None) -> dict[str, dict[str, object]]:
+    """The standard keys and as many maximal enum keys as db/metadata_keys.py allows (within ``budget``)."""
+    shapes = dict(STANDARD_KEYS)
+    values = tuple(f"{index:02d}" + "v" * (MAX_TOKEN_CHARS - 2) for index in range(MAX_ENUM_VALUES))
+    for index in range(MAX_ORGANIZATION_KEYS):
+        key = f"k{index:02d}" + "x" * (MAX_METADATA_KEY_CHARS - 3)
+        shapes[key] = Shape("enum", values=values)
+        if budget is not None and agent_json_bytes(keys_for_agent(shapes), field="keys") > budget:
+            del shapes[key]
+            break
+    return keys_for_agent(shapes)
+
+
+def test_the_budgets_add_up_to_one_protocol_line() -> None:
+    total = (
+        AGENT_ENVELOPE_BYTES
+        + METADATA_KEYS_MAX_BYTES
+        + SENSITIVITY_THRESHOLDS_MAX_BYTES
+        + MONITORED_TOOLS_MAX_BYTES
+        + CUSTOM_PATTERNS_MAX_BYTES
+    )
+    assert total <= AGENT_LINE_BYTES == IngestLimits().max_line_bytes
+
+
+@pytest.mark.parametrize("kind", ["welcome", "config"])
+def test_the_largest_configuration_the_validators_allow_fits_the_welcome_line(kind: str) -> None:
+    limits = IngestLimits()
+    row = FirewallConfig(
+        organization_id="o" * 64,
+        monitored_tools=largest_tools(),
+        sensitivity_thresholds=largest_thresholds(),
+        custom_patterns=largest_patterns(),
+        log_retention_days=365,
+        updated_at=datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+    config = effective_config(row.organization_id, row).for_agent()
+    config["metadata_keys"] = largest_metadata_keys(budget=METADATA_KEYS_MAX_BYTES)
+    answer = welcome_message(config, limits) if kind == "welcome" else {"type": "config", "config": config}
+    line = orjson.dumps(answer)
+    assert len(line) <= limits.max_line_bytes
+    assert oversized_answer(answer, limits) is None
+    # Not vacuous: each part is near its budget.
+    assert len(orjson.dumps(config["custom_patterns"])) > CUSTOM_PATTERNS_MAX_BYTES * 0.9
+
+
+def test_an_oversized_answer_is_named_not_sent() -> None:
+    answer = {"type": "config", "config": {"custom_patterns": ["x" * 70_000]}}
+    problem = oversized_answer(answer, IngestLimits())
+    assert problem is not None
+    assert "line limit" in problem
+
+
+def test_more_custom_patterns_than_allowed_are_refused_by_count() -> None:
+    patterns = [
+        {"name": f"p{index}", "regex": "x", "entity_type": "X", "severity": "red"} for index in range(5000)
+    ]
+    with pytest.raises(ConfigError, match=f"at most {MAX_CUSTOM_PATTERNS} custom patterns; got 5,000"):
+        validate_custom_patterns(patterns)
+
+
+def test_custom_patterns_over_their_byte_budget_are_refused() -> None:
+    patterns = [
+        {"name": f"p{index}", "regex": "y" * MAX_PATTERN_REGEX_CHARS, "entity_type": "X", "severity": "red"}
+        for index in range(MAX_CUSTOM_PATTERNS)
+    ]
+    with pytest.raises(
+        ConfigError, match="custom patterns take .* bytes as sent to agents, more than 28,672"
+    ):
+        validate_custom_patterns(patterns)
+
+
+def test_more_monitored_tools_than_allowed_are_refused() -> None:
+    tools = [{"name": f"tool {index}", "tool_type": "web", "enabled": True} for index in range(65)]
+    with pytest.raises(ConfigError, match=f"at most {MAX_MONITORED_TOOLS} monitored tools; got 65"):
+        validate_monitored_tools(tools)
+
+
+def test_more_red_entity_types_than_allowed_are_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=f"red_entity_types: at most {MAX_RED_ENTITY_TYPES} entity types; got 33"
+    ):
+        validate_sensitivity_thresholds({"red_entity_types": [f"T{index}" for index in range(33)]})
+
+
+@pytest.mark.parametrize("second", ["Employee ID", "employee id", "EMPLOYEE ID", "  employee id "])
+def test_a_custom_pattern_name_used_twice_regardless_of_case_is_refused(second: str) -> None:
+    patterns = [
+        {"name": "Employee ID", "regex": r"E\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "amber"},
+        {"name": second, "regex": r"EMP\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "amber"},
+    ]
+    with pytest.raises(ConfigError, match=f"custom pattern name {second.strip()!r} is used twice"):
+        validate_custom_patterns(patterns)
+
+
+def test_text_that_is_not_unicode_is_refused_before_it_reaches_agents() -> None:
+    with pytest.raises(ConfigError, match="not valid Unicode"):
+        validate_monitored_tools([{"name": "bad \ud800 tool", "tool_type": "web", "enabled": True}])

@@ -27,7 +27,7 @@ def create_admin(env: dict[str, str], username: str, email: str, password: str) 
 async def test_creates_an_admin_storing_only_the_bcrypt_hash(
     session: AsyncSession, subprocess_env: dict[str, str]
 ) -> None:
-    result = create_admin(subprocess_env, "root", "root@acme.com", "s3cret-password")
+    result = create_admin({**subprocess_env, "USER": "ops-oscar"}, "root", "root@acme.com", "s3cret-password")
     assert result.returncode == 0, result.stderr
     user = await session.scalar(select(User).where(User.username == "root"))
     assert user is not None
@@ -36,6 +36,8 @@ async def test_creates_an_admin_storing_only_the_bcrypt_hash(
     assert await verify_password("s3cret-password", user.hashed_password)
     audit = await session.scalar(select(AuditEvent).where(AuditEvent.entity_id == "root"))
     assert audit is not None
+    # The operating-system user made it, not the new administrator.
+    assert (audit.action, audit.actor, audit.source) == ("user.create", "ops-oscar", "cli")
     assert "s3cret-password" not in str(audit.changes)
 
 

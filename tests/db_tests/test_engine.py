@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import (
     MAX_OVERFLOW,
     POOL_SIZE,
+    DatabaseError,
     DatabaseUnavailable,
     SchemaNotMigrated,
     check_database,
+    error_reason,
     head_revision,
     new_engine,
 )
 from db.settings import load_settings
-from tests.conftest import settings_for
+from tests.conftest import create_postgres_database, drop_postgres_database, settings_for
 
 
 def free_port() -> int:
@@ -80,3 +83,59 @@ async def test_embedded_default_migrates_itself(tmp_path: Path) -> None:
         await engine.dispose()
     assert version == head_revision()
     assert (tmp_path / "firewall.db").exists()
+
+
+async def test_migrating_a_read_only_embedded_database_says_read_only_not_is_it_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "firewall.db"
+    (tmp_path / "empty.db").touch()
+    settings = replace(
+        settings_for(f"sqlite+aiosqlite:///{path}"),
+        database_url=f"sqlite+aiosqlite:///file:{tmp_path / 'empty.db'}?mode=ro&uri=true",
+        database_url_is_default=True,
+    )
+    engine = new_engine(settings)
+    try:
+        with pytest.raises(DatabaseError) as error:
+            await check_database(engine, settings)
+    finally:
+        await engine.dispose()
+    message = str(error.value)
+    assert "read-only" in message
+    assert "is it running" not in message
+    assert "\n" not in message
+
+
+def test_error_reason_keeps_the_first_line_and_masks_secrets() -> None:
+    reason = error_reason(
+        ValueError(
+            'duplicate key value violates unique constraint "uq_ingest_tokens_token_hash"\n'
+            "DETAIL:  Key (token_hash)=(9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08)"
+        )
+    )
+    assert reason.startswith("duplicate key value violates unique constraint")
+    assert "token_hash" not in reason
+    assert "9f86d0" not in reason
+    bcrypt = "$2b$12$" + "a" * 53
+    assert bcrypt not in error_reason(ValueError(f"bad value {bcrypt}"))
+    token = "aifw_" + "Q" * 43
+    assert token not in error_reason(ValueError(f"bad value {token}"))
+
+
+def test_a_missing_postgresql_database_says_create_it_not_is_it_running() -> None:
+    url = create_postgres_database("gone_test")  # skips when PostgreSQL is not reachable
+    drop_postgres_database(url)
+    settings = settings_for(url)
+
+    async def check() -> None:
+        engine = new_engine(settings)
+        try:
+            await check_database(engine, settings)
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(DatabaseError) as error:
+        asyncio.run(check())
+    assert "has no database" in str(error.value)
+    assert "is it running" not in str(error.value)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.configs import ConfigError, create_organization, update_config
 from db.models import FirewallConfig, IngestToken, User
+from db.rights import Actor
 from db.tokens import TokenError, create_token
 from db.users import UserError, create_user, update_user
 
@@ -23,7 +24,7 @@ async def add_alice(session: AsyncSession, **overrides: object) -> User:
     values: dict[str, object] = {"username": "alice", "email": "alice@acme.com", "password": PASSWORD,
                                  "bcrypt_rounds": 4}  # fmt: skip
     values.update(overrides)
-    user = await create_user(session=session, **values)  # type: ignore[arg-type]
+    user = await create_user(session=session, actor=Actor.cli(), **values)  # type: ignore[arg-type]
     await session.commit()
     return user
 
@@ -39,7 +40,7 @@ async def test_an_over_long_full_name_is_refused_naming_the_field(session: Async
 async def test_an_over_long_full_name_is_refused_when_editing(session: AsyncSession) -> None:
     await add_alice(session, is_admin=True)
     with pytest.raises(UserError, match="full_name must be at most 255 characters; got 256") as error:
-        await update_user(session=session, username="alice", actor="root", full_name="y" * 256)
+        await update_user(session=session, username="alice", actor=Actor.cli(), full_name="y" * 256)
     assert error.value.field == "full_name"
 
 
@@ -56,23 +57,25 @@ async def test_an_over_long_username_is_refused_naming_the_field(session: AsyncS
 
 
 async def test_an_over_long_token_name_is_refused_naming_the_field(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="root")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     with pytest.raises(TokenError, match="^token name must be at most 100 characters; got 101$"):
-        await create_token(session=session, organization_id="acme", name="t" * 101)
+        await create_token(session=session, actor=Actor.cli(), organization_id="acme", name="t" * 101)
     assert await session.scalar(select(IngestToken)) is None
 
 
 async def test_an_over_long_organization_id_is_refused_naming_the_field(session: AsyncSession) -> None:
     with pytest.raises(ConfigError, match="^organization_id must be at most 64 characters; got 65$"):
-        await create_organization(session=session, organization_id="o" * 65, updated_by="root")
+        await create_organization(session=session, organization_id="o" * 65, actor=Actor.cli())
 
 
 async def test_an_over_long_updated_by_is_refused_naming_the_field(session: AsyncSession) -> None:
     with pytest.raises(ConfigError, match="^updated_by must be at most 64 characters; got 65$"):
-        await create_organization(session=session, organization_id="acme", updated_by="u" * 65)
-    await create_organization(session=session, organization_id="acme", updated_by="root")
+        await create_organization(session=session, organization_id="acme", actor=Actor("u" * 65, "cli"))
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     with pytest.raises(ConfigError, match="^updated_by must be at most 64 characters; got 70$"):
-        await update_config(session=session, organization_id="acme", updated_by="u" * 70, log_retention_days=60)
+        await update_config(
+            session=session, organization_id="acme", actor=Actor("u" * 70, "cli"), log_retention_days=60
+        )
 
 
 async def test_database_errors_never_carry_the_statement_parameters(session: AsyncSession) -> None:

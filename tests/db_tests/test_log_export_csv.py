@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import logs
 from db.events import store_events
 from db.logs import LogFilter
+from db.rights import Actor
+from db.settings import Settings
 from tests.console_tests.conftest import make_event
 
 FORMULAS = {
@@ -22,7 +24,7 @@ FORMULAS = {
 
 
 async def test_csv_export_prefixes_formula_cells_so_spreadsheets_show_text(
-    session: AsyncSession, tmp_path: Path
+    session: AsyncSession, settings: Settings, tmp_path: Path
 ) -> None:
     await store_events(
         session=session,
@@ -33,7 +35,10 @@ async def test_csv_export_prefixes_formula_cells_so_spreadsheets_show_text(
     )
     await session.commit()
     target = tmp_path / "logs.csv"
-    assert await logs.export(session=session, filters=LogFilter(), path=target, fmt="csv") == 2
+    written = await logs.export(
+        session=session, filters=LogFilter(), path=target, fmt="csv", settings=settings, actor=Actor.cli()
+    )
+    assert written == 2
     with target.open(newline="", encoding="utf-8") as handle:
         newest, oldest = list(csv.DictReader(handle))
     assert newest["user_id"] == "'@SUM(A1:A9)"

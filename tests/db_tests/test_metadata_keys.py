@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import recent_changes
-from db.configs import create_organization, get_config
+from db.configs import METADATA_KEYS_MAX_BYTES, agent_json_bytes, create_organization, get_config
 from db.metadata_keys import (
+    MAX_ENUM_VALUES,
+    MAX_ORGANIZATION_KEYS,
+    MAX_TOKEN_CHARS,
     STANDARD_KEYS,
     MetadataKeyError,
     Shape,
@@ -19,6 +24,7 @@ from db.metadata_keys import (
     shapes_from_agent,
     vet_key,
 )
+from db.rights import Actor
 
 
 @pytest.mark.parametrize(
@@ -57,12 +63,15 @@ def test_keys_and_shapes_an_administrator_gives_are_vetted(
         vet_key(key, shape, values)
 
 
+ANA = Actor(name="ana", source="cli")
+
+
 async def test_allowed_keys_are_stored_listed_and_removed_with_audit_rows(session: AsyncSession) -> None:
-    config = await create_organization(session=session, organization_id="acme", updated_by="test")
+    config = await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     version = config.updated_at
     await allow_key(session=session, organization_id="acme", key="team", shape="enum", values="red, blue",
-                    actor="ana", source="console")  # fmt: skip
-    await allow_key(session=session, organization_id="acme", key="tabs", shape="number", actor="ana", source="cli")
+                    actor=ANA)  # fmt: skip
+    await allow_key(session=session, organization_id="acme", key="tabs", shape="number", actor=ANA)
     await session.commit()
     assert [(row.key, row.shape, row.enum_values) for row in await list_keys(session=session, organization_id="acme")] == [
         ("tabs", "number", []),
@@ -72,8 +81,8 @@ async def test_allowed_keys_are_stored_listed_and_removed_with_audit_rows(sessio
     assert shapes["team"] == Shape("enum", values=("red", "blue"))
     assert STANDARD_KEYS.items() <= shapes.items()
     assert (await get_config(session=session, organization_id="acme")).updated_at > version  # agents see a new version
-    assert await remove_key(session=session, organization_id="acme", key="team", actor="ana", source="console")
-    assert not await remove_key(session=session, organization_id="acme", key="team", actor="ana", source="console")
+    assert await remove_key(session=session, organization_id="acme", key="team", actor=ANA)
+    assert not await remove_key(session=session, organization_id="acme", key="team", actor=ANA)
     await session.commit()
     assert [row.key for row in await list_keys(session=session, organization_id="acme")] == ["tabs"]
     actions = [(row.action, row.actor, row.entity_id) for row in await recent_changes(session=session)]
@@ -82,14 +91,43 @@ async def test_allowed_keys_are_stored_listed_and_removed_with_audit_rows(sessio
 
 
 async def test_a_key_cannot_be_allowed_twice_nor_for_an_unknown_organisation(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="test")
-    await allow_key(session=session, organization_id="acme", key="team", shape="token", actor="a", source="cli")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
+    await allow_key(session=session, organization_id="acme", key="team", shape="token", actor=Actor.cli())
     with pytest.raises(MetadataKeyError, match="allowed already"):
-        await allow_key(session=session, organization_id="acme", key="team", shape="number", actor="a", source="cli")
+        await allow_key(
+            session=session, organization_id="acme", key="team", shape="number", actor=Actor.cli()
+        )
     with pytest.raises(MetadataKeyError, match="does not exist"):
-        await allow_key(session=session, organization_id="nobody", key="team", shape="token", actor="a", source="cli")
+        await allow_key(
+            session=session, organization_id="nobody", key="team", shape="token", actor=Actor.cli()
+        )
 
 
 def test_the_key_map_sent_to_agents_reads_back_as_the_same_shapes() -> None:
     shapes = {**STANDARD_KEYS, "team": Shape("enum", values=("red", "blue")), "tabs": Shape("number")}
     assert shapes_from_agent(keys_for_agent(shapes)) == shapes
+
+
+async def test_a_key_that_would_push_the_key_map_past_its_share_of_the_welcome_is_refused(
+    session: AsyncSession,
+) -> None:
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
+    values = ",".join(f"{index:02d}" + "v" * (MAX_TOKEN_CHARS - 2) for index in range(MAX_ENUM_VALUES))
+    refusal: MetadataKeyError | None = None
+    allowed = 0
+    while refusal is None and allowed < MAX_ORGANIZATION_KEYS:
+        key = f"k{allowed:02d}"
+        try:
+            await allow_key(
+                session=session, organization_id="acme", key=key, shape="enum", values=values, actor=Actor.cli()
+            )
+        except MetadataKeyError as error:
+            refusal = error
+        else:
+            allowed += 1
+    assert refusal is not None
+    assert re.search(r"would take [\d,]+ bytes as sent to agents, more than 24,576", str(refusal))
+    # Refused by size long before the count limit, and what was allowed fits its share.
+    assert 0 < allowed < MAX_ORGANIZATION_KEYS
+    shapes = await organization_shapes(session=session, organization_id="acme")
+    assert agent_json_bytes(keys_for_agent(shapes), field="keys") <= METADATA_KEYS_MAX_BYTES

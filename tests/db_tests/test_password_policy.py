@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from console.demo import generate_password
 from db.models import User
+from db.rights import Actor
 from db.security import PasswordError, hash_password, validate_password, verify_password
 from db.users import UserError, create_user, reset_password
 
@@ -46,18 +47,22 @@ def test_a_password_built_from_the_username_is_refused() -> None:
 async def test_creating_a_user_refuses_a_common_password_in_the_password_field(session: AsyncSession) -> None:
     with pytest.raises(UserError, match="too common") as error:
         await create_user(session=session, username="alice", email="alice@acme.com", password="sonyericsson",
-                          bcrypt_rounds=4)  # fmt: skip
+                          bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
     assert error.value.field == "password"
 
 
 async def test_a_password_reset_applies_the_same_rules(session: AsyncSession) -> None:
     await create_user(session=session, username="alice", email="alice@acme.com", password="correct horse",
-                      bcrypt_rounds=4)  # fmt: skip
+                      bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
     with pytest.raises(UserError, match="at least 12 characters; got 5") as error:
-        await reset_password(session=session, username="alice", password="short", bcrypt_rounds=4)
+        await reset_password(
+            session=session, actor=Actor.cli(), username="alice", password="short", bcrypt_rounds=4
+        )
     assert error.value.field == "password"
     with pytest.raises(UserError, match="too easy to guess"):
-        await reset_password(session=session, username="alice", password="alice@acme.com1", bcrypt_rounds=4)
+        await reset_password(
+            session=session, actor=Actor.cli(), username="alice", password="alice@acme.com1", bcrypt_rounds=4
+        )
 
 
 async def test_create_admin_refuses_a_common_password_saying_why(

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.configs import ConfigError, create_organization, get_config, update_config, validate_custom_patterns
 from db.pattern_tester import run_patterns, try_organization_patterns
+from db.rights import Actor
 
 
 def pattern(regex: str, name: str = "employee id") -> dict[str, str]:
@@ -22,10 +23,10 @@ def test_a_lookahead_is_refused_on_save_with_re2s_reason() -> None:
 
 
 async def test_a_backreference_is_refused_and_nothing_is_saved(session: AsyncSession) -> None:
-    await create_organization(session=session, organization_id="acme", updated_by="root")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await session.commit()
     with pytest.raises(ConfigError, match=r"invalid escape sequence: \\1"):
-        await update_config(session=session, organization_id="acme", updated_by="root",
+        await update_config(session=session, organization_id="acme", actor=Actor.cli(),
                             custom_patterns=[pattern(r"(\w+) \1")])  # fmt: skip
     row = await get_config(session=session, organization_id="acme")
     assert row is not None
@@ -40,7 +41,7 @@ def test_re2_refusals_are_not_written_to_standard_error(capfd: pytest.CaptureFix
 
 
 async def test_a_pattern_saved_before_the_re2_check_shows_re2s_reason_in_the_tester(session: AsyncSession) -> None:
-    row = await create_organization(session=session, organization_id="acme", updated_by="root")
+    row = await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     # As an older version could save it: Python's re accepts a lookahead, RE2 does not.
     row.custom_patterns = [pattern(r"EMP-(?=\d)\d+", name="old"), pattern(r"EMP-\d{6}")]
     await session.commit()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import new_engine, new_sessionmaker
 from db.models import AuditEvent, Device, LogEntry, LogHourlyCount
+from db.rights import Actor
 from db.rollups import OVERFLOW_KEY
 from db.scrub import ScrubReport, repaired_identifier, scrub
 from tests.conftest import BACKENDS, drop_postgres_database, new_database_url, settings_for
@@ -112,7 +113,7 @@ def test_upgrade_keeps_rows_that_break_the_new_rules(legacy_url: str) -> None:
 
 def test_dry_run_reports_what_the_rules_refuse_and_changes_nothing(legacy_url: str) -> None:
     async def work(session: AsyncSession) -> tuple[ScrubReport, dict[str, int], int]:
-        report = await scrub(session=session)
+        report = await scrub(session=session, actor=Actor.cli())
         audits = int(await session.scalar(select(func.count()).select_from(AuditEvent)) or 0)
         return report, await _tool_keys(session), audits
 
@@ -127,7 +128,7 @@ def test_dry_run_reports_what_the_rules_refuse_and_changes_nothing(legacy_url: s
 
 def test_apply_repairs_the_rows_keeps_the_totals_and_is_audited(legacy_url: str) -> None:
     async def work(session: AsyncSession) -> tuple[ScrubReport, Any, Any, dict[str, int], list[AuditEvent]]:
-        report = await scrub(session=session, apply=True, actor="tester")
+        report = await scrub(session=session, apply=True, actor=Actor(name="tester", source="cli"))
         bad = await session.scalar(select(LogEntry).where(LogEntry.id == BAD_ID))
         device = await session.scalar(select(Device))
         audits = list((await session.scalars(select(AuditEvent))).all())
@@ -144,14 +145,14 @@ def test_apply_repairs_the_rows_keeps_the_totals_and_is_audited(legacy_url: str)
     if legacy_url.startswith("postgresql"):
         assert not report.not_validated
         assert "ck_log_entries_tool_name_identifier" in report.validated
-    again = run(legacy_url, lambda session: scrub(session=session))
+    again = run(legacy_url, lambda session: scrub(session=session, actor=Actor.cli()))
     assert again.found == 0
 
 
 def test_apply_leaves_the_constraints_valid_on_postgresql(legacy_url: str) -> None:
     if not legacy_url.startswith("postgresql"):
         pytest.skip("SQLite has no NOT VALID constraints")
-    run(legacy_url, lambda session: scrub(session=session, apply=True))
+    run(legacy_url, lambda session: scrub(session=session, actor=Actor.cli(), apply=True))
 
     async def invalid(session: AsyncSession) -> list[str]:
         result = await session.execute(text("SELECT conname FROM pg_constraint WHERE NOT convalidated"))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.rights import Actor
 from db.security import hash_password, verify_password
-from db.users import UserError, authenticate, create_user, get_by_username
+from db.sign_in import SignInOutcome, sign_in
+from db.users import UserError, create_user, get_by_username
 
 
 async def add_user(session: AsyncSession, username: str = "alice", **overrides: object):
     values = {"email": f"{username}@acme.com", "password": "correct horse", "bcrypt_rounds": 4}
     values.update(overrides)
-    user = await create_user(session=session, username=username, **values)
+    user = await create_user(session=session, actor=Actor.cli(), username=username, **values)
     await session.commit()
     return user
 
@@ -61,7 +63,7 @@ async def test_duplicate_username_and_email_are_refused(session: AsyncSession) -
 
 async def test_sign_in_stamps_last_login(session: AsyncSession) -> None:
     await add_user(session)
-    user = await authenticate(session=session, username="alice", password="correct horse")
+    user = (await sign_in(session=session, username="alice", password="correct horse", bcrypt_rounds=4)).user
     assert user is not None
     assert user.last_login is not None
     assert user.last_login.tzinfo is not None
@@ -69,9 +71,11 @@ async def test_sign_in_stamps_last_login(session: AsyncSession) -> None:
 
 async def test_sign_in_refuses_wrong_password_and_inactive_user(session: AsyncSession) -> None:
     await add_user(session)
-    assert await authenticate(session=session, username="alice", password="wrong horse!") is None
+    wrong = await sign_in(session=session, username="alice", password="wrong horse!", bcrypt_rounds=4)
+    assert (wrong.outcome, wrong.user) == (SignInOutcome.WRONG, None)
     user = await get_by_username(session=session, username="alice")
     assert user is not None
     user.is_active = False
     await session.commit()
-    assert await authenticate(session=session, username="alice", password="correct horse") is None
+    disabled = await sign_in(session=session, username="alice", password="correct horse", bcrypt_rounds=4)
+    assert (disabled.outcome, disabled.user) == (SignInOutcome.DISABLED, None)

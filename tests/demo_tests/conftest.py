@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from console.fleet import FleetOrganization
 from db.configs import create_organization
 from db.models import LogEntry, LogHourlyCount
+from db.rights import Actor
 from db.settings import Settings
 from db.tokens import create_token
 from ingest_server import RunningServer, serve
@@ -30,8 +31,10 @@ async def organizations(session: AsyncSession) -> list[FleetOrganization]:
     """Two organisations, each with a live ingest token."""
     result = []
     for organization_id in ORGANIZATIONS:
-        await create_organization(session=session, organization_id=organization_id, updated_by="test")
-        _, token = await create_token(session=session, organization_id=organization_id, name="test")
+        await create_organization(session=session, organization_id=organization_id, actor=Actor.cli())
+        _, token = await create_token(
+            session=session, actor=Actor.cli(), organization_id=organization_id, name="test"
+        )
         result.append(FleetOrganization(organization_id, token))
     await session.commit()
     return result

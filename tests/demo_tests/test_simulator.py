@@ -16,6 +16,7 @@ from console.simulator import TOOL_TYPE_OF_DEVICE
 from db.base import utcnow
 from db.configs import update_config
 from db.models import LogEntry
+from db.rights import Actor
 from db.vocabulary import DEFAULT_MONITORED_TOOLS
 from ingest_server import RunningServer
 from tests.demo_tests.conftest import CuttingProxy, rollup_total, stored_ids
@@ -93,9 +94,9 @@ async def test_backfill_respects_each_organisations_retention(
     from db.tokens import create_token
 
     await create_organization(
-        session=session, organization_id="short", updated_by="test", log_retention_days=30
+        session=session, organization_id="short", actor=Actor.cli(), log_retention_days=30
     )
-    _, token = await create_token(session=session, organization_id="short", name="test")
+    _, token = await create_token(session=session, actor=Actor.cli(), organization_id="short", name="test")
     await session.commit()
     plan = FleetPlan(devices=2, rate=0, duration=0, backfill_days=60, backfill_per_day=50, seed=5)
     stats = await Fleet("127.0.0.1", server.port, [FleetOrganization("short", token)], plan).run()
@@ -151,7 +152,7 @@ async def test_live_events_follow_the_tools_the_organisation_monitors(
     await update_config(
         session=session,
         organization_id="acme",
-        updated_by="test",
+        actor=Actor.cli(),
         monitored_tools=tools_without("ChatGPT", added=("Acme Internal GPT", "web")),
     )
     await session.commit()
@@ -170,7 +171,7 @@ async def test_a_tool_switched_off_while_running_stops_being_reported(
     running = asyncio.create_task(fleet.run())
     await asyncio.sleep(0.8)
     await update_config(
-        session=session, organization_id="acme", updated_by="test", monitored_tools=tools_without("ChatGPT")
+        session=session, organization_id="acme", actor=Actor.cli(), monitored_tools=tools_without("ChatGPT")
     )
     await session.commit()
     switched_off = utcnow()

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from console.simulator import AgentClient, AgentIdentity, EventGenerator
 from db.configs import create_organization
 from db.models import LogEntry
+from db.rights import Actor
 from db.settings import Settings
 from db.tokens import create_token
 from ingest_server import RunningServer, serve
@@ -36,8 +37,8 @@ class Org:
 @pytest.fixture
 async def org(session: AsyncSession) -> Org:
     """The organisation 'acme' with a live ingest token."""
-    await create_organization(session=session, organization_id=ORG, updated_by="test")
-    _, token = await create_token(session=session, organization_id=ORG, name="test")
+    await create_organization(session=session, organization_id=ORG, actor=Actor.cli())
+    _, token = await create_token(session=session, actor=Actor.cli(), organization_id=ORG, name="test")
     await session.commit()
     return Org(ORG, token)
 

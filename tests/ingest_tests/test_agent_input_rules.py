@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from console.simulator import EventGenerator
 from db.metadata_keys import STANDARD_KEYS, allow_key
 from db.models import Device, LogEntry
+from db.rights import Actor
 from tests.ingest_tests.conftest import (
     Org,
     RawClient,
@@ -96,7 +97,7 @@ async def test_welcome_and_config_carry_the_organisations_metadata_keys(
     server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
 ) -> None:
     await allow_key(session=session, organization_id=org.organization_id, key="team", shape="enum",
-                    values=["red", "blue"], actor="test", source="cli")  # fmt: skip
+                    values=["red", "blue"], actor=Actor.cli())  # fmt: skip
     await session.commit()
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org))
@@ -113,7 +114,7 @@ async def test_a_key_the_organisation_allowed_is_stored_and_a_number_past_64_bit
     server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession, engine: AsyncEngine
 ) -> None:
     await allow_key(session=session, organization_id=org.organization_id, key="tabs", shape="number",
-                    actor="test", source="cli")  # fmt: skip
+                    actor=Actor.cli())  # fmt: skip
     await session.commit()
     raw = await raw_factory(server.port)
     generator = EventGenerator(seed=5)

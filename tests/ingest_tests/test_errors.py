@@ -16,6 +16,8 @@ from console.simulator import EventGenerator
 from db.base import utcnow
 from db.event_schema import ERROR_CODES
 from db.models import Device
+from db.rights import Actor
+from db.settings import MIN_MAX_LINE_BYTES
 from db.tokens import list_tokens, revoke_token
 from tests.ingest_tests.conftest import (
     Org,
@@ -211,9 +213,9 @@ async def test_measure_of_content_in_metadata_is_an_unknown_key_not_content(
 async def test_line_too_long_is_discarded_and_the_connection_goes_on(
     server_factory: StartServer, raw_factory: RawFactory, generator: EventGenerator
 ) -> None:
-    server = await server_factory(max_line_bytes=2048)
+    server = await server_factory(max_line_bytes=MIN_MAX_LINE_BYTES)
     raw = await raw_factory(server.port)
-    await raw.write(b'{"type":"ping","pad":"' + b"x" * 4000 + b'"}\n')
+    await raw.write(b'{"type":"ping","pad":"' + b"x" * (MIN_MAX_LINE_BYTES + 100) + b'"}\n')
     await expect_error_then_pong(raw, "line_too_long")
     event = generator.event()
     await raw.send(event)
@@ -260,7 +262,7 @@ async def test_revoked_token_gets_unauthorized(
     server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
 ) -> None:
     (token,) = await list_tokens(session=session, organization_id="acme")
-    await revoke_token(session=session, token_id=token.id)
+    await revoke_token(session=session, actor=Actor.cli(), token_id=token.id)
     await session.commit()
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org))

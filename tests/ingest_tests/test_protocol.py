@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from console.simulator import AgentClient, EventGenerator
 from db.configs import update_config
 from db.models import Device, LogEntry, LogHourlyCount
+from db.rights import Actor
 from tests.ingest_tests.conftest import AgentFactory, RawClient, ServerHandle, count_events, stored_ids
 
 
@@ -132,7 +133,7 @@ async def test_ping_is_answered_with_pong(raw: RawClient) -> None:
 async def test_config_request_returns_the_current_config(raw: RawClient, session: AsyncSession) -> None:
     await raw.send({"type": "config"})
     before = await raw.receive()
-    await update_config(session=session, organization_id="acme", updated_by="test", log_retention_days=45)
+    await update_config(session=session, organization_id="acme", actor=Actor.cli(), log_retention_days=45)
     await session.commit()
     await raw.send({"type": "config"})
     after = await raw.receive()

@@ -107,7 +107,7 @@ def test_bad_setting_is_one_line_and_exit_code_2(subprocess_env: dict[str, str])
     env = {**subprocess_env, "INGEST_PORT": "seventy"}
     result = subprocess.run([sys.executable, str(SERVER)], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: INGEST_PORT must be a whole number; got 'seventy'"]
+    assert result.stderr.strip().splitlines() == ["error: INGEST_PORT must be a port number from 0 to 65535; got 'seventy'"]
 
 
 def test_identity_of_a_simulated_agent_is_plausible() -> None:

@@ -15,6 +15,7 @@ from db.devices import DeviceRefused, register_or_touch_device
 from db.event_schema import Hello, validate_log
 from db.events import StoredBatch, store_events
 from db.models import Device, IngestToken, LogEntry, LogHourlyCount
+from db.rights import Actor
 from db.security import hash_token
 from db.tokens import TokenError, create_token, list_tokens, revoke_token, verify
 
@@ -83,13 +84,13 @@ async def test_rolled_back_batch_leaves_nothing(session: AsyncSession) -> None:
 
 @pytest.fixture
 async def acme(session: AsyncSession) -> str:
-    await create_organization(session=session, organization_id="acme", updated_by="test")
+    await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await session.commit()
     return "acme"
 
 
 async def test_created_token_is_stored_only_as_a_hash(session: AsyncSession, acme: str) -> None:
-    row, clear = await create_token(session=session, organization_id=acme, name="laptops")
+    row, clear = await create_token(session=session, actor=Actor.cli(), organization_id=acme, name="laptops")
     await session.commit()
     assert row.token_hash == hash_token(clear)
     assert clear.startswith(row.token_prefix)
@@ -99,11 +100,11 @@ async def test_created_token_is_stored_only_as_a_hash(session: AsyncSession, acm
 
 async def test_token_for_an_unknown_organisation_is_refused_with_the_way_out(session: AsyncSession) -> None:
     with pytest.raises(TokenError, match="org create nowhere"):
-        await create_token(session=session, organization_id="nowhere")
+        await create_token(session=session, actor=Actor.cli(), organization_id="nowhere")
 
 
 async def test_verify_accepts_the_token_and_records_its_use(session: AsyncSession, acme: str) -> None:
-    row, clear = await create_token(session=session, organization_id=acme)
+    row, clear = await create_token(session=session, actor=Actor.cli(), organization_id=acme)
     assert await verify(session=session, organization_id=acme, token=clear) is row
     assert row.last_used_at is not None
 
@@ -111,27 +112,27 @@ async def test_verify_accepts_the_token_and_records_its_use(session: AsyncSessio
 async def test_verify_refuses_wrong_token_other_organisation_and_revoked_token(
     session: AsyncSession, acme: str
 ) -> None:
-    await create_organization(session=session, organization_id="other", updated_by="test")
-    row, clear = await create_token(session=session, organization_id=acme)
+    await create_organization(session=session, organization_id="other", actor=Actor.cli())
+    row, clear = await create_token(session=session, actor=Actor.cli(), organization_id=acme)
     assert await verify(session=session, organization_id=acme, token=clear + "x") is None
     assert await verify(session=session, organization_id="other", token=clear) is None
-    await revoke_token(session=session, token_id=row.id)
+    await revoke_token(session=session, actor=Actor.cli(), token_id=row.id)
     assert await verify(session=session, organization_id=acme, token=clear) is None
 
 
 async def test_revoking_twice_or_an_unknown_token_is_an_error(session: AsyncSession, acme: str) -> None:
-    row, _ = await create_token(session=session, organization_id=acme)
-    await revoke_token(session=session, token_id=row.id)
+    row, _ = await create_token(session=session, actor=Actor.cli(), organization_id=acme)
+    await revoke_token(session=session, actor=Actor.cli(), token_id=row.id)
     with pytest.raises(TokenError, match="already revoked"):
-        await revoke_token(session=session, token_id=row.id)
+        await revoke_token(session=session, actor=Actor.cli(), token_id=row.id)
     with pytest.raises(TokenError, match="no ingest token"):
-        await revoke_token(session=session, token_id=uuid.uuid4())
+        await revoke_token(session=session, actor=Actor.cli(), token_id=uuid.uuid4())
 
 
 async def test_tokens_are_listed_per_organisation(session: AsyncSession, acme: str) -> None:
-    await create_organization(session=session, organization_id="other", updated_by="test")
-    await create_token(session=session, organization_id=acme)
-    await create_token(session=session, organization_id="other")
+    await create_organization(session=session, organization_id="other", actor=Actor.cli())
+    await create_token(session=session, actor=Actor.cli(), organization_id=acme)
+    await create_token(session=session, actor=Actor.cli(), organization_id="other")
     assert [t.organization_id for t in await list_tokens(session=session, organization_id=acme)] == [acme]
     assert len(await list_tokens(session=session)) == 2
 

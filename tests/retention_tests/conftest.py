@@ -12,9 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import FirewallConfig, LogEntry
+from db.rights import Actor
 
 AddLogs = Callable[[str, Iterable[datetime]], Awaitable[None]]
 
+#: The command line as the actor of a run: audited, never refused.
+CLI = Actor.cli()
 #: The organisation whose deletes the ``refuse_deletes`` fixture makes fail for real.
 BROKEN_ORGANIZATION = "broken"
 

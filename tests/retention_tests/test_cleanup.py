@@ -6,17 +6,18 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import RetentionRun
+from db.models import FirewallConfig, RetentionRun
 from db.retention import (
     CANCELLED,
     FAILED,
     INTERRUPTED_ERROR,
     RUNNING,
     SUCCEEDED,
+    OrganizationCleanup,
     UnknownOrganization,
     cutoff_for,
     recent_runs,
@@ -24,7 +25,7 @@ from db.retention import (
     run_retention,
 )
 from db.vocabulary import DEFAULT_RETENTION_DAYS
-from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago, log_times
+from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago, log_times
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -45,7 +46,7 @@ async def test_each_organisation_keeps_a_row_one_second_inside_its_window(
             [days_ago(now, days, seconds=+1), days_ago(now, days), days_ago(now, days, seconds=-1)],
         )
 
-    summary = await run_retention(sessions=sessions, trigger="cli", now=now)
+    summary = await run_retention(sessions=sessions, actor=CLI, now=now)
 
     assert summary.status == SUCCEEDED
     assert {r.organization_id: r.rows for r in summary.results} == {"long": 1, "short": 1}
@@ -63,7 +64,7 @@ async def test_organisation_without_config_follows_the_default_retention(
     days = DEFAULT_RETENTION_DAYS
     await add_logs("no-config", [days_ago(now, days, seconds=+1), days_ago(now, days, seconds=-1)])
 
-    summary = await run_retention(sessions=sessions, trigger="cli", now=now)
+    summary = await run_retention(sessions=sessions, actor=CLI, now=now)
 
     [result] = summary.results
     assert (result.organization_id, result.retention_days, result.has_config) == ("no-config", days, False)
@@ -80,7 +81,7 @@ async def test_cleaning_one_organisation_never_touches_another(
     await add_logs("acme", old)
     await add_logs("globex", old)
 
-    summary = await run_retention(sessions=sessions, trigger="cli", organization_id="acme", now=now)
+    summary = await run_retention(sessions=sessions, actor=CLI, organization_id="acme", now=now)
 
     assert [r.organization_id for r in summary.results] == ["acme"]
     assert await count_logs(sessions, "acme") == 0
@@ -95,9 +96,9 @@ async def test_dry_run_counts_what_the_real_run_then_deletes(
     await add_logs("other", [days_ago(now, day) for day in range(0, 200, 7)])
     before = await count_logs(sessions)
 
-    dry = await run_retention(sessions=sessions, trigger="console", dry_run=True, now=now)
+    dry = await run_retention(sessions=sessions, actor=CLI, dry_run=True, now=now)
     assert await count_logs(sessions) == before
-    real = await run_retention(sessions=sessions, trigger="console", now=now)
+    real = await run_retention(sessions=sessions, actor=CLI, now=now)
 
     assert [(r.organization_id, r.rows) for r in dry.results] == [
         (r.organization_id, r.rows) for r in real.results
@@ -127,7 +128,7 @@ async def test_preview_matches_the_dry_run(sessions: Sessions, add_logs: AddLogs
 
 async def test_unknown_organisation_is_an_error_not_zero_deleted(sessions: Sessions) -> None:
     with pytest.raises(UnknownOrganization, match="'nobody'"):
-        await run_retention(sessions=sessions, trigger="cli", organization_id="nobody")
+        await run_retention(sessions=sessions, actor=CLI, organization_id="nobody")
     async with sessions() as session:
         assert await recent_runs(session) == []
 
@@ -143,7 +144,7 @@ async def test_tiny_batches_delete_every_expired_row(
 
     summary = await run_retention(
         sessions=sessions,
-        trigger="cli",
+        actor=CLI,
         batch_size=3,
         now=now,
         progress=lambda _org, rows: seen.append(rows),
@@ -167,7 +168,7 @@ async def test_more_rows_than_a_batch_sharing_one_timestamp_go_a_batch_at_a_time
     seen: list[int] = []
 
     summary = await run_retention(
-        sessions=sessions, trigger="cli", batch_size=3, now=now, progress=lambda _org, rows: seen.append(rows)
+        sessions=sessions, actor=CLI, batch_size=3, now=now, progress=lambda _org, rows: seen.append(rows)
     )
 
     assert summary.total_rows == 14
@@ -186,7 +187,7 @@ async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_r
 
     summary = await run_retention(
         sessions=sessions,
-        trigger="console",
+        actor=CLI,
         batch_size=4,
         now=now,
         cancel=cancel,
@@ -203,7 +204,7 @@ async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_r
     assert (run.status, run.rows_deleted, run.finished_at is not None) == (CANCELLED, 4, True)
     assert await count_logs(sessions, "acme") == 6
     assert await count_logs(sessions, "zeta") == 4
-    again = await run_retention(sessions=sessions, trigger="console", now=now)
+    again = await run_retention(sessions=sessions, actor=CLI, now=now)
     assert again.total_rows == 10
 
 
@@ -214,7 +215,7 @@ async def test_failure_in_one_organisation_is_recorded_and_the_others_are_cleane
         await add_config(sessions, organization_id, 30)
         await add_logs(organization_id, [days_ago(now, 40), days_ago(now, 10)])
 
-    summary = await run_retention(sessions=sessions, trigger="scheduler", now=now)
+    summary = await run_retention(sessions=sessions, actor=None, now=now)
 
     assert summary.status == FAILED
     by_org = {r.organization_id: r for r in summary.results}
@@ -234,7 +235,7 @@ async def test_every_run_is_recorded_with_its_cutoff_and_trigger(
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, 31), days_ago(now, 32)])
 
-    await run_retention(sessions=sessions, trigger="cli", now=now)
+    await run_retention(sessions=sessions, actor=CLI, now=now)
     async with sessions() as session:
         [run] = await recent_runs(session, limit=10)
 
@@ -262,7 +263,7 @@ async def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(
             )
         )
 
-    await run_retention(sessions=sessions, trigger="cli", now=now)
+    await run_retention(sessions=sessions, actor=CLI, now=now)
 
     stale, fresh = await runs_of(sessions, "acme")
     assert (stale.status, stale.error, stale.rows_deleted) == (FAILED, INTERRUPTED_ERROR, 7)
@@ -288,3 +289,90 @@ async def test_database_accepts_retention_at_both_bounds(sessions: Sessions, day
     async with sessions() as session:
         preview = await retention_preview(session)
     assert [p.retention_days for p in preview] == [days]
+
+
+async def test_retention_raised_between_batches_protects_its_rows_from_the_next_batch(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, age) for age in range(31, 91)])  # 60 rows, all expired at 30 days
+    changes: list[int] = []
+
+    async def raise_to_60_days_after_the_first_batch(_org: str, _rows: int) -> None:
+        if not changes:
+            changes.append(60)
+            async with sessions() as session, session.begin():
+                await session.execute(
+                    update(FirewallConfig)
+                    .where(FirewallConfig.organization_id == "acme")
+                    .values(log_retention_days=60)
+                )
+
+    summary = await run_retention(
+        sessions=sessions, actor=CLI, batch_size=5, now=now, progress=raise_to_60_days_after_the_first_batch
+    )
+
+    # The first batch took the five oldest (90..86 days) under 30 days; from then on 60 days applied:
+    # 85..61 went, and nothing younger than the new cutoff did.
+    new_cutoff = cutoff_for(now, 60)
+    assert await log_times(sessions, "acme") == [days_ago(now, age) for age in range(60, 30, -1)]
+    assert min(await log_times(sessions, "acme")) == new_cutoff
+    [result] = summary.results
+    assert (result.status, result.rows, result.retention_days, result.cutoff) == (
+        SUCCEEDED,
+        30,
+        60,
+        new_cutoff,
+    )
+    [run] = await runs_of(sessions, "acme")
+    assert (run.retention_days, run.cutoff, run.rows_deleted) == (60, new_cutoff, 30)
+
+
+async def test_retention_raised_to_the_maximum_during_a_run_stops_its_deletes(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, age) for age in range(31, 51)])
+
+    async def raise_to_365_days(_org: str, _rows: int) -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(FirewallConfig)
+                .where(FirewallConfig.organization_id == "acme")
+                .values(log_retention_days=365)
+            )
+
+    summary = await run_retention(
+        sessions=sessions, actor=CLI, batch_size=4, now=now, progress=raise_to_365_days
+    )
+
+    assert summary.total_rows == 4
+    assert await count_logs(sessions, "acme") == 16
+    [run] = await runs_of(sessions, "acme")
+    assert (run.status, run.retention_days, run.rows_deleted) == (SUCCEEDED, 365, 4)
+
+
+async def test_retention_is_read_when_the_organisations_turn_comes(
+    sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    await add_config(sessions, "acme", 30)
+    await add_config(sessions, "zeta", 30)
+    await add_logs("acme", [days_ago(now, 40)])
+    await add_logs("zeta", [days_ago(now, 40), days_ago(now, 100)])
+
+    async def raise_zeta(result: OrganizationCleanup) -> None:
+        if result.organization_id == "acme":  # zeta's bounds were walked, its batches not yet run
+            async with sessions() as session, session.begin():
+                await session.execute(
+                    update(FirewallConfig)
+                    .where(FirewallConfig.organization_id == "zeta")
+                    .values(log_retention_days=90)
+                )
+
+    summary = await run_retention(sessions=sessions, actor=CLI, now=now, on_result=raise_zeta)
+
+    assert [(r.organization_id, r.retention_days, r.rows) for r in summary.results] == [
+        ("acme", 30, 1),
+        ("zeta", 90, 1),
+    ]
+    assert await log_times(sessions, "zeta") == [days_ago(now, 40)]

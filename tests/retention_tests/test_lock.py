@@ -7,12 +7,22 @@ import sys
 from datetime import datetime
 
 import pytest
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import new_engine, new_sessionmaker
-from db.retention import SUCCEEDED, RetentionAlreadyRunning, run_retention
+from db.models import AuditEvent, RetentionRun
+from db.retention import (
+    AUDIT_ACTION,
+    FAILED,
+    LOST_LOCK_MESSAGE,
+    SUCCEEDED,
+    RetentionAlreadyRunning,
+    run_retention,
+)
+from db.retention_lock import ADVISORY_LOCK_KEY
 from db.settings import REPO_ROOT, Settings
-from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
+from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -63,15 +73,13 @@ async def test_second_concurrent_run_on_another_engine_is_refused(
         await let_first_run_finish.wait()
 
     first = asyncio.create_task(
-        run_retention(
-            sessions=sessions, trigger="scheduler", batch_size=2, now=now, progress=pause_after_first_batch
-        )
+        run_retention(sessions=sessions, actor=None, batch_size=2, now=now, progress=pause_after_first_batch)
     )
     other_engine = new_engine(settings)
     try:
         await asyncio.wait_for(inside_first_run.wait(), 10)
         with pytest.raises(RetentionAlreadyRunning, match="already running"):
-            await run_retention(sessions=new_sessionmaker(other_engine), trigger="cli", now=now)
+            await run_retention(sessions=new_sessionmaker(other_engine), actor=CLI, now=now)
     finally:
         let_first_run_finish.set()
         summary = await first
@@ -93,14 +101,14 @@ async def test_second_run_with_wait_starts_when_the_first_ends(
         await let_first_run_finish.wait()
 
     first = asyncio.create_task(
-        run_retention(sessions=sessions, trigger="scheduler", batch_size=2, now=now, progress=pause)
+        run_retention(sessions=sessions, actor=None, batch_size=2, now=now, progress=pause)
     )
     other_engine = new_engine(settings)
     try:
         await asyncio.wait_for(inside_first_run.wait(), 10)
         second = asyncio.create_task(
             run_retention(
-                sessions=new_sessionmaker(other_engine), trigger="cli", now=now, wait=True, wait_timeout=20
+                sessions=new_sessionmaker(other_engine), actor=CLI, now=now, wait=True, wait_timeout=20
             )
         )
         await asyncio.sleep(0.3)
@@ -123,13 +131,13 @@ async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies
     holder = await start_lock_holder(subprocess_env)
     try:
         with pytest.raises(RetentionAlreadyRunning):
-            await run_retention(sessions=sessions, trigger="cli", now=now)
+            await run_retention(sessions=sessions, actor=CLI, now=now)
         assert await count_logs(sessions, "acme") == 1
     finally:
         holder.kill()  # no clean-up code runs: the OS / the server must release the lock
         await holder.wait()
 
-    summary = await run_retention(sessions=sessions, trigger="cli", now=now, wait=True, wait_timeout=20)
+    summary = await run_retention(sessions=sessions, actor=CLI, now=now, wait=True, wait_timeout=20)
     assert (summary.status, summary.total_rows) == (SUCCEEDED, 1)
 
 
@@ -142,9 +150,7 @@ async def test_waiting_run_stops_waiting_when_cancelled(
     cancel = asyncio.Event()
     try:
         waiting = asyncio.create_task(
-            run_retention(
-                sessions=sessions, trigger="cli", now=now, wait=True, wait_timeout=60, cancel=cancel
-            )
+            run_retention(sessions=sessions, actor=CLI, now=now, wait=True, wait_timeout=60, cancel=cancel)
         )
         await asyncio.sleep(0.3)
         assert not waiting.done()
@@ -155,3 +161,101 @@ async def test_waiting_run_stops_waiting_when_cancelled(
         holder.kill()
         await holder.wait()
     assert await count_logs(sessions, "acme") == 1
+
+
+def advisory_lock_holder_sql() -> str:
+    """The backend holding the retention lock, from pg_locks (a bigint key is split into classid, objid)."""
+    key = ADVISORY_LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
+    return (
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        f" AND classid = {key >> 32} AND objid = {key & 0xFFFF_FFFF}"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+
+
+async def test_terminating_the_lock_backend_stops_the_run_and_its_records_stay_exact_and_final(
+    backend: str, sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("the advisory lock and its connection are PostgreSQL's")
+    for organization_id, rows in (("acme", 12), ("zeta", 4)):
+        await add_config(sessions, organization_id, 30)
+        await add_logs(organization_id, [days_ago(now, 40 + i) for i in range(rows)])
+    terminated: list[int] = []
+
+    async def terminate_the_lock_backend(_org: str, _rows: int) -> None:
+        if terminated:
+            return
+        async with sessions() as session:
+            pid = await session.scalar(text(advisory_lock_holder_sql()))
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        terminated.append(pid)
+
+    summary = await run_retention(
+        sessions=sessions, actor=CLI, batch_size=4, now=now, progress=terminate_the_lock_backend
+    )
+
+    assert summary.status == FAILED
+    assert [(r.organization_id, r.status, r.rows) for r in summary.results] == [
+        ("acme", FAILED, 4),
+        ("zeta", FAILED, 0),
+    ]
+    assert all((r.error or "").startswith(LOST_LOCK_MESSAGE) for r in summary.results)
+    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "zeta")) == (8, 4)
+    async with sessions() as session:
+        runs = {run.organization_id: run for run in (await session.scalars(select(RetentionRun))).all()}
+        audits = {
+            audit.entity_id: audit.changes
+            for audit in (
+                await session.scalars(select(AuditEvent).where(AuditEvent.action == AUDIT_ACTION))
+            ).all()
+        }
+    for organization_id, rows in (("acme", 4), ("zeta", 0)):
+        run = runs[organization_id]
+        assert (run.status, run.rows_deleted, run.finished_at is not None) == (FAILED, rows, True)
+        assert (run.error or "").startswith(LOST_LOCK_MESSAGE)
+        assert audits[organization_id]["status"] == {"after": FAILED}
+        assert audits[organization_id]["rows_deleted"] == {"after": rows}
+    # The lock went with its connection: the next cleanup runs, and finishes the job.
+    again = await run_retention(sessions=sessions, actor=CLI, now=now)
+    assert (again.status, again.total_rows) == (SUCCEEDED, 12)
+
+
+async def test_idle_session_timeout_cannot_free_the_lock_while_a_run_is_busy(
+    backend: str, settings: Settings, sessions: Sessions, add_logs: AddLogs, now: datetime
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("idle_session_timeout is PostgreSQL's")
+    await add_config(sessions, "acme", 30)
+    await add_logs("acme", [days_ago(now, 40 + i) for i in range(6)])
+    # Every connection of the first run's engine is ended by the server after 200 ms idle.
+    impatient = new_engine(
+        settings, connect_args={"timeout": 10, "server_settings": {"idle_session_timeout": "200"}}
+    )
+    second_runs: list[str] = []
+
+    async def busy_elsewhere_then_try_a_second_run(_org: str, _rows: int) -> None:
+        await asyncio.sleep(0.6)  # the lock's connection waits three timeouts between two batches
+        try:
+            await run_retention(sessions=sessions, actor=CLI, now=now)
+        except RetentionAlreadyRunning:
+            second_runs.append("refused")
+        else:
+            second_runs.append("ran")
+
+    try:
+        summary = await run_retention(
+            sessions=new_sessionmaker(impatient),
+            actor=CLI,
+            batch_size=2,
+            now=now,
+            progress=busy_elsewhere_then_try_a_second_run,
+        )
+    finally:
+        await impatient.dispose()
+
+    assert second_runs == ["refused"] * 3
+    assert (summary.status, summary.total_rows) == (SUCCEEDED, 6)
+    async with sessions() as session:
+        [run] = (await session.scalars(select(RetentionRun))).all()
+    assert (run.status, run.rows_deleted) == (SUCCEEDED, 6)
