@@ -33,7 +33,7 @@ from console.messages import DatabaseReachable, WorkerFailed
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
 from console.screens.login import LoginScreen
-from console.screens.section import ConsoleContext, SectionCommand, SignedInUser
+from console.screens.section import ConsoleContext, Section, SectionCommand, SignedInUser
 from console.screens.shell import SECTIONS, ShellScreen, section_id
 from console.untrusted import visible
 from db.engine import (
@@ -285,7 +285,7 @@ class FirewallConsole(App[None]):
         shell = self._shell()
         if shell is None:
             return []
-        return [what for section in shell.query(".section") if (what := section.busy_with())]  # type: ignore[attr-defined]
+        return [what for section in shell.query(Section) if (what := section.busy_with())]
 
     async def action_quit(self) -> None:
         self.after_stopping_busy_work("Quit", self.exit)
@@ -313,11 +313,9 @@ class FirewallConsole(App[None]):
         shell = self._shell()
         if shell is None:
             return
-        for section in shell.query(".section"):
-            # Optional on a section: those without it are simply left to be cancelled with the shell.
-            stop = getattr(section, "stop_busy_work", None)
-            if stop is not None and section.busy_with():  # type: ignore[attr-defined]
-                await stop()
+        for section in shell.query(Section):
+            if section.busy_with():
+                await section.stop_busy_work()
 
     def _refused_under_dialog(self) -> bool:
         """True (after saying so) if a dialog or form is open over the shell.

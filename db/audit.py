@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AuditEvent
+from db.rights import Actor
 
 #: Fields whose values never enter the audit trail, whatever the entity.
 SECRET_FIELDS = frozenset({"password", "hashed_password", "token", "token_hash"})
@@ -42,17 +43,19 @@ def _jsonable(value: Any) -> Any:
 async def record_change(
     *,
     session: AsyncSession,
-    actor: str,
-    source: str,
+    actor: Actor,
     action: str,
     entity_type: str,
     entity_id: str,
     changes: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add an audit row in the caller's transaction, so it commits or rolls back with the change."""
+    """Add an audit row in the caller's transaction, so it commits or rolls back with the change.
+
+    The row names the actor and where it acted (``console`` or ``cli``, :class:`~db.rights.Actor`).
+    """
     row = AuditEvent(
-        actor=actor,
-        source=source,
+        actor=actor.name,
+        source=actor.source,
         action=action,
         entity_type=entity_type,
         entity_id=entity_id,

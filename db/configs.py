@@ -362,8 +362,7 @@ async def create_organization(
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="organization.create",
         entity_type="organization",
         entity_id=row.organization_id,
@@ -433,8 +432,7 @@ async def update_config(
         await session.flush()
         await record_change(
             session=session,
-            actor=actor.name,
-            source=actor.source,
+            actor=actor,
             action="config.update",
             entity_type="config",
             entity_id=row.organization_id,

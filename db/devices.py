@@ -225,8 +225,7 @@ async def set_device_active(
         await session.flush()
         await record_change(
             session=session,
-            actor=actor.name,
-            source=actor.source,
+            actor=actor,
             action="device.activate" if active else "device.deactivate",
             entity_type="device",
             entity_id=device_id,
@@ -247,8 +246,7 @@ async def delete_device(*, session: AsyncSession, device_id: str, actor: Actor) 
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="device.delete",
         entity_type="device",
         entity_id=device_id,

@@ -615,8 +615,7 @@ async def _record_export(session: AsyncSession, record: _ExportRecord) -> None:
     await session.rollback()  # the export's read snapshot, or whatever an error left open
     await record_change(
         session=session,
-        actor=record.actor.name,
-        source=record.actor.source,
+        actor=record.actor,
         action="logs.export",
         entity_type="export",
         entity_id=_audit_entity_id(record.target),

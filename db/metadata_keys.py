@@ -485,8 +485,7 @@ async def allow_key(
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="metadata_key.allow",
         entity_type="config",
         entity_id=organization_id,
@@ -513,8 +512,7 @@ async def remove_key(*, session: AsyncSession, organization_id: str, key: str, a
     await _touch_config(session, organization_id, actor)
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="metadata_key.remove",
         entity_type="config",
         entity_id=organization_id,

@@ -555,8 +555,7 @@ async def _add_audit_row(
     assert run.actor is not None
     row = await record_change(
         session=session,
-        actor=run.actor.name,
-        source=run.actor.source,
+        actor=run.actor,
         action=AUDIT_ACTION,
         entity_type="retention",
         entity_id=record.organization_id,

@@ -411,8 +411,7 @@ async def scrub(
         await _validate_constraints(session, report)
         await record_change(
             session=session,
-            actor=actor.name,
-            source=actor.source,
+            actor=actor,
             action="scrub.apply",
             entity_type="organization",
             entity_id=organization_id or "*",

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.audit import record_change
 from db.base import as_utc, utcnow
 from db.models import SignInAttempt, User
+from db.rights import Actor, ActorSource
 from db.security import verify_password
 from db.users import USERNAME_PATTERN, get_by_username
 
@@ -42,7 +43,7 @@ MAX_DELAY_SECONDS = 60.0
 #: The one row counting names no user can have (not ASCII, not the username pattern, over 64 characters).
 INVALID_USERNAME_KEY = "(invalid)"
 #: Audit rows of failed sign-ins: the console is the only place one signs in.
-AUDIT_SOURCE = "console"
+AUDIT_SOURCE: ActorSource = "console"
 AUDIT_ACTION = "user.sign_in_failed"
 AUDIT_ENTITY_TYPE = "sign_in"
 
@@ -168,8 +169,7 @@ async def sign_in(
     if failures >= FREE_ATTEMPTS:
         await record_change(
             session=session,
-            actor=key,
-            source=AUDIT_SOURCE,
+            actor=Actor(name=key, source=AUDIT_SOURCE),
             action=AUDIT_ACTION,
             entity_type=AUDIT_ENTITY_TYPE,
             entity_id=key,

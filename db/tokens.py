@@ -71,8 +71,7 @@ async def create_token(
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="ingest_token.create",
         entity_type="ingest_token",
         entity_id=str(row.id),
@@ -114,8 +113,7 @@ async def revoke_token(*, session: AsyncSession, token_id: uuid.UUID, actor: Act
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="ingest_token.revoke",
         entity_type="ingest_token",
         entity_id=str(row.id),

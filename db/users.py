@@ -20,7 +20,7 @@ from db.audit import record_change
 from db.base import utcnow
 from db.field_lengths import length_problem
 from db.models import User
-from db.rights import Actor, require_admin
+from db.rights import Actor, ActorSource, require_admin
 from db.security import PasswordError, hash_password
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
@@ -131,11 +131,10 @@ async def _add_user(
     return user
 
 
-async def _record_created(session: AsyncSession, user: User, *, actor: str, source: str) -> None:
+async def _record_created(session: AsyncSession, user: User, *, actor: Actor) -> None:
     await record_change(
         session=session,
         actor=actor,
-        source=source,
         action="user.create",
         entity_type="user",
         entity_id=user.username,
@@ -177,7 +176,7 @@ async def create_user(
         full_name=full_name,
         is_admin=is_admin,
     )
-    await _record_created(session, user, actor=actor.name, source=actor.source)
+    await _record_created(session, user, actor=actor)
     return user
 
 
@@ -274,8 +273,7 @@ async def update_user(
             action = "user.update"
         await record_change(
             session=session,
-            actor=actor.name,
-            source=actor.source,
+            actor=actor,
             action=action,
             entity_type="user",
             entity_id=user.username,
@@ -300,8 +298,7 @@ async def reset_password(
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="user.reset_password",
         entity_type="user",
         entity_id=user.username,
@@ -323,8 +320,7 @@ async def delete_user(*, session: AsyncSession, username: str, actor: Actor) -> 
     await session.flush()
     await record_change(
         session=session,
-        actor=actor.name,
-        source=actor.source,
+        actor=actor,
         action="user.delete",
         entity_type="user",
         entity_id=user.username,
@@ -356,7 +352,7 @@ async def create_administrator(
     full_name: str | None,
     bcrypt_rounds: int,
     actor: Actor | None,
-    source: str = "console",
+    source: ActorSource = "console",
 ) -> User:
     """Create an active administrator, with its audit row.
 
@@ -392,5 +388,6 @@ async def create_administrator(
         full_name=full_name,
         is_admin=True,
     )
-    await _record_created(session, user, actor=user.username, source=source)
+    # Nobody was signed in to create the first administrator: it is recorded as its own creator.
+    await _record_created(session, user, actor=Actor(name=user.username, source=source))
     return user

@@ -91,6 +91,9 @@ class Section(Vertical):
         """Work that quitting would interrupt (e.g. "an export"), or None."""
         return None
 
+    async def stop_busy_work(self) -> None:
+        """Stop what :meth:`busy_with` names and wait until its records are written (quit, sign-out)."""
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.post_message(WorkerFailed(event.worker.error, event.worker.name))

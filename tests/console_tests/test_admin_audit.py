@@ -8,13 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from console.screens.audit import AuditSection
 from db.audit import AuditFilter, describe_changes, list_changes, record_change
 from db.engine import new_sessionmaker
+from db.rights import Actor, ActorSource
 from tests.console_tests.admin_fixtures import open_section, signed_in
 from tests.console_tests.conftest import settle
 
 
-async def record(engine: AsyncEngine, **row) -> None:
+async def record(engine: AsyncEngine, *, actor: str, source: ActorSource, **row) -> None:
     async with new_sessionmaker(engine)() as session:
-        await record_change(session=session, **row)
+        await record_change(session=session, actor=Actor(actor, source), **row)
         await session.commit()
 
 
@@ -41,7 +42,7 @@ async def test_audit_lists_changes_newest_first_and_filters_them(engine: AsyncEn
 
 async def test_audit_pages_walk_back_through_every_change_once(session) -> None:
     for index in range(5):
-        await record_change(session=session, actor="ops", source="cli", action="config.update",
+        await record_change(session=session, actor=Actor("ops", "cli"), action="config.update",
                             entity_type="config", entity_id=f"org-{index}")  # fmt: skip
     await session.commit()
     seen: list[str] = []

@@ -369,7 +369,7 @@ async def test_audit_browser_shows_hostile_actors_ids_and_changes_exactly(
     engine: AsyncEngine, app_factory
 ) -> None:
     async with new_sessionmaker(engine)() as session:
-        await record_change(session=session, actor=HOSTILE_USER + ANSI, source="cli", action="[b]device.delete",
+        await record_change(session=session, actor=Actor(HOSTILE_USER + ANSI, "cli"), action="[b]device.delete",
                             entity_type="device", entity_id=HOSTILE_DEVICE,
                             changes={"user_id": {"before": "[$accent]x" + WITH_CONTROLS[1]}})  # fmt: skip
         await session.commit()
