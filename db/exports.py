@@ -23,7 +23,7 @@ from typing import IO
 
 from db.base import utcnow
 from db.retention_lock import LOCK_FILE_SUFFIX
-from db.settings import DEFAULT_DATA_DIR, Settings
+from db.settings import DEFAULT_DATA_DIR, Settings, sqlite_file
 
 #: Files beside a SQLite database that belong to it: losing one loses committed data or a lock.
 DATABASE_SIDE_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_FILE_SUFFIX)
@@ -55,14 +55,8 @@ def default_export_path(settings: Settings, fmt: str) -> Path:
 
 
 def _database_file(settings: Settings) -> Path | None:
-    if not settings.is_sqlite:
-        return None
-    database = settings.url.database or ""
-    if database.startswith("file:"):  # a URI filename: the path is before the query
-        database = database.removeprefix("file:").partition("?")[0]
-    if not database or database == ":memory:":
-        return None
-    return Path(database).expanduser().resolve()
+    database = sqlite_file(settings.url) if settings.is_sqlite else None
+    return None if database is None else database.resolve()
 
 
 def protected_files(settings: Settings) -> list[Path]:
