@@ -445,14 +445,16 @@ async def _estimate(session: AsyncSession, filters: LogFilter) -> int:
 
 
 async def count(
-    *, session: AsyncSession, filters: LogFilter, cap: int = COUNT_CAP, timeout_ms: int = COUNT_TIMEOUT_MS
+    *, session: AsyncSession, filters: LogFilter, cap: int = COUNT_CAP, timeout_ms: int | None = None
 ) -> LogCount:
     """How many rows match: exact up to ``cap``; beyond, PostgreSQL's estimate or "cap+".
 
     On PostgreSQL a capped count slower than ``timeout_ms`` is cancelled and the
     planner's estimate is returned instead, so counting never holds up the screen.
-    It ends the session's transaction (a count only reads).
+    It ends the session's transaction (a count only reads). ``timeout_ms`` defaults to
+    :data:`COUNT_TIMEOUT_MS`, read at each call.
     """
+    timeout_ms = COUNT_TIMEOUT_MS if timeout_ms is None else timeout_ms
     postgresql = _is_postgresql(session)
     statement = count_statement(filters, postgresql=postgresql, cap=cap + 1)
     if not postgresql:
