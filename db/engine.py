@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, false, inspect, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -85,6 +85,21 @@ _PG_NO_DATABASE = "3D000"
 _PG_LOGIN_REFUSED = {"28000", "28P01"}
 #: SQLite's primary result codes (the low byte of the extended code Python reports).
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN = 3, 8, 14
+
+
+async def take_sqlite_write_lock(session: AsyncSession, model: type[Any]) -> None:
+    """On SQLite, take the database's single write lock now; it is held until the transaction ends.
+
+    A read-then-write transaction on SQLite reads from a snapshot: another writer may commit
+    between the read and the write. Taking the write lock first (a no-op ``UPDATE`` of
+    ``model``'s table that matches no row, waiting up to the busy timeout) makes the reads that
+    follow current until the commit. It must be the transaction's first statement. Nothing on
+    other engines: they lock the rows read instead (``FOR SHARE``, ``LOCK TABLE``).
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    key = inspect(model).primary_key[0]
+    await session.execute(update(model).where(false()).values({key: key}))
 
 
 def error_reason(error: BaseException) -> str:

@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.audit import record_change
 from db.base import UTCDateTime, as_utc, utcnow
 from db.configs import ConfigError, validate_retention_days
+from db.engine import take_sqlite_write_lock
 from db.models import AuditEvent, FirewallConfig, LogEntry, RetentionRun
 from db.retention_lock import (
     LOST_LOCK_MESSAGE,
@@ -502,7 +503,7 @@ async def _stored_retention(session: AsyncSession, organization_id: str, *, hold
     With ``hold``, the value cannot change until the caller's transaction ends: on
     PostgreSQL the row is read ``FOR SHARE`` (a concurrent update waits for this
     transaction); on SQLite the transaction first takes the database's write lock
-    with a no-op update, so nothing can commit between this read and its commit.
+    (:func:`db.engine.take_sqlite_write_lock`), so nothing can commit between this read and its commit.
     On SQLite that must come before any other statement of the transaction.
     """
     match = FirewallConfig.organization_id == organization_id
@@ -510,14 +511,7 @@ async def _stored_retention(session: AsyncSession, organization_id: str, *, hold
     if hold and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(read=True)
     elif hold:
-        # updated_at is named so that its onupdate default does not stamp the row.
-        await session.execute(
-            update(FirewallConfig)
-            .where(match)
-            .values(
-                log_retention_days=FirewallConfig.log_retention_days, updated_at=FirewallConfig.updated_at
-            )
-        )
+        await take_sqlite_write_lock(session, FirewallConfig)
     days = await session.scalar(query)
     return (DEFAULT_RETENTION_DAYS, False) if days is None else (days, True)
 

@@ -19,8 +19,8 @@ How "as of now" holds against a change committed at the same moment:
 - PostgreSQL reads the actor's row ``FOR SHARE``: a concurrent demotion either
   committed before (the check sees it and refuses) or waits until this
   transaction ends (the change was made while the actor still held the role);
-- SQLite first takes the database's single write lock (a no-op ``UPDATE`` of the
-  row, waiting up to the busy timeout), so nothing can commit between the check
+- SQLite first takes the database's single write lock
+  (:func:`db.engine.take_sqlite_write_lock`), so nothing can commit between the check
   and the change. Being the first statement of the transaction matters here: a
   read before it would pin an older snapshot.
 """
@@ -32,9 +32,10 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.engine import take_sqlite_write_lock
 from db.models import User
 
 ActorSource = Literal["console", "cli"]
@@ -94,8 +95,7 @@ async def _current_user(session: AsyncSession, actor: Actor) -> User | None:
     match = func.lower(User.username) == actor.name.lower()
     if session.get_bind().dialect.name == "postgresql":
         return await session.scalar(select(User).where(match).with_for_update(read=True))
-    # Take SQLite's write lock before reading (see the module docstring).
-    await session.execute(update(User).where(match).values(is_admin=User.is_admin))
+    await take_sqlite_write_lock(session, User)
     return await session.scalar(select(User).where(match).execution_options(populate_existing=True))
 
 

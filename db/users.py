@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import false, func, or_, select, text, update
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import utcnow
+from db.engine import take_sqlite_write_lock
 from db.field_lengths import length_problem
 from db.models import User
 from db.rights import Actor, ActorSource, require_admin
@@ -339,8 +340,7 @@ async def _lock_users(session: AsyncSession) -> None:
         # EXCLUSIVE still lets sign-ins read; two first administrators created at once serialise here.
         await session.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))
     else:
-        # SQLite: a no-op UPDATE takes the database's write lock (see db.rights).
-        await session.execute(update(User).where(false()).values(is_admin=User.is_admin))
+        await take_sqlite_write_lock(session, User)
 
 
 async def create_administrator(
