@@ -40,7 +40,7 @@ from db.engine import (
     DatabaseError,
     check_connectable,
     check_database,
-    describe_connect_error,
+    describe_database_error,
     error_reason,
     new_engine,
     new_sessionmaker,
@@ -184,7 +184,7 @@ class FirewallConsole(App[None]):
             return
         if is_connection_error(error):
             log.warning("database unavailable", exc_info=error)
-            self.database_lost(describe_connect_error(self.settings, error))
+            self.database_lost(describe_database_error(self.settings, error))
             return
         log.error("worker failed", exc_info=error)
         self.notify(f"Something went wrong: {one_line(error)} (details in the log file)", severity="error")

@@ -196,11 +196,6 @@ def describe_database_error(settings: Settings | None, error: BaseException) -> 
     return f"the database refused the change: {text}"
 
 
-def describe_connect_error(settings: Settings, error: BaseException) -> str:
-    """One line saying why connecting to the database failed: :func:`describe_database_error`."""
-    return describe_database_error(settings, error)
-
-
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
@@ -235,7 +230,7 @@ async def check_connectable(engine: AsyncEngine, settings: Settings) -> str | No
         async with engine.connect() as connection:
             return await connection.run_sync(_current_revision)
     except (TimeoutError, OperationalError, DBAPIError, OSError) as error:
-        raise DatabaseUnavailable(describe_connect_error(settings, error)) from error
+        raise DatabaseUnavailable(describe_database_error(settings, error)) from error
 
 
 async def check_database(engine: AsyncEngine, settings: Settings, *, auto_migrate: bool | None = None) -> None:

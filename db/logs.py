@@ -48,7 +48,8 @@ from sqlalchemy.sql.elements import ClauseElement
 from db.audit import record_change
 from db.base import as_utc
 from db.exports import ExportFile, check_export_path
-from db.models import LogEntry, LogHourlyCount
+from db.field_lengths import max_length
+from db.models import AuditEvent, LogEntry, LogHourlyCount
 from db.rights import Actor, require_active
 from db.settings import Settings
 from db.vocabulary import RISK_LEVELS
@@ -597,8 +598,9 @@ async def _begin_snapshot(session: AsyncSession) -> None:
 
 
 def _audit_entity_id(path: Path) -> str:
-    text_ = str(path)
-    return text_ if len(text_) <= 255 else "…" + text_[-254:]
+    """The file's path as the audit row's entity id: its end (the file name) when the column is too short."""
+    text_, room = str(path), max_length(AuditEvent.entity_id)
+    return text_ if len(text_) <= room else "…" + text_[-(room - 1) :]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ from console.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     DatabaseError,
-    SQLAlchemyError,
-    database_refusal,
     fail,
     run_in_session,
 )
@@ -75,7 +73,5 @@ def create_admin(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    except SQLAlchemyError as error:
-        return fail(database_refusal(error), code=EXIT_FAILED)
     print(f"created administrator {username!r}")
     return EXIT_OK

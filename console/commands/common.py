@@ -30,16 +30,6 @@ def fail(message: str, *, code: int = EXIT_FAILED) -> int:
     return code
 
 
-def database_refusal(error: BaseException, settings: Settings | None = None) -> str:
-    """One line saying why the database refused a statement, without its SQL, parameters or secrets.
-
-    SQLAlchemy's own message carries the statement (a column named ``token_hash``);
-    :func:`db.engine.describe_database_error` keeps the driver's first line and says
-    what a read-only database or a missing permission needs.
-    """
-    return describe_database_error(settings, error)
-
-
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     engine = new_engine(settings)
     try:
@@ -47,8 +37,9 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
         async with new_sessionmaker(engine)() as session:
             return await work(session)
     except (SQLAlchemyError, OSError) as error:
-        # Every command's writes fail here alike (a read-only database, a lost connection): one line.
-        raise DatabaseError(database_refusal(error, settings)) from error
+        # Every command's writes fail here alike (a read-only database, a lost connection): one line,
+        # never SQLAlchemy's own message, which carries the statement (a column named token_hash).
+        raise DatabaseError(describe_database_error(settings, error)) from error
     finally:
         await engine.dispose()
 
@@ -66,8 +57,6 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "SQLAlchemyError",
-    "database_refusal",
     "fail",
     "run_in_session",
 ]

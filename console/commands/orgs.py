@@ -11,8 +11,6 @@ from console.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     DatabaseError,
-    SQLAlchemyError,
-    database_refusal,
     fail,
     run_in_session,
 )
@@ -57,8 +55,6 @@ def create_org(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    except SQLAlchemyError as error:
-        return fail(database_refusal(error), code=EXIT_FAILED)
     print(f"created organisation {organization!r} ({args.retention_days} days retention)")
     print(f"next: python -m console ingest-token create --organization {organization}")
     return EXIT_OK
