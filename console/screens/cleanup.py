@@ -14,7 +14,6 @@ first, then stops it after its current batch and waits for its records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -135,18 +134,11 @@ class CleanupSection(Section):
         time, unmounting cancels the worker, and ``run_retention`` still finishes the
         records (as cancelled) on its way out.
         """
-        running = [worker for worker in self.workers if worker.group == "cleanup-run" and worker.is_running]
-        if not running:
-            return
-        self.action_cancel_cleanup()
-        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
-        # Past the wait the worker is cancelled with the shell; run_retention still finishes its records.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiting, STOP_WAIT_SECONDS)
+        await self.stop_and_wait("cleanup-run", self.action_cancel_cleanup, seconds=STOP_WAIT_SECONDS)
 
     @property
     def running(self) -> bool:
-        return any(worker.group == "cleanup-run" and worker.is_running for worker in self.workers)
+        return bool(self.running_workers("cleanup-run"))
 
     # -- what is shown ---------------------------------------------------------------------------
 

@@ -7,8 +7,6 @@ without touching a running export.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -114,8 +112,7 @@ class LogsSection(Section):
         self.load_count()
 
     def busy_with(self) -> str | None:
-        running = [w for w in self.workers if w.group == "logs-export" and w.is_running]
-        return "an export" if running else None
+        return "an export" if self.running_workers("logs-export") else None
 
     # -- filters ---------------------------------------------------------------------------------
 
@@ -320,18 +317,11 @@ class LogsSection(Section):
 
         Called once quitting or signing out is confirmed, so the audit trail says "cancelled".
         """
-        running = [w for w in self.workers if w.group == "logs-export" and w.is_running]
-        if not running:
-            return
-        self.action_cancel_export()
-        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiting, STOP_WAIT_SECONDS)
+        await self.stop_and_wait("logs-export", self.action_cancel_export, seconds=STOP_WAIT_SECONDS)
 
     @on(Button.Pressed, "#export-stop")
     def action_cancel_export(self) -> None:
-        for worker in self.workers:
-            if worker.group == "logs-export" and worker.is_running:
-                worker.cancel()
-                self.query_one("#export-bar").display = False
-                self.notify("Export stopped; no file was written.", severity="warning")
+        for worker in self.running_workers("logs-export"):
+            worker.cancel()
+            self.query_one("#export-bar").display = False
+            self.notify("Export stopped; no file was written.", severity="warning")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -93,6 +95,24 @@ class Section(Vertical):
 
     async def stop_busy_work(self) -> None:
         """Stop what :meth:`busy_with` names and wait until its records are written (quit, sign-out)."""
+
+    def running_workers(self, group: str) -> list[Worker[Any]]:
+        """This section's workers of ``group`` that are still running."""
+        return [worker for worker in self.workers if worker.group == group and worker.is_running]
+
+    async def stop_and_wait(self, group: str, stop: Callable[[], None], *, seconds: float) -> None:
+        """Ask the running workers of ``group`` to stop (``stop``), then wait for them, ``seconds`` at most.
+
+        Past the wait they are cancelled with the shell; the work they call (a cleanup, an
+        export) still completes its records on its way out.
+        """
+        running = self.running_workers(group)
+        if not running:
+            return
+        stop()
+        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiting, seconds)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
