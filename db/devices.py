@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import as_utc, utcnow
+from db.engine import insert_for
 from db.models import Device, LogEntry
 from db.rights import Actor, require_admin
 from db.settings import IngestLimits
@@ -83,7 +82,7 @@ async def register_or_touch_device(
     known = await session.scalar(select(Device.id).where(Device.device_id == device_id))
     if known is None:
         await _refuse_past_new_device_cap(session, organization_id, now, max_new_per_hour)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     await session.execute(
         insert(Device)
         .values(

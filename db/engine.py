@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, false, inspect, update
+from sqlalchemy.dialects import postgresql as pg_dml
+from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -85,6 +88,11 @@ _PG_NO_DATABASE = "3D000"
 _PG_LOGIN_REFUSED = {"28000", "28P01"}
 #: SQLite's primary result codes (the low byte of the extended code Python reports).
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN = 3, 8, 14
+
+
+def insert_for(session: AsyncSession) -> Callable[[Any], pg_dml.Insert | sqlite_dml.Insert]:
+    """The ``insert`` of the session's engine, which carries ``ON CONFLICT`` (upserts) on both engines."""
+    return pg_dml.insert if session.get_bind().dialect.name == "postgresql" else sqlite_dml.insert
 
 
 async def take_sqlite_write_lock(session: AsyncSession, model: type[Any]) -> None:

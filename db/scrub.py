@@ -35,12 +35,11 @@ from datetime import timedelta
 from typing import Any, Final, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, delete, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import as_utc
+from db.engine import insert_for
 from db.event_schema import identifier_problem
 from db.identifiers import (
     MAX_DEVICE_ID_CHARS,
@@ -347,7 +346,7 @@ async def _fold(
         .where(*where)
         .group_by(table.bucket_start, table.organization_id, table.dimension, table.risk_level)
     )
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     statement = insert(table).from_select([*ROLLUP_KEY, "event_count"], folded)
     statement = statement.on_conflict_do_update(
         index_elements=ROLLUP_KEY, set_={"event_count": table.event_count + statement.excluded.event_count}

@@ -24,12 +24,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
 from db.base import as_utc, utcnow
+from db.engine import insert_for
 from db.models import SignInAttempt, User
 from db.rights import Actor, ActorSource
 from db.security import verify_password
@@ -114,7 +113,7 @@ async def seconds_locked(*, session: AsyncSession, username: str, now: datetime 
 
 async def _record_failure(session: AsyncSession, key: str, now: datetime) -> int:
     """Count one more consecutive failure of ``key``; return the count (both of two racing ones count)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     statement = insert(SignInAttempt).values(username=key, failures=1, last_failure_at=now)
     upsert = statement.on_conflict_do_update(
         index_elements=[SignInAttempt.username],
@@ -125,7 +124,7 @@ async def _record_failure(session: AsyncSession, key: str, now: datetime) -> int
 
 
 async def _record_success(session: AsyncSession, key: str, now: datetime) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     statement = insert(SignInAttempt).values(username=key, failures=0, last_success_at=now)
     statement = statement.on_conflict_do_update(
         index_elements=[SignInAttempt.username],
