@@ -316,14 +316,25 @@ def _validate_updated_by(actor: Actor) -> str:
     return actor.name
 
 
-async def get_config(*, session: AsyncSession, organization_id: str) -> FirewallConfig | None:
-    """The organisation's config row, whatever the case of ``organization_id``, or None if it has none."""
+async def get_config(
+    *, session: AsyncSession, organization_id: str, for_update: bool = False
+) -> FirewallConfig | None:
+    """The organisation's config row, whatever the case of ``organization_id``, or None if it has none.
+
+    ``for_update`` reads the row as it is now and, on PostgreSQL, locks it until the transaction
+    ends (on SQLite the caller holds the write lock already: :func:`db.rights.require_admin`).
+    """
     if not organization_id.isascii():
         # Ids are ASCII; lowering other text could fold it onto one (the Kelvin sign lowers to "k").
         return None
-    return await session.scalar(
-        select(FirewallConfig).where(func.lower(FirewallConfig.organization_id) == organization_id.lower())
+    statement = select(FirewallConfig).where(
+        func.lower(FirewallConfig.organization_id) == organization_id.lower()
     )
+    if for_update:
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update()
+        statement = statement.execution_options(populate_existing=True)
+    return await session.scalar(statement)
 
 
 async def list_configs(*, session: AsyncSession) -> Sequence[FirewallConfig]:
@@ -392,15 +403,7 @@ async def update_config(
     """
     updated_by = _validate_updated_by(actor)
     await require_admin(session=session, actor=actor, what="change the configuration")
-    row = None
-    if organization_id.isascii():
-        statement = select(FirewallConfig).where(
-            func.lower(FirewallConfig.organization_id) == organization_id.lower()
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            # SQLite's write lock is held already (require_admin); PostgreSQL needs the row's.
-            statement = statement.with_for_update()
-        row = await session.scalar(statement.execution_options(populate_existing=True))
+    row = await get_config(session=session, organization_id=organization_id, for_update=True)
     if row is None:
         raise ConfigError(f"organisation {organization_id!r} does not exist")
     values: dict[str, object | None] = {
