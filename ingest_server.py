@@ -474,9 +474,13 @@ class Connection:
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue one line for the client; dropped once the connection is closed (late acks included)."""
+        self.send_line(orjson.dumps(message) + b"\n")
+
+    def send_line(self, line: bytes) -> None:
+        """Queue one encoded line (newline included), as :meth:`send` does."""
         if self._closed or self._writer.is_closing():
             return
-        self._writer.write(orjson.dumps(message) + b"\n")
+        self._writer.write(line)
 
     def send_error(self, code: str, message: str, *, event_id: Any = None, line: int | None = None) -> None:
         self._server.stats.errors[code] += 1
@@ -703,12 +707,12 @@ class Connection:
             return False
         if self._ended is not None:
             return False  # shed while its hello was being checked
-        welcome = welcome_message(config, self._limits)
-        too_large = oversized_answer(welcome, self._limits)
-        if too_large is not None:
+        try:
+            welcome = answer_line(welcome_message(config, self._limits), self._limits)
+        except UnsendableConfig as error:
             # Never a line longer than the limit the welcome announces: an agent would drop it.
-            self._server.repeated_log.warning("config_too_large", "hello refused: %s", too_large)
-            self.send_error("config_too_large", too_large)
+            self._server.repeated_log.warning("config_too_large", "hello refused: %s", error)
+            self.send_error("config_too_large", str(error))
             return False
         refusal = self._server.promote(self, hello)
         if refusal is not None:
@@ -717,7 +721,7 @@ class Connection:
         self.hello = hello
         self._lines.max_line_bytes = self._limits.max_line_bytes
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
-        self.send(welcome)
+        self.send_line(welcome)
         return True
 
     def _parse(self, line: Any) -> dict[str, Any] | None:
@@ -877,14 +881,14 @@ class Connection:
                 }
             )
             return
-        answer = {"type": "config", "config": config}
-        too_large = oversized_answer(answer, self._limits)
-        if too_large is not None:
-            self._server.repeated_log.warning("config_too_large", "config not sent: %s", too_large)
-            self.send_error("config_too_large", f"{too_large}; keep the last configuration")
+        try:
+            answer = answer_line({"type": "config", "config": config}, self._limits)
+        except UnsendableConfig as error:
+            self._server.repeated_log.warning("config_too_large", "config not sent: %s", error)
+            self.send_error("config_too_large", f"{error}; keep the last configuration")
             return
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
-        self.send(answer)
+        self.send_line(answer)
 
 
 def welcome_message(config: dict[str, Any], limits: IngestLimits) -> dict[str, Any]:
@@ -900,25 +904,30 @@ def welcome_message(config: dict[str, Any], limits: IngestLimits) -> dict[str, A
     }
 
 
-def oversized_answer(answer: dict[str, Any], limits: IngestLimits) -> str | None:
-    """Why ``answer`` (a welcome or a config) cannot go on one line within ``max_line_bytes``, or None.
+class UnsendableConfig(Exception):
+    """A welcome or config answer cannot go to the agent as one line; the message says why."""
 
-    The console's validators keep every configuration within the default limit (db/configs.py);
-    this catches one written around them (by SQL).
+
+def answer_line(answer: dict[str, Any], limits: IngestLimits) -> bytes:
+    """``answer`` (a welcome or a config) as the line to send, newline included, encoded once.
+
+    Raises UnsendableConfig when it would pass ``max_line_bytes`` or holds text that is not
+    Unicode. The console's validators keep every configuration within the limit
+    (db/configs.py); this catches one written around them (by SQL).
     """
     try:
-        size = len(orjson.dumps(answer))
+        encoded = orjson.dumps(answer)
     except orjson.JSONEncodeError:  # a lone surrogate stored around the validators (SQLite's JSON text)
-        return (
+        raise UnsendableConfig(
             "the organisation's configuration holds text that is not valid Unicode; an administrator must fix it"
+        ) from None
+    if len(encoded) > limits.max_line_bytes:
+        raise UnsendableConfig(
+            f"the organisation's configuration makes a {len(encoded):,}-byte line, over the "
+            f"{limits.max_line_bytes:,}-byte line limit; an administrator must remove or shorten "
+            "custom patterns, monitored tools or metadata keys"
         )
-    if size <= limits.max_line_bytes:
-        return None
-    return (
-        f"the organisation's configuration makes a {size:,}-byte line, over the "
-        f"{limits.max_line_bytes:,}-byte line limit; an administrator must remove or shorten "
-        "custom patterns, monitored tools or metadata keys"
-    )
+    return encoded + b"\n"
 
 
 async def _config_for_agent(

@@ -46,7 +46,7 @@ from db.models import FirewallConfig
 from db.rights import Actor
 from db.settings import IngestLimits
 from db.vocabulary import DEFAULT_RETENTION_DAYS
-from ingest_server import oversized_answer, welcome_message
+from ingest_server import UnsendableConfig, answer_line, welcome_message
 
 
 @pytest.mark.parametrize("days", [30, 90, 365, "120"])
@@ -185,16 +185,15 @@ def test_the_largest_configuration_the_validators_allow_fits_the_welcome_line(ki
     answer = welcome_message(config, limits) if kind == "welcome" else {"type": "config", "config": config}
     line = orjson.dumps(answer)
     assert len(line) <= limits.max_line_bytes
-    assert oversized_answer(answer, limits) is None
+    assert answer_line(answer, limits) == line + b"\n"
     # Not vacuous: each part is near its budget.
     assert len(orjson.dumps(config["custom_patterns"])) > CUSTOM_PATTERNS_MAX_BYTES * 0.9
 
 
 def test_an_oversized_answer_is_named_not_sent() -> None:
     answer = {"type": "config", "config": {"custom_patterns": ["x" * 70_000]}}
-    problem = oversized_answer(answer, IngestLimits())
-    assert problem is not None
-    assert "line limit" in problem
+    with pytest.raises(UnsendableConfig, match="line limit"):
+        answer_line(answer, IngestLimits())
 
 
 def test_more_custom_patterns_than_allowed_are_refused_by_count() -> None:
