@@ -1510,7 +1510,6 @@ def settings_from_args(settings: Settings, args: argparse.Namespace) -> Settings
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SettingsError("--tls-cert and --tls-key go together: give both or neither")
     checks = {
-        "--port": (args.port, 0 <= args.port <= 65535),
         "--max-line-bytes": (args.max_line_bytes, args.max_line_bytes >= MIN_MAX_LINE_BYTES),
         "--max-connections": (args.max_connections, args.max_connections >= 1),
         "--hello-timeout": (args.hello_timeout, args.hello_timeout > 0),
