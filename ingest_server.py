@@ -294,9 +294,10 @@ class BatchWriter:
                 for row, connection in batch:
                     connection.release(1)
                     connection.send_error(
-                        "internal_error", "the server could not store this event; resend it later",
+                        "internal_error",
+                        "the server could not store this event; resend it later",
                         event_id=row["ack_id"],
-                    )  # fmt: skip
+                    )
 
     def _drain_into(self, batch: list[Any]) -> bool:
         limit = self._limits.batch_max_events
@@ -791,8 +792,11 @@ class Connection:
                         type(error).__name__,
                         _one_line(error),
                     )
-                    self.send_error("internal_error", "the server could not check this event; it was not stored",
-                                    event_id=message.get("id"))  # fmt: skip
+                    self.send_error(
+                        "internal_error",
+                        "the server could not check this event; it was not stored",
+                        event_id=message.get("id"),
+                    )
                     continue
                 await self._submit(row)
             elif kind == "ping":
@@ -1076,7 +1080,9 @@ class IngestServer:
         self.repeated_log.info(
             "shed", "closing %s (%s) to make room", victim.peer, victim.phase.replace("_", "-")
         )
-        victim.end("overloaded", "the server is full and this connection was the least active; retry with backoff")
+        victim.end(
+            "overloaded", "the server is full and this connection was the least active; retry with backoff"
+        )
 
     def hello_received(self, connection: Connection) -> None:
         """The connection sent its hello: it is no longer silent, and not shed while it is checked."""
@@ -1264,7 +1270,11 @@ async def _report_stats(server: IngestServer, interval: float) -> None:
         await asyncio.sleep(interval)
         now = time.monotonic()
         errors = sum(stats.errors.values())
-        if (stats.events_acknowledged, errors, stats.connections) != (last_acked, last_errors, last_connections):
+        if (stats.events_acknowledged, errors, stats.connections) != (
+            last_acked,
+            last_errors,
+            last_connections,
+        ):
             rate = (stats.events_acknowledged - last_acked) / max(now - last_time, 1e-9)
             log.info(stats.line(queued=server.writer.queue.qsize(), events_per_second=rate))
         last_acked, last_errors, last_connections, last_time = (

@@ -47,9 +47,19 @@ DEVICES = 4_000
 ORGS = ("default", "acme", "globex")
 DAYS = 90
 ENTITY_TYPES = (
-    "EMAIL", "PHONE", "PERSON", "ADDRESS", "IBAN", "CREDIT_CARD", "API_KEY",
-    "PASSWORD", "SSN", "IP_ADDRESS", "PRIVATE_KEY", "HEALTH",
-)  # fmt: skip
+    "EMAIL",
+    "PHONE",
+    "PERSON",
+    "ADDRESS",
+    "IBAN",
+    "CREDIT_CARD",
+    "API_KEY",
+    "PASSWORD",
+    "SSN",
+    "IP_ADDRESS",
+    "PRIVATE_KEY",
+    "HEALTH",
+)
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-123"
 COPY_CHUNK = 50_000
@@ -161,9 +171,21 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
         await connection.execute(f'DROP INDEX "{index["indexname"]}"')
     started = time.perf_counter()
     columns = [
-        "id", "timestamp", "device_id", "user_id", "tool_name", "tool_type", "risk_level", "prompt_length",
-        "detected_entity_types", "entity_count", "was_sanitized", "log_metadata", "created_at", "organization_id",
-    ]  # fmt: skip
+        "id",
+        "timestamp",
+        "device_id",
+        "user_id",
+        "tool_name",
+        "tool_type",
+        "risk_level",
+        "prompt_length",
+        "detected_entity_types",
+        "entity_count",
+        "was_sanitized",
+        "log_metadata",
+        "created_at",
+        "organization_id",
+    ]
     await connection.copy_to_table(
         "log_entries", source=generate_rows(rows, now), columns=columns, format="csv"
     )

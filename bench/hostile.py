@@ -88,9 +88,18 @@ async def flood(port: int, senders: int, seconds: float, keys: int) -> dict[str,
 
 def start_flood(port: int, args: argparse.Namespace) -> subprocess.Popen[str]:
     command = [
-        sys.executable, __file__, "--flood", "--port", str(port), "--senders", str(args.senders),
-        "--seconds", str(args.seconds + args.warmup + 2), "--keys", str(args.keys),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--flood",
+        "--port",
+        str(port),
+        "--senders",
+        str(args.senders),
+        "--seconds",
+        str(args.seconds + args.warmup + 2),
+        "--keys",
+        str(args.keys),
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 

@@ -95,10 +95,15 @@ async def copy_ceiling(url: str, rows: int, batch: int) -> float:
     events = [validate_log(generator.event(), hello=hello) for _ in range(rows)]
     created = utcnow()
     records = [
-        (*(orjson.dumps(e[c]).decode() if c in ("detected_entity_types", "log_metadata") else e[c]
-           for c in EVENT_COLUMNS[:-1]), created)
+        (
+            *(
+                orjson.dumps(e[c]).decode() if c in ("detected_entity_types", "log_metadata") else e[c]
+                for c in EVENT_COLUMNS[:-1]
+            ),
+            created,
+        )
         for e in events
-    ]  # fmt: skip
+    ]
     connection = await asyncpg.connect(dsn(url))
     try:
         started = time.perf_counter()
@@ -150,8 +155,11 @@ def load_baseline_validator() -> Any:
     """db/event_schema.py as of BASELINE_VALIDATOR_COMMIT, as a module of its own (its imports resolve to this tree)."""
     source = subprocess.run(
         ["git", "show", f"{BASELINE_VALIDATOR_COMMIT}:db/event_schema.py"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     spec = importlib.util.spec_from_loader("bench_baseline_event_schema", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
@@ -195,7 +203,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         await agent.connect()
     # Realistic events made up front; each send only takes a new id, so the load process stays light.
     templates = {
-        kind: [generator.event(device_type=kind) for _ in range(2000)] for kind in ("browser", "desktop", "cli")
+        kind: [generator.event(device_type=kind) for _ in range(2000)]
+        for kind in ("browser", "desktop", "cli")
     }
     counter = iter(range(1 << 62))
 
@@ -248,11 +257,26 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_load(port: int, token: str, args: argparse.Namespace, *, rate: float | None, seed: int) -> dict[str, Any]:
+def run_load(
+    port: int, token: str, args: argparse.Namespace, *, rate: float | None, seed: int
+) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--drive", "--port", str(port), "--token", token, "--seed", str(seed),
-        "--connections", str(args.connections), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--drive",
+        "--port",
+        str(port),
+        "--token",
+        token,
+        "--seed",
+        str(seed),
+        "--connections",
+        str(args.connections),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+    ]
     if rate:
         command += ["--rate", str(rate)]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -261,7 +285,9 @@ def run_load(port: int, token: str, args: argparse.Namespace, *, rate: float | N
     if result.returncode != 0:
         raise SystemExit(f"the load process failed:\n{result.stderr}")
     figures = orjson.loads(result.stdout.strip().splitlines()[-1])
-    figures["client_cpu_s"] = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    figures["client_cpu_s"] = (cpu_after.ru_utime + cpu_after.ru_stime) - (
+        cpu_before.ru_utime + cpu_before.ru_stime
+    )
     return figures
 
 
@@ -335,7 +361,9 @@ async def orchestrate(args: argparse.Namespace) -> None:
         )
         server_cpu_per_event = server_cpu / max(full["acked"], 1)
         generator = EventGenerator(seed=5)
-        sample = [generator.event(device_type=kind) for kind in ("browser", "desktop", "cli") for _ in range(10_000)]
+        sample = [
+            generator.event(device_type=kind) for kind in ("browser", "desktop", "cli") for _ in range(10_000)
+        ]
         old_cost, new_cost = validation_cpu_per_event(sample)
         added = (new_cost - old_cost) / server_cpu_per_event
         print(
@@ -369,7 +397,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window of each load run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--copy-rows", type=int, default=60_000)
-    parser.add_argument("--profile", default=None, metavar="FILE", help="run the server under cProfile into FILE")
+    parser.add_argument(
+        "--profile", default=None, metavar="FILE", help="run the server under cProfile into FILE"
+    )
     parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)

@@ -392,7 +392,7 @@ class DemoProcesses:
                 str(traffic.backfill_days),
                 "--backfill-per-day",
                 str(traffic.backfill_per_day),
-            ],  # fmt: skip
+            ],
             log_path=directory / SIMULATOR_LOG,
             env=self.child_env(),
         )

@@ -53,13 +53,41 @@ CARELESS_RISK_WEIGHTS = {"green": 55, "amber": 30, "red": 15}
 HOUR_WEIGHTS = (1, 1, 1, 1, 1, 2, 4, 8, 14, 18, 18, 16, 12, 15, 18, 17, 14, 10, 6, 4, 3, 2, 2, 1)
 WEEKDAY_WEIGHTS = (1.0, 1.05, 1.1, 1.0, 0.85, 0.2, 0.15)
 FIRST_NAMES = (
-    "alice", "bob", "carmen", "deepak", "elena", "farid", "grace", "hiro", "ines", "jonas",
-    "kofi", "lena", "marco", "nadia", "oscar", "priya", "quentin", "rosa", "sven", "tariq",
-)  # fmt: skip
+    "alice",
+    "bob",
+    "carmen",
+    "deepak",
+    "elena",
+    "farid",
+    "grace",
+    "hiro",
+    "ines",
+    "jonas",
+    "kofi",
+    "lena",
+    "marco",
+    "nadia",
+    "oscar",
+    "priya",
+    "quentin",
+    "rosa",
+    "sven",
+    "tariq",
+)
 LAST_NAMES = (
-    "martin", "nguyen", "garcia", "schmidt", "rossi", "kowalski", "okafor", "tanaka",
-    "larsen", "dubois", "silva", "haddad",
-)  # fmt: skip
+    "martin",
+    "nguyen",
+    "garcia",
+    "schmidt",
+    "rossi",
+    "kowalski",
+    "okafor",
+    "tanaka",
+    "larsen",
+    "dubois",
+    "silva",
+    "haddad",
+)
 
 
 class FleetError(RuntimeError):

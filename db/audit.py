@@ -19,15 +19,20 @@ SECRET_FIELDS = frozenset({"password", "hashed_password", "token", "token_hash"}
 AUDIT_SOURCES = ("console", "cli")
 #: What audit rows are about (``entity_type``), for the console's filter.
 AUDIT_ENTITY_TYPES = (
-    "user", "device", "organization", "config", "ingest_token", "retention", "sign_in", "export"
+    "user",
+    "device",
+    "organization",
+    "config",
+    "ingest_token",
+    "retention",
+    "sign_in",
+    "export",
 )
 AUDIT_PAGE_SIZE = 200
 
 
 def _redact(changes: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: ({"changed": True} if name in SECRET_FIELDS else value) for name, value in changes.items()
-    }
+    return {name: ({"changed": True} if name in SECRET_FIELDS else value) for name, value in changes.items()}
 
 
 def _jsonable(value: Any) -> Any:

@@ -442,4 +442,3 @@ async def update_config(
             changes=changes,
         )
     return row, changes
-

@@ -158,7 +158,11 @@ class DeviceActivity:
 
 
 async def list_devices(
-    *, session: AsyncSession, filters: DeviceFilter, now: datetime | None = None, limit: int = DEVICE_LIST_LIMIT
+    *,
+    session: AsyncSession,
+    filters: DeviceFilter,
+    now: datetime | None = None,
+    limit: int = DEVICE_LIST_LIMIT,
 ) -> Sequence[Device]:
     """Devices matching ``filters``, most recently seen first, at most ``limit``."""
     statement = select(Device).order_by(Device.last_seen.desc(), Device.device_id).limit(limit)

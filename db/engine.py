@@ -61,7 +61,11 @@ def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     insert of a user or a token would otherwise print its hash into a message or a log.
     """
     if settings.is_sqlite:
-        options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, "hide_parameters": True, **overrides}
+        options = {
+            "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            "hide_parameters": True,
+            **overrides,
+        }
         engine = create_async_engine(settings.database_url, **options)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine
@@ -241,7 +245,9 @@ async def check_connectable(engine: AsyncEngine, settings: Settings) -> str | No
         raise DatabaseUnavailable(describe_database_error(settings, error)) from error
 
 
-async def check_database(engine: AsyncEngine, settings: Settings, *, auto_migrate: bool | None = None) -> None:
+async def check_database(
+    engine: AsyncEngine, settings: Settings, *, auto_migrate: bool | None = None
+) -> None:
     """Connect once and check the schema; raise DatabaseError with a one-line reason.
 
     The embedded default migrates itself (``auto_migrate`` defaults to whether

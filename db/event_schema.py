@@ -52,9 +52,20 @@ MAX_HELLO_EXTRA_FIELDS: Final = 16
 
 LOG_FIELDS: Final = frozenset(
     {
-        "type", "id", "timestamp", "tool_name", "tool_type", "risk_level", "prompt_length",
-        "detected_entity_types", "entity_count", "was_sanitized", "log_metadata", "user_id",
-        "device_id", "organization_id",
+        "type",
+        "id",
+        "timestamp",
+        "tool_name",
+        "tool_type",
+        "risk_level",
+        "prompt_length",
+        "detected_entity_types",
+        "entity_count",
+        "was_sanitized",
+        "log_metadata",
+        "user_id",
+        "device_id",
+        "organization_id",
     }
 )
 HELLO_FIELDS: Final = frozenset(
@@ -334,8 +345,11 @@ def parse_timestamp(value: object, *, now: datetime | None = None) -> datetime:
 
 def _timestamp_form_problem(value: str) -> str:
     shown = repr(value) if len(value) <= 40 else "a long string"
-    if len(value) >= 19 and value[:10].count("-") == 2 and value[10:11] in ("T", "t") and (
-        _TIMESTAMP.fullmatch(value + "Z") is not None
+    if (
+        len(value) >= 19
+        and value[:10].count("-") == 2
+        and value[10:11] in ("T", "t")
+        and (_TIMESTAMP.fullmatch(value + "Z") is not None)
     ):
         return f"timestamp must say its time zone (Z or +01:00); got {shown}"
     return (
@@ -400,12 +414,15 @@ def validate_hello(message: dict[str, Any]) -> Hello:
     if extra:
         found = find_content_field(message, sorted(extra) if len(extra) <= MAX_CLASSIFIED_NAMES else extra)
         if found is not None:
-            raise EventError("content_not_allowed", f"field {found!r} may carry prompt content; it is not accepted")
+            raise EventError(
+                "content_not_allowed", f"field {found!r} may carry prompt content; it is not accepted"
+            )
         if len(extra) > MAX_HELLO_EXTRA_FIELDS:
             raise EventError(
-                "invalid_hello", f"the hello has {len(extra)} fields the server does not know; at most "
-                f"{MAX_HELLO_EXTRA_FIELDS} are ignored"
-            )  # fmt: skip
+                "invalid_hello",
+                f"the hello has {len(extra)} fields the server does not know; at most "
+                f"{MAX_HELLO_EXTRA_FIELDS} are ignored",
+            )
     try:
         problem = identifier_problem("organization_id", message.get("organization_id"))
         if problem is not None:
@@ -455,7 +472,9 @@ def validate_log(
         if content is not None:
             raise _refuse_content(content)
         shown = ", ".join(repr(name[:40]) for name in itertools.islice(names, 5))
-        raise invalid(f"unknown field {shown}; put extra details in log_metadata (docs/protocol.md lists its keys)")
+        raise invalid(
+            f"unknown field {shown}; put extra details in log_metadata (docs/protocol.md lists its keys)"
+        )
     raw_id = message.get("id")
     event_id = parse_event_id(raw_id)
     device_id = message.get("device_id")

@@ -191,7 +191,9 @@ def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
 
 async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
     created_at = utcnow()
-    rows = [{**{name: event[name] for name in EVENT_COLUMNS[:-1]}, "created_at": created_at} for event in events]
+    rows = [
+        {**{name: event[name] for name in EVENT_COLUMNS[:-1]}, "created_at": created_at} for event in events
+    ]
     statement = (
         sqlite_insert(LogEntry)
         .on_conflict_do_nothing(index_elements=["organization_id", "id"])

@@ -22,7 +22,9 @@ def max_length(attribute: InstrumentedAttribute[Any]) -> int:
     return column_type.length
 
 
-def length_problem(attribute: InstrumentedAttribute[Any], value: str, *, field: str | None = None) -> str | None:
+def length_problem(
+    attribute: InstrumentedAttribute[Any], value: str, *, field: str | None = None
+) -> str | None:
     """Why ``value`` does not fit ``attribute``'s column ("full_name must be at most 255 characters; got
     3000"), or None when it fits; ``field`` names it in the message (default: the column's name)."""
     limit = max_length(attribute)

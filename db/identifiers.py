@@ -56,7 +56,9 @@ def _ranges_except_joiners() -> tuple[tuple[int, int], ...]:
 def _character_class(ranges: tuple[tuple[int, int], ...]) -> str:
     parts = []
     for start, end in ranges:
-        parts.append(re.escape(chr(start)) if start == end else f"{re.escape(chr(start))}-{re.escape(chr(end))}")
+        parts.append(
+            re.escape(chr(start)) if start == end else f"{re.escape(chr(start))}-{re.escape(chr(end))}"
+        )
     return "[" + "".join(parts) + "]"
 
 
@@ -128,6 +130,7 @@ def escape_forbidden(value: str, *, joiners_between_letters: bool = False) -> st
 
 
 # --- the same rules as SQL, for the CHECK constraints of both engines ------------------------------------
+
 
 def _postgresql_class(ranges: tuple[tuple[int, int], ...]) -> str:
     # PostgreSQL text cannot hold NUL (and its regex cannot name it): the class starts at U+0001.

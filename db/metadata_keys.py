@@ -85,8 +85,10 @@ class Shape:
         if type(value) is str:
             if kind == "enum":
                 return value in self._choices
-            return (kind == "pattern" or kind == "token") and len(value) <= self.max_chars and (
-                self._match(value) is not None
+            return (
+                (kind == "pattern" or kind == "token")
+                and len(value) <= self.max_chars
+                and (self._match(value) is not None)
             )
         if kind == "number":
             if type(value) is int:
@@ -129,21 +131,66 @@ def enum(*values: str) -> Shape:
 def pattern(regex: str, *, max_chars: int, example: str) -> Shape:
     return Shape("pattern", pattern=regex, max_chars=max_chars, example=example)
 
+
 #: A version: digits, up to four dotted parts, an optional pre-release and build (``1.4.2``, ``131.0.6778.86``,
 #: ``2.0.0-beta.1+5``).
 VERSION_PATTERN: Final = r"v?[0-9]{1,9}(?:\.[0-9A-Za-z]{1,16}){0,4}(?:[-+][0-9A-Za-z][0-9A-Za-z.]{0,31}){0,2}"
 BROWSER_NAMES: Final = (
-    "Chrome", "Chromium", "Firefox", "Edge", "Safari", "Opera", "Brave", "Vivaldi", "Arc", "Samsung Internet",
-    "Yandex", "Tor Browser", "DuckDuckGo", "Other",
-)  # fmt: skip
+    "Chrome",
+    "Chromium",
+    "Firefox",
+    "Edge",
+    "Safari",
+    "Opera",
+    "Brave",
+    "Vivaldi",
+    "Arc",
+    "Samsung Internet",
+    "Yandex",
+    "Tor Browser",
+    "DuckDuckGo",
+    "Other",
+)
 OS_NAMES: Final = (
-    "macOS", "Windows", "Windows Server", "Linux", "Ubuntu", "Debian", "Fedora", "RHEL", "CentOS", "Rocky Linux",
-    "AlmaLinux", "openSUSE", "Arch Linux", "NixOS", "Alpine", "ChromeOS", "iOS", "iPadOS", "Android", "FreeBSD",
-    "OpenBSD", "Other",
-)  # fmt: skip
+    "macOS",
+    "Windows",
+    "Windows Server",
+    "Linux",
+    "Ubuntu",
+    "Debian",
+    "Fedora",
+    "RHEL",
+    "CentOS",
+    "Rocky Linux",
+    "AlmaLinux",
+    "openSUSE",
+    "Arch Linux",
+    "NixOS",
+    "Alpine",
+    "ChromeOS",
+    "iOS",
+    "iPadOS",
+    "Android",
+    "FreeBSD",
+    "OpenBSD",
+    "Other",
+)
 SHELLS: Final = (
-    "bash", "zsh", "fish", "sh", "dash", "ksh", "tcsh", "csh", "pwsh", "powershell", "cmd", "nu", "xonsh", "elvish",
-)  # fmt: skip
+    "bash",
+    "zsh",
+    "fish",
+    "sh",
+    "dash",
+    "ksh",
+    "tcsh",
+    "csh",
+    "pwsh",
+    "powershell",
+    "cmd",
+    "nu",
+    "xonsh",
+    "elvish",
+)
 ARCHITECTURES: Final = ("x86_64", "amd64", "arm64", "aarch64", "x86", "i686", "armv7", "riscv64")
 
 
@@ -172,24 +219,101 @@ STANDARD_KEYS: Final[Mapping[str, Shape]] = {
 #: Words that, as a word of a name, say the field carries prompt or answer content.
 CONTENT_WORDS: Final = frozenset(
     {
-        "prompt", "prompts", "content", "contents", "text", "texts", "completion", "completions",
-        "response", "responses", "message", "messages", "msg", "input", "inputs", "output", "outputs",
-        "query", "queries", "body", "answer", "answers", "reply", "replies", "question", "questions",
-        "transcript", "conversation", "conversations", "chat", "snippet", "snippets", "clipboard",
-        "selection", "instruction", "instructions", "document", "attachment", "attachments", "payload",
+        "prompt",
+        "prompts",
+        "content",
+        "contents",
+        "text",
+        "texts",
+        "completion",
+        "completions",
+        "response",
+        "responses",
+        "message",
+        "messages",
+        "msg",
+        "input",
+        "inputs",
+        "output",
+        "outputs",
+        "query",
+        "queries",
+        "body",
+        "answer",
+        "answers",
+        "reply",
+        "replies",
+        "question",
+        "questions",
+        "transcript",
+        "conversation",
+        "conversations",
+        "chat",
+        "snippet",
+        "snippets",
+        "clipboard",
+        "selection",
+        "instruction",
+        "instructions",
+        "document",
+        "attachment",
+        "attachments",
+        "payload",
         # A few other languages' words for the same, as agents are not all written in English.
-        "texto", "mensaje", "mensagem", "contenido", "conteudo", "pregunta", "respuesta", "nachricht",
-        "eingabe", "inhalt", "antwort", "frage", "contenu", "requete", "reponse", "testo", "messaggio",
-        "domanda", "risposta",
+        "texto",
+        "mensaje",
+        "mensagem",
+        "contenido",
+        "conteudo",
+        "pregunta",
+        "respuesta",
+        "nachricht",
+        "eingabe",
+        "inhalt",
+        "antwort",
+        "frage",
+        "contenu",
+        "requete",
+        "reponse",
+        "testo",
+        "messaggio",
+        "domanda",
+        "risposta",
     }
-)  # fmt: skip
+)
 #: Content words distinctive enough to spot inside run-together names ("usermessage", "提示词").
 CONTENT_STEMS: Final = (
-    "prompt", "completion", "message", "transcript", "conversation", "clipboard", "payload", "content",
-    "instruction", "attachment", "snippet", "texto", "mensaje", "nachricht",
-    "提示", "内容", "消息", "文本", "问题", "回答", "プロンプト", "メッセージ", "本文", "프롬프트", "메시지", "내용",
-    "промпт", "запрос", "сообщение", "текст",
-)  # fmt: skip
+    "prompt",
+    "completion",
+    "message",
+    "transcript",
+    "conversation",
+    "clipboard",
+    "payload",
+    "content",
+    "instruction",
+    "attachment",
+    "snippet",
+    "texto",
+    "mensaje",
+    "nachricht",
+    "提示",
+    "内容",
+    "消息",
+    "文本",
+    "问题",
+    "回答",
+    "プロンプト",
+    "メッセージ",
+    "本文",
+    "프롬프트",
+    "메시지",
+    "내용",
+    "промпт",
+    "запрос",
+    "сообщение",
+    "текст",
+)
 #: A last word that makes a content-named field a measure ("prompt_length"), not content, when its value is a number.
 MEASURE_WORDS: Final = frozenset(
     {"length", "len", "count", "size", "chars", "characters", "tokens", "bytes", "words", "lines", "ms"}
@@ -221,7 +345,9 @@ def _lookalike_table() -> dict[str, str]:
 
 
 def _is_invisible(character: str) -> bool:
-    return unicodedata.category(character) in ("Cf", "Cc", "Mn", "Me") or FORBIDDEN.match(character) is not None
+    return (
+        unicodedata.category(character) in ("Cf", "Cc", "Mn", "Me") or FORBIDDEN.match(character) is not None
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -236,7 +362,9 @@ def name_words(name: str) -> tuple[str, ...]:
     if not text.isascii():
         table = _lookalike_table()
         decomposed = unicodedata.normalize("NFKD", text)
-        text = "".join(table.get(character, character) for character in decomposed if not _is_invisible(character))
+        text = "".join(
+            table.get(character, character) for character in decomposed if not _is_invisible(character)
+        )
         text = unicodedata.normalize("NFKC", text)  # recompose what NFKD split (Hangul syllables)
     text = _CAMEL.sub(r"\1_\2", text).casefold()
     return tuple(word for word in _SEPARATORS.split(text) if word)
@@ -323,7 +451,8 @@ def metadata_problem(
     if shape is None:
         if is_content_key(key, value):
             return EventError(
-                "content_not_allowed", f"field 'log_metadata.{key[:64]}' may carry prompt content; it is not accepted"
+                "content_not_allowed",
+                f"field 'log_metadata.{key[:64]}' may carry prompt content; it is not accepted",
             )
         return EventError("invalid_event", unknown_key_message(key))
     problem = value_problem(key, shape, value)
@@ -428,7 +557,9 @@ async def organization_shapes(*, session: AsyncSession, organization_id: str) ->
 
 async def _touch_config(session: AsyncSession, organization_id: str, actor: Actor) -> None:
     """A new config version, so agents polling ``config`` pick up the changed key list."""
-    row = await session.scalar(select(FirewallConfig).where(FirewallConfig.organization_id == organization_id))
+    row = await session.scalar(
+        select(FirewallConfig).where(FirewallConfig.organization_id == organization_id)
+    )
     if row is None:
         raise MetadataKeyError(f"organisation {organization_id!r} does not exist")
     row.updated_at = utcnow()

@@ -353,9 +353,7 @@ class OrganizationMetadataKey(Base):
     """
 
     __tablename__ = "organization_metadata_keys"
-    __table_args__ = (
-        CheckConstraint("shape IN ('number', 'boolean', 'enum', 'token')", name="shape_known"),
-    )
+    __table_args__ = (CheckConstraint("shape IN ('number', 'boolean', 'enum', 'token')", name="shape_known"),)
 
     organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)

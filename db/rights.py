@@ -111,9 +111,7 @@ async def require_active(*, session: AsyncSession, actor: Actor, what: str) -> U
     if user is None:
         raise NotAllowed(f"cannot {what}: the account {actor.name!r} no longer exists", signed_out=True)
     if not user.is_active:
-        raise NotAllowed(
-            f"cannot {what}: the account {actor.name!r} has been deactivated", signed_out=True
-        )
+        raise NotAllowed(f"cannot {what}: the account {actor.name!r} has been deactivated", signed_out=True)
     return user
 
 
@@ -125,7 +123,5 @@ async def require_admin(*, session: AsyncSession, actor: Actor, what: str) -> Us
     """
     user = await require_active(session=session, actor=actor, what=what)
     if user is not None and not user.is_admin:
-        raise NotAllowed(
-            f"only administrators can {what}; {actor.name!r} is a viewer now", signed_out=False
-        )
+        raise NotAllowed(f"only administrators can {what}; {actor.name!r} is a viewer now", signed_out=False)
     return user

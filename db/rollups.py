@@ -258,7 +258,9 @@ def forget_known_keys() -> None:
     _known_keys.clear()
 
 
-async def _stored_keys(session: AsyncSession, table: RollupTable, groups: list[_Group]) -> dict[_Group, set[str]]:
+async def _stored_keys(
+    session: AsyncSession, table: RollupTable, groups: list[_Group]
+) -> dict[_Group, set[str]]:
     """The keys stored in these buckets (overflow key left out): one index range of the primary key each."""
     statement = (
         select(table.bucket_start, table.organization_id, table.dimension, table.key)
@@ -332,7 +334,9 @@ async def add_events(
     rows_by_table = [
         await _cap_keys(session, table, rows, max_keys)
         for table, rows in zip(
-            _TABLES, [_rows(hourly, _HOUR), _rows(daily, _DAY), _rows(weekly, _WEEK, _FIRST_MONDAY)], strict=True
+            _TABLES,
+            [_rows(hourly, _HOUR), _rows(daily, _DAY), _rows(weekly, _WEEK, _FIRST_MONDAY)],
+            strict=True,
         )
     ]
     if session.get_bind().dialect.name == "postgresql":

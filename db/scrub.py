@@ -155,21 +155,33 @@ async def _shapes(
 ) -> Mapping[str, Shape]:
     shapes = cache.get(organization_id)
     if shapes is None:
-        shapes = cache[organization_id] = await organization_shapes(session=session, organization_id=organization_id)
+        shapes = cache[organization_id] = await organization_shapes(
+            session=session, organization_id=organization_id
+        )
     return shapes
 
 
-async def _scrub_log_entries(session: AsyncSession, report: ScrubReport, apply: bool, batch_rows: int) -> None:
+async def _scrub_log_entries(
+    session: AsyncSession, report: ScrubReport, apply: bool, batch_rows: int
+) -> None:
     shapes_cache: dict[str, Mapping[str, Shape]] = {}
     after: tuple[uuid.UUID, str] | None = None
-    columns = (LogEntry.id, LogEntry.organization_id, LogEntry.tool_name, LogEntry.user_id, LogEntry.device_id,
-               LogEntry.log_metadata)  # fmt: skip
+    columns = (
+        LogEntry.id,
+        LogEntry.organization_id,
+        LogEntry.tool_name,
+        LogEntry.user_id,
+        LogEntry.device_id,
+        LogEntry.log_metadata,
+    )
     while True:
         statement = select(*columns).order_by(LogEntry.id, LogEntry.organization_id).limit(batch_rows)
         if after is not None:
             statement = statement.where(
                 tuple_(LogEntry.id, LogEntry.organization_id)
-                > tuple_(literal(after[0], LogEntry.id.type), literal(after[1], LogEntry.organization_id.type))
+                > tuple_(
+                    literal(after[0], LogEntry.id.type), literal(after[1], LogEntry.organization_id.type)
+                )
             )
         if report.organization_id is not None:
             statement = statement.where(LogEntry.organization_id == report.organization_id)
@@ -217,7 +229,9 @@ async def _scrub_log_entries(session: AsyncSession, report: ScrubReport, apply: 
             if not apply:
                 continue
             if changes.keys() == {"log_metadata"}:
-                metadata_only.append({"b_id": event_id, "b_org": organization_id, "log_metadata": changes["log_metadata"]})
+                metadata_only.append(
+                    {"b_id": event_id, "b_org": organization_id, "log_metadata": changes["log_metadata"]}
+                )
             else:
                 await session.execute(
                     update(LogEntry)
@@ -269,7 +283,9 @@ async def _scrub_devices(session: AsyncSession, report: ScrubReport, apply: bool
                     report.note(f"device {device.organization_id}/{device.device_id}: {problem}")
             if identifier_problem("organization_id", device.organization_id) is not None:
                 report.organization_ids += 1
-                report.note(f"device {device.device_id}: organization_id breaks the rules (reported, not changed)")
+                report.note(
+                    f"device {device.device_id}: organization_id breaks the rules (reported, not changed)"
+                )
             if not changes:
                 continue
             taken = "device_id" in changes and await session.scalar(
@@ -319,7 +335,9 @@ async def _scrub_rollups(session: AsyncSession, report: ScrubReport, apply: bool
                         seen_bad.add((org, dimension, key))
                         report.note(f"rollup key {org}/{dimension}: {problem}")
             for offset in range(0, len(bad), KEYS_PER_STATEMENT):
-                await _fold(session, table, in_window, bad[offset : offset + KEYS_PER_STATEMENT], report, apply)
+                await _fold(
+                    session, table, in_window, bad[offset : offset + KEYS_PER_STATEMENT], report, apply
+                )
             await (session.commit() if apply else session.rollback())
             start = end
         report.rollup_keys += len(seen_bad)
@@ -335,14 +353,22 @@ async def _fold(
 ) -> None:
     """Count these keys' rows in the window and, with ``apply``, add them to the overflow key and delete them."""
     where = [*in_window, tuple_(table.organization_id, table.dimension, table.key).in_(keys)]
-    rows, events = (await session.execute(select(func.count(), func.sum(table.event_count)).where(*where))).one()
+    rows, events = (
+        await session.execute(select(func.count(), func.sum(table.event_count)).where(*where))
+    ).one()
     report.rollup_rows += int(rows or 0)
     report.rollup_events += int(events or 0)
     if not apply or not rows:
         return
     folded = (
-        select(table.bucket_start, table.organization_id, table.dimension, literal(OVERFLOW_KEY), table.risk_level,
-               func.sum(table.event_count))  # fmt: skip
+        select(
+            table.bucket_start,
+            table.organization_id,
+            table.dimension,
+            literal(OVERFLOW_KEY),
+            table.risk_level,
+            func.sum(table.event_count),
+        )
         .where(*where)
         .group_by(table.bucket_start, table.organization_id, table.dimension, table.risk_level)
     )
@@ -418,4 +444,3 @@ async def scrub(
         )
         await session.commit()
     return report
-

@@ -56,7 +56,9 @@ def validate_password(password: str, *, user_inputs: Iterable[str] = ()) -> str:
     built from them scores low.
     """
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise PasswordError(f"password must be at least {MIN_PASSWORD_LENGTH} characters; got {len(password)}")
+        raise PasswordError(
+            f"password must be at least {MIN_PASSWORD_LENGTH} characters; got {len(password)}"
+        )
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise PasswordError(
             f"password must be at most {MAX_PASSWORD_BYTES} bytes (bcrypt ignores the rest); "

@@ -69,7 +69,9 @@ def validate_full_name(full_name: str | None) -> str | None:
 async def _hash_allowed(password: str, *, username: str, email: str, rounds: int) -> str:
     """The bcrypt hash of ``password`` if the rules allow it for this user; UserError (field ``password``)."""
     try:
-        return await hash_password(password, rounds=rounds, user_inputs=(username, email, email.partition("@")[0]))
+        return await hash_password(
+            password, rounds=rounds, user_inputs=(username, email, email.partition("@")[0])
+        )
     except PasswordError as error:
         raise UserError(str(error), field="password") from None
 
@@ -114,7 +116,9 @@ async def _add_user(
     """Insert a user whose fields are validated; UserError if the username or email is taken."""
     existing = await get_by_username(session=session, username=username)
     if existing is not None:
-        taken = repr(username) if existing.username == username else f"{username!r} (as {existing.username!r})"
+        taken = (
+            repr(username) if existing.username == username else f"{username!r} (as {existing.username!r})"
+        )
         raise UserError(f"username {taken} is taken", field="username")
     if await session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
         raise UserError(f"email {email!r} is already used", field="email")

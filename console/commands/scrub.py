@@ -47,7 +47,9 @@ def run_scrub(args: argparse.Namespace, settings: Settings) -> int:
 def describe(report: ScrubReport) -> list[str]:
     """The report as lines to print; every string from the database goes through :func:`visible`."""
     verb = "changed" if report.applied else "would change"
-    scope = f"organisation {visible(report.organization_id)!r}" if report.organization_id else "all organisations"
+    scope = (
+        f"organisation {visible(report.organization_id)!r}" if report.organization_id else "all organisations"
+    )
     lines = [f"scrub of {scope} ({'applied' if report.applied else 'dry run: nothing changed'})"]
     lines.append(f"  log entries read: {report.log_rows_read:,}")
     lines.append(
@@ -56,9 +58,13 @@ def describe(report: ScrubReport) -> list[str]:
     for column, count in sorted(report.identifiers.items()):
         lines.append(f"  {column}: {verb} {count:,} values (refused characters written as visible escapes)")
     if report.organization_ids:
-        lines.append(f"  organisation ids breaking the rules: {report.organization_ids:,} (reported, never changed)")
+        lines.append(
+            f"  organisation ids breaking the rules: {report.organization_ids:,} (reported, never changed)"
+        )
     if report.left:
-        lines.append(f"  rows left as they are (organisation id breaks a constraint, or device id taken): {report.left:,}")
+        lines.append(
+            f"  rows left as they are (organisation id breaks a constraint, or device id taken): {report.left:,}"
+        )
     lines.append(
         f"  rollups: {verb} {report.rollup_rows:,} rows of {report.rollup_keys:,} refused keys, "
         f"folding {report.rollup_events:,} events into '(other)'"

@@ -128,4 +128,3 @@ def _error_label(identifier: str) -> Label:
 def form_error_row() -> Label:
     """The general error line of a form (errors that belong to no one field)."""
     return _error_label("form-error")
-

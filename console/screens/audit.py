@@ -27,7 +27,9 @@ class AuditSection(Section):
     TITLE = "Audit"
     KEY = None
     COMMANDS = (
-        SectionCommand("Audit: search", "Filter the audit trail by actor, action or entity id", "focus_search"),
+        SectionCommand(
+            "Audit: search", "Filter the audit trail by actor, action or entity id", "focus_search"
+        ),
         SectionCommand("Audit: older changes", "The next page of older changes", "older_page"),
         SectionCommand("Audit: newest changes", "Back to the newest changes", "newest_page"),
     )
@@ -48,10 +50,18 @@ class AuditSection(Section):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
             yield Input(placeholder="/ search: actor, action or entity id", id="audit-search")
-            yield Select([(kind, kind) for kind in (ANY, *AUDIT_ENTITY_TYPES)], value=ANY, allow_blank=False,
-                         id="audit-entity")  # fmt: skip
-            yield Select([(kind, kind) for kind in (ANY, *AUDIT_SOURCES)], value=ANY, allow_blank=False,
-                         id="audit-source")  # fmt: skip
+            yield Select(
+                [(kind, kind) for kind in (ANY, *AUDIT_ENTITY_TYPES)],
+                value=ANY,
+                allow_blank=False,
+                id="audit-entity",
+            )
+            yield Select(
+                [(kind, kind) for kind in (ANY, *AUDIT_SOURCES)],
+                value=ANY,
+                allow_blank=False,
+                id="audit-source",
+            )
         yield Static("", id="audit-summary", classes="admin-summary")
         table: DataTable[str] = DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("When (UTC)", "Actor", "Source", "Action", "Entity", "Id")

@@ -63,13 +63,41 @@ class ConfigSection(Section):
     TITLE = "Config"
     KEY = "5"
     COMMANDS = (
-        SectionCommand("Config: edit the configuration", "Change monitored tools, thresholds, patterns, retention (administrators only)", "edit_config", admin_only=True),
-        SectionCommand("Config: new organisation", "Create an organisation with the default configuration", "new_organization", admin_only=True),
-        SectionCommand("Config: restore the default tools", "Replace the monitored tools with the default list", "default_tools", admin_only=True),
-        SectionCommand("Config: create an ingest token", "A token for the organisation's agents (shown once)", "create_token", admin_only=True),
-        SectionCommand("Config: test the patterns", "Run the custom patterns on a sample text (not stored)", "show_tester"),
-        SectionCommand("Config: metadata keys", "The log_metadata keys the organisation's agents may send besides the standard ones", "metadata_keys"),
-    )  # fmt: skip
+        SectionCommand(
+            "Config: edit the configuration",
+            "Change monitored tools, thresholds, patterns, retention (administrators only)",
+            "edit_config",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Config: new organisation",
+            "Create an organisation with the default configuration",
+            "new_organization",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Config: restore the default tools",
+            "Replace the monitored tools with the default list",
+            "default_tools",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Config: create an ingest token",
+            "A token for the organisation's agents (shown once)",
+            "create_token",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Config: test the patterns",
+            "Run the custom patterns on a sample text (not stored)",
+            "show_tester",
+        ),
+        SectionCommand(
+            "Config: metadata keys",
+            "The log_metadata keys the organisation's agents may send besides the standard ones",
+            "metadata_keys",
+        ),
+    )
     BINDINGS = [
         Binding("o", "new_organization", "New org"),
         Binding("a", "add", "Add"),
@@ -97,8 +125,10 @@ class ConfigSection(Section):
             yield Static("", id="config-summary", classes="admin-summary")
         with TabbedContent(id="config-tabs"):
             with TabPane("Tools", id="pane-tools"):
-                yield Static("a add · t enable/disable · del remove · palette: restore the default tools",
-                             classes="admin-hint")  # fmt: skip
+                yield Static(
+                    "a add · t enable/disable · del remove · palette: restore the default tools",
+                    classes="admin-hint",
+                )
                 tools: DataTable[str] = DataTable(id="tools-table", cursor_type="row", zebra_stripes=True)
                 tools.add_columns("Tool", "Type", "Monitored")
                 yield tools
@@ -118,9 +148,13 @@ class ConfigSection(Section):
                 with Horizontal(classes="buttons"):
                     yield Button("Save thresholds", variant="primary", id="save-thresholds")
             with TabPane("Patterns", id="pane-patterns"):
-                yield Static("a add · e edit · del remove · the Tester tab tries them on a sample",
-                             classes="admin-hint")  # fmt: skip
-                patterns: DataTable[str] = DataTable(id="patterns-table", cursor_type="row", zebra_stripes=True)
+                yield Static(
+                    "a add · e edit · del remove · the Tester tab tries them on a sample",
+                    classes="admin-hint",
+                )
+                patterns: DataTable[str] = DataTable(
+                    id="patterns-table", cursor_type="row", zebra_stripes=True
+                )
                 patterns.add_columns("Name", "Regex", "Entity type", "Severity")
                 yield patterns
             with TabPane("Retention", id="pane-retention"), Vertical(classes="compact-form"):
@@ -173,7 +207,11 @@ class ConfigSection(Section):
         pane = self.PANES[(self.PANES.index(self.active_pane) + step) % len(self.PANES)]
         self.show_pane(pane)
         # Tables take the focus; on a form the tab bar keeps it, so [ and ] go on switching (Tab enters the form).
-        main = {"pane-tools": "#tools-table", "pane-patterns": "#patterns-table", "pane-tokens": "#tokens-table"}
+        main = {
+            "pane-tools": "#tools-table",
+            "pane-patterns": "#patterns-table",
+            "pane-tokens": "#tokens-table",
+        }
         if pane in main:
             self.query_one(main[pane]).focus()
         else:
@@ -328,9 +366,15 @@ class ConfigSection(Section):
         self.tokens = {str(token.id): token for token in tokens}
         for token in tokens:
             state = f"[b]revoked[/b] {_when(token.revoked_at)}" if token.revoked_at else "active"
-            table.add_row(plain(token.token_prefix + "…"), plain(token.name), _when(token.created_at),
-                          plain(token.created_by or ""), _when(token.last_used_at), state,
-                          key=str(token.id))  # fmt: skip
+            table.add_row(
+                plain(token.token_prefix + "…"),
+                plain(token.name),
+                _when(token.created_at),
+                plain(token.created_by or ""),
+                _when(token.last_used_at),
+                state,
+                key=str(token.id),
+            )
 
     def _selected_key(self, table_id: str) -> str | None:
         table = self.query_one(table_id, DataTable)
@@ -415,7 +459,9 @@ class ConfigSection(Section):
             return
         self.change_field(
             "monitored_tools",
-            lambda tools: [{**t, "enabled": not t.get("enabled", True)} if t["name"] == name else t for t in tools],
+            lambda tools: [
+                {**t, "enabled": not t.get("enabled", True)} if t["name"] == name else t for t in tools
+            ],
         )
 
     def action_remove_tool(self) -> None:
@@ -424,18 +470,21 @@ class ConfigSection(Section):
             return
         self.app.push_screen(
             ConfirmScreen(f"Stop monitoring {name!r} (remove it from the list)?"),
-            lambda yes: self.change_field(
-                "monitored_tools", lambda tools: [t for t in tools if t["name"] != name]
-            ) if yes else None,
-        )  # fmt: skip
+            lambda yes: (
+                self.change_field("monitored_tools", lambda tools: [t for t in tools if t["name"] != name])
+                if yes
+                else None
+            ),
+        )
 
     def action_default_tools(self) -> None:
         if self._ready("change the configuration"):
             self.app.push_screen(
                 ConfirmScreen("Replace the monitored tools with the default list?"),
-                lambda yes: self.change_field("monitored_tools", lambda _: default_monitored_tools())
-                if yes else None,
-            )  # fmt: skip
+                lambda yes: (
+                    self.change_field("monitored_tools", lambda _: default_monitored_tools()) if yes else None
+                ),
+            )
 
     # -- patterns --------------------------------------------------------------------------------
 
@@ -467,10 +516,14 @@ class ConfigSection(Section):
             return
         self.app.push_screen(
             ConfirmScreen(f"Remove the custom pattern {name!r}?"),
-            lambda yes: self.change_field(
-                "custom_patterns", lambda patterns: [p for p in patterns if p["name"] != name]
-            ) if yes else None,
-        )  # fmt: skip
+            lambda yes: (
+                self.change_field(
+                    "custom_patterns", lambda patterns: [p for p in patterns if p["name"] != name]
+                )
+                if yes
+                else None
+            ),
+        )
 
     # -- thresholds and retention ----------------------------------------------------------------
 
@@ -536,7 +589,9 @@ class ConfigSection(Section):
                     self.context.notify(str(error), severity="error", markup=False)
                 return
             await session.commit()
-        self.context.notify("Saved: agents get it on their next config request." if changes else "Nothing changed.")
+        self.context.notify(
+            "Saved: agents get it on their next config request." if changes else "Nothing changed."
+        )
         self.load_config()
 
     # -- tokens ----------------------------------------------------------------------------------
@@ -564,10 +619,12 @@ class ConfigSection(Section):
             self.context.notify("That token is already revoked.")
             return
         self.app.push_screen(
-            ConfirmScreen(f"Revoke the token {token.token_prefix}… ({token.name or 'unnamed'})? "
-                          "Agents using it are refused from their next hello."),
+            ConfirmScreen(
+                f"Revoke the token {token.token_prefix}… ({token.name or 'unnamed'})? "
+                "Agents using it are refused from their next hello."
+            ),
             lambda yes: self.revoke(token_id) if yes else None,
-        )  # fmt: skip
+        )
 
     @work(exclusive=True, group="config-change", exit_on_error=False)
     async def revoke(self, token_id: str) -> None:
@@ -575,7 +632,9 @@ class ConfigSection(Section):
 
         async with self.context.sessions() as session:
             try:
-                row = await revoke_token(session=session, token_id=uuid.UUID(token_id), actor=self.context.actor)
+                row = await revoke_token(
+                    session=session, token_id=uuid.UUID(token_id), actor=self.context.actor
+                )
             except TokenError as error:
                 self.context.notify(str(error), severity="error", markup=False)
                 return
@@ -615,8 +674,10 @@ def describe_result(result: PatternTestResult) -> Text:
     if not result.matched:
         text = Text("No pattern matched.", style="bold")
     else:
-        text = Text.assemble((f"{len(result.matched)} pattern(s) matched", "bold"),
-                             plain(f"; highest severity: {result.highest_severity}"))  # fmt: skip
+        text = Text.assemble(
+            (f"{len(result.matched)} pattern(s) matched", "bold"),
+            plain(f"; highest severity: {result.highest_severity}"),
+        )
     for hit in result.hits:
         if hit.error:
             text.append("\n  ").append(plain(hit.name)).append(": ").append("regex error", style="bold")

@@ -69,7 +69,9 @@ class OrganizationFormScreen(AdminForm[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="org-form", classes="dialog"):
             yield Label("[b]New organisation[/b]  (ctrl+s save · escape cancel)")
-            yield from self.field_row("Id", "organization_id", Input(id="organization_id", placeholder="e.g. acme"))
+            yield from self.field_row(
+                "Id", "organization_id", Input(id="organization_id", placeholder="e.g. acme")
+            )
             yield from self.field_row(
                 "Retention", "log_retention_days", Input(str(DEFAULT_RETENTION_DAYS), id="log_retention_days")
             )
@@ -123,8 +125,9 @@ class ToolFormScreen(AdminForm[str | None]):
             yield Label(form_title(title, "ctrl+s save · escape cancel"))
             yield from self.field_row("Name", "name", Input(id="name", placeholder="e.g. Le Chat"))
             yield from self.field_row(
-                "Type", "tool_type", Select([(kind, kind) for kind in TOOL_TYPES], value="web",
-                                            allow_blank=False, id="tool_type")  # fmt: skip
+                "Type",
+                "tool_type",
+                Select([(kind, kind) for kind in TOOL_TYPES], value="web", allow_blank=False, id="tool_type"),
             )
             yield from self.form_buttons("Add")
 
@@ -146,8 +149,13 @@ class ToolFormScreen(AdminForm[str | None]):
     async def save(self, tool: dict[str, Any]) -> None:
         async with self.context.sessions() as session:
             try:
-                await save_config_change(self.context, session, organization_id=self.organization_id,
-                                         field="monitored_tools", edit=lambda tools: [*tools, tool])  # fmt: skip
+                await save_config_change(
+                    self.context,
+                    session,
+                    organization_id=self.organization_id,
+                    field="monitored_tools",
+                    edit=lambda tools: [*tools, tool],
+                )
             except ConfigError as error:
                 self.show_errors({error_field(str(error), ("tool_type",)) or "name": str(error)})
                 return
@@ -162,7 +170,11 @@ class PatternFormScreen(AdminForm[str | None]):
     """Add (``index`` None) or edit a custom pattern; returns its name once saved."""
 
     def __init__(
-        self, context: ConsoleContext, organization_id: str, patterns: list[dict[str, Any]], index: int | None = None
+        self,
+        context: ConsoleContext,
+        organization_id: str,
+        patterns: list[dict[str, Any]],
+        index: int | None = None,
     ) -> None:
         super().__init__(context)
         self.organization_id = organization_id
@@ -180,14 +192,20 @@ class PatternFormScreen(AdminForm[str | None]):
                 "Regex", "regex", Input(current.get("regex", ""), id="regex", placeholder=r"e.g. EMP-\d{6}")
             )
             yield from self.field_row(
-                "Entity type", "entity_type",
+                "Entity type",
+                "entity_type",
                 Input(current.get("entity_type", ""), id="entity_type", placeholder="e.g. EMPLOYEE_ID"),
-            )  # fmt: skip
+            )
             yield from self.field_row(
-                "Severity", "severity",
-                Select([(level, level) for level in RISK_LEVELS], value=current.get("severity", "amber"),
-                       allow_blank=False, id="severity"),
-            )  # fmt: skip
+                "Severity",
+                "severity",
+                Select(
+                    [(level, level) for level in RISK_LEVELS],
+                    value=current.get("severity", "amber"),
+                    allow_blank=False,
+                    id="severity",
+                ),
+            )
             yield from self.form_buttons("Save")
 
     def build(self) -> dict[str, Any]:
@@ -221,8 +239,13 @@ class PatternFormScreen(AdminForm[str | None]):
 
         async with self.context.sessions() as session:
             try:
-                await save_config_change(self.context, session, organization_id=self.organization_id,
-                                         field="custom_patterns", edit=edit)  # fmt: skip
+                await save_config_change(
+                    self.context,
+                    session,
+                    organization_id=self.organization_id,
+                    field="custom_patterns",
+                    edit=edit,
+                )
             except ConfigError as error:
                 self.show_errors({error_field(str(error), PATTERN_FIELDS): str(error)})
                 return
@@ -241,7 +264,9 @@ class TokenFormScreen(AdminForm[tuple[str, str] | None]):
         with Vertical(id="token-form", classes="dialog"):
             title = f"New ingest token for {self.organization_id}"
             yield Label(form_title(title, "ctrl+s create · escape cancel"))
-            yield from self.field_row("Name", "name", Input(id="name", placeholder="what it is for, e.g. laptops"))
+            yield from self.field_row(
+                "Name", "name", Input(id="name", placeholder="what it is for, e.g. laptops")
+            )
             yield from self.form_buttons("Create")
 
     def action_submit(self) -> None:

@@ -56,11 +56,26 @@ class DevicesSection(Section):
     TITLE = "Devices"
     KEY = "4"
     COMMANDS = (
-        SectionCommand("Devices: activate / deactivate", "Stop or resume accepting the selected device (administrators only)", "toggle_active", admin_only=True),
-        SectionCommand("Devices: deactivate a device", "Stop accepting a device's events (administrators only)", "deactivate_device", admin_only=True),
-        SectionCommand("Devices: delete the selected device", "Forget its registration; logs stay (confirmed)", "delete_device", admin_only=True),
+        SectionCommand(
+            "Devices: activate / deactivate",
+            "Stop or resume accepting the selected device (administrators only)",
+            "toggle_active",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Devices: deactivate a device",
+            "Stop accepting a device's events (administrators only)",
+            "deactivate_device",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Devices: delete the selected device",
+            "Forget its registration; logs stay (confirmed)",
+            "delete_device",
+            admin_only=True,
+        ),
         SectionCommand("Devices: search", "Focus the search box", "focus_search"),
-    )  # fmt: skip
+    )
     BINDINGS = [
         Binding("a", "toggle_active", "(De)activate"),
         Binding("delete", "delete_device", "Delete"),
@@ -78,13 +93,26 @@ class DevicesSection(Section):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
             yield Input(placeholder="/ search: device or user", id="devices-search")
-            yield Select([(kind, kind) for kind in (ANY, *DEVICE_TYPES)], value=ANY, allow_blank=False,
-                         id="devices-type", prompt="type")  # fmt: skip
+            yield Select(
+                [(kind, kind) for kind in (ANY, *DEVICE_TYPES)],
+                value=ANY,
+                allow_blank=False,
+                id="devices-type",
+                prompt="type",
+            )
             yield Select([(ANY, ANY)], value=ANY, allow_blank=False, id="devices-org")
-            yield Select([(label, label) for label in ACTIVE_CHOICES], value="active or not",
-                         allow_blank=False, id="devices-active")  # fmt: skip
-            yield Select([(label, label) for label in SEEN_CHOICES], value="seen: any time",
-                         allow_blank=False, id="devices-seen")  # fmt: skip
+            yield Select(
+                [(label, label) for label in ACTIVE_CHOICES],
+                value="active or not",
+                allow_blank=False,
+                id="devices-active",
+            )
+            yield Select(
+                [(label, label) for label in SEEN_CHOICES],
+                value="seen: any time",
+                allow_blank=False,
+                id="devices-seen",
+            )
         yield Static("", id="devices-summary", classes="admin-summary")
         with Horizontal(classes="admin-body"):
             table: DataTable[str] = DataTable(id="devices-table", cursor_type="row", zebra_stripes=True)

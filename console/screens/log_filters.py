@@ -104,8 +104,11 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
                     )
                 with Horizontal(classes="form-row"):
                     yield Label("Search", classes="form-label")
-                    yield Input(value=current.search, placeholder="user, device, tool (or prefix*), org, entity, id",
-                                id="filter-search")  # fmt: skip
+                    yield Input(
+                        value=current.search,
+                        placeholder="user, device, tool (or prefix*), org, entity, id",
+                        id="filter-search",
+                    )
             yield Label("", id="filter-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", variant="primary", id="filter-apply")
@@ -124,8 +127,10 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
 
     def build(self) -> LogFilter:
         """The filter the form describes; ValueError with a one-line reason if a field is wrong."""
-        text = {name: self.query_one(f"#filter-{name}", Input).value for name in
-                ("tool", "user", "device", "organization", "entity_type", "search")}  # fmt: skip
+        text = {
+            name: self.query_one(f"#filter-{name}", Input).value
+            for name in ("tool", "user", "device", "organization", "entity_type", "search")
+        }
         since = parse_moment(self.query_one("#filter-since", Input).value, "From")
         until = parse_moment(self.query_one("#filter-until", Input).value, "Until")
         if since and until and since >= until:

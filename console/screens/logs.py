@@ -44,14 +44,20 @@ class LogsSection(Section):
     TITLE = "Logs"
     KEY = "2"
     COMMANDS = (
-        SectionCommand("Logs: filter", "Edit risk, tool, user, device, organisation, time, entity, sanitised", "edit_filters"),
+        SectionCommand(
+            "Logs: filter",
+            "Edit risk, tool, user, device, organisation, time, entity, sanitised",
+            "edit_filters",
+        ),
         SectionCommand("Logs: clear filters", "Show every row again", "clear_filters"),
         SectionCommand("Logs: search", "Focus the search box", "focus_search"),
         SectionCommand("Logs: follow new rows", "Tail rows as they arrive (toggle)", "toggle_follow"),
         SectionCommand("Logs: export", "Export the filtered view to CSV or JSON Lines", "export"),
         SectionCommand("Logs: newest page", "Go back to the newest rows", "newest_page"),
-        SectionCommand("Logs: toggle detail pane", "Show or hide the selected row's metadata", "toggle_detail"),
-    )  # fmt: skip
+        SectionCommand(
+            "Logs: toggle detail pane", "Show or hide the selected row's metadata", "toggle_detail"
+        ),
+    )
     BINDINGS = [
         Binding("n", "older_page", "Older"),
         Binding("p", "newer_page", "Newer"),

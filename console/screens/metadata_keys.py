@@ -64,12 +64,16 @@ class MetadataKeysScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="metadata-keys-dialog", classes="dialog"):
-            yield Label(form_title(f"Metadata keys of {self.organization_id}", "a add · del remove · escape close"))
+            yield Label(
+                form_title(f"Metadata keys of {self.organization_id}", "a add · del remove · escape close")
+            )
             yield Static(
-                plain("Standard keys, always accepted: " + ", ".join(STANDARD_KEYS) + ". Agents get the list "
-                      "in welcome and config; anything else in log_metadata is refused."),
+                plain(
+                    "Standard keys, always accepted: " + ", ".join(STANDARD_KEYS) + ". Agents get the list "
+                    "in welcome and config; anything else in log_metadata is refused."
+                ),
                 classes="admin-hint",
-            )  # fmt: skip
+            )
             table: DataTable[str] = DataTable(id="metadata-keys-table", cursor_type="row", zebra_stripes=True)
             table.add_columns("Key", "Shape", "Values", "Added by", "Added")
             yield table
@@ -91,9 +95,13 @@ class MetadataKeysScreen(ModalScreen[None]):
         table.clear()
         for row in rows:
             table.add_row(
-                plain(row.key), plain(row.shape), plain(", ".join(row.enum_values or [])),
-                plain(row.created_by or "—"), row.created_at.strftime("%Y-%m-%d %H:%M"), key=row.key,
-            )  # fmt: skip
+                plain(row.key),
+                plain(row.shape),
+                plain(", ".join(row.enum_values or [])),
+                plain(row.created_by or "—"),
+                row.created_at.strftime("%Y-%m-%d %H:%M"),
+                key=row.key,
+            )
         table.focus()
 
     def _selected_key(self) -> str | None:
@@ -115,10 +123,12 @@ class MetadataKeysScreen(ModalScreen[None]):
         if key is None or not self.context.require_admin("remove metadata keys"):
             return
         self.app.push_screen(
-            ConfirmScreen(f"Stop accepting the metadata key {key!r} in {self.organization_id}'s events? "
-                          "Agents sending it get invalid_event from their next config."),
+            ConfirmScreen(
+                f"Stop accepting the metadata key {key!r} in {self.organization_id}'s events? "
+                "Agents sending it get invalid_event from their next config."
+            ),
             lambda yes: self.remove(key) if yes else None,
-        )  # fmt: skip
+        )
 
     @work(exclusive=True, group="metadata-keys-change", exit_on_error=False)
     async def remove(self, key: str) -> None:
@@ -127,8 +137,9 @@ class MetadataKeysScreen(ModalScreen[None]):
                 session=session, organization_id=self.organization_id, key=key, actor=self.context.actor
             )
             await session.commit()
-        self.context.notify(f"Metadata key {key!r} removed." if removed else f"{key!r} was already gone.",
-                            markup=False)  # fmt: skip
+        self.context.notify(
+            f"Metadata key {key!r} removed." if removed else f"{key!r} was already gone.", markup=False
+        )
         self.load()
 
     @on(Button.Pressed, "#metadata-keys-close")
@@ -151,14 +162,23 @@ class MetadataKeyFormScreen(AdminForm[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="metadata-key-form", classes="dialog"):
-            yield Label(form_title(f"Allow a metadata key in {self.organization_id}", "ctrl+s save · escape cancel"))
-            yield Static(SHAPE_HELP, classes="admin-hint", markup=False)
-            yield from self.field_row("Key", "key", Input(id="key", placeholder="e.g. team (lower-case snake case)"))
-            yield from self.field_row(
-                "Shape", "shape", Select([(shape, shape) for shape in ADMIN_SHAPES], value="token",
-                                         allow_blank=False, id="shape")  # fmt: skip
+            yield Label(
+                form_title(f"Allow a metadata key in {self.organization_id}", "ctrl+s save · escape cancel")
             )
-            yield from self.field_row("Values", "values", Input(id="values", placeholder="enum only: red, blue"))
+            yield Static(SHAPE_HELP, classes="admin-hint", markup=False)
+            yield from self.field_row(
+                "Key", "key", Input(id="key", placeholder="e.g. team (lower-case snake case)")
+            )
+            yield from self.field_row(
+                "Shape",
+                "shape",
+                Select(
+                    [(shape, shape) for shape in ADMIN_SHAPES], value="token", allow_blank=False, id="shape"
+                ),
+            )
+            yield from self.field_row(
+                "Values", "values", Input(id="values", placeholder="enum only: red, blue")
+            )
             yield from self.form_buttons("Allow")
 
     def action_submit(self) -> None:

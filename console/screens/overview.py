@@ -114,9 +114,12 @@ class OverviewSection(Section):
             )
         self.query_one("#overview-facts", Static).update(
             Text.assemble(
-                ("Devices seen in the last day", "bold"), f"\n{overview.devices_seen_last_day:,}\n\n",
-                ("Last retention run", "bold"), "\n", plain(retention),
-            )  # fmt: skip
+                ("Devices seen in the last day", "bold"),
+                f"\n{overview.devices_seen_last_day:,}\n\n",
+                ("Last retention run", "bold"),
+                "\n",
+                plain(retention),
+            )
         )
         self.query_one(RiskChart).show(overview.timeline, overview.window)
         self.query_one("#top-tools", RankedList).show(f"Top tools ({overview.window})", overview.top_tools)

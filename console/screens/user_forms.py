@@ -22,7 +22,9 @@ from db.security import validate_password
 from db.users import UserError, create_user, reset_password, update_user, validate_email, validate_username
 
 
-def _password_errors(password: str, again: str, *, user_inputs: tuple[str, ...] = ()) -> dict[str | None, str]:
+def _password_errors(
+    password: str, again: str, *, user_inputs: tuple[str, ...] = ()
+) -> dict[str | None, str]:
     try:
         validate_password(password, user_inputs=user_inputs)
     except ValueError as error:
@@ -59,19 +61,27 @@ class UserFormScreen(AdminForm[str | None]):
             )
             if user is None:
                 yield from self.field_row("Password", "password", Input(password=True, id="password"))
-                yield from self.field_row("Again", "password_again", Input(password=True, id="password_again"))
+                yield from self.field_row(
+                    "Again", "password_again", Input(password=True, id="password_again")
+                )
             yield from self.field_row(
-                "Role", "is_admin", Checkbox("administrator", value=bool(user and user.is_admin), id="is_admin")
+                "Role",
+                "is_admin",
+                Checkbox("administrator", value=bool(user and user.is_admin), id="is_admin"),
             )
             if user is not None:
-                yield from self.field_row("State", "is_active", Checkbox("active", value=user.is_active, id="is_active"))
+                yield from self.field_row(
+                    "State", "is_active", Checkbox("active", value=user.is_active, id="is_active")
+                )
             yield from self.form_buttons("Save")
 
     def on_mount(self) -> None:
         self.query_one("#email" if self.user else "#username", Input).focus()
 
     def action_submit(self) -> None:
-        values = {name: self.query_one(f"#{name}", Input).value for name in ("username", "email", "full_name")}
+        values = {
+            name: self.query_one(f"#{name}", Input).value for name in ("username", "email", "full_name")
+        }
         errors: dict[str | None, str] = {}
         if self.creating:
             try:
@@ -96,8 +106,13 @@ class UserFormScreen(AdminForm[str | None]):
         if self.creating:
             if not self.context.require_admin("create users"):
                 return
-            self.create(values["username"].strip(), values["email"], values["full_name"],
-                        self.query_one("#password", Input).value, self.query_one("#is_admin", Checkbox).value)  # fmt: skip
+            self.create(
+                values["username"].strip(),
+                values["email"],
+                values["full_name"],
+                self.query_one("#password", Input).value,
+                self.query_one("#is_admin", Checkbox).value,
+            )
         else:
             if not self.context.require_admin("change users"):
                 return

@@ -33,13 +33,32 @@ class UsersSection(Section):
     TITLE = "Users"
     KEY = "3"
     COMMANDS = (
-        SectionCommand("Users: create a user", "Add a console user (administrators only)", "create_user", admin_only=True),
-        SectionCommand("Users: edit the selected user", "Email, name, role, state", "edit_user", admin_only=True),
-        SectionCommand("Users: activate / deactivate", "Switch the selected user on or off", "toggle_active", admin_only=True),
-        SectionCommand("Users: reset password", "Set a new password for the selected user", "reset_password", admin_only=True),
-        SectionCommand("Users: delete the selected user", "Remove a console user (confirmed)", "delete_user", admin_only=True),
+        SectionCommand(
+            "Users: create a user", "Add a console user (administrators only)", "create_user", admin_only=True
+        ),
+        SectionCommand(
+            "Users: edit the selected user", "Email, name, role, state", "edit_user", admin_only=True
+        ),
+        SectionCommand(
+            "Users: activate / deactivate",
+            "Switch the selected user on or off",
+            "toggle_active",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Users: reset password",
+            "Set a new password for the selected user",
+            "reset_password",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Users: delete the selected user",
+            "Remove a console user (confirmed)",
+            "delete_user",
+            admin_only=True,
+        ),
         SectionCommand("Users: search", "Focus the search box", "focus_search"),
-    )  # fmt: skip
+    )
     BINDINGS = [
         Binding("n", "create_user", "New"),
         Binding("e", "edit_user", "Edit"),
@@ -138,7 +157,9 @@ class UsersSection(Section):
             self.app.push_screen(UserFormScreen(self.context, user), self._after_form)
 
     def action_reset_password(self) -> None:
-        if self.context.require_admin("reset passwords") and (user := self._selected("reset the password of")):
+        if self.context.require_admin("reset passwords") and (
+            user := self._selected("reset the password of")
+        ):
             self.app.push_screen(PasswordFormScreen(self.context, user.username), self._after_form)
 
     def action_toggle_active(self) -> None:

@@ -19,9 +19,13 @@ class DatabaseBanner(Static):
         self.reason = reason
         self.update(
             Text.assemble(
-                ("Database unavailable", "bold"), ": ", plain(reason),
-                "  —  retrying every few seconds; press ", ("ctrl+r", "bold"), " to retry now",
-            )  # fmt: skip
+                ("Database unavailable", "bold"),
+                ": ",
+                plain(reason),
+                "  —  retrying every few seconds; press ",
+                ("ctrl+r", "bold"),
+                " to retry now",
+            )
         )
         self.display = True
 

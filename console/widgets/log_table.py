@@ -28,7 +28,11 @@ from console.untrusted import visible
 from db.base import as_utc
 from db.models import LogEntry
 
-RISK_STYLES = {"green": Style(color="green"), "amber": Style(color="yellow"), "red": Style(color="red", bold=True)}
+RISK_STYLES = {
+    "green": Style(color="green"),
+    "amber": Style(color="yellow"),
+    "red": Style(color="red", bold=True),
+}
 #: Column titles and fixed widths.
 COLUMNS = (
     ("Time (UTC)", 19),

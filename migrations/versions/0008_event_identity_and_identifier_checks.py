@@ -76,7 +76,10 @@ _LOG_AND_DEVICE_CHECKS = {
 CHECKS: dict[str, list[tuple[str, Callable[[str], str]]]] = {
     **_LOG_AND_DEVICE_CHECKS,
     **{
-        table: [("key_identifier", check_rollup_key_sql), _identifier("organization_id", MAX_ORGANIZATION_ID_CHARS)]
+        table: [
+            ("key_identifier", check_rollup_key_sql),
+            _identifier("organization_id", MAX_ORGANIZATION_ID_CHARS),
+        ]
         for table in ROLLUP_TABLES
     },
 }
@@ -95,7 +98,9 @@ def upgrade() -> None:
         for table, checks in CHECKS.items():
             for name, sql_for in checks:
                 # NOT VALID: stored rows are not read now (the scrub validates later); new rows are checked.
-                op.execute(f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_{name} CHECK ({sql_for(dialect)}) NOT VALID")
+                op.execute(
+                    f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_{name} CHECK ({sql_for(dialect)}) NOT VALID"
+                )
         return
     # SQLite rebuilds each table (batch mode) and copies its rows, which would fail on an old row
     # that breaks a new CHECK: skip CHECKs while copying; the scrub deals with such rows.

@@ -36,7 +36,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.CheckConstraint(
-            "shape IN ('number', 'boolean', 'enum', 'token')", name="ck_organization_metadata_keys_shape_known"
+            "shape IN ('number', 'boolean', 'enum', 'token')",
+            name="ck_organization_metadata_keys_shape_known",
         ),
         sa.PrimaryKeyConstraint("organization_id", "key", name="pk_organization_metadata_keys"),
     )

@@ -84,7 +84,9 @@ async def ingest_server(settings: Settings) -> AsyncIterator[int]:
         await handle.stop()
 
 
-async def hello(port: int, *, organization_id: str, token: str, device_id: str = "dev-admin") -> dict[str, Any]:
+async def hello(
+    port: int, *, organization_id: str, token: str, device_id: str = "dev-admin"
+) -> dict[str, Any]:
     """Say hello as an agent would and return the server's answer (``welcome`` or ``error``)."""
     client = await RawClient.open(port)
     try:

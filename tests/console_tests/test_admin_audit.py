@@ -20,10 +20,24 @@ async def record(engine: AsyncEngine, *, actor: str, source: ActorSource, **row)
 
 
 async def test_audit_lists_changes_newest_first_and_filters_them(engine: AsyncEngine, app_factory) -> None:
-    await record(engine, actor="ops", source="cli", action="organization.create", entity_type="organization",
-                 entity_id="acme", changes={"log_retention_days": {"after": 90}})  # fmt: skip
-    await record(engine, actor="alice", source="console", action="user.reset_password", entity_type="user",
-                 entity_id="bob", changes={"password": "brand-new-secret"})  # fmt: skip
+    await record(
+        engine,
+        actor="ops",
+        source="cli",
+        action="organization.create",
+        entity_type="organization",
+        entity_id="acme",
+        changes={"log_retention_days": {"after": 90}},
+    )
+    await record(
+        engine,
+        actor="alice",
+        source="console",
+        action="user.reset_password",
+        entity_type="user",
+        entity_id="bob",
+        changes={"password": "brand-new-secret"},
+    )
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, AuditSection)
         assert [row.action for row in section.page.rows] == ["user.reset_password", "organization.create"]
@@ -42,8 +56,13 @@ async def test_audit_lists_changes_newest_first_and_filters_them(engine: AsyncEn
 
 async def test_audit_pages_walk_back_through_every_change_once(session) -> None:
     for index in range(5):
-        await record_change(session=session, actor=Actor("ops", "cli"), action="config.update",
-                            entity_type="config", entity_id=f"org-{index}")  # fmt: skip
+        await record_change(
+            session=session,
+            actor=Actor("ops", "cli"),
+            action="config.update",
+            entity_type="config",
+            entity_id=f"org-{index}",
+        )
     await session.commit()
     seen: list[str] = []
     before = None
@@ -58,6 +77,17 @@ async def test_audit_pages_walk_back_through_every_change_once(session) -> None:
 
 
 def test_described_changes_show_before_and_after_and_hide_secrets() -> None:
-    lines = describe_changes({"is_admin": {"before": True, "after": False}, "password": {"changed": True},
-                              "email": {"after": "a@example.com"}, "user_id": {"before": "u1"}})  # fmt: skip
-    assert lines == ["email = 'a@example.com'", "is_admin: True → False", "password: changed", "user_id was 'u1'"]
+    lines = describe_changes(
+        {
+            "is_admin": {"before": True, "after": False},
+            "password": {"changed": True},
+            "email": {"after": "a@example.com"},
+            "user_id": {"before": "u1"},
+        }
+    )
+    assert lines == [
+        "email = 'a@example.com'",
+        "is_admin: True → False",
+        "password: changed",
+        "user_id was 'u1'",
+    ]

@@ -45,7 +45,9 @@ async def config_of(engine: AsyncEngine, organization_id: str = "acme"):
         return await get_config(session=session, organization_id=organization_id)
 
 
-async def test_new_organisation_form_validates_then_creates_with_defaults(engine: AsyncEngine, app_factory) -> None:
+async def test_new_organisation_form_validates_then_creates_with_defaults(
+    engine: AsyncEngine, app_factory
+) -> None:
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
         assert section.organization_id is None
@@ -71,7 +73,9 @@ async def test_new_organisation_form_validates_then_creates_with_defaults(engine
     assert audit.changes == {"log_retention_days": {"after": 60}}
 
 
-async def test_retention_outside_30_to_365_is_refused_next_to_the_field(engine: AsyncEngine, app_factory) -> None:
+async def test_retention_outside_30_to_365_is_refused_next_to_the_field(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
@@ -97,8 +101,17 @@ async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_ne
         await session.commit()
     async with ingest_server(settings) as port:
         agent = await RawClient.open(port)
-        await agent.send({"type": "hello", "organization_id": "acme", "token": token, "device_id": "d1",
-                          "user_id": "u@acme", "device_type": "cli", "agent_version": "1"})  # fmt: skip
+        await agent.send(
+            {
+                "type": "hello",
+                "organization_id": "acme",
+                "token": token,
+                "device_id": "d1",
+                "user_id": "u@acme",
+                "device_type": "cli",
+                "agent_version": "1",
+            }
+        )
         welcome = await agent.receive()
         assert welcome["config"]["log_retention_days"] == 90
         async with signed_in(app_factory(), engine) as pilot:
@@ -119,7 +132,9 @@ async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_ne
     assert audit.changes == {"log_retention_days": {"before": 90, "after": 120}}
 
 
-async def test_thresholds_with_amber_above_red_are_refused_next_to_the_field(engine: AsyncEngine, app_factory) -> None:
+async def test_thresholds_with_amber_above_red_are_refused_next_to_the_field(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
@@ -138,8 +153,11 @@ async def test_thresholds_with_amber_above_red_are_refused_next_to_the_field(eng
         await settle(pilot)
     row = await config_of(engine)
     assert row is not None
-    assert row.sensitivity_thresholds == {"amber_min_entities": 2, "red_min_entities": 3,
-                                          "red_entity_types": ["API_KEY", "EMPLOYEE_ID"]}  # fmt: skip
+    assert row.sensitivity_thresholds == {
+        "amber_min_entities": 2,
+        "red_min_entities": 3,
+        "red_entity_types": ["API_KEY", "EMPLOYEE_ID"],
+    }
     [audit] = await audit_rows(engine, "config.update")
     assert audit.changes["sensitivity_thresholds"]["before"]["red_min_entities"] == 5
 
@@ -172,7 +190,9 @@ async def test_tools_can_be_added_disabled_and_removed(engine: AsyncEngine, app_
     assert len(await audit_rows(engine, "config.update")) == 3
 
 
-async def test_a_pattern_that_does_not_compile_is_refused_with_the_regex_error(engine: AsyncEngine, app_factory) -> None:
+async def test_a_pattern_that_does_not_compile_is_refused_with_the_regex_error(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
@@ -194,7 +214,9 @@ async def test_a_pattern_that_does_not_compile_is_refused_with_the_regex_error(e
     assert audit.changes["custom_patterns"] == {"before": [], "after": [EMPLOYEE_ID]}
 
 
-async def test_the_tester_shows_what_the_patterns_find_and_stores_nothing(engine: AsyncEngine, app_factory) -> None:
+async def test_the_tester_shows_what_the_patterns_find_and_stores_nothing(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_org(engine, patterns=[EMPLOYEE_ID])
     before = await config_of(engine)
     async with signed_in(app_factory(), engine) as pilot:
@@ -256,7 +278,10 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
         assert section.tokens[token_id].revoked_at is not None
         refused = await hello(port, organization_id="acme", token=token)
         assert (refused["type"], refused["code"]) == ("error", "unauthorized")
-    created, revoked = await audit_rows(engine, "ingest_token.create"), await audit_rows(engine, "ingest_token.revoke")
+    created, revoked = (
+        await audit_rows(engine, "ingest_token.create"),
+        await audit_rows(engine, "ingest_token.revoke"),
+    )
     assert created[0].changes["name"] == {"after": "laptops"}
     assert revoked[0].entity_id == token_id
     assert token not in str(created[0].changes)

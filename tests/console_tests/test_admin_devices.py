@@ -34,12 +34,25 @@ async def add_devices(engine: AsyncEngine) -> None:
             ("browser-2", "browser", "acme", 10, True),
             ("cli-3", "cli", "globex", 40, False),
         ):
-            session.add(Device(device_id=device_id, user_id=f"{device_id}@example.com", device_type=kind,
-                               organization_id=org, registered_at=now - timedelta(days=60),
-                               last_seen=now - timedelta(days=days_ago), is_active=active))  # fmt: skip
+            session.add(
+                Device(
+                    device_id=device_id,
+                    user_id=f"{device_id}@example.com",
+                    device_type=kind,
+                    organization_id=org,
+                    registered_at=now - timedelta(days=60),
+                    last_seen=now - timedelta(days=days_ago),
+                    is_active=active,
+                )
+            )
         await session.commit()
-    await store_logs(engine, [make_event(i, device_id="laptop-1", risk_level=level)
-                              for i, level in enumerate(["green", "red", "red", "amber"])])  # fmt: skip
+    await store_logs(
+        engine,
+        [
+            make_event(i, device_id="laptop-1", risk_level=level)
+            for i, level in enumerate(["green", "red", "red", "amber"])
+        ],
+    )
 
 
 async def shown(pilot, section: DevicesSection, filters: DeviceFilter) -> set[str]:
@@ -49,7 +62,9 @@ async def shown(pilot, section: DevicesSection, filters: DeviceFilter) -> set[st
     return set(section.devices)
 
 
-async def test_filters_narrow_the_list_by_type_organisation_state_and_recency(engine: AsyncEngine, app_factory) -> None:
+async def test_filters_narrow_the_list_by_type_organisation_state_and_recency(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_devices(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
@@ -94,7 +109,9 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
         _, token = await create_token(session=session, actor=SETUP, organization_id="acme")
         await session.commit()
     async with ingest_server(settings) as port:
-        assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))["type"] == "welcome"
+        assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))[
+            "type"
+        ] == "welcome"
         async with signed_in(app_factory(), engine) as pilot:
             section = await open_section(pilot, DevicesSection)
             table = section.query_one("#devices-table")
@@ -107,14 +124,21 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
             section.action_toggle_active()
             await settle(pilot)
             assert section.devices["laptop-9"].is_active
-            assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))["type"] == "welcome"
-    deactivated, activated = await audit_rows(engine, "device.deactivate"), await audit_rows(engine, "device.activate")
+            assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))[
+                "type"
+            ] == "welcome"
+    deactivated, activated = (
+        await audit_rows(engine, "device.deactivate"),
+        await audit_rows(engine, "device.activate"),
+    )
     assert deactivated[0].changes == {"is_active": {"before": True, "after": False}}
     assert activated[0].entity_id == "laptop-9"
     assert activated[0].actor == "alice"
 
 
-async def test_deleting_a_device_is_confirmed_keeps_its_logs_and_is_audited(engine: AsyncEngine, app_factory) -> None:
+async def test_deleting_a_device_is_confirmed_keeps_its_logs_and_is_audited(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_devices(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)

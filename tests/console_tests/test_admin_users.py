@@ -25,7 +25,9 @@ async def select_user(pilot, section: UsersSection, username: str) -> None:
     await settle(pilot)
 
 
-async def test_user_form_shows_each_validation_message_next_to_its_field(engine: AsyncEngine, app_factory) -> None:
+async def test_user_form_shows_each_validation_message_next_to_its_field(
+    engine: AsyncEngine, app_factory
+) -> None:
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         section.action_create_user()
@@ -37,7 +39,9 @@ async def test_user_form_shows_each_validation_message_next_to_its_field(engine:
         assert "username must be" in form.error_of("username")
         assert "is not an email address" in form.error_of("email")
         assert "at least 12 characters" in form.error_of("password")
-        fill(pilot, username="carol", email="carol@example.com", password=PASSWORD, password_again="different1")
+        fill(
+            pilot, username="carol", email="carol@example.com", password=PASSWORD, password_again="different1"
+        )
         await submit(pilot)
         assert form.error_of("username") == ""
         assert form.error_of("email") == ""
@@ -46,7 +50,9 @@ async def test_user_form_shows_each_validation_message_next_to_its_field(engine:
     assert await audit_rows(engine, "user.create") == []
 
 
-async def test_taken_username_and_email_are_refused_next_to_the_field(engine: AsyncEngine, app_factory) -> None:
+async def test_taken_username_and_email_are_refused_next_to_the_field(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
@@ -62,13 +68,22 @@ async def test_taken_username_and_email_are_refused_next_to_the_field(engine: As
         assert pilot.app.screen is form
 
 
-async def test_created_user_is_listed_and_audited_without_the_password(engine: AsyncEngine, app_factory) -> None:
+async def test_created_user_is_listed_and_audited_without_the_password(
+    engine: AsyncEngine, app_factory
+) -> None:
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         section.action_create_user()
         await settle(pilot)
-        fill(pilot, username="carol", email="carol@example.com", full_name="Carol C",
-             password=PASSWORD, password_again=PASSWORD, is_admin=True)  # fmt: skip
+        fill(
+            pilot,
+            username="carol",
+            email="carol@example.com",
+            full_name="Carol C",
+            password=PASSWORD,
+            password_again=PASSWORD,
+            is_admin=True,
+        )
         await submit(pilot)
         assert not isinstance(pilot.app.screen, UserFormScreen)
         assert "carol" in section.users
@@ -80,7 +95,9 @@ async def test_created_user_is_listed_and_audited_without_the_password(engine: A
     assert "password" not in row.changes
 
 
-async def test_an_administrator_cannot_demote_or_deactivate_themselves(engine: AsyncEngine, app_factory) -> None:
+async def test_an_administrator_cannot_demote_or_deactivate_themselves(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "bob", is_admin=True)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
@@ -156,8 +173,15 @@ async def test_unticking_active_in_the_edit_form_asks_first(engine: AsyncEngine,
 async def test_the_last_active_administrator_cannot_be_demoted_or_deleted_by_anyone(session) -> None:
     from db.users import create_user
 
-    await create_user(session=session, username="root", email="root@example.com", password=PASSWORD,
-                      is_admin=True, bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
+    await create_user(
+        session=session,
+        username="root",
+        email="root@example.com",
+        password=PASSWORD,
+        is_admin=True,
+        bcrypt_rounds=4,
+        actor=Actor.cli(),
+    )
     for change in ({"is_admin": False}, {"is_active": False}):
         with pytest.raises(UserError, match="last active administrator") as refused:
             await update_user(session=session, username="root", actor=Actor.cli(), **change)

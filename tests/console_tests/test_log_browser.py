@@ -110,7 +110,9 @@ async def test_each_filter_shows_exactly_the_matching_rows_newest_first_with_an_
             section.apply_filters(filters)
             await settle(pilot)
             assert shown_ids(section) == expected, name
-            assert table_keys(section) == [f"{e.organization_id}/{e.id}" for e in section.page_state.rows], name
+            assert table_keys(section) == [f"{e.organization_id}/{e.id}" for e in section.page_state.rows], (
+                name
+            )
             assert section.count_result == LogCount(len(expected)), name
 
 
@@ -219,7 +221,12 @@ async def test_the_same_event_id_in_two_organisations_shows_two_rows_each_with_i
     engine: AsyncEngine, app_factory, admin: str
 ) -> None:
     shared = make_event(0, organization_id="acme", tool_name="Claude")
-    copy = {**shared, "organization_id": "globex", "tool_name": "Gemini", "timestamp": BASE_TIME - timedelta(hours=1)}
+    copy = {
+        **shared,
+        "organization_id": "globex",
+        "tool_name": "Gemini",
+        "timestamp": BASE_TIME - timedelta(hours=1),
+    }
     await store_logs(engine, [shared, copy])
     async with running(app_factory()) as pilot:
         await sign_in(pilot, admin)

@@ -19,10 +19,14 @@ from tests.console_tests.test_admin_config import add_org
 
 async def keys_of(engine: AsyncEngine) -> list[tuple[str, str, list[str]]]:
     async with new_sessionmaker(engine)() as session:
-        return [(r.key, r.shape, r.enum_values) for r in await list_keys(session=session, organization_id="acme")]
+        return [
+            (r.key, r.shape, r.enum_values) for r in await list_keys(session=session, organization_id="acme")
+        ]
 
 
-async def test_administrator_allows_a_vetted_metadata_key_and_it_is_audited(engine: AsyncEngine, app_factory) -> None:
+async def test_administrator_allows_a_vetted_metadata_key_and_it_is_audited(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
@@ -59,9 +63,16 @@ async def test_metadata_keys_show_stored_strings_as_text_and_are_removed_after_c
     await add_org(engine)
     async with new_sessionmaker(engine)() as session:
         # Written past the vetting, as an old or hostile row could be: shown as text, never as markup.
-        session.add(OrganizationMetadataKey(organization_id="acme", key="team", shape="enum",
-                                            enum_values=["[/]", "[link=https://x]y", "\x1b[31mred"],
-                                            created_at=datetime.now(UTC), created_by="[b]mallory[/b"))  # fmt: skip
+        session.add(
+            OrganizationMetadataKey(
+                organization_id="acme",
+                key="team",
+                shape="enum",
+                enum_values=["[/]", "[link=https://x]y", "\x1b[31mred"],
+                created_at=datetime.now(UTC),
+                created_by="[b]mallory[/b",
+            )
+        )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)

@@ -20,15 +20,30 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
 ) -> None:
     now = utcnow()
     events = [
-        make_event(timestamp=now - timedelta(hours=1), risk_level="red", tool_name="Claude", user_id="eve",
-                   detected_entity_types=["API_KEY"]),
-        make_event(timestamp=now - timedelta(hours=2), risk_level="red", tool_name="Claude", user_id="eve",
-                   detected_entity_types=["API_KEY", "EMAIL"]),
-        make_event(timestamp=now - timedelta(hours=3), risk_level="amber", tool_name="ChatGPT", user_id="bob",
-                   detected_entity_types=["EMAIL"]),
+        make_event(
+            timestamp=now - timedelta(hours=1),
+            risk_level="red",
+            tool_name="Claude",
+            user_id="eve",
+            detected_entity_types=["API_KEY"],
+        ),
+        make_event(
+            timestamp=now - timedelta(hours=2),
+            risk_level="red",
+            tool_name="Claude",
+            user_id="eve",
+            detected_entity_types=["API_KEY", "EMAIL"],
+        ),
+        make_event(
+            timestamp=now - timedelta(hours=3),
+            risk_level="amber",
+            tool_name="ChatGPT",
+            user_id="bob",
+            detected_entity_types=["EMAIL"],
+        ),
         make_event(timestamp=now - timedelta(days=3), risk_level="green"),
         make_event(timestamp=now - timedelta(days=20), risk_level="red", user_id="mallory"),
-    ]  # fmt: skip
+    ]
     await store_logs(engine, events)
     async with new_sessionmaker(engine)() as session:
         session.add(Device(device_id="dev-1", user_id="eve", device_type="browser", last_seen=now))
@@ -36,9 +51,16 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
             Device(device_id="dev-old", user_id="bob", device_type="cli", last_seen=now - timedelta(days=5))
         )
         session.add(
-            RetentionRun(organization_id="default", retention_days=90, cutoff=now - timedelta(days=90),
-                         rows_deleted=12, trigger="cli", status="succeeded", started_at=now - timedelta(hours=5))
-        )  # fmt: skip
+            RetentionRun(
+                organization_id="default",
+                retention_days=90,
+                cutoff=now - timedelta(days=90),
+                rows_deleted=12,
+                trigger="cli",
+                status="succeeded",
+                started_at=now - timedelta(hours=5),
+            )
+        )
         # The overview reads only the rollups: with the raw rows gone, its counts stay.
         await session.execute(delete(LogEntry))
         await session.commit()

@@ -223,10 +223,16 @@ async def test_migration_backfills_daily_and_weekly_counts_from_the_hourly_ones(
         sunday_night = datetime(2026, 11, 22, 23, tzinfo=UTC)
         hours = [sunday_night + timedelta(hours=n) for n in range(-30, 30, 7)]
         rows = [
-            {"bucket_start": hour, "organization_id": "default", "dimension": "risk", "key": "",
-             "risk_level": "red", "event_count": index + 1}
+            {
+                "bucket_start": hour,
+                "organization_id": "default",
+                "dimension": "risk",
+                "key": "",
+                "risk_level": "red",
+                "event_count": index + 1,
+            }
             for index, hour in enumerate(hours)
-        ]  # fmt: skip
+        ]
         async with engine.begin() as connection:
             await connection.execute(insert(LogHourlyCount), rows)
         await _upgrade(engine, "head")

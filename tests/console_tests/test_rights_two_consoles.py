@@ -88,7 +88,9 @@ async def test_an_administrator_removed_in_another_console_is_refused_and_signed
         assert isinstance(pilot_a.app.screen, LoginScreen)
         assert pilot_a.app.user is None
         messages = [notification.message for notification in pilot_a.app._notifications]
-        assert any("'admin2' has been deactivated" in message and "signed out" in message for message in messages)
+        assert any(
+            "'admin2' has been deactivated" in message and "signed out" in message for message in messages
+        )
 
     async with new_sessionmaker(engine)() as session:
         admin1 = await get_by_username(session=session, username="admin1")

@@ -15,11 +15,15 @@ from db.users import get_by_username
 from tests.console_tests.conftest import PASSWORD, add_user, running, sign_in
 
 
-async def test_timers_keep_ticking_while_a_costly_password_is_checked(engine: AsyncEngine, app_factory) -> None:
+async def test_timers_keep_ticking_while_a_costly_password_is_checked(
+    engine: AsyncEngine, app_factory
+) -> None:
     await add_user(engine, "alice")
     # A costly hash (cost 14, about a second) makes a blocked event loop impossible to miss.
     started = time.monotonic()
-    costly = await asyncio.to_thread(lambda: bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=14)).decode())
+    costly = await asyncio.to_thread(
+        lambda: bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=14)).decode()
+    )
     one_check = time.monotonic() - started
     async with new_sessionmaker(engine)() as session:
         user = await get_by_username(session=session, username="alice")

@@ -291,8 +291,14 @@ async def test_acting_on_a_markup_device_shows_its_id_in_the_dialog_and_the_noti
             (HOSTILE_DEVICE, HOSTILE_USER, ANSI),
             ("[B]x", "[$accent]x", "[link=https://evil.example]1[/link]"),
         ):
-            await register_or_touch_device(session=session, organization_id="default", device_id=device_id,
-                                           user_id=user_id, device_type="cli", agent_version=version)  # fmt: skip
+            await register_or_touch_device(
+                session=session,
+                organization_id="default",
+                device_id=device_id,
+                user_id=user_id,
+                device_type="cli",
+                agent_version=version,
+            )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
@@ -336,8 +342,16 @@ async def test_users_screen_and_edit_form_show_hostile_full_names_exactly(
     names = [*NAUGHTY[:20], *WITH_CONTROLS]
     async with new_sessionmaker(engine)() as session:
         for index, name in enumerate(names):
-            session.add(User(username=f"user{index:02d}", email=f"user{index:02d}@example.com",
-                             full_name=name, hashed_password="x", is_admin=False, is_active=True))  # fmt: skip
+            session.add(
+                User(
+                    username=f"user{index:02d}",
+                    email=f"user{index:02d}@example.com",
+                    full_name=name,
+                    hashed_password="x",
+                    is_admin=False,
+                    is_active=True,
+                )
+            )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
@@ -369,9 +383,14 @@ async def test_audit_browser_shows_hostile_actors_ids_and_changes_exactly(
     engine: AsyncEngine, app_factory
 ) -> None:
     async with new_sessionmaker(engine)() as session:
-        await record_change(session=session, actor=Actor(HOSTILE_USER + ANSI, "cli"), action="[b]device.delete",
-                            entity_type="device", entity_id=HOSTILE_DEVICE,
-                            changes={"user_id": {"before": "[$accent]x" + WITH_CONTROLS[1]}})  # fmt: skip
+        await record_change(
+            session=session,
+            actor=Actor(HOSTILE_USER + ANSI, "cli"),
+            action="[b]device.delete",
+            entity_type="device",
+            entity_id=HOSTILE_DEVICE,
+            changes={"user_id": {"before": "[$accent]x" + WITH_CONTROLS[1]}},
+        )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, AuditSection)
@@ -411,10 +430,16 @@ async def test_config_shows_hostile_tool_pattern_and_token_names_and_acts_on_the
             .where(FirewallConfig.organization_id == "acme")
             .values(
                 monitored_tools=[{"name": HOSTILE_TOOL, "tool_type": "[b]web", "enabled": True}],
-                custom_patterns=[{"name": pattern_name, "regex": "EMP-[0-9]+", "entity_type": HOSTILE_ENTITY,
-                                  "severity": "red"}],
+                custom_patterns=[
+                    {
+                        "name": pattern_name,
+                        "regex": "EMP-[0-9]+",
+                        "entity_type": HOSTILE_ENTITY,
+                        "severity": "red",
+                    }
+                ],
             )
-        )  # fmt: skip
+        )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
@@ -446,9 +471,21 @@ async def test_config_shows_hostile_tool_pattern_and_token_names_and_acts_on_the
 async def test_cleanup_history_shows_a_hostile_error_exactly(engine: AsyncEngine, app_factory) -> None:
     error = "[/]boom " + ANSI
     async with new_sessionmaker(engine)() as session:
-        session.add(RetentionRun(id=uuid.uuid4(), organization_id="acme", retention_days=30, cutoff=utcnow(),
-                                 rows_deleted=0, dry_run=False, trigger="[b]cli", status="failed", error=error,
-                                 started_at=utcnow(), finished_at=utcnow()))  # fmt: skip
+        session.add(
+            RetentionRun(
+                id=uuid.uuid4(),
+                organization_id="acme",
+                retention_days=30,
+                cutoff=utcnow(),
+                rows_deleted=0,
+                dry_run=False,
+                trigger="[b]cli",
+                status="failed",
+                error=error,
+                started_at=utcnow(),
+                finished_at=utcnow(),
+            )
+        )
         await session.commit()
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, CleanupSection)

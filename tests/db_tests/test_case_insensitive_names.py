@@ -34,8 +34,14 @@ PASSWORD = "correct horse"
 
 
 async def add_user(session: AsyncSession, username: str, email: str | None = None) -> User:
-    user = await create_user(session=session, username=username, email=email or f"{username}@acme.com",
-                             password=PASSWORD, bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
+    user = await create_user(
+        session=session,
+        username=username,
+        email=email or f"{username}@acme.com",
+        password=PASSWORD,
+        bcrypt_rounds=4,
+        actor=Actor.cli(),
+    )
     await session.commit()
     return user
 
@@ -129,15 +135,29 @@ def url_at_0008(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 def insert_duplicates(url: str) -> None:
     def insert(_: object, connection: Connection) -> None:
         for name in ("alice", "Alice", "bob", "BOB", "carol"):
-            connection.execute(USERS.insert().values(
-                id=uuid.uuid4(), username=name, email=f"{name}-{uuid.uuid4().hex[:6]}@acme.com",
-                hashed_password="$2b$04$x", is_active=True, is_admin=False, created_at=utcnow(),
-            ))  # fmt: skip
+            connection.execute(
+                USERS.insert().values(
+                    id=uuid.uuid4(),
+                    username=name,
+                    email=f"{name}-{uuid.uuid4().hex[:6]}@acme.com",
+                    hashed_password="$2b$04$x",
+                    is_active=True,
+                    is_admin=False,
+                    created_at=utcnow(),
+                )
+            )
         for organization in ("acme", "ACME"):
-            connection.execute(CONFIGS.insert().values(
-                id=uuid.uuid4(), organization_id=organization, monitored_tools=[], sensitivity_thresholds={},
-                custom_patterns=[], log_retention_days=90, updated_at=utcnow(),
-            ))  # fmt: skip
+            connection.execute(
+                CONFIGS.insert().values(
+                    id=uuid.uuid4(),
+                    organization_id=organization,
+                    monitored_tools=[],
+                    sensitivity_thresholds={},
+                    custom_patterns=[],
+                    log_retention_days=90,
+                    updated_at=utcnow(),
+                )
+            )
 
     run_alembic(url, insert)
 
@@ -164,8 +184,9 @@ def test_upgrade_stops_listing_case_duplicates_then_succeeds_once_renamed(url_at
     run_alembic(url_at_0008, lambda config, _: command.upgrade(config, "head"))
     version = run_alembic(
         url_at_0008,
-        lambda _, connection: connection.execute(select(sa.column("version_num")).select_from(
-            sa.table("alembic_version"))).scalar(),  # fmt: skip
+        lambda _, connection: connection.execute(
+            select(sa.column("version_num")).select_from(sa.table("alembic_version"))
+        ).scalar(),
     )
     assert version == head_revision()
 
@@ -175,8 +196,13 @@ def test_alembic_command_line_prints_the_case_duplicates_in_one_line(url_at_0008
     env = {**os.environ, "DATABASE_URL": url_at_0008}
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == f"error: {EXPECTED}"
     assert "Traceback" not in result.stderr

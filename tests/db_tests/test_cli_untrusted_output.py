@@ -63,7 +63,7 @@ def test_cleanup_lines_print_a_stored_error_with_its_escapes_visible(
             started_at=now,
             finished_at=now,
             run_id=uuid.uuid4(),
-        )  # fmt: skip
+        )
     )
     printed = capsys.readouterr().out
     assert "\x1b" not in printed

@@ -12,7 +12,9 @@ from db.models import AuditEvent, User
 from db.security import verify_password
 
 
-def create_admin(env: dict[str, str], username: str, email: str, password: str) -> subprocess.CompletedProcess:
+def create_admin(
+    env: dict[str, str], username: str, email: str, password: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "console", "create-admin", username, "--email", email],
         input=password + "\n",

@@ -25,7 +25,9 @@ def event(hello: Hello, event_id: uuid.UUID, seed: int = 3) -> dict[str, Any]:
 
 
 async def stored_by_organisation(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(LogEntry.organization_id, func.count()).group_by(LogEntry.organization_id))
+    rows = await session.execute(
+        select(LogEntry.organization_id, func.count()).group_by(LogEntry.organization_id)
+    )
     return {org: count for org, count in rows.all()}
 
 
@@ -56,7 +58,9 @@ async def test_one_batch_holding_the_same_id_for_two_organisations_stores_both(s
     assert await stored_by_organisation(session) == {"acme": 1, "globex": 1}
 
 
-async def test_resend_alongside_another_organisations_copy_stores_only_the_new_one(session: AsyncSession) -> None:
+async def test_resend_alongside_another_organisations_copy_stores_only_the_new_one(
+    session: AsyncSession,
+) -> None:
     # On PostgreSQL the second batch's COPY meets acme's row: the staging path must insert globex's.
     shared, other = uuid.uuid4(), uuid.uuid4()
     await store_events(session=session, events=[event(ACME, shared)])
@@ -72,7 +76,9 @@ async def test_rows_may_carry_keys_besides_the_columns(session: AsyncSession) ->
     assert await store_events(session=session, events=[row]) == StoredBatch(1, 1)
 
 
-async def test_log_page_of_several_risk_levels_shows_each_organisations_copy_once(session: AsyncSession) -> None:
+async def test_log_page_of_several_risk_levels_shows_each_organisations_copy_once(
+    session: AsyncSession,
+) -> None:
     shared = uuid.uuid4()
     rows = [event(ACME, shared), event(GLOBEX, shared)]
     for row in rows:
@@ -81,5 +87,7 @@ async def test_log_page_of_several_risk_levels_shows_each_organisations_copy_onc
     await session.commit()
     # Two risk levels: the page is a UNION of per-level branches joined back to log_entries.
     page = await logs.page(session=session, filters=logs.LogFilter(risk_levels=frozenset({"red", "amber"})))
-    assert sorted((row.organization_id, row.id) for row in page.rows) == [("acme", shared), ("globex", shared)]
-
+    assert sorted((row.organization_id, row.id) for row in page.rows) == [
+        ("acme", shared),
+        ("globex", shared),
+    ]

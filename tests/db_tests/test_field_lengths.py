@@ -21,8 +21,12 @@ PASSWORD = "correct horse"
 
 
 async def add_alice(session: AsyncSession, **overrides: object) -> User:
-    values: dict[str, object] = {"username": "alice", "email": "alice@acme.com", "password": PASSWORD,
-                                 "bcrypt_rounds": 4}  # fmt: skip
+    values: dict[str, object] = {
+        "username": "alice",
+        "email": "alice@acme.com",
+        "password": PASSWORD,
+        "bcrypt_rounds": 4,
+    }
     values.update(overrides)
     user = await create_user(session=session, actor=Actor.cli(), **values)  # type: ignore[arg-type]
     await session.commit()

@@ -22,26 +22,49 @@ FORBIDDEN_SAMPLES = sorted({chr(code) for start, end in FORBIDDEN_RANGES for cod
 
 def log_row(**overrides: Any) -> dict[str, Any]:
     row = {
-        "id": uuid.uuid4(), "timestamp": NOW, "device_id": "dev-1", "user_id": "ann", "organization_id": "acme",
-        "tool_name": "ChatGPT", "tool_type": "web", "risk_level": "green", "prompt_length": 1,
-        "detected_entity_types": [], "entity_count": 0, "was_sanitized": False, "log_metadata": {}, "created_at": NOW,
-    }  # fmt: skip
+        "id": uuid.uuid4(),
+        "timestamp": NOW,
+        "device_id": "dev-1",
+        "user_id": "ann",
+        "organization_id": "acme",
+        "tool_name": "ChatGPT",
+        "tool_type": "web",
+        "risk_level": "green",
+        "prompt_length": 1,
+        "detected_entity_types": [],
+        "entity_count": 0,
+        "was_sanitized": False,
+        "log_metadata": {},
+        "created_at": NOW,
+    }
     row.update(overrides)
     return row
 
 
 def device_row(**overrides: Any) -> dict[str, Any]:
     row = {
-        "id": uuid.uuid4(), "device_id": "dev-1", "user_id": "ann", "device_type": "cli", "registered_at": NOW,
-        "last_seen": NOW, "is_active": True, "organization_id": "acme",
-    }  # fmt: skip
+        "id": uuid.uuid4(),
+        "device_id": "dev-1",
+        "user_id": "ann",
+        "device_type": "cli",
+        "registered_at": NOW,
+        "last_seen": NOW,
+        "is_active": True,
+        "organization_id": "acme",
+    }
     row.update(overrides)
     return row
 
 
 def rollup_row(**overrides: Any) -> dict[str, Any]:
-    row = {"bucket_start": NOW, "organization_id": "acme", "dimension": "tool", "key": "ChatGPT",
-           "risk_level": "green", "event_count": 1}  # fmt: skip
+    row = {
+        "bucket_start": NOW,
+        "organization_id": "acme",
+        "dimension": "tool",
+        "key": "ChatGPT",
+        "risk_level": "green",
+        "event_count": 1,
+    }
     row.update(overrides)
     return row
 
@@ -106,7 +129,9 @@ async def test_sql_insert_past_an_identifiers_length_bound_is_refused_on_both_en
         await write(engine, model, row)
 
 
-async def test_clean_identifiers_and_joiners_between_letters_in_user_ids_are_accepted(engine: AsyncEngine) -> None:
+async def test_clean_identifiers_and_joiners_between_letters_in_user_ids_are_accepted(
+    engine: AsyncEngine,
+) -> None:
     await write(engine, LogEntry, log_row(user_id="می\u200cخواهم", tool_name="日本語 tool [beta]"))
     await write(engine, Device, device_row(user_id="ann\u200dbob"))
     await write(engine, LogHourlyCount, rollup_row(dimension="user", key="می\u200cخواهم"))

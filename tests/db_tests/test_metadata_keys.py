@@ -29,7 +29,16 @@ from db.rights import Actor
 
 @pytest.mark.parametrize(
     "key",
-    ["prompt", "user_prompt", "usermessage", "payload", "chat_transcript", "texto", "conversation_id", "prompt_id"],
+    [
+        "prompt",
+        "user_prompt",
+        "usermessage",
+        "payload",
+        "chat_transcript",
+        "texto",
+        "conversation_id",
+        "prompt_id",
+    ],
 )
 def test_a_key_named_for_content_cannot_be_allowed(key: str) -> None:
     with pytest.raises(MetadataKeyError, match="names prompt or answer content"):
@@ -69,18 +78,24 @@ ANA = Actor(name="ana", source="cli")
 async def test_allowed_keys_are_stored_listed_and_removed_with_audit_rows(session: AsyncSession) -> None:
     config = await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     version = config.updated_at
-    await allow_key(session=session, organization_id="acme", key="team", shape="enum", values="red, blue",
-                    actor=ANA)  # fmt: skip
+    await allow_key(
+        session=session, organization_id="acme", key="team", shape="enum", values="red, blue", actor=ANA
+    )
     await allow_key(session=session, organization_id="acme", key="tabs", shape="number", actor=ANA)
     await session.commit()
-    assert [(row.key, row.shape, row.enum_values) for row in await list_keys(session=session, organization_id="acme")] == [
+    assert [
+        (row.key, row.shape, row.enum_values)
+        for row in await list_keys(session=session, organization_id="acme")
+    ] == [
         ("tabs", "number", []),
         ("team", "enum", ["red", "blue"]),
-    ]  # fmt: skip
+    ]
     shapes = await organization_shapes(session=session, organization_id="acme")
     assert shapes["team"] == Shape("enum", values=("red", "blue"))
     assert STANDARD_KEYS.items() <= shapes.items()
-    assert (await get_config(session=session, organization_id="acme")).updated_at > version  # agents see a new version
+    assert (
+        await get_config(session=session, organization_id="acme")
+    ).updated_at > version  # agents see a new version
     assert await remove_key(session=session, organization_id="acme", key="team", actor=ANA)
     assert not await remove_key(session=session, organization_id="acme", key="team", actor=ANA)
     await session.commit()
@@ -119,7 +134,12 @@ async def test_a_key_that_would_push_the_key_map_past_its_share_of_the_welcome_i
         key = f"k{allowed:02d}"
         try:
             await allow_key(
-                session=session, organization_id="acme", key=key, shape="enum", values=values, actor=Actor.cli()
+                session=session,
+                organization_id="acme",
+                key=key,
+                shape="enum",
+                values=values,
+                actor=Actor.cli(),
             )
         except MetadataKeyError as error:
             refusal = error

@@ -46,14 +46,26 @@ def test_a_password_built_from_the_username_is_refused() -> None:
 
 async def test_creating_a_user_refuses_a_common_password_in_the_password_field(session: AsyncSession) -> None:
     with pytest.raises(UserError, match="too common") as error:
-        await create_user(session=session, username="alice", email="alice@acme.com", password="sonyericsson",
-                          bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
+        await create_user(
+            session=session,
+            username="alice",
+            email="alice@acme.com",
+            password="sonyericsson",
+            bcrypt_rounds=4,
+            actor=Actor.cli(),
+        )
     assert error.value.field == "password"
 
 
 async def test_a_password_reset_applies_the_same_rules(session: AsyncSession) -> None:
-    await create_user(session=session, username="alice", email="alice@acme.com", password="correct horse",
-                      bcrypt_rounds=4, actor=Actor.cli())  # fmt: skip
+    await create_user(
+        session=session,
+        username="alice",
+        email="alice@acme.com",
+        password="correct horse",
+        bcrypt_rounds=4,
+        actor=Actor.cli(),
+    )
     with pytest.raises(UserError, match="at least 12 characters; got 5") as error:
         await reset_password(
             session=session, actor=Actor.cli(), username="alice", password="short", bcrypt_rounds=4
@@ -70,8 +82,13 @@ async def test_create_admin_refuses_a_common_password_saying_why(
 ) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "console", "create-admin", "root", "--email", "root@acme.com"],
-        input="qwerty123456\n", capture_output=True, text=True, env=subprocess_env, timeout=60, check=False,
-    )  # fmt: skip
+        input="qwerty123456\n",
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr == (
         "error: password is too common: it is in the list of the 10,000 most used passwords\n"

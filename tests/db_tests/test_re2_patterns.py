@@ -26,8 +26,9 @@ async def test_a_backreference_is_refused_and_nothing_is_saved(session: AsyncSes
     await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await session.commit()
     with pytest.raises(ConfigError, match=r"invalid escape sequence: \\1"):
-        await update_config(session=session, organization_id="acme", actor=Actor.cli(),
-                            custom_patterns=[pattern(r"(\w+) \1")])  # fmt: skip
+        await update_config(
+            session=session, organization_id="acme", actor=Actor.cli(), custom_patterns=[pattern(r"(\w+) \1")]
+        )
     row = await get_config(session=session, organization_id="acme")
     assert row is not None
     assert row.custom_patterns == []
@@ -40,7 +41,9 @@ def test_re2_refusals_are_not_written_to_standard_error(capfd: pytest.CaptureFix
     assert capfd.readouterr().err == ""
 
 
-async def test_a_pattern_saved_before_the_re2_check_shows_re2s_reason_in_the_tester(session: AsyncSession) -> None:
+async def test_a_pattern_saved_before_the_re2_check_shows_re2s_reason_in_the_tester(
+    session: AsyncSession,
+) -> None:
     row = await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     # As an older version could save it: Python's re accepts a lookahead, RE2 does not.
     row.custom_patterns = [pattern(r"EMP-(?=\d)\d+", name="old"), pattern(r"EMP-\d{6}")]

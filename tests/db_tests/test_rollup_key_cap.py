@@ -45,7 +45,9 @@ async def tool_counts(session: AsyncSession, table: Any, org: str) -> dict[str, 
     return {key: int(count) for key, count in rows.all()}
 
 
-async def test_new_keys_past_the_cap_are_counted_under_the_overflow_key(session: AsyncSession, org: str) -> None:
+async def test_new_keys_past_the_cap_are_counted_under_the_overflow_key(
+    session: AsyncSession, org: str
+) -> None:
     tools = [f"tool-{n:02d}" for n in range(10)]
     await rollups.add_events(session=session, events=events(org, tools), max_keys=3)
     await session.commit()
@@ -70,7 +72,12 @@ async def test_cap_counts_keys_this_process_has_not_seen(session: AsyncSession, 
     rollups.forget_known_keys()
     await rollups.add_events(session=session, events=events(org, ["c", "d"]), max_keys=3)
     await session.commit()
-    assert await tool_counts(session, LogHourlyCount, org) == {"a": 1, "b": 1, "c": 1, rollups.OVERFLOW_KEY: 1}
+    assert await tool_counts(session, LogHourlyCount, org) == {
+        "a": 1,
+        "b": 1,
+        "c": 1,
+        rollups.OVERFLOW_KEY: 1,
+    }
 
 
 async def test_totals_stay_exact_past_the_cap(session: AsyncSession, org: str) -> None:
@@ -85,5 +92,7 @@ async def test_totals_stay_exact_past_the_cap(session: AsyncSession, org: str) -
 async def test_overview_names_the_overflow_key_other(session: AsyncSession, org: str) -> None:
     await rollups.add_events(session=session, events=events(org, ["a", "b", "c", "c"]), max_keys=1)
     await session.commit()
-    top = await overview.key_sums(session=session, dimension="tool", start=MOMENT.replace(minute=0), organization=org)
+    top = await overview.key_sums(
+        session=session, dimension="tool", start=MOMENT.replace(minute=0), organization=org
+    )
     assert top == [(overview.OVERFLOW_LABEL, 3), ("a", 1)]

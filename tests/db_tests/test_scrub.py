@@ -32,16 +32,32 @@ BAD_DEVICE = "dev\x1b[31m"
 
 def _log(event_id: uuid.UUID, tool_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": event_id, "timestamp": NOW, "device_id": "dev-1", "user_id": "ann", "organization_id": "acme",
-        "tool_name": tool_name, "tool_type": "web", "risk_level": "green", "prompt_length": 1,
-        "detected_entity_types": [], "entity_count": 0, "was_sanitized": False, "log_metadata": metadata,
+        "id": event_id,
+        "timestamp": NOW,
+        "device_id": "dev-1",
+        "user_id": "ann",
+        "organization_id": "acme",
+        "tool_name": tool_name,
+        "tool_type": "web",
+        "risk_level": "green",
+        "prompt_length": 1,
+        "detected_entity_types": [],
+        "entity_count": 0,
+        "was_sanitized": False,
+        "log_metadata": metadata,
         "created_at": NOW,
-    }  # fmt: skip
+    }
 
 
 def _rollup(key: str, count: int) -> dict[str, Any]:
-    return {"bucket_start": NOW, "organization_id": "acme", "dimension": "tool", "key": key,
-            "risk_level": "green", "event_count": count}  # fmt: skip
+    return {
+        "bucket_start": NOW,
+        "organization_id": "acme",
+        "dimension": "tool",
+        "key": key,
+        "risk_level": "green",
+        "event_count": count,
+    }
 
 
 def _write_legacy_rows(url: str) -> None:
@@ -60,9 +76,15 @@ def _write_legacy_rows(url: str) -> None:
                 )
                 await connection.execute(
                     insert(Device.__table__).values(
-                        id=uuid.uuid4(), device_id=BAD_DEVICE, user_id="ann", device_type="cli",
-                        registered_at=NOW, last_seen=NOW, is_active=False, organization_id="acme",
-                    )  # fmt: skip
+                        id=uuid.uuid4(),
+                        device_id=BAD_DEVICE,
+                        user_id="ann",
+                        device_type="cli",
+                        registered_at=NOW,
+                        last_seen=NOW,
+                        is_active=False,
+                        organization_id="acme",
+                    )
                 )
                 rows = [_rollup(BAD_TOOL, 2), _rollup(OVERFLOW_KEY, 1), _rollup("Claude", 3)]
                 await connection.execute(insert(LogHourlyCount.__table__), rows)
@@ -106,7 +128,9 @@ async def _tool_keys(session: AsyncSession) -> dict[str, int]:
 
 def test_upgrade_keeps_rows_that_break_the_new_rules(legacy_url: str) -> None:
     async def work(session: AsyncSession) -> tuple[int, dict[str, int]]:
-        return int(await session.scalar(select(func.count()).select_from(LogEntry)) or 0), await _tool_keys(session)
+        return int(await session.scalar(select(func.count()).select_from(LogEntry)) or 0), await _tool_keys(
+            session
+        )
 
     assert run(legacy_url, work) == (2, {BAD_TOOL: 2, OVERFLOW_KEY: 1, "Claude": 3})
 
@@ -164,7 +188,12 @@ def test_apply_leaves_the_constraints_valid_on_postgresql(legacy_url: str) -> No
 def test_scrub_command_dry_run_prints_stored_strings_as_visible_escapes(legacy_url: str) -> None:
     env = {"DATABASE_URL": legacy_url, "PATH": "/usr/bin:/bin", "AIFW_BCRYPT_ROUNDS": "4"}
     done = subprocess.run(
-        [sys.executable, "-m", "console", "scrub"], capture_output=True, text=True, env=env, timeout=60, check=False
+        [sys.executable, "-m", "console", "scrub"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "dry run" in done.stdout
@@ -175,5 +204,8 @@ def test_scrub_command_dry_run_prints_stored_strings_as_visible_escapes(legacy_u
 
 def test_repaired_identifier_spells_refused_characters_and_keeps_joiners_between_letters() -> None:
     assert repaired_identifier("a\x1bb", max_chars=10) == "a\\x1bb"
-    assert repaired_identifier("ann\u200cbob\u200c", max_chars=20, joiners_between_letters=True) == "ann\u200cbob\\u200c"
+    assert (
+        repaired_identifier("ann\u200cbob\u200c", max_chars=20, joiners_between_letters=True)
+        == "ann\u200cbob\\u200c"
+    )
     assert repaired_identifier("\u200b", max_chars=5) == "\\u200"

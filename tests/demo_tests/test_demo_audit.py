@@ -12,7 +12,9 @@ from db.models import AuditEvent, IngestToken
 from db.settings import Settings
 
 
-async def test_a_second_demo_run_audits_the_tokens_it_revokes(engine: AsyncEngine, settings: Settings) -> None:
+async def test_a_second_demo_run_audits_the_tokens_it_revokes(
+    engine: AsyncEngine, settings: Settings
+) -> None:
     password = generate_password()
     await _prepare(settings, password)
     await _prepare(settings, password)

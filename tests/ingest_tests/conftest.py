@@ -118,7 +118,9 @@ async def agent_factory(org: Org) -> AsyncIterator[AgentFactory]:
     """Connected simulated agents (closed at the end); device ids differ per call."""
     agents: list[AgentClient] = []
 
-    async def connect(port: int, *, device_id: str | None = None, connect: bool = True, **kwargs: Any) -> AgentClient:
+    async def connect(
+        port: int, *, device_id: str | None = None, connect: bool = True, **kwargs: Any
+    ) -> AgentClient:
         identity = AgentIdentity(
             organization_id=org.organization_id,
             token=org.token,
@@ -329,9 +331,25 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
         check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     return cert, key

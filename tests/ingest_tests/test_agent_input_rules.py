@@ -86,7 +86,9 @@ async def test_event_id_in_another_form_is_acked_under_the_string_sent_and_store
     assert await stored_ids(engine) == [str(event_id)]
 
 
-async def test_a_number_the_parser_cannot_represent_gets_invalid_json_with_its_position(raw: RawClient) -> None:
+async def test_a_number_the_parser_cannot_represent_gets_invalid_json_with_its_position(
+    raw: RawClient,
+) -> None:
     await raw.write(b'{"type":"ping","n":1e400}\n')
     error = await raw.receive()
     assert error["code"] == "invalid_json"
@@ -96,8 +98,14 @@ async def test_a_number_the_parser_cannot_represent_gets_invalid_json_with_its_p
 async def test_welcome_and_config_carry_the_organisations_metadata_keys(
     server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
 ) -> None:
-    await allow_key(session=session, organization_id=org.organization_id, key="team", shape="enum",
-                    values=["red", "blue"], actor=Actor.cli())  # fmt: skip
+    await allow_key(
+        session=session,
+        organization_id=org.organization_id,
+        key="team",
+        shape="enum",
+        values=["red", "blue"],
+        actor=Actor.cli(),
+    )
     await session.commit()
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org))
@@ -113,8 +121,9 @@ async def test_welcome_and_config_carry_the_organisations_metadata_keys(
 async def test_a_key_the_organisation_allowed_is_stored_and_a_number_past_64_bits_is_refused(
     server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession, engine: AsyncEngine
 ) -> None:
-    await allow_key(session=session, organization_id=org.organization_id, key="tabs", shape="number",
-                    actor=Actor.cli())  # fmt: skip
+    await allow_key(
+        session=session, organization_id=org.organization_id, key="tabs", shape="number", actor=Actor.cli()
+    )
     await session.commit()
     raw = await raw_factory(server.port)
     generator = EventGenerator(seed=5)

@@ -38,8 +38,12 @@ async def proxy(settings: Settings, backend: str) -> AsyncIterator[TcpProxy]:
 
 
 @pytest.fixture
-async def proxied_server(settings: Settings, engine: AsyncEngine, proxy: TcpProxy) -> AsyncIterator[ServerHandle]:
-    proxied = replace(settings, database_url=settings.url.set(port=proxy.port).render_as_string(hide_password=False))
+async def proxied_server(
+    settings: Settings, engine: AsyncEngine, proxy: TcpProxy
+) -> AsyncIterator[ServerHandle]:
+    proxied = replace(
+        settings, database_url=settings.url.set(port=proxy.port).render_as_string(hide_password=False)
+    )
     server = await start_server(proxied, db_retry_max_seconds=0.3)
     yield server
     proxy.restore()
@@ -73,7 +77,9 @@ async def test_database_restarted_mid_stream_loses_no_acked_event_and_stores_non
     during = [generator.event() for _ in range(200)]
     await agent.send_many(during)
     await asyncio.sleep(1.5)
-    assert agent.acked == {event["id"] for event in before}, "nothing is acknowledged while the database is away"
+    assert agent.acked == {event["id"] for event in before}, (
+        "nothing is acknowledged while the database is away"
+    )
     assert agent.connected, "the server keeps its clients while the database is away"
 
     proxy.restore()

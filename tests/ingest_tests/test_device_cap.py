@@ -15,7 +15,9 @@ from db.models import Device
 from tests.ingest_tests.conftest import Org, RawFactory, StartServer, hello_message
 
 
-async def register(session: AsyncSession, device_id: str, *, cap: int, organization_id: str = "acme") -> Device:
+async def register(
+    session: AsyncSession, device_id: str, *, cap: int, organization_id: str = "acme"
+) -> Device:
     device = await register_or_touch_device(
         session=session,
         organization_id=organization_id,

@@ -148,7 +148,9 @@ async def test_event_with_a_wrong_field_gets_invalid_event_and_is_not_stored(
     assert await count_events(engine) == 0
 
 
-async def test_timestamp_more_than_a_day_ahead_gets_invalid_event(raw: RawClient, generator: EventGenerator) -> None:
+async def test_timestamp_more_than_a_day_ahead_gets_invalid_event(
+    raw: RawClient, generator: EventGenerator
+) -> None:
     ahead = (utcnow() + timedelta(days=2)).isoformat()
     await raw.send(good_event(generator, timestamp=ahead))
     error = await expect_error_then_pong(raw, "invalid_event")
@@ -163,7 +165,9 @@ async def test_timestamp_absurdly_old_gets_invalid_event(raw: RawClient, generat
 
 async def test_timestamp_with_an_offset_is_accepted(raw: RawClient, generator: EventGenerator) -> None:
     moment = (utcnow() - timedelta(hours=1)).astimezone().isoformat()
-    event = good_event(generator, timestamp=moment.replace("+00:00", "+02:00") if moment.endswith("+00:00") else moment)
+    event = good_event(
+        generator, timestamp=moment.replace("+00:00", "+02:00") if moment.endswith("+00:00") else moment
+    )
     await raw.send(event)
     reply = await raw.receive()
     assert reply == {"type": "ack", "ids": [event["id"]]}
@@ -238,7 +242,9 @@ async def test_anything_but_hello_first_gets_hello_required_and_is_closed(
     await expect_refusal(raw, "hello_required")
 
 
-async def test_malformed_hello_gets_invalid_hello_and_is_closed(server: ServerHandle, raw_factory: RawFactory, org: Org) -> None:
+async def test_malformed_hello_gets_invalid_hello_and_is_closed(
+    server: ServerHandle, raw_factory: RawFactory, org: Org
+) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org, device_type="toaster"))
     error = await expect_refusal(raw, "invalid_hello")
@@ -291,7 +297,9 @@ async def test_device_of_another_organisation_gets_device_conflict(
     await expect_refusal(raw, "device_conflict")
 
 
-async def test_no_hello_in_time_gets_hello_timeout(server_factory: StartServer, raw_factory: RawFactory) -> None:
+async def test_no_hello_in_time_gets_hello_timeout(
+    server_factory: StartServer, raw_factory: RawFactory
+) -> None:
     server = await server_factory(hello_timeout_seconds=0.3)
     raw = await raw_factory(server.port, hello=False)
     await expect_refusal(raw, "hello_timeout")
@@ -308,7 +316,9 @@ async def test_client_past_the_connection_limit_gets_overloaded_and_others_go_on
 ) -> None:
     server = await server_factory(max_connections=2)
     first = await raw_factory(server.port)
-    await raw_factory(server.port, device_id="dev-raw-2")  # a second hello of one device would replace the first
+    await raw_factory(
+        server.port, device_id="dev-raw-2"
+    )  # a second hello of one device would replace the first
     third = await raw_factory(server.port, hello=False)
     await expect_refusal(third, "overloaded")
     await first.send({"type": "ping"})

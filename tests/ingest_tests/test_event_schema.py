@@ -29,15 +29,36 @@ NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
 @pytest.mark.parametrize(
     "name",
-    ["prompt", "Prompt", "PROMPT", "prompt_text", "userPrompt", "user-prompt", "systemprompt", "content", "text",
-     "completion", "response", "messages", "message", "input", "output", "query", "body", "chatTranscript",
-     "conversation_history", "rawResponse"],
-)  # fmt: skip
+    [
+        "prompt",
+        "Prompt",
+        "PROMPT",
+        "prompt_text",
+        "userPrompt",
+        "user-prompt",
+        "systemprompt",
+        "content",
+        "text",
+        "completion",
+        "response",
+        "messages",
+        "message",
+        "input",
+        "output",
+        "query",
+        "body",
+        "chatTranscript",
+        "conversation_history",
+        "rawResponse",
+    ],
+)
 def test_field_names_that_carry_content_are_recognised(name: str) -> None:
     assert is_content_key(name, "anything")
 
 
-@pytest.mark.parametrize("name", ["browser", "os", "app_version", "shell", "locale", "tab_count", "extension_id"])
+@pytest.mark.parametrize(
+    "name", ["browser", "os", "app_version", "shell", "locale", "tab_count", "extension_id"]
+)
 def test_ordinary_metadata_names_are_not_content(name: str) -> None:
     assert not is_content_key(name, "x")
 
@@ -64,11 +85,33 @@ def refusal(message: dict[str, Any], **kwargs: Any) -> EventError:
 
 @pytest.mark.parametrize(
     "key",
-    ["PrOmPt", "usermessage", "payload", "texto", "提示词", "pro\u200bmpt", "\u0440rompt", "ｐｒｏｍｐｔ",
-     "user_Mess\u00adage", "réponse", "prompt_id"],
-    ids=["mixed-case", "run-together", "payload", "spanish", "chinese", "zero-width-space", "cyrillic-er",
-         "fullwidth", "soft-hyphen", "accented", "label-of-content"],
-)  # fmt: skip
+    [
+        "PrOmPt",
+        "usermessage",
+        "payload",
+        "texto",
+        "提示词",
+        "pro\u200bmpt",
+        "\u0440rompt",
+        "ｐｒｏｍｐｔ",
+        "user_Mess\u00adage",
+        "réponse",
+        "prompt_id",
+    ],
+    ids=[
+        "mixed-case",
+        "run-together",
+        "payload",
+        "spanish",
+        "chinese",
+        "zero-width-space",
+        "cyrillic-er",
+        "fullwidth",
+        "soft-hyphen",
+        "accented",
+        "label-of-content",
+    ],
+)
 def test_spellings_of_content_in_metadata_are_refused_as_content(key: str) -> None:
     refused = refusal(event(log_metadata={key: "My_SSN_is_123-45-6789"}))
     assert refused.code == "content_not_allowed"
@@ -80,7 +123,9 @@ def test_unknown_metadata_key_is_invalid_event_naming_it() -> None:
     assert "unknown metadata key 'colour'" in refused.message
 
 
-@pytest.mark.parametrize("key", ["Browser", "BROWSER", "browser ", "br\u200bowser", "\u0440rowser"[0] + "rowser"])
+@pytest.mark.parametrize(
+    "key", ["Browser", "BROWSER", "browser ", "br\u200bowser", "\u0440rowser"[0] + "rowser"]
+)
 def test_a_look_alike_of_a_standard_key_is_not_accepted(key: str) -> None:
     assert refusal(event(log_metadata={key: "Chrome 131"})).code == "invalid_event"
 
@@ -94,20 +139,37 @@ def test_standard_keys_accept_what_the_reference_client_sends() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("browser", "Firefox 133.0.3"), ("os", "Ubuntu 24.04"), ("os_version", "15.1"), ("shell", "zsh"),
-     ("app_version", "2.0.0-beta.1+5"), ("locale", "pt-BR"), ("locale", "zh_Hans_CN"), ("arch", "arm64"),
-     ("browser", None)],
-)  # fmt: skip
+    [
+        ("browser", "Firefox 133.0.3"),
+        ("os", "Ubuntu 24.04"),
+        ("os_version", "15.1"),
+        ("shell", "zsh"),
+        ("app_version", "2.0.0-beta.1+5"),
+        ("locale", "pt-BR"),
+        ("locale", "zh_Hans_CN"),
+        ("arch", "arm64"),
+        ("browser", None),
+    ],
+)
 def test_standard_keys_accept_their_shape(key: str, value: object) -> None:
     assert validate_log(event(log_metadata={key: value}), hello=HELLO)["log_metadata"] == {key: value}
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("browser", "My SSN is 123-45-6789"), ("browser", "Chrome_My_SSN_is_123"), ("os", "x" * 65),
-     ("shell", "bash; cat ~/.ssh/id_rsa"), ("app_version", "one.two"), ("locale", "english please"),
-     ("browser", 131), ("shell", True), ("os", {"name": "macOS"}), ("os", ["macOS"])],
-)  # fmt: skip
+    [
+        ("browser", "My SSN is 123-45-6789"),
+        ("browser", "Chrome_My_SSN_is_123"),
+        ("os", "x" * 65),
+        ("shell", "bash; cat ~/.ssh/id_rsa"),
+        ("app_version", "one.two"),
+        ("locale", "english please"),
+        ("browser", 131),
+        ("shell", True),
+        ("os", {"name": "macOS"}),
+        ("os", ["macOS"]),
+    ],
+)
 def test_a_value_outside_its_keys_shape_is_refused(key: str, value: object) -> None:
     refused = refusal(event(log_metadata={key: value}))
     assert refused.code == "invalid_event"
@@ -115,10 +177,18 @@ def test_a_value_outside_its_keys_shape_is_refused(key: str, value: object) -> N
 
 
 def test_an_organisations_extra_keys_are_accepted_in_their_shape_only() -> None:
-    keys = {**STANDARD_KEYS, "team": Shape("enum", values=("red", "blue")), "tabs": Shape("number"),
-            "managed": Shape("boolean"), "ticket": Shape("token")}  # fmt: skip
+    keys = {
+        **STANDARD_KEYS,
+        "team": Shape("enum", values=("red", "blue")),
+        "tabs": Shape("number"),
+        "managed": Shape("boolean"),
+        "ticket": Shape("token"),
+    }
     metadata = {"team": "red", "tabs": 12, "managed": True, "ticket": "OPS-1234"}
-    assert validate_log(event(log_metadata=metadata), hello=HELLO, metadata_keys=keys)["log_metadata"] == metadata
+    assert (
+        validate_log(event(log_metadata=metadata), hello=HELLO, metadata_keys=keys)["log_metadata"]
+        == metadata
+    )
     for bad in ({"team": "green"}, {"tabs": "12"}, {"managed": 1}, {"ticket": "my salary is 10k"}):
         assert refusal(event(log_metadata=bad), metadata_keys=keys).code == "invalid_event"
     assert refusal(event(log_metadata=metadata)).code == "invalid_event"  # another organisation's event
@@ -127,8 +197,11 @@ def test_an_organisations_extra_keys_are_accepted_in_their_shape_only() -> None:
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64, 10**30, 1e300], ids=str)
 def test_numbers_beyond_64_bits_are_refused_not_rounded(value: int | float) -> None:
     # Parsed as the server parses: orjson turns integers past 64 bits into (rounded) floats.
-    message = orjson.loads(orjson.dumps(event(log_metadata={})).replace(b'"log_metadata":{}',
-                                                                         b'"log_metadata":{"tabs":%s}' % str(value).encode()))  # fmt: skip
+    message = orjson.loads(
+        orjson.dumps(event(log_metadata={})).replace(
+            b'"log_metadata":{}', b'"log_metadata":{"tabs":%s}' % str(value).encode()
+        )
+    )
     refused = refusal(message, metadata_keys={**STANDARD_KEYS, "tabs": Shape("number")})
     assert refused.code == "invalid_event"
     assert "2^63" in refused.message
@@ -165,8 +238,15 @@ def test_a_line_of_thousands_of_distinct_keys_is_refused_in_well_under_a_millise
 
 
 def test_a_hello_of_thousands_of_distinct_keys_is_refused_in_well_under_a_millisecond() -> None:
-    hello = {"type": "hello", "organization_id": "acme", "token": "t", "device_id": "d", "user_id": "u",
-             "device_type": "cli", **{f"field_{i}_{uuid.uuid4().hex[:6]}": i for i in range(5000)}}  # fmt: skip
+    hello = {
+        "type": "hello",
+        "organization_id": "acme",
+        "token": "t",
+        "device_id": "d",
+        "user_id": "u",
+        "device_type": "cli",
+        **{f"field_{i}_{uuid.uuid4().hex[:6]}": i for i in range(5000)},
+    }
     refusal(event(log_metadata={"pro\u200bmpt": "x"}))  # one-time: the confusables table loads on first use
     started = time.perf_counter()
     for _ in range(20):
@@ -189,8 +269,16 @@ def test_identifiers_refuse_controls_escapes_bidi_and_invisible_characters(bad: 
         assert refused.code == "invalid_event"
         assert f"{field} must not contain" in refused.message
     with pytest.raises(EventError, match="device_id must not contain"):
-        validate_hello({"type": "hello", "organization_id": "acme", "token": "t", "device_id": bad,
-                        "user_id": "u", "device_type": "cli"})  # fmt: skip
+        validate_hello(
+            {
+                "type": "hello",
+                "organization_id": "acme",
+                "token": "t",
+                "device_id": bad,
+                "user_id": "u",
+                "device_type": "cli",
+            }
+        )
 
 
 def test_user_id_may_hold_a_joiner_between_letters_only() -> None:
@@ -220,7 +308,9 @@ def nested(depth: int) -> Any:
     return orjson.loads(b"[" * depth + b"]" * depth)
 
 
-@pytest.mark.parametrize("field", ["device_id", "organization_id", "tool_name", "id", "timestamp", "risk_level"])
+@pytest.mark.parametrize(
+    "field", ["device_id", "organization_id", "tool_name", "id", "timestamp", "risk_level"]
+)
 def test_a_deeply_nested_array_in_an_event_field_is_refused_with_a_message(field: str) -> None:
     refused = refusal(event(**{field: nested(1000)}))
     assert refused.code == "invalid_event"
@@ -229,8 +319,15 @@ def test_a_deeply_nested_array_in_an_event_field_is_refused_with_a_message(field
 
 @pytest.mark.parametrize("field", ["organization_id", "device_id", "user_id", "token", "device_type"])
 def test_a_deeply_nested_array_in_a_hello_field_is_refused_with_a_message(field: str) -> None:
-    hello = {"type": "hello", "organization_id": "acme", "token": "t", "device_id": "d", "user_id": "u",
-             "device_type": "cli", field: nested(1000)}  # fmt: skip
+    hello = {
+        "type": "hello",
+        "organization_id": "acme",
+        "token": "t",
+        "device_id": "d",
+        "user_id": "u",
+        "device_type": "cli",
+        field: nested(1000),
+    }
     with pytest.raises(EventError) as refused:
         validate_hello(hello)
     assert refused.value.code == "invalid_hello"
@@ -262,22 +359,43 @@ def test_timestamp_bounds_are_a_day_ahead_and_four_hundred_days_back() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-11-20T10:00:00Z", "2026-11-20t10:00:00z", "2026-11-20T10:00:00.5Z", "2026-11-20T10:00:00.123456789Z",
-     "2026-11-20T11:30:00+01:30", "2026-11-20T05:00:00-05:00", "2026-11-20T10:00:00+00:00"],
-)  # fmt: skip
+    [
+        "2026-11-20T10:00:00Z",
+        "2026-11-20t10:00:00z",
+        "2026-11-20T10:00:00.5Z",
+        "2026-11-20T10:00:00.123456789Z",
+        "2026-11-20T11:30:00+01:30",
+        "2026-11-20T05:00:00-05:00",
+        "2026-11-20T10:00:00+00:00",
+    ],
+)
 def test_timestamps_in_the_profile_are_accepted(text: str) -> None:
     assert parse_timestamp(text, now=NOW) == datetime(2026, 11, 20, 10, tzinfo=UTC) + (
-        timedelta(microseconds=500_000) if ".5" in text else timedelta(microseconds=123_456) if ".1" in text
+        timedelta(microseconds=500_000)
+        if ".5" in text
+        else timedelta(microseconds=123_456)
+        if ".1" in text
         else timedelta(0)
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-W47-5T10:00:00Z", "20261120T100000Z", "2026-11-20 10:00:00Z", "2026-11-20T10:00:00Z ", "2026-11-20T10:00Z",
-     "2026-11-20T10:00:00+0100", "2026-11-20T10:00:00+01", "2026-324T10:00:00Z", "2026-11-20", "２０２６-11-20T10:00:00Z",
-     "2026-11-20T10:00:00.Z", "2026-11-20T10:00:00Zjunk"],
-)  # fmt: skip
+    [
+        "2026-W47-5T10:00:00Z",
+        "20261120T100000Z",
+        "2026-11-20 10:00:00Z",
+        "2026-11-20T10:00:00Z ",
+        "2026-11-20T10:00Z",
+        "2026-11-20T10:00:00+0100",
+        "2026-11-20T10:00:00+01",
+        "2026-324T10:00:00Z",
+        "2026-11-20",
+        "２０２６-11-20T10:00:00Z",
+        "2026-11-20T10:00:00.Z",
+        "2026-11-20T10:00:00Zjunk",
+    ],
+)
 def test_timestamps_outside_the_profile_are_refused(text: str) -> None:
     with pytest.raises(EventError, match="timestamp must be YYYY-MM-DDTHH:MM:SS"):
         parse_timestamp(text, now=NOW)
@@ -310,7 +428,11 @@ def test_entity_types_list_is_bounded() -> None:
 
 def test_valid_event_becomes_a_row_with_the_hellos_identity() -> None:
     row = validate_log(event(), hello=HELLO)
-    assert (row["device_id"], row["organization_id"], row["user_id"]) == ("dev-1", "acme", "alice@acme.example")
+    assert (row["device_id"], row["organization_id"], row["user_id"]) == (
+        "dev-1",
+        "acme",
+        "alice@acme.example",
+    )
     assert row["timestamp"].tzinfo is not None
 
 
@@ -323,8 +445,15 @@ def test_hello_refusals_use_the_invalid_hello_code() -> None:
 
 @pytest.mark.parametrize("field", ["prompt", "PrOmPt", "usermessage", "pro\u200bmpt"])
 def test_hello_with_content_is_refused_as_content(field: str) -> None:
-    hello = {"type": "hello", "organization_id": "acme", "token": "t", "device_id": "d", "user_id": "u",
-             "device_type": "cli", field: "x"}  # fmt: skip
+    hello = {
+        "type": "hello",
+        "organization_id": "acme",
+        "token": "t",
+        "device_id": "d",
+        "user_id": "u",
+        "device_type": "cli",
+        field: "x",
+    }
     with pytest.raises(EventError) as refused:
         validate_hello(hello)
     assert refused.value.code == "content_not_allowed"

@@ -57,13 +57,20 @@ class ChildServer:
 
 
 @contextlib.asynccontextmanager
-async def child_server(
-    env: dict[str, str], *args: str, preexec_fn: Any = None
-) -> AsyncIterator[ChildServer]:
+async def child_server(env: dict[str, str], *args: str, preexec_fn: Any = None) -> AsyncIterator[ChildServer]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(SERVER), "--port", "0", "--stats-interval", "0", *args,
-        env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
-    )  # fmt: skip
+        sys.executable,
+        str(SERVER),
+        "--port",
+        "0",
+        "--stats-interval",
+        "0",
+        *args,
+        env=env,
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
     assert process.stderr is not None
     child = ChildServer(process)
     listening = asyncio.get_running_loop().create_future()
@@ -231,7 +238,10 @@ async def test_repeated_bad_lines_are_counted_and_logged_a_few_times(
 
 
 async def test_validator_fault_is_one_log_line_without_traceback(
-    raw: RawClient, generator: EventGenerator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    raw: RawClient,
+    generator: EventGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import ingest_server
 

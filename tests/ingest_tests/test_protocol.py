@@ -97,8 +97,14 @@ async def test_resent_event_is_counted_once_in_the_hourly_rollups(
         await agent.wait_acked(within=10)
     async with engine.connect() as connection:
         counts = (
-            await connection.execute(select(LogHourlyCount.event_count).where(LogHourlyCount.dimension == "risk"))
-        ).scalars().all()
+            (
+                await connection.execute(
+                    select(LogHourlyCount.event_count).where(LogHourlyCount.dimension == "risk")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert counts == [1]
 
 

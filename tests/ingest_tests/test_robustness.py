@@ -86,7 +86,9 @@ async def test_many_connections_at_once_all_events_are_stored(
 async def test_full_queue_stops_reading_sockets_and_catches_up(
     server_factory: StartServer, agent_factory: AgentFactory, generator: EventGenerator, engine: AsyncEngine
 ) -> None:
-    server = await server_factory(queue_max_events=20, batch_max_events=10, max_in_flight_per_connection=100_000)
+    server = await server_factory(
+        queue_max_events=20, batch_max_events=10, max_in_flight_per_connection=100_000
+    )
     agent = await agent_factory(server.port, max_in_flight=10**9)
     async with write_lock(server.settings):
         sender = asyncio.create_task(agent.send_many([generator.event() for _ in range(3000)]))
@@ -115,9 +117,12 @@ async def test_connection_is_not_read_past_its_in_flight_limit(
 
 
 async def test_tls_connection_is_welcomed_and_acked(
-    settings: Settings, engine: AsyncEngine, agent_factory: AgentFactory, generator: EventGenerator,
+    settings: Settings,
+    engine: AsyncEngine,
+    agent_factory: AgentFactory,
+    generator: EventGenerator,
     tls_files: tuple[Path, Path],
-) -> None:  # fmt: skip
+) -> None:
     from tests.ingest_tests.conftest import start_server
 
     cert, key = tls_files
@@ -134,15 +139,19 @@ async def test_tls_connection_is_welcomed_and_acked(
 
 
 def test_unreadable_tls_files_are_a_one_line_settings_error(settings: Settings, tmp_path: Path) -> None:
-    broken = replace(settings, ingest_tls_cert=str(tmp_path / "missing.pem"), ingest_tls_key=str(tmp_path / "k.pem"))
+    broken = replace(
+        settings, ingest_tls_cert=str(tmp_path / "missing.pem"), ingest_tls_key=str(tmp_path / "k.pem")
+    )
     with pytest.raises(SettingsError, match="cannot load TLS certificate"):
         tls_context(broken)
 
 
 async def test_stats_line_reports_events_and_errors(
-    server_factory: StartServer, agent_factory: AgentFactory, generator: EventGenerator,
+    server_factory: StartServer,
+    agent_factory: AgentFactory,
+    generator: EventGenerator,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.INFO, logger="aifw.ingest")
     server = await server_factory(stats_interval_seconds=0.05)
     agent = await agent_factory(server.port)

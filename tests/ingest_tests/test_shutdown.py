@@ -57,9 +57,16 @@ async def test_sigterm_under_load_exits_zero_with_every_acknowledged_event_store
     subprocess_env: dict[str, str], org: Org, engine: AsyncEngine
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(SERVER), "--port", "0", "--stats-interval", "0",
-        env=subprocess_env, cwd=REPO_ROOT, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        str(SERVER),
+        "--port",
+        "0",
+        "--stats-interval",
+        "0",
+        env=subprocess_env,
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+    )
     assert process.stderr is not None
     try:
         port = await read_port(process.stderr)
@@ -96,18 +103,36 @@ def test_help_lists_every_option() -> None:
         [sys.executable, str(SERVER), "--help"], capture_output=True, text=True, cwd=REPO_ROOT, check=True
     )
     for option in (
-        "--host", "--port", "--tls-cert", "--tls-key", "--max-line-bytes", "--max-connections", "--hello-timeout",
-        "--idle-timeout", "--max-in-flight", "--queue-max-events", "--batch-max-events", "--batch-max-wait-ms",
-        "--stats-interval", "--shutdown-grace", "--db-retry-max", "INGEST_PORT", "INGEST_TLS_CERT",
-    ):  # fmt: skip
+        "--host",
+        "--port",
+        "--tls-cert",
+        "--tls-key",
+        "--max-line-bytes",
+        "--max-connections",
+        "--hello-timeout",
+        "--idle-timeout",
+        "--max-in-flight",
+        "--queue-max-events",
+        "--batch-max-events",
+        "--batch-max-wait-ms",
+        "--stats-interval",
+        "--shutdown-grace",
+        "--db-retry-max",
+        "INGEST_PORT",
+        "INGEST_TLS_CERT",
+    ):
         assert option in result.stdout
 
 
 def test_bad_setting_is_one_line_and_exit_code_2(subprocess_env: dict[str, str]) -> None:
     env = {**subprocess_env, "INGEST_PORT": "seventy"}
-    result = subprocess.run([sys.executable, str(SERVER)], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, str(SERVER)], capture_output=True, text=True, cwd=REPO_ROOT, env=env
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: INGEST_PORT must be a port number from 0 to 65535; got 'seventy'"]
+    assert result.stderr.strip().splitlines() == [
+        "error: INGEST_PORT must be a port number from 0 to 65535; got 'seventy'"
+    ]
 
 
 def test_identity_of_a_simulated_agent_is_plausible() -> None:

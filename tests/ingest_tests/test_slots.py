@@ -104,7 +104,9 @@ async def test_silent_flood_of_a_thousand_connections_does_not_keep_an_agent_out
         assert welcome["type"] == "welcome"
         assert admitted < ADMISSION_SECONDS, f"admitted after {admitted:.2f} s"
         assert server.stats.connections_shed > 0
-        print(f"agent admitted {admitted * 1000:.0f} ms after connecting; {server.stats.connections_shed} shed")
+        print(
+            f"agent admitted {admitted * 1000:.0f} ms after connecting; {server.stats.connections_shed} shed"
+        )
 
 
 async def open_trickler(port: int, org: Org, index: int) -> RawClient:

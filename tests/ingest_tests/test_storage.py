@@ -70,8 +70,20 @@ async def test_stored_event_keeps_every_field(session: AsyncSession) -> None:
     await session.commit()
     row = await session.get(LogEntry, (event["id"], event["organization_id"]))
     assert row is not None
-    for name in ("timestamp", "device_id", "user_id", "organization_id", "tool_name", "tool_type", "risk_level",
-                 "prompt_length", "detected_entity_types", "entity_count", "was_sanitized", "log_metadata"):  # fmt: skip
+    for name in (
+        "timestamp",
+        "device_id",
+        "user_id",
+        "organization_id",
+        "tool_name",
+        "tool_type",
+        "risk_level",
+        "prompt_length",
+        "detected_entity_types",
+        "entity_count",
+        "was_sanitized",
+        "log_metadata",
+    ):
         assert getattr(row, name) == event[name], name
 
 
@@ -137,11 +149,17 @@ async def test_tokens_are_listed_per_organisation(session: AsyncSession, acme: s
     assert len(await list_tokens(session=session)) == 2
 
 
-async def register(session: AsyncSession, organization_id: str = "acme", version: str | None = "1.0") -> Device:
+async def register(
+    session: AsyncSession, organization_id: str = "acme", version: str | None = "1.0"
+) -> Device:
     return await register_or_touch_device(
-        session=session, organization_id=organization_id, device_id="dev-1", user_id="alice",
-        device_type="browser", agent_version=version,
-    )  # fmt: skip
+        session=session,
+        organization_id=organization_id,
+        device_id="dev-1",
+        user_id="alice",
+        device_type="browser",
+        agent_version=version,
+    )
 
 
 async def test_first_hello_creates_the_device_and_the_next_touches_it(session: AsyncSession) -> None:

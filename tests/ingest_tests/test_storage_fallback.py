@@ -55,7 +55,9 @@ async def test_fallback_keeps_what_the_same_transaction_stored_before(session: A
     assert await stored_and_counted(session) == (20, 20)
 
 
-async def test_fallback_twice_in_one_transaction_stores_and_counts_each_row_once(session: AsyncSession) -> None:
+async def test_fallback_twice_in_one_transaction_stores_and_counts_each_row_once(
+    session: AsyncSession,
+) -> None:
     events = rows(30)
     await store_events(session=session, events=events[:10])
     await session.commit()
@@ -85,7 +87,9 @@ async def test_batch_racing_another_writer_for_the_same_id_stores_it_once(
         assert await stored_and_counted(session) == (40, 40)
 
 
-async def test_events_stored_inside_a_callers_savepoint_go_when_it_is_rolled_back(session: AsyncSession) -> None:
+async def test_events_stored_inside_a_callers_savepoint_go_when_it_is_rolled_back(
+    session: AsyncSession,
+) -> None:
     events = rows(12)
     await store_events(session=session, events=events[:4])
     nested = await session.begin_nested()
