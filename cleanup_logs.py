@@ -56,15 +56,9 @@ def _reexec_in_venv(error: ImportError) -> None:
 try:
     from sqlalchemy.exc import DBAPIError
 
-    from console.untrusted import visible
-    from db.engine import (
-        DatabaseError,
-        check_database,
-        describe_database_error,
-        error_reason,
-        new_engine,
-        new_sessionmaker,
-    )
+    from db.engine import check_database, new_engine, new_sessionmaker
+    from db.errors import DatabaseError, describe_database_error, error_reason
+    from db.identifiers import visible
     from db.retention import (
         DEFAULT_BATCH_SIZES,
         FAILED,

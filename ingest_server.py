@@ -28,12 +28,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import orjson
-from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.configs import effective_config, get_config
 from db.devices import DeviceRefused, register_or_touch_device
-from db.engine import DatabaseError, check_database, error_reason, new_engine, new_sessionmaker
+from db.engine import check_database, new_engine, new_sessionmaker
+from db.errors import DatabaseError, error_reason, is_refused_data
 from db.event_schema import EventError, Hello, validate_hello, validate_log
 from db.events import store_events
 from db.metadata_keys import Shape, keys_for_agent, organization_shapes, shapes_from_agent
@@ -228,22 +228,6 @@ class RunningServer:
 # --- the batching writer ---------------------------------------------------------------------------
 
 
-def _sqlstate(error: BaseException) -> str | None:
-    for candidate in (error, getattr(error, "orig", None), error.__cause__):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
-def _is_bad_row(error: BaseException) -> bool:
-    """True if the database refused the data (not the connection): retrying the same rows cannot help."""
-    if isinstance(error, IntegrityError | DataError):
-        return True
-    state = _sqlstate(error)
-    return state is not None and state[:2] in {"22", "23"}
-
-
 class BatchWriter:
     """The single task that stores queued events in batches, retries while the database is away,
     and acknowledges each event to its connection only after its batch is committed."""
@@ -324,7 +308,7 @@ class BatchWriter:
                 )
                 await session.commit()
             except Exception as error:  # noqa: BLE001 - every failure is sorted below, none escapes
-                if _is_bad_row(error):
+                if is_refused_data(error):
                     await _close_quietly(session)
                     await self._store_bad_batch(batch, error)
                     return

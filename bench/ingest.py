@@ -45,7 +45,6 @@ from sqlalchemy.engine import make_url
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from console.simulator import AgentClient, EventGenerator  # noqa: E402
 from db.base import utcnow  # noqa: E402
 from db.configs import create_organization  # noqa: E402
 from db.engine import migrate, new_engine, new_sessionmaker  # noqa: E402
@@ -54,6 +53,8 @@ from db.events import EVENT_COLUMNS  # noqa: E402
 from db.rights import Actor  # noqa: E402
 from db.settings import load_settings  # noqa: E402
 from db.tokens import create_token  # noqa: E402
+from ingest.client import AgentClient  # noqa: E402
+from simulation.events import EventGenerator  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 ORG = "bench"

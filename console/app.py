@@ -18,7 +18,6 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from textual import work
 from textual.app import App, SystemCommand
@@ -28,23 +27,16 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, fail
 from console.messages import DatabaseReachable, WorkerFailed
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
 from console.screens.login import LoginScreen
 from console.screens.section import ConsoleContext, Section, SectionCommand, SignedInUser
 from console.screens.shell import SECTIONS, ShellScreen, section_id
-from console.untrusted import visible
-from db.engine import (
-    DatabaseError,
-    check_connectable,
-    check_database,
-    describe_database_error,
-    error_reason,
-    new_engine,
-    new_sessionmaker,
-)
+from db.cli import EXIT_FAILED, EXIT_OK, fail
+from db.engine import check_connectable, check_database, new_engine, new_sessionmaker
+from db.errors import DatabaseError, describe_database_error, error_reason, is_connection_error
+from db.identifiers import visible
 from db.rights import NotAllowed
 from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler
 from db.settings import DEFAULT_DATA_DIR, Settings
@@ -54,31 +46,6 @@ log = logging.getLogger("console")
 RETRY_SECONDS = 3.0
 LIGHT_THEME = "textual-light"
 DARK_THEME = "textual-dark"
-#: Exception class names (anywhere in the cause chain) that mean the connection is gone.
-_CONNECTION_ERROR_NAMES = {
-    "ConnectionDoesNotExistError",
-    "AdminShutdownError",
-    "CannotConnectNowError",
-    "ConnectionFailureError",
-    "ConnectionRejectionError",
-    "InterfaceError",
-}
-
-
-def is_connection_error(error: BaseException) -> bool:
-    """Whether ``error`` means the database cannot be reached (as opposed to a bug or bad input)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(
-            seen, DatabaseError | OSError | TimeoutError | ConnectionError | OperationalError | InterfaceError
-        ):
-            return True
-        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
-            return True
-        if type(seen).__name__ in _CONNECTION_ERROR_NAMES:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def one_line(error: BaseException) -> str:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from console.commands import admin, demo, orgs, scrub, simulate, tokens
-from console.commands.common import EXIT_USAGE, fail
+from db.cli import EXIT_USAGE, fail
 from db.settings import OneLineArgumentParser, SettingsError, load_settings
 
 COMMAND_MODULES = (admin, orgs, tokens, scrub, simulate, demo)

@@ -12,7 +12,7 @@ and isolates, zero-width characters: the list of :mod:`db.identifiers` — are
 shown as visible escapes (``\\x1b``, ``\\u202e``) by :func:`visible`, which the
 command-line tools use before printing too. A zero-width joiner or non-joiner
 between two letters stays, as the database allows it there (Persian and Indic
-names need it). Textual is not imported here, so the CLI can use this module.
+names need it). The command-line tools use :func:`db.identifiers.visible` alone.
 """
 
 from __future__ import annotations
@@ -20,16 +20,7 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
-from db.identifiers import escape_forbidden
-
-
-def visible(value: object) -> str:
-    """``value`` as a string whose control, bidi and zero-width characters are written as escapes.
-
-    ``"\\x1b[31mred"`` becomes the nine characters ``\\x1b[31mred``; everything
-    else, markup-looking brackets included, is left exactly as it is.
-    """
-    return escape_forbidden(value if isinstance(value, str) else str(value), joiners_between_letters=True)
+from db.identifiers import visible
 
 
 def plain(value: object, style: str | Style = "") -> Text:

@@ -210,3 +210,12 @@ def check_rollup_key_sql(dialect: str) -> str:
         f"length(key) <= {MAX_ROLLUP_KEY_CHARS} "
         f"AND (dimension = 'user' AND {user} OR dimension <> 'user' AND {other})"
     )
+
+
+def visible(value: object) -> str:
+    """``value`` as a string whose control, bidi and zero-width characters are written as escapes.
+
+    ``"\\x1b[31mred"`` becomes the nine characters ``\\x1b[31mred``; everything
+    else, markup-looking brackets included, is left exactly as it is.
+    """
+    return escape_forbidden(value if isinstance(value, str) else str(value), joiners_between_letters=True)

@@ -20,7 +20,8 @@ from sqlalchemy.pool import NullPool
 
 from db import models  # noqa: F401  (registers every table on Base.metadata)
 from db.base import Base, UTCDateTime
-from db.engine import DatabaseError, check_connectable, new_engine
+from db.engine import check_connectable, new_engine
+from db.errors import DatabaseError
 from db.settings import SettingsError, load_settings
 
 config = context.config

@@ -12,7 +12,7 @@ import sys
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import (
+from db.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

@@ -22,8 +22,10 @@ import time
 from dataclasses import replace
 from types import FrameType
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail
-from console.demo import (
+from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail
+from db.security import PasswordError, validate_password
+from db.settings import Settings, SettingsError
+from simulation.demo import (
     DEMO_ADMIN,
     DEMO_ORGANIZATIONS,
     PASSWORD_FILE,
@@ -39,8 +41,6 @@ from console.demo import (
     prepare_database,
     remove_demo_database,
 )
-from db.security import PasswordError, validate_password
-from db.settings import Settings, SettingsError
 
 DEFAULT_NO_CONSOLE_SECONDS = 60.0
 PROGRESS_SECONDS = 5.0

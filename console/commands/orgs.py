@@ -6,7 +6,7 @@ import argparse
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import (
+from db.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

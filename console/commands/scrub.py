@@ -12,8 +12,8 @@ import argparse
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, DatabaseError, fail, run_in_session
-from console.untrusted import visible
+from db.cli import EXIT_FAILED, EXIT_OK, DatabaseError, fail, run_in_session
+from db.identifiers import visible
 from db.rights import Actor
 from db.scrub import ScrubReport, scrub
 from db.settings import Settings

@@ -19,9 +19,9 @@ import ssl
 import sys
 from pathlib import Path
 
-from console.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from console.fleet import Fleet, FleetError, FleetOrganization, FleetPlan, FleetStats
+from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from db.settings import Settings, port_number
+from simulation.fleet import Fleet, FleetError, FleetOrganization, FleetPlan, FleetStats
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

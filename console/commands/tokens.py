@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.commands.common import (
+from db.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -16,7 +16,7 @@ from console.commands.common import (
     fail,
     run_in_session,
 )
-from console.untrusted import visible
+from db.identifiers import visible
 from db.models import IngestToken
 from db.rights import Actor
 from db.settings import Settings

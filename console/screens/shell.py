@@ -17,8 +17,8 @@ from console.screens.logs import LogsSection
 from console.screens.overview import OverviewSection
 from console.screens.section import ConsoleContext, Section
 from console.screens.users import UsersSection
-from console.untrusted import visible
 from console.widgets.banner import DatabaseBanner
+from db.identifiers import visible
 
 #: Every section, in tab order; the ones with a KEY get a number key.
 SECTIONS: tuple[type[Section], ...] = (

@@ -24,8 +24,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.untrusted import visible
 from db.base import as_utc
+from db.identifiers import visible
 from db.models import LogEntry
 
 RISK_STYLES = {

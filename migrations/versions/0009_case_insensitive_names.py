@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from db.engine import DatabaseError
+from db.errors import DatabaseError
 
 revision: str = "0009"
 down_revision: str | None = "0008"

@@ -34,7 +34,7 @@ from console.screens.overview import OverviewSection
 from console.screens.shell import ShellScreen
 from console.screens.user_forms import UserFormScreen
 from console.screens.users import UsersSection
-from console.untrusted import plain, visible
+from console.untrusted import plain
 from console.widgets.log_table import LogTable
 from console.widgets.overview_widgets import RankedList
 from db.audit import record_change
@@ -42,6 +42,7 @@ from db.base import utcnow
 from db.configs import create_organization
 from db.devices import register_or_touch_device
 from db.engine import new_sessionmaker
+from db.identifiers import visible
 from db.models import FirewallConfig, RetentionRun, User
 from db.rights import Actor
 from db.tokens import create_token

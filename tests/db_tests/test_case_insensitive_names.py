@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import UTCDateTime, utcnow
 from db.configs import ConfigError, create_organization, get_config
-from db.engine import DatabaseError, head_revision
+from db.engine import head_revision
+from db.errors import DatabaseError
 from db.models import FirewallConfig, User
 from db.rights import Actor
 from db.settings import REPO_ROOT

@@ -74,7 +74,7 @@ def test_cleanup_lines_print_a_stored_error_with_its_escapes_visible(
 
 
 def test_cli_errors_print_control_characters_as_escapes(capsys: pytest.CaptureFixture[str]) -> None:
-    from console.commands.common import fail
+    from db.cli import fail
 
     assert fail("organisation " + CLEAR_SCREEN + "x does not exist") == 1
     assert capsys.readouterr().err == "error: organisation \\x1b[2J\\x1b[Hx does not exist\n"

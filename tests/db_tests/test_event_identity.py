@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.simulator import EventGenerator
 from db import logs
 from db.event_schema import Hello, validate_log
 from db.events import StoredBatch, store_events
 from db.models import LogEntry, LogHourlyCount
+from simulation.events import EventGenerator
 
 ACME = Hello("acme", "t", "dev-1", "ann@acme.example", "browser", "1.0")
 GLOBEX = Hello("globex", "t", "dev-2", "bob@globex.example", "browser", "1.0")

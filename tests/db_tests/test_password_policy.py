@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.demo import generate_password
 from db.models import User
 from db.rights import Actor
 from db.security import PasswordError, hash_password, validate_password, verify_password
 from db.users import UserError, create_user, reset_password
+from simulation.demo import generate_password
 
 
 def test_a_password_shorter_than_12_characters_is_refused_saying_how_long_it_is() -> None:

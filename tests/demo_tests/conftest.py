@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.fleet import FleetOrganization
 from db.configs import create_organization
 from db.models import LogEntry, LogHourlyCount
 from db.rights import Actor
 from db.settings import Settings
 from db.tokens import create_token
 from ingest_server import RunningServer, serve
+from simulation.fleet import FleetOrganization
 
 ORGANIZATIONS = ("acme", "globex")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from console.demo import DEMO_ORGANIZATIONS, DEMO_TOKEN_NAME, port_is_free
 from db.engine import new_engine
 from db.models import FirewallConfig, IngestToken, LogEntry, User
 from db.settings import REPO_ROOT, Settings
+from simulation.demo import DEMO_ORGANIZATIONS, DEMO_TOKEN_NAME, port_is_free
 from tests.conftest import settings_for
 from tests.demo_tests.conftest import children_printed, is_running, processes_mentioning
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.demo import DEMO_ACTOR, DEMO_ORGANIZATIONS, _prepare, generate_password
 from db.engine import new_sessionmaker
 from db.models import AuditEvent, IngestToken
 from db.settings import Settings
+from simulation.demo import DEMO_ACTOR, DEMO_ORGANIZATIONS, _prepare, generate_password
 
 
 async def test_a_second_demo_run_audits_the_tokens_it_revokes(

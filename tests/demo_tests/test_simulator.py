@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.fleet import Fleet, FleetError, FleetOrganization, FleetPlan
-from console.simulator import TOOL_TYPE_OF_DEVICE
 from db.base import utcnow
 from db.configs import update_config
 from db.models import LogEntry
 from db.rights import Actor
 from db.vocabulary import DEFAULT_MONITORED_TOOLS
 from ingest_server import RunningServer
+from simulation.events import TOOL_TYPE_OF_DEVICE
+from simulation.fleet import Fleet, FleetError, FleetOrganization, FleetPlan
 from tests.demo_tests.conftest import CuttingProxy, rollup_total, stored_ids
 
 PLAN = FleetPlan(
@@ -112,7 +112,7 @@ async def test_backfill_respects_each_organisations_retention(
 
 
 async def test_unreachable_server_is_one_clear_error(organizations: list[FleetOrganization]) -> None:
-    from console.demo import free_port
+    from simulation.demo import free_port
 
     port = free_port()
     fleet = Fleet("127.0.0.1", port, organizations, FleetPlan(devices=1, connect_timeout=0.5))

@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.simulator import AgentClient, AgentIdentity, EventGenerator
 from db.configs import create_organization
 from db.models import LogEntry
 from db.rights import Actor
 from db.settings import Settings
 from db.tokens import create_token
+from ingest.client import AgentClient, AgentIdentity
 from ingest_server import RunningServer, serve
+from simulation.events import EventGenerator
 
 ORG = "acme"
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.simulator import EventGenerator
 from db.metadata_keys import STANDARD_KEYS, allow_key
 from db.models import Device, LogEntry
 from db.rights import Actor
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     Org,
     RawClient,

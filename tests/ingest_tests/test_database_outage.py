@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.simulator import EventGenerator
 from db.settings import Settings
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     AgentFactory,
     RawFactory,

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.simulator import EventGenerator
 from db.base import utcnow
 from db.event_schema import ERROR_CODES
 from db.models import Device
 from db.rights import Actor
 from db.settings import MIN_MAX_LINE_BYTES
 from db.tokens import list_tokens, revoke_token
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     Org,
     RawClient,

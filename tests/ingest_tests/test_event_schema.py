@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pytest
 
-from console.simulator import EventGenerator
 from db.base import utcnow
 from db.event_schema import (
     EventError,
@@ -22,6 +21,7 @@ from db.event_schema import (
     validate_log,
 )
 from db.metadata_keys import STANDARD_KEYS, Shape, is_content_key, metadata_problem
+from simulation.events import EventGenerator
 
 HELLO = Hello("acme", "t", "dev-1", "alice@acme.example", "browser", "1.0")
 NOW = datetime(2026, 11, 20, 10, tzinfo=UTC)

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import pytest
 
-from console.simulator import EventGenerator
 from db.settings import Settings
 from ingest_server import RepeatedLog
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     Org,
     RawClient,

@@ -7,10 +7,11 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.simulator import AgentClient, EventGenerator
 from db.configs import update_config
 from db.models import Device, LogEntry, LogHourlyCount
 from db.rights import Actor
+from ingest.client import AgentClient
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import AgentFactory, RawClient, ServerHandle, count_events, stored_ids
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from console.simulator import AgentClient, EventGenerator
+from ingest.client import AgentClient
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import ServerHandle
 
 

@@ -13,9 +13,10 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.simulator import AgentClient, EventGenerator
 from db.settings import Settings, SettingsError
+from ingest.client import AgentClient
 from ingest_server import READ_CHUNK_BYTES, tls_context
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     AgentFactory,
     RawFactory,

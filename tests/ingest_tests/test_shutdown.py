@@ -14,8 +14,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.simulator import AgentClient, AgentIdentity, EventGenerator
 from db.settings import Settings
+from ingest.client import AgentClient, AgentIdentity
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import AgentFactory, Org, ServerHandle, eventually, start_server, stored_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

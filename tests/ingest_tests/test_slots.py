@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-from console.simulator import EventGenerator
 from db.settings import Settings
+from simulation.events import EventGenerator
 from tests.ingest_tests.conftest import (
     AgentFactory,
     Org,

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.simulator import EventGenerator
 from db.configs import create_organization
 from db.devices import DeviceRefused, register_or_touch_device
 from db.event_schema import Hello, validate_log
@@ -18,6 +17,7 @@ from db.models import Device, IngestToken, LogEntry, LogHourlyCount
 from db.rights import Actor
 from db.security import hash_token
 from db.tokens import TokenError, create_token, list_tokens, revoke_token, verify
+from simulation.events import EventGenerator
 
 HELLO = Hello("acme", "t", "dev-1", "alice@acme.example", "browser", "1.0")
 

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from console.simulator import EventGenerator
 from db.engine import new_sessionmaker
 from db.event_schema import Hello, validate_log
 from db.events import StoredBatch, store_events
 from db.models import LogEntry, LogHourlyCount
+from simulation.events import EventGenerator
 
 HELLO = Hello("acme", "t", "dev-1", "alice@acme.example", "browser", "1.0")
 

@@ -1,6 +1,6 @@
 """A simulated agent fleet: devices of every type, for several users and organisations, over real TCP.
 
-Each simulated device is one :class:`~console.simulator.AgentClient` on its own
+Each simulated device is one :class:`~ingest.client.AgentClient` on its own
 connection: it says hello, optionally backfills history (events with past
 timestamps, inside its organisation's retention window, sent through the same
 ingest path as live events), then sends live events at its share of the fleet's
@@ -25,16 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from console.simulator import (
-    RISK_WEIGHTS,
-    TOOL_TYPE_OF_DEVICE,
-    AgentClient,
-    AgentIdentity,
-    AgentRefused,
-    EventGenerator,
-)
 from db.base import utcnow
 from db.vocabulary import DEFAULT_MONITORED_TOOLS, DEVICE_TYPES
+from ingest.client import AgentClient, AgentIdentity, AgentRefused
+from simulation.events import RISK_WEIGHTS, TOOL_TYPE_OF_DEVICE, EventGenerator
 
 #: Refusals a retry cannot cure: the device gives up (the others go on).
 PERMANENT_REFUSALS = frozenset(

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from console.fleet import FleetOrganization
 from db.configs import create_organization, get_config
 from db.engine import migrate, new_engine, new_sessionmaker
 from db.logs import LogFilter, count
@@ -39,6 +38,7 @@ from db.rights import Actor
 from db.settings import DEFAULT_DATA_DIR, REPO_ROOT, Settings, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
 from db.users import create_administrator, get_by_username
+from simulation.fleet import FleetOrganization
 
 #: The demo organisations and their retention in days (all within the allowed 30..365).
 DEMO_ORGANIZATIONS: tuple[tuple[str, int], ...] = (

@@ -1,7 +1,9 @@
-"""What every subcommand shares: exit codes, error output, running against the database.
+"""What every command-line tool shares: exit codes, one-line errors, running work against the database.
 
-Whatever a command prints from the database (names, error messages quoting values) goes through
-:func:`console.untrusted.visible` first, so an ANSI escape stored in a token name cannot act on the terminal.
+The console's subcommands, ``cleanup_logs.py`` and the demo use it, so it lives below them all and
+imports neither Textual nor the console. Whatever a command prints from the database (names, error
+messages quoting values) goes through :func:`db.identifiers.visible` first, so an ANSI escape stored
+in a token name cannot act on the terminal.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from console.untrusted import visible
-from db.engine import DatabaseError, check_database, describe_database_error, new_engine, new_sessionmaker
+from db.engine import check_database, new_engine, new_sessionmaker
+from db.errors import DatabaseError, describe_database_error
+from db.identifiers import visible
 from db.settings import Settings
 
 EXIT_OK = 0
@@ -50,13 +53,3 @@ def run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[
     Raises DatabaseError with a one-line message; callers turn it into exit code 1.
     """
     return asyncio.run(_with_session(settings, work))
-
-
-__all__ = [
-    "DatabaseError",
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "fail",
-    "run_in_session",
-]

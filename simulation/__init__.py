@@ -1,0 +1,1 @@
+"""Simulated agents (events, fleet) and the demo launcher; never imports the console."""
