@@ -9,11 +9,12 @@ points can print it and exit instead of showing a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -227,157 +228,388 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{' '.join(message.split())} (see {self.prog} --help)")
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+# --- the table of settings ---------------------------------------------------------------------------
+# Every setting is one row below: its environment variable, the attribute it sets, how its text is
+# read (with its bounds), its help and, for the ingest server, its option. load_settings, the
+# server's options and the README's configuration table (checked by a test) all come from it.
+
+
+class Parse(Protocol):
+    """Reads a setting's text; raises ValueError whose message completes "<NAME> ..."."""
+
+    def __call__(self, raw: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number within bounds: ``minimum`` (exclusive when ``exclusive_minimum``) to ``maximum``."""
+
+    minimum: float
+    maximum: float | None = None
+    integer: bool = False
+    exclusive_minimum: bool = False
+
+    def __call__(self, raw: str) -> float:
+        try:
+            value = int(raw) if self.integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if self.integer else "a number"
+            raise ValueError(f"must be {kind}; got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number; got {raw!r}")
+        too_small = value <= self.minimum if self.exclusive_minimum else value < self.minimum
+        if too_small or (self.maximum is not None and value > self.maximum):
+            raise ValueError(f"must be {self.bounds}; got {raw!r}")
+        return value
+
+    @property
+    def bounds(self) -> str:
+        low = f"greater than {self.minimum:g}" if self.exclusive_minimum else f"at least {self.minimum:g}"
+        return low + (f" and at most {self.maximum:g}" if self.maximum is not None else "")
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Number:
+    return Number(minimum, maximum, integer=True)
+
+
+#: A timeout or an interval: any number greater than zero.
+_POSITIVE = Number(0, exclusive_minimum=True)
+_NOT_NEGATIVE = Number(0)
+
+
+def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off"}:
         return False
-    raise SettingsError(f"{name} must be true or false; got {raw!r}")
+    raise ValueError(f"must be true or false; got {raw!r}")
 
 
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    integer: bool = False,
-    exclusive_minimum: bool = False,
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise SettingsError(f"{name} must be {kind}; got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise SettingsError(f"{name} must be a finite number; got {raw!r}")
-    too_small = value <= minimum if exclusive_minimum else value < minimum
-    if too_small or (maximum is not None and value > maximum):
-        low = f"greater than {minimum:g}" if exclusive_minimum else f"at least {minimum:g}"
-        high = f" and at most {maximum:g}" if maximum is not None else ""
-        raise SettingsError(f"{name} must be {low}{high}; got {raw!r}")
-    return value
-
-
-def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    """A whole-number setting of at least ``minimum``."""
-    return int(_number(env, name, default, minimum=minimum, integer=True))
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    """A TCP port setting: 0 (any free port) to 65535."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _port(raw: str) -> int:
     try:
         return port_number(raw)
     except argparse.ArgumentTypeError as error:
-        raise SettingsError(f"{name} {error}") from None
+        raise ValueError(str(error)) from None
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    """A setting that must be greater than zero (a timeout, an interval)."""
-    return _number(env, name, default, minimum=0, exclusive_minimum=True)
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _absolute_folder(raw: str) -> Path:
+    folder = Path(raw.strip()).expanduser()
+    if not folder.is_absolute():
+        # A relative folder would follow the current directory: exports would land in the repository.
+        raise ValueError(f"must be an absolute folder (or start with ~); got {raw!r}")
+    return folder
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: the variable that sets it, where its value goes, how it is read, what it means."""
+
+    env: str
+    #: A field of :class:`Settings`, or ``ingest.<field>`` of :class:`IngestLimits`.
+    attribute: str
+    parse: Parse
+    help: str
+    #: The ingest server's option for it (``aifw-ingest --help``); None if it has none.
+    flag: str | None = None
+
+    @property
+    def default(self) -> object:
+        owner, name = self.attribute.split(".") if "." in self.attribute else ("", self.attribute)
+        fields = {f.name: f for f in dataclasses.fields(IngestLimits if owner else Settings)}
+        spec = fields[name]
+        if spec.default_factory is not dataclasses.MISSING:
+            return spec.default_factory()
+        return spec.default
+
+    def read(self, raw: str) -> object:
+        """The value of ``raw``, or SettingsError naming the variable."""
+        try:
+            return self.parse(raw)
+        except SettingsError:
+            raise
+        except ValueError as error:
+            raise SettingsError(f"{self.env} {error}") from None
+
+    def option_type(self, raw: str) -> object:
+        """The argparse ``type`` of the option: the same reading, its error in argparse's form."""
+        try:
+            return self.parse(raw)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+
+#: Every setting, in the order of the README's configuration table.
+SETTINGS: tuple[Setting, ...] = (
+    # DATABASE_URL and AIFW_DATA_DIR are read first and together (load_settings): the default URL
+    # is a file in the data folder, which is created only when the URL is not set.
+    Setting(
+        "DATABASE_URL",
+        "database_url",
+        normalize_database_url,
+        "the database; unset: the embedded SQLite file",
+    ),
+    Setting(
+        "AIFW_DATA_DIR",
+        "data_dir",
+        lambda raw: Path(raw.strip()).expanduser(),
+        "the embedded database's folder",
+    ),
+    Setting("AIFW_EXPORT_DIR", "export_dir", _absolute_folder, "where the console proposes to save exports"),
+    Setting(
+        "ENABLE_RETENTION_SCHEDULER",
+        "enable_retention_scheduler",
+        _boolean,
+        "run the retention cleanup in-process",
+    ),
+    Setting(
+        "RETENTION_CLEANUP_INTERVAL_HOURS",
+        "retention_cleanup_interval_hours",
+        _POSITIVE,
+        "hours between scheduled cleanups",
+    ),
+    Setting("INGEST_HOST", "ingest_host", _text, "address to listen on", "--host"),
+    Setting("INGEST_PORT", "ingest_port", _port, "TCP port, 0 for any free port", "--port"),
+    Setting(
+        "INGEST_MAX_LINE_BYTES",
+        "ingest.max_line_bytes",
+        _whole(MIN_MAX_LINE_BYTES),
+        "longest line accepted",
+        "--max-line-bytes",
+    ),
+    Setting(
+        "INGEST_MAX_CONNECTIONS",
+        "ingest.max_connections",
+        _whole(1),
+        "connections at once; more get 'overloaded'",
+        "--max-connections",
+    ),
+    Setting(
+        "INGEST_HELLO_TIMEOUT_SECONDS",
+        "ingest.hello_timeout_seconds",
+        _POSITIVE,
+        "seconds a new connection has to say hello",
+        "--hello-timeout",
+    ),
+    Setting(
+        "INGEST_IDLE_TIMEOUT_SECONDS",
+        "ingest.idle_timeout_seconds",
+        _POSITIVE,
+        "seconds without a complete line before closing",
+        "--idle-timeout",
+    ),
+    Setting(
+        "INGEST_MAX_PRE_HELLO_CONNECTIONS",
+        "ingest.max_pre_hello_connections",
+        _whole(1),
+        "of the connections, how many may be before their hello; past it the oldest is closed",
+        "--max-pre-hello",
+    ),
+    Setting(
+        "INGEST_PRE_HELLO_GRACE_SECONDS",
+        "ingest.pre_hello_grace_seconds",
+        _NOT_NEGATIVE,
+        "seconds a new connection is never shed, its hello being on the way",
+        "--pre-hello-grace",
+    ),
+    Setting(
+        "INGEST_HELLO_MAX_LINE_BYTES",
+        "ingest.hello_max_line_bytes",
+        _whole(1024),
+        "longest line before the hello",
+        "--hello-max-line-bytes",
+    ),
+    Setting(
+        "INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        "ingest.tls_handshake_timeout_seconds",
+        _POSITIVE,
+        "seconds a TLS handshake may take",
+        "--tls-handshake-timeout",
+    ),
+    Setting(
+        "INGEST_LINE_TIMEOUT_SECONDS",
+        "ingest.line_timeout_seconds",
+        _POSITIVE,
+        "seconds from a line's first byte to its newline before closing",
+        "--line-timeout",
+    ),
+    Setting(
+        "INGEST_MAX_CONNECTIONS_PER_TOKEN",
+        "ingest.max_connections_per_token",
+        _whole(1),
+        "authenticated connections of one ingest token at once",
+        "--max-connections-per-token",
+    ),
+    Setting(
+        "INGEST_MAX_LINGERING_CONNECTIONS",
+        "ingest.max_lingering_connections",
+        _whole(0),
+        "half-closed clients waiting for their acks, besides --max-connections",
+        "--max-lingering",
+    ),
+    Setting(
+        "INGEST_LINGER_TIMEOUT_SECONDS",
+        "ingest.linger_timeout_seconds",
+        _NOT_NEGATIVE,
+        "seconds a half-closed client waits for its acks",
+        "--linger-timeout",
+    ),
+    Setting(
+        "INGEST_MAX_OUTPUT_BYTES",
+        "ingest.max_output_bytes",
+        _whole(4096),
+        "unread answers per connection before it is no longer read",
+        "--max-output-bytes",
+    ),
+    Setting(
+        "INGEST_OUTPUT_TIMEOUT_SECONDS",
+        "ingest.output_timeout_seconds",
+        _POSITIVE,
+        "seconds a client may leave its answers unread before it is closed",
+        "--output-timeout",
+    ),
+    Setting(
+        "INGEST_MAX_IN_FLIGHT",
+        "ingest.max_in_flight_per_connection",
+        _whole(1),
+        "unacknowledged events per connection before it is no longer read",
+        "--max-in-flight",
+    ),
+    Setting(
+        "INGEST_QUEUE_MAX_EVENTS",
+        "ingest.queue_max_events",
+        _whole(1),
+        "events waiting for the writer before all reading pauses",
+        "--queue-max-events",
+    ),
+    Setting(
+        "INGEST_BATCH_MAX_EVENTS",
+        "ingest.batch_max_events",
+        _whole(1),
+        "events per database transaction at most",
+        "--batch-max-events",
+    ),
+    Setting(
+        "INGEST_BATCH_MAX_WAIT_MS",
+        "ingest.batch_max_wait_ms",
+        _NOT_NEGATIVE,
+        "under load, milliseconds the writer waits to fill a batch",
+        "--batch-max-wait-ms",
+    ),
+    Setting(
+        "INGEST_TLS_CERT",
+        "ingest_tls_cert",
+        _text,
+        "PEM certificate chain; with the key, enables TLS",
+        "--tls-cert",
+    ),
+    Setting("INGEST_TLS_KEY", "ingest_tls_key", _text, "PEM private key", "--tls-key"),
+    Setting(
+        "INGEST_SHUTDOWN_GRACE_SECONDS",
+        "ingest.shutdown_grace_seconds",
+        Number(0, 300),
+        "seconds to finish and acknowledge on SIGTERM",
+        "--shutdown-grace",
+    ),
+    Setting(
+        "INGEST_DB_RETRY_MAX_SECONDS",
+        "ingest.db_retry_max_seconds",
+        _POSITIVE,
+        "longest pause between database retries, seconds",
+        "--db-retry-max",
+    ),
+    Setting(
+        "INGEST_STATS_INTERVAL_SECONDS",
+        "ingest.stats_interval_seconds",
+        _NOT_NEGATIVE,
+        "seconds between stats lines on stderr, 0 for none",
+        "--stats-interval",
+    ),
+    Setting(
+        "INGEST_MAX_NEW_DEVICES_PER_HOUR",
+        "ingest.max_new_devices_per_hour",
+        _whole(1),
+        "new devices one organisation may register per hour",
+        "--max-new-devices-per-hour",
+    ),
+    Setting(
+        "ROLLUP_MAX_KEYS_PER_BUCKET",
+        "ingest.rollup_max_keys_per_bucket",
+        _whole(1),
+        "distinct keys per organisation, rollup bucket and dimension; more count as '(other)'",
+        "--rollup-max-keys-per-bucket",
+    ),
+    Setting("AIFW_BCRYPT_ROUNDS", "bcrypt_rounds", _whole(4, 16), "bcrypt cost of new password hashes"),
+)
+
+
+def _with_values(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """``settings`` with the attributes named in ``values`` (``ingest.<field>`` for a limit) replaced."""
+    limits = {name.removeprefix("ingest."): v for name, v in values.items() if name.startswith("ingest.")}
+    top = {name: v for name, v in values.items() if not name.startswith("ingest.")}
+    return replace(settings, ingest=replace(settings.ingest, **limits), **top)
+
+
+def _check_tls_pair(settings: Settings) -> Settings:
+    if (settings.ingest_tls_cert is None) != (settings.ingest_tls_key is None):
+        missing = (
+            "INGEST_TLS_KEY (--tls-key)"
+            if settings.ingest_tls_key is None
+            else "INGEST_TLS_CERT (--tls-cert)"
+        )
+        raise SettingsError(f"{missing} must be set too: TLS needs both a certificate and a key")
+    return settings
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise SettingsError naming the first bad variable."""
+    """Read and validate every setting of the table; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
-    data_dir = Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
-    raw_url = env.get("DATABASE_URL", "").strip()
-    if raw_url:
-        database_url, is_default = normalize_database_url(raw_url), False
-    else:
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is not None and raw.strip() != "":
+            values[setting.attribute] = setting.read(raw)
+    data_dir = cast(Path, values.get("data_dir", DEFAULT_DATA_DIR))
+    if "database_url" not in values:
         create_data_dir(data_dir)
-        database_url, is_default = normalize_database_url(default_sqlite_url(data_dir)), True
+        values["database_url"] = normalize_database_url(default_sqlite_url(data_dir))
+        values["database_url_is_default"] = True
+    return _check_tls_pair(_with_values(Settings(database_url=""), values))
 
-    defaults = IngestLimits()
-    limits = IngestLimits(
-        max_line_bytes=_whole(
-            env, "INGEST_MAX_LINE_BYTES", defaults.max_line_bytes, minimum=MIN_MAX_LINE_BYTES
-        ),
-        max_connections=_whole(env, "INGEST_MAX_CONNECTIONS", defaults.max_connections, minimum=1),
-        hello_timeout_seconds=_positive(env, "INGEST_HELLO_TIMEOUT_SECONDS", defaults.hello_timeout_seconds),
-        idle_timeout_seconds=_positive(env, "INGEST_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout_seconds),
-        max_pre_hello_connections=_whole(
-            env, "INGEST_MAX_PRE_HELLO_CONNECTIONS", defaults.max_pre_hello_connections, minimum=1
-        ),
-        pre_hello_grace_seconds=_number(
-            env, "INGEST_PRE_HELLO_GRACE_SECONDS", defaults.pre_hello_grace_seconds, minimum=0
-        ),
-        hello_max_line_bytes=_whole(
-            env, "INGEST_HELLO_MAX_LINE_BYTES", defaults.hello_max_line_bytes, minimum=1024
-        ),
-        tls_handshake_timeout_seconds=_positive(
-            env, "INGEST_TLS_HANDSHAKE_TIMEOUT_SECONDS", defaults.tls_handshake_timeout_seconds
-        ),
-        line_timeout_seconds=_positive(env, "INGEST_LINE_TIMEOUT_SECONDS", defaults.line_timeout_seconds),
-        max_connections_per_token=_whole(
-            env, "INGEST_MAX_CONNECTIONS_PER_TOKEN", defaults.max_connections_per_token, minimum=1
-        ),
-        max_lingering_connections=_whole(
-            env, "INGEST_MAX_LINGERING_CONNECTIONS", defaults.max_lingering_connections, minimum=0
-        ),
-        linger_timeout_seconds=_number(
-            env, "INGEST_LINGER_TIMEOUT_SECONDS", defaults.linger_timeout_seconds, minimum=0
-        ),
-        max_output_bytes=_whole(env, "INGEST_MAX_OUTPUT_BYTES", defaults.max_output_bytes, minimum=4096),
-        output_timeout_seconds=_positive(
-            env, "INGEST_OUTPUT_TIMEOUT_SECONDS", defaults.output_timeout_seconds
-        ),
-        max_in_flight_per_connection=_whole(
-            env, "INGEST_MAX_IN_FLIGHT", defaults.max_in_flight_per_connection, minimum=1
-        ),
-        queue_max_events=_whole(env, "INGEST_QUEUE_MAX_EVENTS", defaults.queue_max_events, minimum=1),
-        batch_max_events=_whole(env, "INGEST_BATCH_MAX_EVENTS", defaults.batch_max_events, minimum=1),
-        batch_max_wait_ms=_number(env, "INGEST_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms, minimum=0),
-        stats_interval_seconds=_number(
-            env, "INGEST_STATS_INTERVAL_SECONDS", defaults.stats_interval_seconds, minimum=0
-        ),
-        shutdown_grace_seconds=_number(
-            env, "INGEST_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds, minimum=0, maximum=300
-        ),
-        db_retry_max_seconds=_positive(env, "INGEST_DB_RETRY_MAX_SECONDS", defaults.db_retry_max_seconds),
-        rollup_max_keys_per_bucket=_whole(
-            env, "ROLLUP_MAX_KEYS_PER_BUCKET", defaults.rollup_max_keys_per_bucket, minimum=1
-        ),
-        max_new_devices_per_hour=_whole(
-            env, "INGEST_MAX_NEW_DEVICES_PER_HOUR", defaults.max_new_devices_per_hour, minimum=1
-        ),
-    )
-    tls_cert = (env.get("INGEST_TLS_CERT") or "").strip() or None
-    tls_key = (env.get("INGEST_TLS_KEY") or "").strip() or None
-    if (tls_cert is None) != (tls_key is None):
-        missing = "INGEST_TLS_KEY" if tls_key is None else "INGEST_TLS_CERT"
-        raise SettingsError(f"{missing} must be set too: TLS needs both INGEST_TLS_CERT and INGEST_TLS_KEY")
-    raw_export_dir = (env.get("AIFW_EXPORT_DIR") or "").strip()
-    export_dir = Path(raw_export_dir).expanduser() if raw_export_dir else None
-    if export_dir is not None and not export_dir.is_absolute():
-        # A relative folder would follow the current directory: exports would land in the repository.
-        raise SettingsError(
-            f"AIFW_EXPORT_DIR must be an absolute folder (or start with ~); got {raw_export_dir!r}"
+
+def add_server_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """Add the ingest server's option of every setting that has one.
+
+    An option that is not given leaves its setting as the environment made it (as hypercorn's
+    command line does): the defaults are ``SUPPRESS``, and the help shows the value in effect.
+    """
+    for setting in SETTINGS:
+        if setting.flag is None:
+            continue
+        current = _value_of(settings, setting.attribute)
+        parser.add_argument(
+            setting.flag,
+            dest=setting.attribute,
+            type=setting.option_type,
+            default=argparse.SUPPRESS,
+            metavar="N" if isinstance(setting.parse, Number) else setting.flag.rsplit("-", 1)[-1].upper(),
+            help=f"{setting.help} ({setting.env}; now {current if current is not None else 'unset'})",
         )
-    return Settings(
-        database_url=database_url,
-        database_url_is_default=is_default,
-        enable_retention_scheduler=_bool(env, "ENABLE_RETENTION_SCHEDULER", False),
-        retention_cleanup_interval_hours=_number(
-            env, "RETENTION_CLEANUP_INTERVAL_HOURS", 24.0, minimum=0, exclusive_minimum=True
-        ),
-        ingest_host=(env.get("INGEST_HOST") or "127.0.0.1").strip(),
-        ingest_port=_port(env, "INGEST_PORT", 7878),
-        ingest=limits,
-        bcrypt_rounds=int(_number(env, "AIFW_BCRYPT_ROUNDS", 12, minimum=4, maximum=16, integer=True)),
-        ingest_tls_cert=tls_cert,
-        ingest_tls_key=tls_key,
-        data_dir=data_dir,
-        export_dir=export_dir,
-    )
+
+
+def settings_with_options(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with the options that were given on the command line applied."""
+    given = {
+        s.attribute: getattr(args, s.attribute) for s in SETTINGS if s.flag and hasattr(args, s.attribute)
+    }
+    return _check_tls_pair(_with_values(settings, given))
+
+
+def _value_of(settings: Settings, attribute: str) -> object:
+    if attribute.startswith("ingest."):
+        return getattr(settings.ingest, attribute.removeprefix("ingest."))
+    return getattr(settings, attribute)

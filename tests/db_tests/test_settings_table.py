@@ -1,0 +1,118 @@
+"""The one table of settings (db/settings.py SETTINGS): the environment, the server's options and the README agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from db.settings import (
+    SETTINGS,
+    IngestLimits,
+    Number,
+    OneLineArgumentParser,
+    Setting,
+    Settings,
+    SettingsError,
+    UsageError,
+    add_server_options,
+    load_settings,
+    settings_with_options,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: Defaults that are folders or URLs: the README describes them in words.
+DESCRIBED_IN_WORDS = {"DATABASE_URL", "AIFW_DATA_DIR", "AIFW_EXPORT_DIR"}
+
+
+def readme_configuration_rows() -> dict[str, str]:
+    """Each variable of the README's configuration table → its default as written there."""
+    text = README.read_text()
+    section = text[text.index("| variable | default |") :]
+    rows: dict[str, str] = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        names_cell, defaults_cell = line.split("|")[1:3]
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", names_cell)
+        defaults = [part.strip() for part in defaults_cell.split(" / ")]
+        for index, name in enumerate(names):
+            rows[name] = defaults[index] if len(defaults) == len(names) else defaults_cell.strip()
+    return rows
+
+
+def written(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def parser_for(settings: Settings) -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog="tool")
+    add_server_options(parser, settings)
+    return parser
+
+
+def test_the_readme_lists_every_setting_of_the_table_and_nothing_else() -> None:
+    assert set(readme_configuration_rows()) == {setting.env for setting in SETTINGS}
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.env not in DESCRIBED_IN_WORDS], ids=lambda s: s.env
+)
+def test_the_readme_gives_each_settings_default(setting: Setting) -> None:
+    row = readme_configuration_rows()[setting.env]
+    assert row.startswith(written(setting.default)), row
+
+
+def test_the_defaults_of_the_table_are_what_load_settings_gives() -> None:
+    settings = load_settings({})
+    assert settings.ingest == IngestLimits()
+    for setting in SETTINGS:
+        if setting.env not in DESCRIBED_IN_WORDS:
+            owner = settings.ingest if setting.attribute.startswith("ingest.") else settings
+            assert getattr(owner, setting.attribute.removeprefix("ingest.")) == setting.default
+
+
+def test_an_option_not_given_keeps_what_the_environment_set() -> None:
+    settings = load_settings({"INGEST_SHUTDOWN_GRACE_SECONDS": "42", "INGEST_MAX_IN_FLIGHT": "7"})
+    args = parser_for(settings).parse_args(["--max-in-flight", "9"])
+    applied = settings_with_options(settings, args)
+    assert applied.ingest.shutdown_grace_seconds == 42
+    assert applied.ingest.max_in_flight_per_connection == 9
+    assert applied.ingest_port == settings.ingest_port
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.flag and isinstance(s.parse, Number)], ids=lambda s: s.env
+)
+def test_the_environment_and_the_option_share_their_bounds(setting: Setting) -> None:
+    parse = setting.parse
+    assert isinstance(parse, Number)
+    too_small = str(parse.minimum - 1 if not parse.exclusive_minimum else parse.minimum)
+    with pytest.raises(SettingsError, match=re.escape(f"{setting.env} must be {parse.bounds}")):
+        load_settings({setting.env: too_small})
+    with pytest.raises(UsageError, match=re.escape(f"argument {setting.flag}")) as refused:
+        parser_for(load_settings({})).parse_args([setting.flag, too_small])
+    assert f"must be {parse.bounds}" in str(refused.value)
+
+
+def test_the_shutdown_grace_option_is_capped_like_its_variable() -> None:
+    with pytest.raises(UsageError, match="at most 300"):
+        parser_for(load_settings({})).parse_args(["--shutdown-grace", "301"])
+
+
+def test_tls_needs_both_files_whichever_way_they_are_given() -> None:
+    settings = load_settings({"INGEST_TLS_CERT": "/etc/cert.pem", "INGEST_TLS_KEY": "/etc/key.pem"})
+    args = parser_for(settings).parse_args(["--tls-key", "/etc/other.pem"])
+    assert settings_with_options(settings, args).ingest_tls_key == "/etc/other.pem"
+    with pytest.raises(SettingsError, match="TLS needs both"):
+        load_settings({"INGEST_TLS_CERT": "/etc/cert.pem"})
+    bare = load_settings({})
+    with pytest.raises(SettingsError, match="TLS needs both"):
+        settings_with_options(bare, parser_for(bare).parse_args(["--tls-cert", "/etc/cert.pem"]))
