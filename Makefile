@@ -23,15 +23,16 @@ run: setup
 console: setup
 	$(BIN)/python -m console
 
-## Set up and run the whole test suite (lint and types first).
-test: setup
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+## Set up and run the whole test suite (lint, formatting, types and layers first).
+test: lint
 	$(BIN)/python -m pytest -q
 
+## Lint, formatting, types and the import-linter contracts of pyproject.toml.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-ingest: setup
 	$(BIN)/python bench/ingest.py

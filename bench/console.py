@@ -424,7 +424,7 @@ async def measure_overview(url: str, now: datetime) -> None:
 async def measure_pilot(url: str, results: list[dict[str, Any]]) -> None:
     """Key press → rendered page, through the real app driven by Pilot."""
     from console.app import FirewallConsole
-    from console.screens.logs import LogsSection
+    from console.sections.logs import LogsSection
 
     settings = replace(load_settings({"DATABASE_URL": url}), bcrypt_rounds=4)
     app = FirewallConsole(settings)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from textual.widgets import Input, Static  # noqa: E402
 
 from console.app import FirewallConsole  # noqa: E402
-from console.screens.logs import LogsSection  # noqa: E402
 from console.screens.shell import ShellScreen  # noqa: E402
+from console.sections.logs import LogsSection  # noqa: E402
 from console.widgets.log_table import LogTable  # noqa: E402
 from db.logs import LogFilter  # noqa: E402
 from db.settings import REPO_ROOT  # noqa: E402

@@ -27,12 +27,13 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 
+from console.context import ConsoleContext, SignedInUser
+from console.dialogs.confirm import confirm_then
+from console.dialogs.help import HelpScreen
 from console.messages import DatabaseReachable, WorkerFailed
-from console.screens.confirm import ConfirmScreen
-from console.screens.help import HelpScreen
 from console.screens.login import LoginScreen
-from console.screens.section import ConsoleContext, Section, SectionCommand, SignedInUser
 from console.screens.shell import SECTIONS, ShellScreen, section_id
+from console.sections.section import Section, SectionCommand
 from db.cli import EXIT_FAILED, EXIT_OK, fail
 from db.engine import check_connectable, check_database, new_engine, new_sessionmaker
 from db.errors import DatabaseError, describe_database_error, error_reason, is_connection_error
@@ -269,12 +270,11 @@ class FirewallConsole(App[None]):
             then()
             return
 
-        async def answered(yes: bool | None) -> None:
-            if yes:
-                await self._stop_busy_work()
-                then()
+        async def stop_then() -> None:
+            await self._stop_busy_work()
+            then()
 
-        self.push_screen(ConfirmScreen(f"{verb} and stop {', '.join(busy)}?"), answered)
+        confirm_then(self, f"{verb} and stop {', '.join(busy)}?", stop_then)
 
     async def _stop_busy_work(self) -> None:
         shell = self._shell()
@@ -300,20 +300,20 @@ class FirewallConsole(App[None]):
         self.notify("Close the dialog first (Esc), then choose the command again.", severity="warning")
         return True
 
-    def _go_to_section(self, section_type: type) -> None:
+    def _go_to_section(self, section_type: type[Section]) -> None:
         shell = self._shell()
         if shell is None or self._refused_under_dialog():
             return
-        shell.action_show_section(section_id(section_type))  # type: ignore[arg-type]
+        shell.action_show_section(section_id(section_type))
 
-    async def _run_section_command(self, command: SectionCommand, section_type: type) -> None:
+    async def _run_section_command(self, command: SectionCommand, section_type: type[Section]) -> None:
         shell = self._shell()
         if shell is None or self._refused_under_dialog():
             return
         if command.admin_only and self.context is not None and not self.context.require_admin(command.title):
             return
-        shell.action_show_section(section_id(section_type))  # type: ignore[arg-type]
-        section = await shell.mounted(section_type)  # type: ignore[arg-type]
+        shell.action_show_section(section_id(section_type))
+        section = await shell.mounted(section_type)
         await section.run_action(command.action)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -367,10 +367,11 @@ def run_console(settings: Settings, *, label: str | None = None) -> int:
         asyncio.run(preflight())
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
+    handler: logging.Handler
     try:
         handler = logging.FileHandler(_log_file(), encoding="utf-8")
     except OSError:
-        handler = logging.NullHandler()  # type: ignore[assignment]
+        handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -62,7 +62,7 @@ MAX_RED_ENTITY_TYPE_CHARS = 64
 #       65,536  = db.settings.MIN_MAX_LINE_BYTES, the smallest INGEST_MAX_LINE_BYTES allowed
 #
 # A configuration written around these checks (by SQL) may still pass the line: the server then
-# answers with the error ``config_too_large`` instead of an oversized line (ingest_server.py).
+# answers with the error ``config_too_large`` instead of an oversized line (ingest/protocol.py).
 AGENT_LINE_BYTES = IngestLimits().max_line_bytes
 AGENT_ENVELOPE_BYTES = 1024
 METADATA_KEYS_MAX_BYTES = 24 * 1024
@@ -205,6 +205,18 @@ def validate_sensitivity_thresholds(thresholds: object) -> dict[str, Any]:
     return merged
 
 
+def pattern_name_key(name: str) -> str:
+    """What makes two custom pattern names the same: their stripped, case-folded text."""
+    return name.strip().casefold()
+
+
+def custom_pattern_name_taken(patterns: Sequence[Mapping[str, Any]], name: str) -> bool:
+    """Whether one of ``patterns`` already has ``name`` (regardless of case): what
+    :func:`validate_custom_patterns` refuses, for a form to say before saving."""
+    key = pattern_name_key(name)
+    return any(isinstance(p.get("name"), str) and pattern_name_key(p["name"]) == key for p in patterns)
+
+
 def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
     """Each pattern is ``{"name", "regex", "entity_type", "severity"}``; the regex must compile as RE2.
 
@@ -227,9 +239,9 @@ def validate_custom_patterns(patterns: object) -> list[dict[str, Any]]:
             raise ConfigError(
                 f"custom_patterns[{index}].name must be 1-{MAX_PATTERN_NAME_CHARS} characters{got}"
             )
-        if name.strip().casefold() in seen:
+        if pattern_name_key(name) in seen:
             raise ConfigError(f"custom pattern name {name.strip()!r} is used twice")
-        seen.add(name.strip().casefold())
+        seen.add(pattern_name_key(name))
         regex = pattern.get("regex")
         if not isinstance(regex, str) or not regex or len(regex) > MAX_PATTERN_REGEX_CHARS:
             got = f"; got {len(regex):,}" if isinstance(regex, str) and regex else ""

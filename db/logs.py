@@ -17,7 +17,7 @@ import io
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -126,20 +126,7 @@ class LogFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not self.effective_risk_levels and self._without_risk() == LogFilter()
-
-    def _without_risk(self) -> LogFilter:
-        return LogFilter(
-            tool=self.tool,
-            user=self.user,
-            device=self.device,
-            organization=self.organization,
-            since=self.since,
-            until=self.until,
-            entity_type=self.entity_type,
-            sanitized=self.sanitized,
-            search=self.search,
-        )
+        return not self.effective_risk_levels and replace(self, risk_levels=frozenset()) == LogFilter()
 
     def describe(self) -> str:
         """A short human summary, e.g. ``risk=amber,red tool=ChatGPT``; "all rows" when empty."""

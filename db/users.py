@@ -36,6 +36,10 @@ class UserError(ValueError):
         self.field = field
 
 
+class UsersExist(UserError):
+    """The first administrator can no longer be created: someone created a user meanwhile (sign in)."""
+
+
 def validate_username(username: str) -> str:
     """Return ``username`` if it is 2–64 safe ASCII characters; UserError (field ``username``) if not."""
     if (problem := length_problem(User.username, username, field="username")) is not None:
@@ -363,8 +367,8 @@ async def create_administrator(
     With an ``actor`` (the CLI's ``create-admin``, the demo, an administrator) this is
     :func:`create_user` with ``is_admin``: the actor is checked and recorded. With
     ``actor`` None it creates the *first* administrator, whom nobody could have created:
-    refused (UserError) once any user exists; the new administrator is recorded as its
-    own creator, from ``source``.
+    refused (:class:`UsersExist`, checked under a lock on ``users``) once any user exists;
+    the new administrator is recorded as its own creator, from ``source``.
     """
     if actor is not None:
         return await create_user(
@@ -383,7 +387,7 @@ async def create_administrator(
     hashed = await _hash_allowed(password, username=username, email=email, rounds=bcrypt_rounds)
     await _lock_users(session)
     if await count_users(session=session) != 0:
-        raise UserError("users exist already: sign in, or ask an administrator to create your account")
+        raise UsersExist("users exist already: sign in, or ask an administrator to create your account")
     user = await _add_user(
         session,
         username=username,

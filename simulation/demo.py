@@ -1,10 +1,13 @@
 """Demo mode, without Textual: a demo database, the ingest server and a simulated fleet, started and stopped.
 
-``python -m console demo`` (console/commands/demo.py) calls, in order:
-:func:`demo_settings` (which database; never a configured one unknowingly),
-:func:`prepare_database` (migrate; demo organisations, fresh ingest tokens and
-the first administrator), then :class:`DemoProcesses` (the ingest server and
-the simulator as child processes, stopped on exit whatever happens).
+``python -m console demo`` (console/commands/demo.py, which only reads the
+arguments and opens the console) calls, in order: :func:`demo_settings` (which
+database; never a configured one unknowingly), :func:`prepare_demo` (``--reset``;
+migrate; demo organisations, fresh ingest tokens and the first administrator,
+through the same audited ``db/`` functions as the command line's ``org create``,
+``ingest-token create|revoke`` and ``create-admin``), :func:`describe_setup`,
+then :func:`run_demo` (the ingest server and the simulator as child processes,
+around the console or a timed run, stopped on exit whatever happens).
 
 By default everything lives in ``<data dir>/demo/`` (``AIFW_DATA_DIR`` or
 ``var/``): its own SQLite database, the processes' logs, the tokens file and the
@@ -27,10 +30,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
+from db.cli import EXIT_FAILED, EXIT_OK, fail
 from db.configs import create_organization, get_config
 from db.engine import migrate, new_engine, new_sessionmaker
 from db.logs import LogFilter, count
@@ -58,6 +63,8 @@ SERVER_LOG = "ingest.log"
 SIMULATOR_LOG = "simulator.log"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
+#: How often a run without the console relays the simulator's progress line.
+PROGRESS_SECONDS = 5.0
 
 
 class DemoError(RuntimeError):
@@ -433,3 +440,129 @@ class DemoProcesses:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- one demo run ---------------------------------------------------------------------------------
+
+
+def prepare_demo(
+    database: DemoDatabase,
+    traffic: TrafficPlan,
+    *,
+    reset: bool = False,
+    admin_password: str | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[DemoSetup, TrafficPlan]:
+    """``reset`` the demo's own database, prepare it, and return what was made and the traffic to send.
+
+    History is sent only into an empty database: with events from an earlier run
+    the returned plan has no backfill. Raises DemoError, PasswordError or
+    DatabaseError, each with a one-line message.
+    """
+    if reset:
+        remove_demo_database(database)
+        say(f"demo: deleted the demo database in {database.directory}")
+    say(f"demo: preparing {database.settings.describe_database()} (migrations, organisations, tokens, admin)")
+    setup = prepare_database(database, admin_password=admin_password)
+    stored = count_events(database.settings)
+    if stored and traffic.backfill_days:
+        traffic = replace(traffic, backfill_days=0)
+        say(f"demo: keeping the {stored} events of earlier runs (no new history; --reset starts afresh)")
+    return setup, traffic
+
+
+def describe_setup(database: DemoDatabase, setup: DemoSetup, traffic: TrafficPlan) -> list[str]:
+    """The block printed before the console opens: what is running and how to sign in."""
+    directory = database.directory
+    if setup.admin_password:
+        saved = f"   (saved in {directory / PASSWORD_FILE})"
+        credentials = f"{DEMO_ADMIN} / {setup.admin_password}{saved}"
+    else:
+        credentials = f"{DEMO_ADMIN} (password chosen on an earlier run; --reset starts afresh)"
+    where = (
+        " (the demo's own; your real data is not touched)"
+        if database.embedded
+        else " (given by --database-url)"
+    )
+    organizations = ", ".join(f"{name} ({days} days)" for name, days in DEMO_ORGANIZATIONS)
+    return [
+        "",
+        "  AI Usage Firewall: DEMO (simulated agents and data, not for production)",
+        f"  database  {database.settings.describe_database()}{where}",
+        f"  sign in   {credentials}",
+        f"  orgs      {organizations}",
+        f"  traffic   {traffic.devices} simulated devices, {traffic.rate:g} events/s live, "
+        + (
+            f"{traffic.backfill_days} days of history arriving now"
+            if traffic.backfill_days
+            else "no new history"
+        ),
+        f"  logs      {directory / SERVER_LOG}, {directory / SIMULATOR_LOG}",
+        "",
+    ]
+
+
+def run_without_console(processes: DemoProcesses, duration: float, *, say: Callable[[str], None]) -> None:
+    """Wait ``duration`` seconds (0: until interrupted), relaying the simulator's progress."""
+    deadline = time.monotonic() + duration if duration > 0 else None
+    next_progress = time.monotonic() + PROGRESS_SECONDS
+    while deadline is None or time.monotonic() < deadline:
+        processes.check()
+        time.sleep(0.2)
+        if time.monotonic() >= next_progress and processes.simulator is not None:
+            next_progress += PROGRESS_SECONDS
+            lines = [line for line in processes.simulator.tail(2) if line.startswith("simulate:")]
+            if lines:
+                say(f"demo: {lines[-1].removeprefix('simulate: ')}")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(
+    database: DemoDatabase,
+    traffic: TrafficPlan,
+    *,
+    foreground: Callable[[DemoProcesses], int] | None = None,
+    duration: float = 0.0,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Start the server and the simulator, run ``foreground`` (or wait ``duration``), stop both.
+
+    ``foreground`` is the console, given by the front end (this package imports no Textual):
+    it gets the running processes and returns the exit code. Ctrl+C, SIGTERM and SIGHUP stop
+    the demo in order; a child that dies on its own is one error line (exit code 1). Ends
+    with how many events the demo database holds.
+    """
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    code = EXIT_OK
+    processes = DemoProcesses(database, traffic, say=say)
+    try:
+        with processes:
+            try:
+                if foreground is not None:
+                    code = foreground(processes)
+                else:
+                    say(
+                        f"demo: running without the console for {duration:g}s"
+                        if duration > 0
+                        else "demo: running"
+                    )
+                    run_without_console(processes, duration, say=say)
+            except KeyboardInterrupt:
+                say("\ndemo: interrupted, stopping")
+    except KeyboardInterrupt:
+        say("demo: interrupted again while stopping")
+    except DemoError as error:
+        code = fail(str(error), code=EXIT_FAILED)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    try:
+        stored = count_events(database.settings)
+    except Exception as error:  # the summary must not hide the exit code
+        say(f"demo: cannot count the stored events: {' '.join(str(error).split())[:200]}")
+    else:
+        say(f"demo: the demo database holds {stored} log events; `python -m console demo` opens it again")
+    return code

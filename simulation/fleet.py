@@ -8,9 +8,10 @@ rate. Like a well-behaved agent it keeps every event until the server
 acknowledges it, and after a dropped connection it reconnects with backoff and
 resends what was not acknowledged (the server stores each id once).
 
-No Textual, no database: ``python -m console simulate`` and ``python -m console
-demo`` drive it, and the tests run it against a real server. Events carry
-metadata only, never any prompt content.
+No Textual, no database: ``python -m console simulate`` (console/commands/simulate.py
+parses its arguments, then calls :func:`run_until_signalled`) and the demo drive it,
+and the tests run it against a real server. Events carry metadata only, never any
+prompt content.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from db.base import utcnow
@@ -94,6 +97,23 @@ class FleetOrganization:
 
     organization_id: str
     token: str
+
+
+def read_tokens_file(path: Path) -> list[FleetOrganization]:
+    """``ORG TOKEN`` per line (blank lines and ``#`` comments skipped); ValueError says which line is bad.
+
+    A file keeps the tokens out of the process list (the demo writes one, mode 0600).
+    """
+    organizations = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{number}: expected 'ORG TOKEN'")
+        organizations.append(FleetOrganization(parts[0], parts[1]))
+    return organizations
 
 
 @dataclass(frozen=True)
@@ -446,8 +466,8 @@ class Fleet:
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self.plan.config_poll_seconds
                 await self._poll_config(device)
-            event = live_event(device)
-            if event is not None and not await self._send(device, event):
+            live = live_event(device)
+            if live is not None and not await self._send(device, live):
                 return
         await self._drain(device)
 
@@ -500,3 +520,39 @@ class Fleet:
             except ConnectionError:
                 if not await self._reconnect(device, deadline=deadline):
                     return
+
+
+async def run_until_signalled(
+    fleet: Fleet,
+    *,
+    progress: Callable[[FleetStats], None] | None = None,
+    every: float = 5.0,
+    draining: Callable[[], None] | None = None,
+) -> FleetStats:
+    """Run ``fleet`` until its plan ends; the first SIGTERM/SIGINT drains, the second stops at once.
+
+    ``draining`` is called at the first signal (to say that acknowledgements are awaited).
+    Where signal handlers cannot be installed (not the main thread) the fleet just runs.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if fleet.stopping:
+            fleet.stop(now=True)
+        else:
+            if draining is not None:
+                draining()
+            fleet.stop()
+
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, on_signal)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        return await fleet.run(progress=progress, every=every)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

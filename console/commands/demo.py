@@ -9,6 +9,8 @@ the database explicitly. It prints the administrator's credentials before the
 console opens, and stops the server and the simulator when the console exits
 (or on Ctrl+C, SIGTERM, SIGHUP, or an error). Without a terminal (or with
 ``--no-console``) it runs for ``--duration`` seconds instead of opening the console.
+This module reads the arguments and opens the console; the demo itself is
+:mod:`simulation.demo`.
 """
 
 from __future__ import annotations
@@ -16,34 +18,24 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import signal
 import sys
-import time
-from dataclasses import replace
-from types import FrameType
 
-from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, fail
+from db.cli import EXIT_FAILED, EXIT_USAGE, DatabaseError, fail
 from db.security import PasswordError, validate_password
 from db.settings import Settings, SettingsError
 from simulation.demo import (
     DEMO_ADMIN,
-    DEMO_ORGANIZATIONS,
-    PASSWORD_FILE,
-    SERVER_LOG,
-    SIMULATOR_LOG,
     DemoDatabase,
     DemoError,
     DemoProcesses,
-    DemoSetup,
     TrafficPlan,
-    count_events,
     demo_settings,
-    prepare_database,
-    remove_demo_database,
+    describe_setup,
+    prepare_demo,
+    run_demo,
 )
 
 DEFAULT_NO_CONSOLE_SECONDS = 60.0
-PROGRESS_SECONDS = 5.0
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,53 +96,15 @@ def ask_password() -> str:
     return validate_password(first)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def open_console(database: DemoDatabase, processes: DemoProcesses) -> int:
+    """Wait for Enter, then run the console on the demo database; its exit code."""
+    input("  Press Enter to open the console (Ctrl+C stops the demo) ")
+    processes.check()
+    # The console's log file goes next to the demo's other logs.
+    os.environ["AIFW_DATA_DIR"] = str(database.directory)
+    from console.app import run_console
 
-
-def describe_setup(database: DemoDatabase, setup: DemoSetup, traffic: TrafficPlan) -> list[str]:
-    """The block printed before the console opens: what is running and how to sign in."""
-    directory = database.directory
-    if setup.admin_password:
-        saved = f"   (saved in {directory / PASSWORD_FILE})"
-        credentials = f"{DEMO_ADMIN} / {setup.admin_password}{saved}"
-    else:
-        credentials = f"{DEMO_ADMIN} (password chosen on an earlier run; --reset starts afresh)"
-    where = (
-        " (the demo's own; your real data is not touched)"
-        if database.embedded
-        else " (given by --database-url)"
-    )
-    organizations = ", ".join(f"{name} ({days} days)" for name, days in DEMO_ORGANIZATIONS)
-    return [
-        "",
-        "  AI Usage Firewall: DEMO (simulated agents and data, not for production)",
-        f"  database  {database.settings.describe_database()}{where}",
-        f"  sign in   {credentials}",
-        f"  orgs      {organizations}",
-        f"  traffic   {traffic.devices} simulated devices, {traffic.rate:g} events/s live, "
-        + (
-            f"{traffic.backfill_days} days of history arriving now"
-            if traffic.backfill_days
-            else "no new history"
-        ),
-        f"  logs      {directory / SERVER_LOG}, {directory / SIMULATOR_LOG}",
-        "",
-    ]
-
-
-def run_without_console(processes: DemoProcesses, duration: float) -> None:
-    """Wait ``duration`` seconds (0: until interrupted), relaying the simulator's progress."""
-    deadline = time.monotonic() + duration if duration > 0 else None
-    next_progress = time.monotonic() + PROGRESS_SECONDS
-    while deadline is None or time.monotonic() < deadline:
-        processes.check()
-        time.sleep(0.2)
-        if time.monotonic() >= next_progress and processes.simulator is not None:
-            next_progress += PROGRESS_SECONDS
-            lines = [line for line in processes.simulator.tail(2) if line.startswith("simulate:")]
-            if lines:
-                say(f"demo: {lines[-1].removeprefix('simulate: ')}")
+    return run_console(database.settings, label="DEMO")
 
 
 def demo_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,63 +123,18 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     with_console = not args.no_console and sys.stdin.isatty() and sys.stdout.isatty()
     duration = args.duration if args.duration is not None else DEFAULT_NO_CONSOLE_SECONDS
     try:
-        if args.reset:
-            remove_demo_database(database)
-            say(f"demo: deleted the demo database in {database.directory}")
         password = ask_password() if args.ask_password else None
-        say(
-            f"demo: preparing {database.settings.describe_database()} (migrations, organisations, tokens, admin)"
-        )
-        setup = prepare_database(database, admin_password=password)
+        setup, traffic = prepare_demo(database, traffic, reset=args.reset, admin_password=password, say=say)
     except (DemoError, PasswordError) as error:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    try:
-        stored = count_events(database.settings)
-    except DatabaseError as error:
-        return fail(str(error), code=EXIT_FAILED)
-    if stored and traffic.backfill_days:
-        # History from an earlier run is there already; --reset starts afresh.
-        traffic = replace(traffic, backfill_days=0)
-        say(f"demo: keeping the {stored} events of earlier runs (no new history; --reset starts afresh)")
     for line in describe_setup(database, setup, traffic):
         say(line)
-
-    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    code = EXIT_OK
-    processes = DemoProcesses(database, traffic, say=say)
-    try:
-        with processes:
-            try:
-                if with_console:
-                    input("  Press Enter to open the console (Ctrl+C stops the demo) ")
-                    processes.check()
-                    # The console's log file goes next to the demo's other logs.
-                    os.environ["AIFW_DATA_DIR"] = str(database.directory)
-                    from console.app import run_console
-
-                    code = run_console(database.settings, label="DEMO")
-                else:
-                    say(
-                        f"demo: running without the console for {duration:g}s"
-                        if duration > 0
-                        else "demo: running"
-                    )
-                    run_without_console(processes, duration)
-            except KeyboardInterrupt:
-                say("\ndemo: interrupted, stopping")
-    except KeyboardInterrupt:
-        say("demo: interrupted again while stopping")
-    except DemoError as error:
-        code = fail(str(error), code=EXIT_FAILED)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    try:
-        stored = count_events(database.settings)
-    except Exception as error:  # the summary must not hide the exit code
-        say(f"demo: cannot count the stored events: {' '.join(str(error).split())[:200]}")
-    else:
-        say(f"demo: the demo database holds {stored} log events; `python -m console demo` opens it again")
-    return code
+    return run_demo(
+        database,
+        traffic,
+        foreground=(lambda processes: open_console(database, processes)) if with_console else None,
+        duration=duration,
+        say=say,
+    )

@@ -7,21 +7,28 @@ order), or list them in a ``--tokens-file`` (one ``ORG TOKEN`` per line, which
 keeps tokens out of the process list). Runs until ``--duration`` seconds have
 passed, or until SIGTERM / Ctrl+C (then it waits for outstanding
 acknowledgements; a second signal stops at once). The database is not touched:
-events go through the ingest server like a real agent's.
+events go through the ingest server like a real agent's. This module only reads
+the arguments; the fleet and its signal handling are :mod:`simulation.fleet`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import ssl
 import sys
 from pathlib import Path
 
 from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from db.settings import Settings, port_number
-from simulation.fleet import Fleet, FleetError, FleetOrganization, FleetPlan, FleetStats
+from simulation.fleet import (
+    Fleet,
+    FleetError,
+    FleetOrganization,
+    FleetPlan,
+    read_tokens_file,
+    run_until_signalled,
+)
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,20 +94,6 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=simulate_command)
 
 
-def read_tokens_file(path: Path) -> list[FleetOrganization]:
-    """``ORG TOKEN`` per line (blank lines and ``#`` comments skipped); ValueError says which line is bad."""
-    organizations = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{number}: expected 'ORG TOKEN'")
-        organizations.append(FleetOrganization(parts[0], parts[1]))
-    return organizations
-
-
 def organizations_from(args: argparse.Namespace) -> list[FleetOrganization]:
     """The organisations to send as, from ``--organization/--token`` pairs and ``--tokens-file``."""
     if len(args.organization) != len(args.token):
@@ -152,32 +145,6 @@ def say(message: str) -> None:
     print(f"simulate: {message}", flush=True)
 
 
-async def run_fleet(fleet: Fleet, progress_every: float) -> FleetStats:
-    """Run until done; the first SIGTERM/SIGINT drains, the second stops at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if fleet.stopping:
-            fleet.stop(now=True)
-        else:
-            say("stopping: waiting for the server to acknowledge what was sent")
-            fleet.stop()
-
-    installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, on_signal)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):
-            pass
-    try:
-        progress = (lambda stats: say(stats.line())) if progress_every > 0 else None
-        return await fleet.run(progress=progress, every=progress_every)
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         organizations = organizations_from(args)
@@ -191,8 +158,16 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     names = ", ".join(org.organization_id for org in organizations)
     history = f", backfilling {plan.backfill_days} days" if plan.backfill_days else ""
     say(f"{plan.devices} devices of {names} → {host}:{port}, {plan.rate:g} events/s{history}")
+    progress = (lambda stats: say(stats.line())) if args.progress > 0 else None
     try:
-        stats = asyncio.run(run_fleet(fleet, args.progress))
+        stats = asyncio.run(
+            run_until_signalled(
+                fleet,
+                progress=progress,
+                every=args.progress,
+                draining=lambda: say("stopping: waiting for the server to acknowledge what was sent"),
+            )
+        )
     except FleetError as error:
         return fail(str(error), code=EXIT_FAILED)
     except KeyboardInterrupt:

@@ -10,22 +10,25 @@ administrator instead. Inactive users are refused with their own message
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Center, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
-from textual.worker import Worker, WorkerState
 
-from console.messages import WorkerFailed
-from console.screens.section import SignedInUser
+from console.context import SignedInUser
+from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
 from db.sign_in import SignInOutcome, sign_in
-from db.users import UserError, count_users, create_administrator
+from db.users import UserError, UsersExist, count_users, create_administrator
+
+if TYPE_CHECKING:
+    from console.app import FirewallConsole
 
 
-class LoginScreen(Screen[None]):
+class LoginScreen(ForwardsWorkerFailures, Screen[None]):
     """Signs a user in (or creates the first administrator) and hands the user to the app."""
 
     BINDINGS = [("ctrl+q", "app.quit", "Quit")]
@@ -33,6 +36,11 @@ class LoginScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.first_admin = False
+
+    @property
+    def console(self) -> FirewallConsole:
+        """The app, as the console it is (its sessions, settings and :meth:`signed_in`)."""
+        return cast("FirewallConsole", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,32 +82,32 @@ class LoginScreen(Screen[None]):
 
     @work(exclusive=True, group="login-check", exit_on_error=False)
     async def check_users(self) -> None:
-        async with self.app.sessions() as session:  # type: ignore[attr-defined]
+        async with self.console.sessions() as session:
             users = await count_users(session=session)
         self._show_first_admin(users == 0)
         intro = (
             "No users yet: create the first administrator. Passwords (at least 12 characters, not a common"
             " one) are stored as bcrypt hashes."
             if users == 0
-            else f"{self.app.settings.describe_database()}"  # type: ignore[attr-defined]
+            else self.console.settings.describe_database()
         )
         self.query_one("#login-intro", Static).update(plain(intro))
         self.query_one("#username", Input).focus()
 
     @work(exclusive=True, group="login-submit", exit_on_error=False)
     async def attempt_sign_in(self, username: str, password: str) -> None:
-        app = self.app
-        async with app.sessions() as session:  # type: ignore[attr-defined]
+        app = self.console
+        async with app.sessions() as session:
             result = await sign_in(
                 session=session,
                 username=username,
                 password=password,
-                bcrypt_rounds=app.settings.bcrypt_rounds,  # type: ignore[attr-defined]
+                bcrypt_rounds=app.settings.bcrypt_rounds,
             )
             await session.commit()
         if result.outcome is SignInOutcome.OK and result.user is not None:
             user = result.user
-            app.signed_in(SignedInUser(user.username, user.is_admin, user.full_name))  # type: ignore[attr-defined]
+            app.signed_in(SignedInUser(user.username, user.is_admin, user.full_name))
         elif result.outcome is SignInOutcome.LOCKED:
             self.message(self._wait_text(result.wait_seconds))
         elif result.outcome is SignInOutcome.DISABLED:
@@ -112,12 +120,8 @@ class LoginScreen(Screen[None]):
 
     @work(exclusive=True, group="login-submit", exit_on_error=False)
     async def create_first_admin(self, username: str, email: str, full_name: str, password: str) -> None:
-        app = self.app
-        async with app.sessions() as session:  # type: ignore[attr-defined]
-            if await count_users(session=session) != 0:
-                self._show_first_admin(False)
-                self.message("Someone created a user meanwhile: sign in instead.")
-                return
+        app = self.console
+        async with app.sessions() as session:
             try:
                 user = await create_administrator(
                     session=session,
@@ -125,21 +129,23 @@ class LoginScreen(Screen[None]):
                     email=email,
                     password=password,
                     full_name=full_name or None,
-                    bcrypt_rounds=app.settings.bcrypt_rounds,  # type: ignore[attr-defined]
+                    bcrypt_rounds=app.settings.bcrypt_rounds,
                     actor=None,
                     source="console",
                 )
+            except UsersExist:
+                self._show_first_admin(False)
+                self.message("Someone created a user meanwhile: sign in instead.")
+                return
             except UserError as error:
                 self.message(str(error))
                 return
             await session.commit()
         app.notify(f"Administrator {user.username!r} created.")
-        app.signed_in(SignedInUser(user.username, True, user.full_name))  # type: ignore[attr-defined]
+        app.signed_in(SignedInUser(user.username, True, user.full_name))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.message("The database cannot be reached; try again in a moment.")
-            self.post_message(WorkerFailed(event.worker.error, event.worker.name))
+    def worker_failed(self, error: BaseException) -> None:
+        self.message("The database cannot be reached; try again in a moment.")
 
     # -- input ---------------------------------------------------------------------------------
 

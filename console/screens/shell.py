@@ -8,15 +8,16 @@ from textual.screen import Screen
 from textual.widget import AwaitMount
 from textual.widgets import ContentSwitcher, Footer, Header, Tab, Tabs
 
+from console.context import ConsoleContext
 from console.messages import DatabaseReachable
-from console.screens.audit import AuditSection
-from console.screens.cleanup import CleanupSection
-from console.screens.config import ConfigSection
-from console.screens.devices import DevicesSection
-from console.screens.logs import LogsSection
-from console.screens.overview import OverviewSection
-from console.screens.section import ConsoleContext, Section
-from console.screens.users import UsersSection
+from console.sections.audit import AuditSection
+from console.sections.cleanup import CleanupSection
+from console.sections.config import ConfigSection
+from console.sections.devices import DevicesSection
+from console.sections.logs import LogsSection
+from console.sections.overview import OverviewSection
+from console.sections.section import Section
+from console.sections.users import UsersSection
 from console.widgets.banner import DatabaseBanner
 from db.identifiers import visible
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.highlighter import JSONHighlighter
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -30,7 +31,7 @@ class LogDetail(VerticalScroll):
 
     can_focus = False
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield Static("Select a row to see its details.", id="log-detail-body")
 
     def show(self, record: dict[str, Any] | None) -> None:

@@ -6,6 +6,7 @@ The ranked lists show keys agents chose (tool names, user ids, entity types) as 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
@@ -14,10 +15,11 @@ from textual.containers import Vertical
 from textual.widgets import Label, Sparkline, Static
 
 from console.untrusted import plain
-from db.overview import RiskTotals, Timeline
+from console.widgets.risk import RISK_COLORS
 from db.vocabulary import RISK_LEVELS
 
-RISK_COLORS = {"green": "green", "amber": "yellow", "red": "red"}
+if TYPE_CHECKING:
+    from db.overview import RiskTotals, Timeline
 
 
 class RiskTotalsView(Static):

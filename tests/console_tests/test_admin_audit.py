@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.audit import AuditSection
+from console.sections.audit import AuditSection
 from db.audit import AuditFilter, describe_changes, list_changes, record_change
 from db.engine import new_sessionmaker
 from db.rights import Actor, ActorSource
-from tests.console_tests.admin_fixtures import open_section, signed_in
-from tests.console_tests.conftest import settle
+from tests.support.console import open_section, settle, signed_in
 
 
 async def record(engine: AsyncEngine, *, actor: str, source: ActorSource, **row) -> None:

@@ -9,16 +9,16 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.cleanup import CleanupSection
-from console.screens.confirm import ConfirmScreen
+from console.dialogs.confirm import ConfirmScreen
 from console.screens.login import LoginScreen
 from console.screens.shell import ShellScreen
+from console.sections.cleanup import CleanupSection
 from db.base import utcnow
 from db.configs import create_organization
 from db.engine import new_sessionmaker
 from db.models import LogEntry, RetentionRun
-from tests.console_tests.admin_fixtures import audit_rows, confirm, open_section, signed_in
-from tests.console_tests.conftest import SETUP, make_event, settle, store_logs
+from tests.support.console import audit_rows, confirm, open_section, running, settle, signed_in, wait_until
+from tests.support.database import SETUP, make_event, store_logs
 
 EXPIRED = 40
 KEPT = 7
@@ -159,8 +159,6 @@ async def test_scheduler_line_shows_whether_it_is_on_and_its_interval(
 async def test_the_console_runs_the_scheduled_cleanup_while_open_when_enabled(
     engine: AsyncEngine, app_factory
 ) -> None:
-    from tests.console_tests.conftest import running
-
     async with running(
         app_factory(enable_retention_scheduler=True, retention_cleanup_interval_hours=6.0)
     ) as pilot:
@@ -182,8 +180,8 @@ async def start_a_cleanup_that_holds_after_its_first_batch(pilot, section: Clean
     async def hold_until_stopped(organization_id: str, rows: int) -> None:
         original(organization_id, rows)
         inside.set()
-        while section.cancel_event is not None and not section.cancel_event.is_set():
-            await asyncio.sleep(0.01)
+        if section.cancel_event is not None:
+            await section.cancel_event.wait()
 
     section.on_progress = hold_until_stopped  # type: ignore[method-assign]
     section.action_run_cleanup()
@@ -224,10 +222,7 @@ async def test_quitting_during_a_cleanup_asks_then_leaves_exact_final_records(
         assert isinstance(pilot.app.screen, ConfirmScreen)
         assert pilot.app.screen.question == "Quit and stop a retention cleanup?"
         await pilot.press("y")
-        for _ in range(200):
-            if not pilot.app.is_running:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(pilot, lambda: not pilot.app.is_running)
         assert not pilot.app.is_running
     await assert_records_are_exact_and_final(engine)
 
@@ -277,7 +272,8 @@ async def test_the_run_deletes_the_number_the_confirmation_asked_about(
         assert pilot.app.screen.question.startswith(
             f"Delete the {EXPIRED:,} logs of 'acme' older than 30 days"
         )
-        await asyncio.sleep(3.2)
+        last_crossing = max(event["timestamp"] for event in crossing)
+        await wait_until(pilot, lambda: utcnow() - timedelta(days=30) > last_crossing)
         await pilot.press("y")
         await settle(pilot)
         assert section.last_summary is not None

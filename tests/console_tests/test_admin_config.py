@@ -9,25 +9,32 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.config import ConfigSection
-from console.screens.config_forms import OrganizationFormScreen, PatternFormScreen, TokenShownScreen
+from console.dialogs.config_forms import OrganizationFormScreen, PatternFormScreen, TokenShownScreen
+from console.sections.config import ConfigSection
+from console.sections.config.patterns import PatternsPane
+from console.sections.config.retention import RetentionPane
+from console.sections.config.tester import PatternTesterPane
+from console.sections.config.thresholds import ThresholdsPane
+from console.sections.config.tokens import TokensPane
+from console.sections.config.tools import ToolsPane
 from db.configs import create_organization, get_config
 from db.engine import new_sessionmaker
 from db.models import IngestToken
 from db.pattern_tester import PatternTestError, run_patterns
 from db.settings import Settings
-from tests.console_tests.admin_fixtures import (
+from tests.support.console import (
     audit_rows,
     confirm,
     fill,
     hello,
     ingest_server,
     open_section,
+    settle,
     signed_in,
     submit,
 )
-from tests.console_tests.conftest import SETUP, settle
-from tests.ingest_tests.conftest import RawClient
+from tests.support.database import SETUP
+from tests.support.ingest import RawClient
 
 EMPLOYEE_ID = {"name": "employee id", "regex": r"EMP-\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "red"}
 
@@ -81,7 +88,7 @@ async def test_retention_outside_30_to_365_is_refused_next_to_the_field(
         section = await open_section(pilot, ConfigSection)
         for wrong in ("29", "366", "ninety"):
             section.query_one("#log_retention_days").value = wrong
-            section.action_save_retention()
+            section.query_one(RetentionPane).save()
             await settle(pilot)
             assert "log_retention_days must be" in section.field_error("log_retention_days")
     row = await config_of(engine)
@@ -117,7 +124,7 @@ async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_ne
         async with signed_in(app_factory(), engine) as pilot:
             section = await open_section(pilot, ConfigSection)
             section.query_one("#log_retention_days").value = "120"
-            section.action_save_retention()
+            section.query_one(RetentionPane).save()
             await settle(pilot)
             assert section.field_error("log_retention_days") == ""
         await agent.send({"type": "config"})
@@ -140,16 +147,16 @@ async def test_thresholds_with_amber_above_red_are_refused_next_to_the_field(
         section = await open_section(pilot, ConfigSection)
         section.query_one("#amber_min_entities").value = "9"
         section.query_one("#red_min_entities").value = "3"
-        section.action_save_thresholds()
+        section.query_one(ThresholdsPane).save()
         await settle(pilot)
         assert "must not exceed" in section.field_error("amber_min_entities")
         section.query_one("#amber_min_entities").value = "two"
-        section.action_save_thresholds()
+        section.query_one(ThresholdsPane).save()
         await settle(pilot)
         assert "whole number" in section.field_error("amber_min_entities")
         section.query_one("#amber_min_entities").value = "2"
         section.query_one("#red_entity_types").value = "API_KEY, EMPLOYEE_ID"
-        section.action_save_thresholds()
+        section.query_one(ThresholdsPane).save()
         await settle(pilot)
     row = await config_of(engine)
     assert row is not None
@@ -166,7 +173,7 @@ async def test_tools_can_be_added_disabled_and_removed(engine: AsyncEngine, app_
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
-        section.action_add_tool()
+        section.query_one(ToolsPane).add_entry()
         await settle(pilot)
         fill(pilot, name="ChatGPT")
         await submit(pilot)
@@ -176,10 +183,10 @@ async def test_tools_can_be_added_disabled_and_removed(engine: AsyncEngine, app_
         await settle(pilot)
         table = section.query_one("#tools-table")
         table.move_cursor(row=table.get_row_index("ChatGPT"))
-        section.action_toggle_tool()
+        section.query_one(ToolsPane).toggle_entry()
         await settle(pilot)
         table.move_cursor(row=table.get_row_index("Claude"))
-        section.action_remove_tool()
+        section.query_one(ToolsPane).remove_entry()
         await confirm(pilot)
     row = await config_of(engine)
     assert row is not None
@@ -196,7 +203,7 @@ async def test_a_pattern_that_does_not_compile_is_refused_with_the_regex_error(
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
-        section.action_add_pattern()
+        section.query_one(PatternsPane).add_entry()
         await settle(pilot)
         form = pilot.app.screen
         assert isinstance(form, PatternFormScreen)
@@ -226,7 +233,7 @@ async def test_the_tester_shows_what_the_patterns_find_and_stores_nothing(
         section.query_one("#tester-sample").text = "ticket for EMP-123456, cc EMP-654321 and EMP-12"
         await pilot.click("#tester-run")
         await settle(pilot)
-        result = section.tester_result
+        result = section.query_one(PatternTesterPane).result
         assert result is not None, str(section.query_one("#tester-result").render())
         [hit] = result.matched
         assert hit.count == 2
@@ -271,11 +278,12 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
         await pilot.click("#token-close")
         await settle(pilot)
         assert (await hello(port, organization_id="acme", token=token))["type"] == "welcome"
-        [token_id] = section.tokens
-        section.query_one("#tokens-table").move_cursor(row=0)
-        section.action_revoke_token()
+        tokens = section.query_one(TokensPane)
+        [token_id] = tokens.tokens
+        tokens.table.move_cursor(row=0)
+        tokens.remove_entry()
         await confirm(pilot)
-        assert section.tokens[token_id].revoked_at is not None
+        assert tokens.tokens[token_id].revoked_at is not None
         refused = await hello(port, organization_id="acme", token=token)
         assert (refused["type"], refused["code"]) == ("error", "unauthorized")
     created, revoked = (
@@ -322,7 +330,7 @@ async def test_an_organisation_whose_config_cannot_be_shown_keeps_no_field_of_th
         assert section.query_one("#save-retention").disabled
         assert "cannot be shown" in str(section.query_one("#config-summary").render())
         section.query_one("#log_retention_days").value = "365"  # what the old screen kept, typed back
-        section.action_save_retention()
+        section.query_one(RetentionPane).save()
         await settle(pilot)
         section.query_one("#config-org").value = "acme"  # a good one again: every field is back
         await settle(pilot)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.devices import DevicesSection
+from console.sections.devices import DevicesSection
 from db.base import utcnow
 from db.configs import create_organization
 from db.devices import DeviceFilter
@@ -15,15 +15,8 @@ from db.engine import new_sessionmaker
 from db.models import Device
 from db.settings import Settings
 from db.tokens import create_token
-from tests.console_tests.admin_fixtures import (
-    audit_rows,
-    confirm,
-    hello,
-    ingest_server,
-    open_section,
-    signed_in,
-)
-from tests.console_tests.conftest import SETUP, make_event, settle, store_logs
+from tests.support.console import audit_rows, confirm, hello, ingest_server, open_section, settle, signed_in
+from tests.support.database import SETUP, make_event, store_logs
 
 
 async def add_devices(engine: AsyncEngine) -> None:

@@ -7,16 +7,25 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.confirm import ConfirmScreen
-from console.screens.user_forms import PasswordFormScreen, UserFormScreen
-from console.screens.users import UsersSection
+from console.dialogs.confirm import ConfirmScreen
+from console.dialogs.user_forms import PasswordFormScreen, UserFormScreen
+from console.sections.users import UsersSection
 from db.engine import new_sessionmaker
 from db.models import User
 from db.rights import Actor
 from db.sign_in import SignInOutcome, sign_in
 from db.users import UserError, delete_user, get_by_username, update_user
-from tests.console_tests.admin_fixtures import audit_rows, confirm, fill, open_section, signed_in, submit
-from tests.console_tests.conftest import PASSWORD, add_user, settle
+from tests.support.console import (
+    add_console_user,
+    audit_rows,
+    confirm,
+    fill,
+    open_section,
+    settle,
+    signed_in,
+    submit,
+)
+from tests.support.database import PASSWORD
 
 
 async def select_user(pilot, section: UsersSection, username: str) -> None:
@@ -53,7 +62,7 @@ async def test_user_form_shows_each_validation_message_next_to_its_field(
 async def test_taken_username_and_email_are_refused_next_to_the_field(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "bob")
+    await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         section.action_create_user()
@@ -98,7 +107,7 @@ async def test_created_user_is_listed_and_audited_without_the_password(
 async def test_an_administrator_cannot_demote_or_deactivate_themselves(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "bob", is_admin=True)
+    await add_console_user(engine, "bob", is_admin=True)
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await select_user(pilot, section, "alice")
@@ -128,7 +137,7 @@ async def test_an_administrator_cannot_demote_or_deactivate_themselves(
 async def test_an_administrator_demoted_elsewhere_cannot_deactivate_anyone_and_gets_a_viewers_keys(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "bob", is_admin=True)
+    await add_console_user(engine, "bob", is_admin=True)
     async with signed_in(app_factory(), engine) as pilot:
         # Meanwhile someone removed alice's role elsewhere: the console still shows her an administrator's keys.
         async with new_sessionmaker(engine)() as session:
@@ -149,7 +158,7 @@ async def test_an_administrator_demoted_elsewhere_cannot_deactivate_anyone_and_g
 
 
 async def test_unticking_active_in_the_edit_form_asks_first(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "bob")
+    await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await select_user(pilot, section, "bob")
@@ -193,7 +202,7 @@ async def test_the_last_active_administrator_cannot_be_demoted_or_deleted_by_any
 async def test_password_reset_lets_the_user_sign_in_with_the_new_password_only(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "bob")
+    await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await select_user(pilot, section, "bob")
@@ -218,7 +227,7 @@ async def test_password_reset_lets_the_user_sign_in_with_the_new_password_only(
 
 
 async def test_deactivation_and_deletion_are_confirmed_and_audited(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "bob")
+    await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await select_user(pilot, section, "bob")
@@ -241,7 +250,7 @@ async def test_deactivation_and_deletion_are_confirmed_and_audited(engine: Async
 
 
 async def test_a_viewer_cannot_open_the_user_forms(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "bob")
+    await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine, "victor", is_admin=False) as pilot:
         section = await open_section(pilot, UsersSection)
         section.action_create_user()

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.screens.shell import ShellScreen
 from db.settings import Settings
-from tests.console_tests.conftest import add_user, make_event, open_logs, running, settle, sign_in, store_logs
+from tests.support.console import add_console_user, open_logs, running, settle, sign_in
+from tests.support.database import make_event, store_logs
 
 
 class CuttableProxy:
@@ -106,7 +107,7 @@ async def test_losing_the_database_shows_a_banner_and_retry_recovers(
 ) -> None:
     from console.app import FirewallConsole
 
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     await store_logs(engine, [make_event(index) for index in range(10)])
     async with outage_switch(settings) as (app_settings, switch):
         app = FirewallConsole(app_settings)

@@ -16,27 +16,26 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from textual.pilot import Pilot
 
-from console.screens.confirm import ConfirmScreen
-from console.screens.export import ExportScreen
+from console.dialogs.confirm import ConfirmScreen
+from console.dialogs.export import ExportScreen
 from console.screens.login import LoginScreen
-from console.screens.logs import LogsSection
+from console.sections.logs import LogsSection
 from db import logs
 from db.engine import new_sessionmaker, sqlite_path
 from db.logs import LogFilter
 from db.models import AuditEvent, User
 from db.rights import Actor
 from db.settings import Settings
-from tests.console_tests.conftest import (
-    add_user,
-    make_event,
+from tests.support.console import (
+    add_console_user,
     newest_first,
     open_logs,
     running,
     settle,
     sign_in,
-    store_logs,
     wait_until,
 )
+from tests.support.database import make_event, store_logs
 
 
 def events_for_export() -> list[dict]:
@@ -58,7 +57,7 @@ async def test_export_from_the_logs_screen_writes_exactly_the_filtered_rows(
 ) -> None:
     events = events_for_export()
     await store_logs(engine, events)
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     expected = [e for e in events if e["risk_level"] == "red"]
     target = tmp_path / f"red.{fmt}"
     async with running(app_factory()) as pilot:
@@ -149,7 +148,7 @@ async def test_the_proposed_file_is_in_the_export_folder_and_a_bare_name_goes_th
     engine: AsyncEngine, app_factory, tmp_path: Path
 ) -> None:
     await store_logs(engine, events_for_export())
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory(export_dir=tmp_path)) as pilot:
         await sign_in(pilot, "alice")
         section, dialog = await open_export_dialog(pilot)
@@ -165,7 +164,7 @@ async def test_without_an_export_folder_the_home_folder_is_proposed(
     engine: AsyncEngine, app_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory(export_dir=None)) as pilot:
         await sign_in(pilot, "alice")
         _, dialog = await open_export_dialog(pilot)
@@ -176,7 +175,7 @@ async def test_the_dialog_asks_before_replacing_and_no_leaves_the_old_file_byte_
     engine: AsyncEngine, app_factory, tmp_path: Path
 ) -> None:
     await store_logs(engine, events_for_export())
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     target = tmp_path / "logs.csv"
     target.write_bytes(b"last week's export\n")
     target.chmod(0o644)
@@ -211,7 +210,7 @@ async def test_the_dialog_refuses_the_live_database(
     database = sqlite_path(settings)
     assert database is not None
     await store_logs(engine, events_for_export())
-    await add_user(engine, "viewer")
+    await add_console_user(engine, "viewer")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "viewer")
         section, dialog = await open_export_dialog(pilot)
@@ -228,7 +227,7 @@ async def test_the_dialog_refuses_the_data_folder_even_through_a_symlink(
     data = tmp_path / "data"
     data.mkdir()
     (tmp_path / "innocent").symlink_to(data)
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory(data_dir=data)) as pilot:
         await sign_in(pilot, "alice")
         _, dialog = await open_export_dialog(pilot)
@@ -241,7 +240,7 @@ async def test_a_viewers_export_shows_n_of_the_real_total_and_is_audited(
     engine: AsyncEngine, app_factory, tmp_path: Path
 ) -> None:
     await store_logs(engine, events_for_export())
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     target = tmp_path / "red.jsonl"
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
@@ -262,7 +261,7 @@ async def test_a_viewer_deactivated_since_sign_in_cannot_export(
     engine: AsyncEngine, app_factory, tmp_path: Path
 ) -> None:
     await store_logs(engine, events_for_export())
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     target = tmp_path / "logs.csv"
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
@@ -281,7 +280,7 @@ async def test_quitting_during_an_export_discards_the_file_and_audits_it_as_canc
     engine: AsyncEngine, app_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store_logs(engine, events_for_export())
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     first_chunk_read = asyncio.Event()
     read_rows = logs.iter_entries
 

@@ -8,24 +8,22 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens import logs as logs_screen
-from console.screens.log_filters import LogFilterScreen
+from console.dialogs.log_filters import LogFilterScreen
+from console.sections import logs as logs_screen
 from db import logs as db_logs
 from db.logs import PAGE_SIZE, LogCount, LogFilter
-from tests.console_tests.conftest import (
-    BASE_TIME,
-    add_user,
-    make_event,
+from tests.support.console import (
+    add_console_user,
     newest_first,
     open_logs,
     running,
     settle,
     shown_ids,
     sign_in,
-    store_logs,
     table_keys,
     wait_until,
 )
+from tests.support.database import BASE_TIME, make_event, store_logs
 
 
 def varied_events() -> list[dict[str, Any]]:
@@ -89,7 +87,7 @@ FILTERS: dict[str, tuple[LogFilter, Any]] = {
 
 @pytest.fixture
 async def admin(engine: AsyncEngine) -> str:
-    await add_user(engine, "alice", is_admin=True)
+    await add_console_user(engine, "alice", is_admin=True)
     return "alice"
 
 
@@ -257,3 +255,21 @@ async def test_the_console_works_in_an_80_by_24_terminal(
         await pilot.press("question_mark")
         await settle(pilot)
         assert type(pilot.app.screen).__name__ == "HelpScreen"
+
+
+async def test_home_and_end_go_to_the_first_and_last_row_of_the_page(
+    engine: AsyncEngine, app_factory, admin: str
+) -> None:
+    events = [make_event(index) for index in range(5)]
+    await store_logs(engine, events)
+    async with running(app_factory()) as pilot:
+        await sign_in(pilot, admin)
+        section = await open_logs(pilot)
+        table = section.query_one("#log-table")
+        await pilot.press("end")
+        await settle(pilot)
+        assert section.query_one("#log-detail").record["id"] == str(newest_first(events)[-1])
+        assert table.selected_key == table_keys(section)[-1]
+        await pilot.press("home")
+        await settle(pilot)
+        assert table.selected_key == table_keys(section)[0]

@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db import logs
 from db.engine import new_sessionmaker
 from db.logs import LogCount, LogFilter
-from tests.console_tests.conftest import make_event, newest_first, store_logs
+from tests.support.console import newest_first
+from tests.support.database import make_event, store_logs
 
 
 async def test_a_row_matching_a_search_several_ways_is_listed_once(engine: AsyncEngine) -> None:

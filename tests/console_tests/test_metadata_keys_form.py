@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.config import ConfigSection
-from console.screens.metadata_keys import MetadataKeyFormScreen, MetadataKeysScreen
+from console.dialogs.metadata_keys import MetadataKeyFormScreen, MetadataKeysScreen
+from console.sections.config import ConfigSection
 from db.engine import new_sessionmaker
 from db.metadata_keys import list_keys
 from db.models import OrganizationMetadataKey
-from tests.console_tests.admin_fixtures import audit_rows, confirm, fill, open_section, signed_in, submit
-from tests.console_tests.conftest import settle
 from tests.console_tests.test_admin_config import add_org
+from tests.support.console import audit_rows, confirm, fill, open_section, settle, signed_in, submit
 
 
 async def keys_of(engine: AsyncEngine) -> list[tuple[str, str, list[str]]]:
@@ -83,7 +82,7 @@ async def test_metadata_keys_show_stored_strings_as_text_and_are_removed_after_c
         table = listing.query_one("#metadata-keys-table")
         assert "[link=https://x]y" in str(table.get_row_at(0)[2])
         assert str(table.get_row_at(0)[3]) == "[b]mallory[/b"
-        listing.action_remove()
+        listing.action_remove_key()
         await confirm(pilot)
         await settle(pilot)
         assert listing.query_one("#metadata-keys-table").row_count == 0

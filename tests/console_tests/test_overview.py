@@ -7,12 +7,13 @@ from datetime import timedelta
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.overview import OverviewSection
+from console.sections.overview import OverviewSection
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import Device, LogEntry, RetentionRun
 from db.overview import TopListCache, load_overview
-from tests.console_tests.conftest import add_user, make_event, running, settle, sign_in, store_logs
+from tests.support.console import add_console_user, running, settle, sign_in
+from tests.support.database import make_event, store_logs
 
 
 async def test_overview_shows_counts_per_window_top_lists_devices_and_last_cleanup(
@@ -64,7 +65,7 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
         # The overview reads only the rollups: with the raw rows gone, its counts stay.
         await session.execute(delete(LogEntry))
         await session.commit()
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         section = pilot.app.screen.query_one(OverviewSection)
@@ -92,7 +93,7 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
 
 
 async def test_overview_of_an_empty_database_says_no_events_yet(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         section = pilot.app.screen.query_one(OverviewSection)

@@ -26,8 +26,14 @@ from db.overview import (
     window_start,
 )
 from db.rollups import day_of, hour_of, week_of
-from tests.conftest import BACKENDS, drop_postgres_database, new_database_url, settings_for
-from tests.console_tests.conftest import make_event, store_logs
+from tests.support.database import (
+    BACKENDS,
+    drop_postgres_database,
+    make_event,
+    new_database_url,
+    settings_for,
+    store_logs,
+)
 
 ROLLUPS = (LogHourlyCount, LogDailyCount, LogWeeklyCount)
 BUCKET_OF = {LogHourlyCount: hour_of, LogDailyCount: day_of, LogWeeklyCount: week_of}

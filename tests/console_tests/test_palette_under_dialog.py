@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.console_tests.conftest import add_user, running, settle, sign_in
+from tests.support.console import add_console_user, running, settle, sign_in
 
 
 def notifications(app) -> list[str]:
@@ -21,7 +21,7 @@ async def choose(pilot, query: str) -> None:
 async def test_go_to_and_section_commands_do_nothing_while_a_dialog_is_open(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         shell = pilot.app.screen

@@ -9,14 +9,24 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from textual.pilot import Pilot
 
+from console.dialogs.user_forms import UserFormScreen
 from console.screens.login import LoginScreen
 from console.screens.shell import ShellScreen
-from console.screens.user_forms import UserFormScreen
-from console.screens.users import UsersSection
+from console.sections.users import UsersSection
 from db.engine import new_sessionmaker
 from db.users import get_by_username
-from tests.console_tests.admin_fixtures import audit_rows, confirm, fill, open_section, submit
-from tests.console_tests.conftest import PASSWORD, add_user, running, settle, sign_in
+from tests.support.console import (
+    add_console_user,
+    audit_rows,
+    confirm,
+    fill,
+    open_section,
+    running,
+    settle,
+    sign_in,
+    submit,
+)
+from tests.support.database import PASSWORD
 
 
 async def select_user(pilot: Pilot[Any], section: UsersSection, username: str) -> None:
@@ -62,8 +72,8 @@ ATTEMPTS = {
 async def test_an_administrator_removed_in_another_console_is_refused_and_signed_out(
     engine: AsyncEngine, app_factory, attempt: str
 ) -> None:
-    await add_user(engine, "admin1", is_admin=True)
-    await add_user(engine, "admin2", is_admin=True)
+    await add_console_user(engine, "admin1", is_admin=True)
+    await add_console_user(engine, "admin2", is_admin=True)
     async with running(app_factory()) as pilot_a:
         await sign_in(pilot_a, "admin2")
         assert isinstance(pilot_a.app.screen, ShellScreen)

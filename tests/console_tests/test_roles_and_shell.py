@@ -6,9 +6,9 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.screens.confirm import ConfirmScreen
+from console.dialogs.confirm import ConfirmScreen
 from console.screens.shell import SECTIONS, ShellScreen
-from tests.console_tests.conftest import add_user, open_logs, running, settle, sign_in
+from tests.support.console import add_console_user, open_logs, running, settle, sign_in
 
 
 def palette_titles(app) -> set[str]:
@@ -25,7 +25,7 @@ ADMIN_COMMANDS = {command.title for section in SECTIONS for command in section.C
 async def test_a_viewer_sees_no_admin_commands_and_is_refused_changes(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "victor")
+    await add_console_user(engine, "victor")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "victor")
         assert pilot.app.screen.sub_title.startswith("victor (viewer)")
@@ -42,7 +42,7 @@ async def test_a_viewer_sees_no_admin_commands_and_is_refused_changes(
 async def test_an_admin_gets_every_section_and_admin_command_in_the_palette(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "alice", is_admin=True)
+    await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         titles = palette_titles(pilot.app)
@@ -53,7 +53,7 @@ async def test_an_admin_gets_every_section_and_admin_command_in_the_palette(
 
 
 async def test_number_keys_switch_sections(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         shell = pilot.app.screen
@@ -65,7 +65,7 @@ async def test_number_keys_switch_sections(engine: AsyncEngine, app_factory) -> 
 
 
 async def test_quit_asks_first_while_an_export_runs(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         section = await open_logs(pilot)
@@ -86,7 +86,7 @@ async def test_quit_asks_first_while_an_export_runs(engine: AsyncEngine, app_fac
 
 
 async def test_quit_without_running_work_exits_at_once(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         await pilot.press("q")
@@ -95,7 +95,7 @@ async def test_quit_without_running_work_exits_at_once(engine: AsyncEngine, app_
 
 
 async def test_ctrl_t_switches_between_light_and_dark(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         before = pilot.app.theme
@@ -109,7 +109,7 @@ async def test_ctrl_t_switches_between_light_and_dark(engine: AsyncEngine, app_f
 async def test_palette_commands_open_sections_never_shown_and_run_their_action(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         for query, expected_screen in (("Logs: filter", "LogFilterScreen"), ("Go to Audit", "ShellScreen")):
@@ -127,7 +127,7 @@ async def test_palette_commands_open_sections_never_shown_and_run_their_action(
 async def test_a_labelled_console_says_so_in_the_title_of_every_screen(engine: AsyncEngine, settings) -> None:
     from console.app import FirewallConsole
 
-    await add_user(engine, "ada", is_admin=True)
+    await add_console_user(engine, "ada", is_admin=True)
     async with running(FirewallConsole(settings, label="DEMO")) as pilot:
         assert "DEMO" in str(pilot.app.screen.query_one("HeaderTitle").render())
         await sign_in(pilot, "ada")

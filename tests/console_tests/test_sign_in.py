@@ -13,7 +13,8 @@ from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import AuditEvent, SignInAttempt, User
 from db.sign_in import FREE_ATTEMPTS
-from tests.console_tests.conftest import PASSWORD, add_user, running, settle, sign_in
+from tests.support.console import add_console_user, running, settle, sign_in
+from tests.support.database import PASSWORD
 
 
 def login_message(app) -> str:
@@ -34,7 +35,7 @@ async def let_the_wait_pass(engine: AsyncEngine, username: str) -> None:
 async def test_right_password_opens_the_shell_and_shows_who_is_signed_in(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "alice", is_admin=True)
+    await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         assert isinstance(pilot.app.screen, ShellScreen)
@@ -47,7 +48,7 @@ async def test_right_password_opens_the_shell_and_shows_who_is_signed_in(
 
 
 async def test_wrong_password_is_refused_and_stays_on_sign_in(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice", "not-the-password")
         assert isinstance(pilot.app.screen, LoginScreen)
@@ -55,7 +56,7 @@ async def test_wrong_password_is_refused_and_stays_on_sign_in(engine: AsyncEngin
 
 
 async def test_inactive_user_is_refused_with_its_own_message(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "bob", active=False)
+    await add_console_user(engine, "bob", active=False)
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "bob")
         assert isinstance(pilot.app.screen, LoginScreen)
@@ -63,7 +64,7 @@ async def test_inactive_user_is_refused_with_its_own_message(engine: AsyncEngine
 
 
 async def test_repeated_failures_impose_a_growing_delay(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         for _ in range(FREE_ATTEMPTS):
             await sign_in(pilot, "alice", "wrong-password")
@@ -77,7 +78,7 @@ async def test_repeated_failures_impose_a_growing_delay(engine: AsyncEngine, app
 
 
 async def test_the_delay_outlives_the_console_and_a_success_ends_it(engine: AsyncEngine, app_factory) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     async with running(app_factory()) as pilot:
         for _ in range(FREE_ATTEMPTS):
             await sign_in(pilot, "alice", "wrong-password")

@@ -12,13 +12,14 @@ from console.screens.login import LoginScreen
 from console.screens.shell import ShellScreen
 from db.engine import new_sessionmaker
 from db.users import get_by_username
-from tests.console_tests.conftest import PASSWORD, add_user, running, sign_in
+from tests.support.console import add_console_user, running, sign_in
+from tests.support.database import PASSWORD
 
 
 async def test_timers_keep_ticking_while_a_costly_password_is_checked(
     engine: AsyncEngine, app_factory
 ) -> None:
-    await add_user(engine, "alice")
+    await add_console_user(engine, "alice")
     # A costly hash (cost 14, about a second) makes a blocked event loop impossible to miss.
     started = time.monotonic()
     costly = await asyncio.to_thread(

@@ -22,18 +22,19 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, Static
 
-from console.screens.audit import AuditSection
-from console.screens.cleanup import CleanupSection
-from console.screens.config import ConfigSection
-from console.screens.confirm import ConfirmScreen
-from console.screens.devices import DevicesSection
-from console.screens.export import ExportScreen
-from console.screens.log_filters import LogFilterScreen
-from console.screens.logs import LogsSection
-from console.screens.overview import OverviewSection
+from console.dialogs.confirm import ConfirmScreen
+from console.dialogs.export import ExportScreen
+from console.dialogs.log_filters import LogFilterScreen
+from console.dialogs.user_forms import UserFormScreen
 from console.screens.shell import ShellScreen
-from console.screens.user_forms import UserFormScreen
-from console.screens.users import UsersSection
+from console.sections.audit import AuditSection
+from console.sections.cleanup import CleanupSection
+from console.sections.config import ConfigSection
+from console.sections.config.tester import PatternTesterPane
+from console.sections.devices import DevicesSection
+from console.sections.logs import LogsSection
+from console.sections.overview import OverviewSection
+from console.sections.users import UsersSection
 from console.untrusted import plain
 from console.widgets.log_table import LogTable
 from console.widgets.overview_widgets import RankedList
@@ -46,9 +47,9 @@ from db.identifiers import visible
 from db.models import FirewallConfig, RetentionRun, User
 from db.rights import Actor
 from db.tokens import create_token
-from tests.console_tests.admin_fixtures import confirm, open_section, signed_in
-from tests.console_tests.conftest import make_event, settle, store_logs
 from tests.console_tests.naughty_strings import IDENTIFIERS, NAUGHTY, WITH_CONTROLS
+from tests.support.console import confirm, open_section, settle, signed_in
+from tests.support.database import make_event, store_logs
 
 HOSTILE_TOOL = "[/]EvilTool"
 HOSTILE_USER = "[/]mallory"
@@ -234,8 +235,8 @@ async def test_log_rows_and_detail_show_naughty_identifiers_and_metadata_exactly
         assert table.row_count == len(IDENTIFIERS)
         detail = section.query_one("#log-detail-body", Static)
         for row in range(table.row_count):
-            table.cursor_row = row
-            await pilot.pause()
+            table.move_cursor(row=row)
+            await settle(pilot)
             assert_up(pilot)
             entry = section._rows[table.row_keys[row]]
             shown = str(detail.render())
@@ -461,7 +462,7 @@ async def test_config_shows_hostile_tool_pattern_and_token_names_and_acts_on_the
         assert visible(repr(pattern_name)) in drawn(dialog.query_one("#confirm-question", Label))
         await confirm(pilot, yes=False)
         section.action_show_tester()
-        section.run_tester("EMP-42")
+        section.query_one(PatternTesterPane).run_tester("EMP-42")
         await settle(pilot)
         result = text_of(section.query_one("#tester-result", Static))
         assert_up(pilot)

@@ -27,30 +27,15 @@ from db.rights import Actor
 from db.settings import REPO_ROOT
 from db.sign_in import sign_in
 from db.tokens import create_token, list_tokens
-from db.users import UserError, create_user, get_by_username
-from tests.conftest import BACKENDS, drop_postgres_database, new_database_url
+from db.users import UserError, get_by_username
 from tests.db_tests.test_migrations import run_alembic
-
-PASSWORD = "correct horse"
-
-
-async def add_user(session: AsyncSession, username: str, email: str | None = None) -> User:
-    user = await create_user(
-        session=session,
-        username=username,
-        email=email or f"{username}@acme.com",
-        password=PASSWORD,
-        bcrypt_rounds=4,
-        actor=Actor.cli(),
-    )
-    await session.commit()
-    return user
+from tests.support.database import BACKENDS, PASSWORD, add_user, drop_postgres_database, new_database_url
 
 
 async def test_a_username_differing_only_in_case_is_taken(session: AsyncSession) -> None:
     await add_user(session, "Alice")
     with pytest.raises(UserError, match="username 'alice' \\(as 'Alice'\\) is taken") as error:
-        await add_user(session, "alice", "other@acme.com")
+        await add_user(session, "alice", email="other@acme.com")
     assert error.value.field == "username"
 
 

@@ -46,7 +46,8 @@ from db.models import FirewallConfig
 from db.rights import Actor
 from db.settings import IngestLimits
 from db.vocabulary import DEFAULT_RETENTION_DAYS
-from ingest_server import UnsendableConfig, answer_line, welcome_message
+from ingest.protocol import ProtocolError as UnsendableConfig
+from ingest.protocol import answer_line, welcome_message
 
 
 @pytest.mark.parametrize("days", [30, 90, 365, "120"])

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.engine import MAX_OVERFLOW, POOL_SIZE, check_database, head_revision, new_engine
 from db.errors import DatabaseError, DatabaseUnavailable, SchemaNotMigrated, error_reason
 from db.settings import load_settings
-from tests.conftest import create_postgres_database, drop_postgres_database, settings_for
+from tests.support.database import create_postgres_database, drop_postgres_database, settings_for
 
 
 def free_port() -> int:

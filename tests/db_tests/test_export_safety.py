@@ -23,7 +23,7 @@ from db.logs import LogFilter
 from db.models import AuditEvent, User
 from db.rights import Actor, NotAllowed
 from db.settings import Settings, SettingsError, load_settings
-from tests.console_tests.conftest import make_event, store_logs
+from tests.support.database import make_event, store_logs
 
 ROWS = 45
 RED_ROWS = 22  # the odd indexes of range(45)

@@ -15,34 +15,20 @@ from db.configs import ConfigError, create_organization, update_config
 from db.models import FirewallConfig, IngestToken, User
 from db.rights import Actor
 from db.tokens import TokenError, create_token
-from db.users import UserError, create_user, update_user
-
-PASSWORD = "correct horse"
-
-
-async def add_alice(session: AsyncSession, **overrides: object) -> User:
-    values: dict[str, object] = {
-        "username": "alice",
-        "email": "alice@acme.com",
-        "password": PASSWORD,
-        "bcrypt_rounds": 4,
-    }
-    values.update(overrides)
-    user = await create_user(session=session, actor=Actor.cli(), **values)  # type: ignore[arg-type]
-    await session.commit()
-    return user
+from db.users import UserError, update_user
+from tests.support.database import PASSWORD, add_user
 
 
 async def test_an_over_long_full_name_is_refused_naming_the_field(session: AsyncSession) -> None:
     with pytest.raises(UserError) as error:
-        await add_alice(session, full_name="x" * 3000)
+        await add_user(session, "alice", full_name="x" * 3000)
     assert str(error.value) == "full_name must be at most 255 characters; got 3,000"
     assert error.value.field == "full_name"
     assert await session.scalar(select(User)) is None
 
 
 async def test_an_over_long_full_name_is_refused_when_editing(session: AsyncSession) -> None:
-    await add_alice(session, is_admin=True)
+    await add_user(session, "alice", is_admin=True)
     with pytest.raises(UserError, match="full_name must be at most 255 characters; got 256") as error:
         await update_user(session=session, username="alice", actor=Actor.cli(), full_name="y" * 256)
     assert error.value.field == "full_name"
@@ -50,13 +36,13 @@ async def test_an_over_long_full_name_is_refused_when_editing(session: AsyncSess
 
 async def test_an_over_long_email_is_refused_naming_the_field(session: AsyncSession) -> None:
     with pytest.raises(UserError, match="email must be at most 255 characters; got 260") as error:
-        await add_alice(session, email="a" * 60 + "@" + "b" * 195 + ".com")
+        await add_user(session, "alice", email="a" * 60 + "@" + "b" * 195 + ".com")
     assert error.value.field == "email"
 
 
 async def test_an_over_long_username_is_refused_naming_the_field(session: AsyncSession) -> None:
     with pytest.raises(UserError, match="username must be at most 64 characters; got 65") as error:
-        await add_alice(session, username="a" * 65)
+        await add_user(session, "a" * 65)
     assert error.value.field == "username"
 
 
@@ -83,7 +69,7 @@ async def test_an_over_long_updated_by_is_refused_naming_the_field(session: Asyn
 
 
 async def test_database_errors_never_carry_the_statement_parameters(session: AsyncSession) -> None:
-    hashed = (await add_alice(session)).hashed_password
+    hashed = (await add_user(session, "alice")).hashed_password
     # Past db/'s checks (a race, a bug): the database refuses, and its error must not quote the hash.
     session.add(User(username="ALICE", email="other@acme.com", hashed_password=hashed))
     with pytest.raises(SQLAlchemyError) as error:

@@ -13,7 +13,7 @@ from db.events import store_events
 from db.logs import LogFilter
 from db.rights import Actor
 from db.settings import Settings
-from tests.console_tests.conftest import make_event
+from tests.support.database import make_event
 
 FORMULAS = {
     "tool_name": '=HYPERLINK("http://evil.example","x")',

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from db.engine import alembic_config, head_revision, new_engine
-from tests.conftest import BACKENDS, drop_postgres_database, new_database_url, settings_for
+from tests.support.database import BACKENDS, drop_postgres_database, new_database_url, settings_for
 
 GUIDE_INDEXES = {
     "users": {"ix_users_username", "ix_users_email"},

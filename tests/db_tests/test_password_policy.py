@@ -105,15 +105,19 @@ def test_the_demo_generates_passwords_the_rules_accept() -> None:
 async def _longest_pause_while(awaitable: Awaitable[object]) -> float:
     """Run ``awaitable`` while a task ticks every 5 ms; return the longest gap between ticks (seconds)."""
     ticks: list[float] = []
+    ticking = asyncio.Event()
 
     async def tick() -> None:
         while True:
             ticks.append(time.monotonic())
+            ticking.set()
             await asyncio.sleep(0.005)
 
     ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.02)
+    await ticking.wait()
     await awaitable
+    # The end counts as a tick: a loop blocked until the very end shows as one long pause.
+    ticks.append(time.monotonic())
     ticker.cancel()
     return max(later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False))
 

@@ -21,8 +21,8 @@ from db.models import AuditEvent, Device, LogEntry, LogHourlyCount
 from db.rights import Actor
 from db.rollups import OVERFLOW_KEY
 from db.scrub import ScrubReport, repaired_identifier, scrub
-from tests.conftest import BACKENDS, drop_postgres_database, new_database_url, settings_for
 from tests.db_tests.test_migrations import run_alembic
+from tests.support.database import BACKENDS, drop_postgres_database, new_database_url, settings_for
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
 BAD_ID, CLEAN_ID = uuid.uuid4(), uuid.uuid4()

@@ -5,18 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.rights import Actor
 from db.security import hash_password, verify_password
 from db.sign_in import SignInOutcome, sign_in
-from db.users import UserError, create_user, get_by_username
-
-
-async def add_user(session: AsyncSession, username: str = "alice", **overrides: object):
-    values = {"email": f"{username}@acme.com", "password": "correct horse", "bcrypt_rounds": 4}
-    values.update(overrides)
-    user = await create_user(session=session, actor=Actor.cli(), username=username, **values)
-    await session.commit()
-    return user
+from db.users import UserError, get_by_username
+from tests.support.database import PASSWORD, add_user
 
 
 async def test_password_is_hashed_with_bcrypt_and_verifies() -> None:
@@ -32,9 +24,9 @@ async def test_verify_never_raises_on_a_malformed_hash() -> None:
 
 
 async def test_created_user_stores_only_the_hash(session: AsyncSession) -> None:
-    user = await add_user(session)
-    assert user.hashed_password != "correct horse"
-    assert await verify_password("correct horse", user.hashed_password)
+    user = await add_user(session, "alice")
+    assert user.hashed_password != PASSWORD
+    assert await verify_password(PASSWORD, user.hashed_password)
 
 
 @pytest.mark.parametrize(
@@ -49,33 +41,33 @@ async def test_invalid_fields_are_refused_with_the_field_named(
     session: AsyncSession, overrides: dict, field: str
 ) -> None:
     with pytest.raises(UserError) as error:
-        await add_user(session, **overrides)
+        await add_user(session, "alice", **overrides)
     assert error.value.field == field
 
 
 async def test_duplicate_username_and_email_are_refused(session: AsyncSession) -> None:
     await add_user(session, "alice")
     with pytest.raises(UserError, match="taken"):
-        await add_user(session, "alice", email="other@acme.com")
+        await add_user(session, "alice", email="other@example.com")
     with pytest.raises(UserError, match="already used"):
-        await add_user(session, "alice2", email="ALICE@acme.com")
+        await add_user(session, "alice2", email="ALICE@example.com")
 
 
 async def test_sign_in_stamps_last_login(session: AsyncSession) -> None:
-    await add_user(session)
-    user = (await sign_in(session=session, username="alice", password="correct horse", bcrypt_rounds=4)).user
+    await add_user(session, "alice")
+    user = (await sign_in(session=session, username="alice", password=PASSWORD, bcrypt_rounds=4)).user
     assert user is not None
     assert user.last_login is not None
     assert user.last_login.tzinfo is not None
 
 
 async def test_sign_in_refuses_wrong_password_and_inactive_user(session: AsyncSession) -> None:
-    await add_user(session)
+    await add_user(session, "alice")
     wrong = await sign_in(session=session, username="alice", password="wrong horse!", bcrypt_rounds=4)
     assert (wrong.outcome, wrong.user) == (SignInOutcome.WRONG, None)
     user = await get_by_username(session=session, username="alice")
     assert user is not None
     user.is_active = False
     await session.commit()
-    disabled = await sign_in(session=session, username="alice", password="correct horse", bcrypt_rounds=4)
+    disabled = await sign_in(session=session, username="alice", password=PASSWORD, bcrypt_rounds=4)
     assert (disabled.outcome, disabled.user) == (SignInOutcome.DISABLED, None)

@@ -20,7 +20,7 @@ from db.models import LogEntry, LogHourlyCount
 from db.rights import Actor
 from db.settings import Settings
 from db.tokens import create_token
-from ingest_server import RunningServer, serve
+from ingest.server import RunningServer, serve
 from simulation.fleet import FleetOrganization
 
 ORGANIZATIONS = ("acme", "globex")

@@ -1,16 +1,19 @@
 """``python -m console demo`` run end to end as a real process, without a terminal: it fills the
-database through the real ingest path and stops everything it started."""
+database through the real ingest path and stops everything it started, after ``--duration`` or at
+SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import new_engine
 from db.models import FirewallConfig, IngestToken, LogEntry, User
@@ -18,6 +21,7 @@ from db.settings import REPO_ROOT, Settings
 from simulation.demo import DEMO_ORGANIZATIONS, DEMO_TOKEN_NAME, port_is_free
 from tests.conftest import settings_for
 from tests.demo_tests.conftest import children_printed, is_running, processes_mentioning
+from tests.support.waiting import wait_until
 
 RUN_SECONDS = "6"
 
@@ -92,24 +96,49 @@ def test_demo_refuses_a_configured_database_url(tmp_path: Path) -> None:
     assert not (tmp_path / "demo").exists()
 
 
-def test_demo_with_an_explicit_database_url_fills_that_database(
-    settings: Settings, engine: object, tmp_path: Path
+async def test_demo_with_an_explicit_database_url_fills_that_database_until_sigterm(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    result = run_demo(
-        demo_env(tmp_path),
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "console",
+        "demo",
         "--database-url",
         settings.database_url,
         "--duration",
-        "2",
+        "0",
         "--backfill-days",
         "2",
         "--devices",
         "6",
+        cwd=REPO_ROOT,
+        env=demo_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    children = children_printed(result.stdout)
+
+    async def events_arrived_or_demo_ended() -> bool:
+        return demo.returncode is not None or await stored_events(engine) > 0
+
+    try:
+        await wait_until(events_arrived_or_demo_ended, timeout=90, what="the demo stores events")
+    finally:
+        if demo.returncode is None:
+            demo.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(demo.communicate(), 90)
+    output = stdout.decode() + stderr.decode()
+    assert demo.returncode == 0, output
+    assert "interrupted, stopping" in output
+    children = children_printed(stdout.decode())
     assert port_is_free("127.0.0.1", children.port)
     assert processes_mentioning(str(tmp_path)) == []
-    contents = asyncio.run(database_contents(settings))
+    contents = await database_contents(settings)
     assert contents["events"] > 0
     assert contents["organizations"] == {name for name, _ in DEMO_ORGANIZATIONS}
+
+
+async def stored_events(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(LogEntry)) or 0)

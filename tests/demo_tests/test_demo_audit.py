@@ -1,5 +1,6 @@
-"""The demo's preparation goes through the audited change functions: a second run's revocation of the
-previous run's tokens is in the audit trail, under the demo's own name."""
+"""The demo's preparation goes through the audited change functions of the command line (``org create``,
+``ingest-token create|revoke``, ``create-admin``): what it makes and revokes is in the audit trail, under
+the demo's own name."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ async def test_a_second_demo_run_audits_the_tokens_it_revokes(
     assert {row.entity_id for row in revocations} == revoked
     assert {(row.actor, row.source) for row in audited} == {(DEMO_ACTOR, "cli")}
     assert sum(row.action == "ingest_token.create" for row in audited) == 2 * len(DEMO_ORGANIZATIONS)
+
+
+async def test_the_demo_writes_the_audit_rows_of_the_commands_it_stands_for(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    await _prepare(settings, generate_password())
+    async with new_sessionmaker(engine)() as session:
+        audited = (await session.scalars(select(AuditEvent))).all()
+    # Those of `org create`, `ingest-token create` and `create-admin`, one per thing made.
+    actions = sorted(row.action for row in audited)
+    assert actions == sorted(
+        ["organization.create", "ingest_token.create"] * len(DEMO_ORGANIZATIONS) + ["user.create"]
+    )

@@ -16,10 +16,11 @@ from db.configs import update_config
 from db.models import LogEntry
 from db.rights import Actor
 from db.vocabulary import DEFAULT_MONITORED_TOOLS
-from ingest_server import RunningServer
+from ingest.server import RunningServer
 from simulation.events import TOOL_TYPE_OF_DEVICE
 from simulation.fleet import Fleet, FleetError, FleetOrganization, FleetPlan
 from tests.demo_tests.conftest import CuttingProxy, rollup_total, stored_ids
+from tests.support.waiting import wait_until
 
 PLAN = FleetPlan(
     devices=6, rate=40.0, duration=0.5, backfill_days=3, backfill_per_day=400, seed=11, keep_ids=True
@@ -166,15 +167,32 @@ async def test_live_events_follow_the_tools_the_organisation_monitors(
 async def test_a_tool_switched_off_while_running_stops_being_reported(
     server: RunningServer, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
 ) -> None:
-    plan = FleetPlan(devices=3, rate=300.0, duration=2.2, seed=22, config_poll_seconds=0.2)
+    plan = FleetPlan(devices=3, rate=300.0, duration=None, seed=22, config_poll_seconds=0.2)
     fleet = Fleet("127.0.0.1", server.port, organizations[:1], plan)
     running = asyncio.create_task(fleet.run())
-    await asyncio.sleep(0.8)
-    await update_config(
-        session=session, organization_id="acme", actor=Actor.cli(), monitored_tools=tools_without("ChatGPT")
-    )
-    await session.commit()
-    switched_off = utcnow()
-    await running
-    assert (await stored_tools(engine))["ChatGPT"] > 0
-    assert (await stored_tools(engine, since=switched_off + timedelta(seconds=1)))["ChatGPT"] == 0
+    try:
+        await wait_until(lambda: stored_count(engine, tool="ChatGPT"), what="events about ChatGPT are stored")
+        await update_config(
+            session=session,
+            organization_id="acme",
+            actor=Actor.cli(),
+            monitored_tools=tools_without("ChatGPT"),
+        )
+        await session.commit()
+        # Devices ask for their configuration every 0.2 s: a second later every one of them knows.
+        settled = utcnow() + timedelta(seconds=1)
+        await wait_until(
+            lambda: stored_count(engine, since=settled, at_least=300), what="300 events after the change"
+        )
+    finally:
+        fleet.stop()
+        await running
+    assert (await stored_tools(engine, since=settled))["ChatGPT"] == 0
+
+
+async def stored_count(
+    engine: AsyncEngine, *, tool: str | None = None, since: datetime | None = None, at_least: int = 1
+) -> bool:
+    """Whether at least ``at_least`` events (about ``tool``, later than ``since``) are stored."""
+    tools = await stored_tools(engine, since=since)
+    return (tools[tool] if tool is not None else sum(tools.values())) >= at_least

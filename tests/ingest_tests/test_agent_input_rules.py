@@ -14,7 +14,7 @@ from db.metadata_keys import STANDARD_KEYS, allow_key
 from db.models import Device, LogEntry
 from db.rights import Actor
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import (
+from tests.support.ingest import (
     Org,
     RawClient,
     RawFactory,

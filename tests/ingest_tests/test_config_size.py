@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import FirewallConfig
 from db.settings import IngestLimits
-from tests.ingest_tests.conftest import ORG, Org, RawFactory, ServerHandle, hello_message
+from tests.support.ingest import ORG, Org, RawFactory, ServerHandle, hello_message
 
 #: 5,000 patterns: the 5.3 MB welcome of the issue.
 HUGE_PATTERNS = [

@@ -7,7 +7,6 @@ drops every connection and refuses new ones for a while, and the server's backen
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -17,11 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.settings import Settings
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import (
+from tests.support.ingest import (
     AgentFactory,
     RawFactory,
     ServerHandle,
     TcpProxy,
+    eventually,
     hello_message,
     start_server,
     stored_ids,
@@ -76,7 +76,10 @@ async def test_database_restarted_mid_stream_loses_no_acked_event_and_stores_non
     await terminate_other_backends(engine)
     during = [generator.event() for _ in range(200)]
     await agent.send_many(during)
-    await asyncio.sleep(1.5)
+    # Every event read and queued, and the writer has failed and retried since: an ack would be out.
+    await eventually(lambda: proxied_server.stats.events_received == 400, within=15)
+    retries = proxied_server.stats.db_retries
+    await eventually(lambda: proxied_server.stats.db_retries >= retries + 2, within=15)
     assert agent.acked == {event["id"] for event in before}, (
         "nothing is acknowledged while the database is away"
     )

@@ -12,7 +12,7 @@ from db.base import utcnow
 from db.devices import DeviceRefused, register_or_touch_device
 from db.event_schema import CLOSING_CODES, ERROR_CODES
 from db.models import Device
-from tests.ingest_tests.conftest import Org, RawFactory, StartServer, hello_message
+from tests.support.ingest import Org, RawFactory, StartServer, hello_message
 
 
 async def register(

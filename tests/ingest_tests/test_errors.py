@@ -19,7 +19,7 @@ from db.rights import Actor
 from db.settings import MIN_MAX_LINE_BYTES
 from db.tokens import list_tokens, revoke_token
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import (
+from tests.support.ingest import (
     Org,
     RawClient,
     RawFactory,
@@ -346,12 +346,12 @@ def test_event_ids_in_examples_are_uuids() -> None:
 async def test_validator_fault_gets_internal_error_and_the_connection_goes_on(
     raw: RawClient, generator: EventGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ingest_server
+    from ingest import protocol
 
     def broken(message: dict[str, Any], **_: Any) -> dict[str, Any]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(ingest_server, "validate_log", broken)
+    monkeypatch.setattr(protocol, "validate_log", broken)
     event = generator.event()
     await raw.send(event)
     error = await expect_error_then_pong(raw, "internal_error")
@@ -361,11 +361,11 @@ async def test_validator_fault_gets_internal_error_and_the_connection_goes_on(
 async def test_event_the_database_refuses_is_answered_and_the_rest_of_its_batch_stored(
     raw: RawClient, generator: EventGenerator, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ingest_server
+    from ingest import protocol
 
     events = [generator.event() for _ in range(5)]
     poisoned = events[2]["id"]
-    validate = ingest_server.validate_log
+    validate = protocol.validate_log
 
     def slipping(message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         row = validate(message, **kwargs)
@@ -373,7 +373,7 @@ async def test_event_the_database_refuses_is_answered_and_the_rest_of_its_batch_
             row["risk_level"] = "purple"  # as if the validator let a bad value through
         return row
 
-    monkeypatch.setattr(ingest_server, "validate_log", slipping)
+    monkeypatch.setattr(protocol, "validate_log", slipping)
     await raw.write(b"".join(orjson.dumps(event) + b"\n" for event in events))
     acked: set[str] = set()
     refusal: dict[str, Any] | None = None

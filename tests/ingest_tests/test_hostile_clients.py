@@ -23,9 +23,9 @@ import orjson
 import pytest
 
 from db.settings import Settings
-from ingest_server import RepeatedLog
+from ingest.stats import RepeatedLog
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import (
+from tests.support.ingest import (
     Org,
     RawClient,
     RawFactory,
@@ -34,6 +34,7 @@ from tests.ingest_tests.conftest import (
     hello_message,
     write_lock,
 )
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER = REPO_ROOT / "ingest_server.py"
@@ -195,7 +196,8 @@ async def test_server_says_when_its_open_file_limit_is_below_its_connection_maxi
 async def test_sigterm_while_the_writer_is_stuck_says_shutting_down_without_tracebacks(
     subprocess_env: dict[str, str], settings: Settings, org: Org, generator: EventGenerator
 ) -> None:
-    async with child_server(subprocess_env, "--shutdown-grace", "2") as server:
+    # A stats line every 0.1 s tells when the child has read and queued the events.
+    async with child_server(subprocess_env, "--shutdown-grace", "2", "--stats-interval", "0.1") as server:
         clients = []
         for index in range(3):
             client = await RawClient.open(server.port)
@@ -205,7 +207,11 @@ async def test_sigterm_while_the_writer_is_stuck_says_shutting_down_without_trac
         async with write_lock(settings):
             for client in clients:
                 await client.write(b"".join(orjson.dumps(generator.event()) + b"\n" for _ in range(20)))
-            await asyncio.sleep(0.5)  # read and queued; the writer waits for the lock
+            # Read and queued (the stats line says so); the writer waits for the lock.
+            await wait_until(
+                lambda: any("received=60 " in line for line in server.log),
+                what="a stats line with 60 events received",
+            )
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             for client in clients:
@@ -243,13 +249,13 @@ async def test_validator_fault_is_one_log_line_without_traceback(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import ingest_server
+    from ingest import protocol
 
     def broken(message: dict[str, Any], **_: Any) -> dict[str, Any]:
         raise RuntimeError("bug")
 
     caplog.set_level(logging.INFO, logger="aifw.ingest")
-    monkeypatch.setattr(ingest_server, "validate_log", broken)
+    monkeypatch.setattr(protocol, "validate_log", broken)
     for _ in range(50):
         await raw.send(generator.event())
     for _ in range(50):

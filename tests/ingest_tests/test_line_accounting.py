@@ -3,7 +3,7 @@ count every line received, so an agent can find the line an error is about."""
 
 from __future__ import annotations
 
-from tests.ingest_tests.conftest import Org, RawClient, RawFactory, ServerHandle, hello_message
+from tests.support.ingest import Org, RawClient, RawFactory, ServerHandle, hello_message
 
 
 async def test_whitespace_only_lines_are_ignored_like_blank_lines(raw: RawClient) -> None:

@@ -12,7 +12,7 @@ from db.models import Device, LogEntry, LogHourlyCount
 from db.rights import Actor
 from ingest.client import AgentClient
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import AgentFactory, RawClient, ServerHandle, count_events, stored_ids
+from tests.support.ingest import AgentFactory, RawClient, ServerHandle, count_events, stored_ids
 
 
 async def test_hello_is_welcomed_with_the_organisations_config(agent: AgentClient) -> None:

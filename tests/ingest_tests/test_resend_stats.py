@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingest.client import AgentClient
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import ServerHandle
+from tests.support.ingest import ServerHandle
 
 
 async def test_server_counts_a_resend_as_acknowledged_not_as_stored(

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.settings import Settings, SettingsError
 from ingest.client import AgentClient
-from ingest_server import READ_CHUNK_BYTES, tls_context
+from ingest.framing import READ_CHUNK_BYTES
+from ingest.server import tls_context
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import (
+from tests.support.ingest import (
     AgentFactory,
     RawFactory,
     ServerHandle,
@@ -124,7 +125,7 @@ async def test_tls_connection_is_welcomed_and_acked(
     generator: EventGenerator,
     tls_files: tuple[Path, Path],
 ) -> None:
-    from tests.ingest_tests.conftest import start_server
+    from tests.support.ingest import start_server
 
     cert, key = tls_files
     server = await start_server(replace(settings, ingest_tls_cert=str(cert), ingest_tls_key=str(key)))

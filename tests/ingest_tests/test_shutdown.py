@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.settings import Settings
 from ingest.client import AgentClient, AgentIdentity
 from simulation.events import EventGenerator
-from tests.ingest_tests.conftest import AgentFactory, Org, ServerHandle, eventually, start_server, stored_ids
+from tests.support.ingest import AgentFactory, Org, ServerHandle, eventually, start_server, stored_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER = REPO_ROOT / "ingest_server.py"

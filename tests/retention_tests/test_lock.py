@@ -20,7 +20,7 @@ from db.retention import (
     RetentionAlreadyRunning,
     run_retention,
 )
-from db.retention_lock import ADVISORY_LOCK_KEY
+from db.retention_lock import ADVISORY_LOCK_KEY, _Waiting
 from db.settings import REPO_ROOT, Settings
 from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago
 
@@ -41,6 +41,20 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+@pytest.fixture
+def lock_waited(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set when a run finds the lock held and starts waiting for it (its first pause between two tries)."""
+    waited = asyncio.Event()
+    pause = _Waiting.pause_or_raise
+
+    async def pause_and_tell(self: _Waiting) -> None:
+        waited.set()
+        await pause(self)
+
+    monkeypatch.setattr(_Waiting, "pause_or_raise", pause_and_tell)
+    return waited
 
 
 async def start_lock_holder(env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -89,7 +103,7 @@ async def test_second_concurrent_run_on_another_engine_is_refused(
 
 
 async def test_second_run_with_wait_starts_when_the_first_ends(
-    settings: Settings, sessions: Sessions, add_logs: AddLogs, now: datetime
+    settings: Settings, sessions: Sessions, add_logs: AddLogs, now: datetime, lock_waited: asyncio.Event
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, 40 + i) for i in range(4)])
@@ -111,7 +125,7 @@ async def test_second_run_with_wait_starts_when_the_first_ends(
                 sessions=new_sessionmaker(other_engine), actor=CLI, now=now, wait=True, wait_timeout=20
             )
         )
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(lock_waited.wait(), 10)
         assert not second.done()
         let_first_run_finish.set()
         first_summary, second_summary = await asyncio.gather(first, second)
@@ -142,7 +156,11 @@ async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies
 
 
 async def test_waiting_run_stops_waiting_when_cancelled(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    sessions: Sessions,
+    add_logs: AddLogs,
+    now: datetime,
+    subprocess_env: dict[str, str],
+    lock_waited: asyncio.Event,
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, 40)])
@@ -152,7 +170,7 @@ async def test_waiting_run_stops_waiting_when_cancelled(
         waiting = asyncio.create_task(
             run_retention(sessions=sessions, actor=CLI, now=now, wait=True, wait_timeout=60, cancel=cancel)
         )
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(lock_waited.wait(), 10)
         assert not waiting.done()
         cancel.set()
         with pytest.raises(RetentionAlreadyRunning, match="stopped waiting"):

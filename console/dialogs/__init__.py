@@ -1,0 +1,1 @@
+"""Modal dialogs over the shell: the yes/no question, help, export, log filters and the admin forms."""

@@ -1,0 +1,337 @@
+"""Cleanup section: retention per organisation — what a cleanup would delete now (a dry-run count),
+running it for one organisation or all with a progress bar and cancel, past runs, and the scheduler.
+
+Everything goes through :mod:`db.retention`: the run holds the retention lock
+(another cleanup running elsewhere is reported, not waited for), deletes in
+batches and checks the cancel flag between batches, so stopping leaves every
+run record exact. Runs are admin-only and confirmed; ``run_retention`` audits
+each organisation as it goes, so a run stopped early is audited too. The
+confirmation counts with a pinned ``now`` that the run then uses, so the number
+asked about is the number deleted. Quitting or signing out during a run asks
+first, then stops it after its current batch and waits for its records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Label, ProgressBar, Static
+
+from console.dialogs.confirm import confirm_then
+from console.sections.section import Section, SectionCommand
+from console.untrusted import plain
+from console.widgets.keyed_table import KeyedTable, TableColumn
+from console.widgets.time_format import when
+from db.base import utcnow
+from db.models import RetentionRun
+from db.retention import (
+    SCHEDULER_TRIGGER,
+    RetentionAlreadyRunning,
+    RetentionPreview,
+    RetentionSummary,
+    UnknownOrganization,
+    last_run_started,
+    recent_runs,
+    retention_preview,
+    run_retention,
+)
+
+#: How long quitting or signing out waits for a stopped cleanup to finish its batch and records.
+STOP_WAIT_SECONDS = 15.0
+PREVIEW_COLUMNS = (
+    TableColumn("Organisation"),
+    TableColumn("Retention"),
+    TableColumn("Cutoff (UTC)"),
+    TableColumn("Would delete"),
+    TableColumn("Config"),
+)
+HISTORY_COLUMNS = (
+    TableColumn("Started"),
+    TableColumn("Organisation"),
+    TableColumn("Kind"),
+    TableColumn("Trigger"),
+    TableColumn("Status"),
+    TableColumn("Rows"),
+    TableColumn("Cutoff"),
+    TableColumn("Error", stretch=True),
+)
+
+
+class CleanupSection(Section):
+    """Retention: preview and run the log cleanup, past runs, the scheduler."""
+
+    TITLE = "Cleanup"
+    KEY = "6"
+    COMMANDS = (
+        SectionCommand(
+            "Cleanup: run retention now",
+            "Delete logs older than each organisation's retention (administrators only)",
+            "run_cleanup",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Cleanup: clean the selected organisation",
+            "Delete its expired logs (administrators only)",
+            "clean_selected",
+            admin_only=True,
+        ),
+        SectionCommand(
+            "Cleanup: stop the running cleanup",
+            "Stop after the current batch",
+            "cancel_cleanup",
+            admin_only=True,
+        ),
+        SectionCommand("Cleanup: count again", "How many rows a cleanup would delete now", "reload"),
+    )
+    BINDINGS = [
+        Binding("c", "clean_selected", "Clean org"),
+        Binding("A", "run_cleanup", "Clean all"),
+        Binding("x", "cancel_cleanup", "Stop"),
+        Binding("r", "reload", "Count again"),
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.previews: dict[str, RetentionPreview] = {}
+        self.runs: Sequence[RetentionRun] = ()
+        self.last_summary: RetentionSummary | None = None
+        #: Rows per delete transaction; None lets db.retention choose per engine (tests make it small).
+        self.batch_size: int | None = None
+        self.cancel_event: asyncio.Event | None = None
+        self._done: dict[str, int] = {}
+        #: When the newest successful scheduled run started (from retention_runs), if any.
+        self.last_scheduled_run: datetime | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="cleanup-scheduler", classes="admin-summary")
+        yield Label(
+            "[b]Would be deleted now[/b] (dry run: counted, nothing deleted) · c clean selected · A clean all"
+        )
+        yield KeyedTable(*PREVIEW_COLUMNS, id="cleanup-preview")
+        with Horizontal(id="cleanup-bar"):
+            yield Label("", id="cleanup-label")
+            yield ProgressBar(id="cleanup-progress", show_eta=False)
+            yield Button("Stop (x)", id="cleanup-stop")
+        yield Label("[b]Past runs[/b] (newest first)")
+        yield KeyedTable(*HISTORY_COLUMNS, id="cleanup-history")
+
+    def on_mount(self) -> None:
+        self.query_one("#cleanup-bar").display = False
+
+    def focus_first(self) -> None:
+        self.query_one("#cleanup-preview", KeyedTable).focus()
+
+    def reload(self) -> None:
+        self.show_scheduler()
+        self.load_preview()
+        self.load_history()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def busy_with(self) -> str | None:
+        return "a retention cleanup" if self.running else None
+
+    async def stop_busy_work(self) -> None:
+        """Stop a running cleanup after its current batch and wait until its records are final.
+
+        Called once quitting or signing out is confirmed. If the batch does not end in
+        time, unmounting cancels the worker, and ``run_retention`` still finishes the
+        records (as cancelled) on its way out.
+        """
+        await self.stop_and_wait("cleanup-run", self.action_cancel_cleanup, seconds=STOP_WAIT_SECONDS)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.running_workers("cleanup-run"))
+
+    # -- what is shown ---------------------------------------------------------------------------
+
+    def show_scheduler(self) -> None:
+        settings = self.context.settings
+        scheduler = getattr(self.app, "retention_scheduler", None)
+        if not settings.enable_retention_scheduler:
+            text = (
+                "Scheduler [b]off[/b] (ENABLE_RETENTION_SCHEDULER=false): clean here, with cleanup_logs.py "
+                f"from cron, or turn it on (interval {settings.retention_cleanup_interval_hours:g} h)."
+            )
+        else:
+            interval = settings.retention_cleanup_interval_hours
+            text = f"Scheduler [b]on[/b]: every {interval:g} h"
+            next_run = getattr(scheduler, "next_run_time", None)
+            last = self.last_scheduled_run
+            if next_run is not None:
+                # The console's own scheduler (db.scheduler): its first check comes soon after start,
+                # then it spaces runs from the last successful scheduled one.
+                text += f" here, next check {when(next_run)} UTC"
+                if last is not None:
+                    text += f"; last scheduled run {when(last)} UTC"
+            elif last is not None:
+                # The scheduler spaces runs from the last successful scheduled one (db.scheduler).
+                due = last + timedelta(hours=interval)
+                text += (
+                    f" in the ingest server; last scheduled run {when(last)} UTC, next due {when(due)} UTC"
+                )
+            else:
+                text += " in the ingest server; no scheduled run yet (the first comes soon after it starts)"
+        self.query_one("#cleanup-scheduler", Static).update(text)
+
+    @work(exclusive=True, group="cleanup-preview", exit_on_error=False)
+    async def load_preview(self) -> None:
+        async with self.context.sessions() as session:
+            previews = await retention_preview(session)
+        self.previews = {preview.organization_id: preview for preview in previews}
+        self.query_one("#cleanup-preview", KeyedTable).show(
+            (
+                (
+                    preview.organization_id,
+                    (
+                        plain(preview.organization_id),
+                        f"{preview.retention_days} days",
+                        when(preview.cutoff),
+                        f"{preview.rows_to_delete:,}",
+                        "yes" if preview.has_config else "none (default retention)",
+                    ),
+                )
+                for preview in previews
+            ),
+            keep="row",
+        )
+
+    @work(exclusive=True, group="cleanup-history", exit_on_error=False)
+    async def load_history(self) -> None:
+        async with self.context.sessions() as session:
+            self.runs = await recent_runs(session, limit=100)
+            self.last_scheduled_run = await last_run_started(session, trigger=SCHEDULER_TRIGGER)
+        self.show_scheduler()
+        self.query_one("#cleanup-history", KeyedTable).show(
+            (
+                (
+                    str(run.id),
+                    (
+                        when(run.started_at),
+                        plain(run.organization_id),
+                        "dry run" if run.dry_run else "delete",
+                        plain(run.trigger),
+                        plain(run.status),
+                        f"{run.rows_deleted:,}",
+                        when(run.cutoff),
+                        plain(run.error or ""),
+                    ),
+                )
+                for run in self.runs
+            ),
+            keep="top",
+        )
+
+    def selected_organization(self) -> str | None:
+        return self.query_one("#cleanup-preview", KeyedTable).selected_key
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def action_clean_selected(self) -> None:
+        if not self.context.require_admin("run a retention cleanup"):
+            return
+        organization_id = self.selected_organization()
+        if organization_id is None:
+            self.context.notify("No organisation to clean.", severity="warning")
+            return
+        self.count_then_confirm(organization_id)
+
+    def action_run_cleanup(self) -> None:
+        if not self.context.require_admin("run a retention cleanup"):
+            return
+        self.count_then_confirm(None)
+
+    @work(exclusive=True, group="cleanup-confirm", exit_on_error=False)
+    async def count_then_confirm(self, organization_id: str | None) -> None:
+        """Count what a cleanup would delete at a pinned ``now``, ask, and run with that same ``now``.
+
+        Counting again here (not reusing the table, which may be minutes old) with the
+        ``now`` the run then uses makes the number asked about the number deleted.
+        """
+        if self.running:
+            self.context.notify("A cleanup is already running (x stops it).", severity="warning")
+            return
+        now = utcnow()
+        try:
+            async with self.context.sessions() as session:
+                previews = await retention_preview(session, now=now, organization_id=organization_id)
+        except UnknownOrganization as error:
+            self.context.notify(f"{error}; nothing to clean.", severity="warning", markup=False)
+            return
+        total = sum(preview.rows_to_delete for preview in previews)
+        if organization_id is None:
+            question = f"Delete the {total:,} expired logs of all {len(previews)} organisations now?"
+        else:
+            [preview] = previews
+            question = (
+                f"Delete the {total:,} logs of {organization_id!r} older than "
+                f"{preview.retention_days} days (before {when(preview.cutoff)} UTC)?"
+            )
+        confirm_then(self.app, question, lambda: self.run_cleanup(organization_id, now=now, expected=total))
+
+    def action_cancel_cleanup(self) -> None:
+        if self.cancel_event is not None and self.running:
+            self.cancel_event.set()
+            self.query_one("#cleanup-label", Label).update("Stopping after the current batch…")
+
+    @on(Button.Pressed, "#cleanup-stop")
+    def _stop_pressed(self) -> None:
+        self.action_cancel_cleanup()
+
+    def on_progress(self, organization_id: str, rows: int) -> None:
+        """Called after each batch with the organisation's rows deleted so far."""
+        self._done[organization_id] = rows
+        done = sum(self._done.values())
+        progress = self.query_one("#cleanup-progress", ProgressBar)
+        if progress.total is not None and done > progress.total:
+            progress.update(total=done)
+        progress.update(progress=done)
+        label = self.query_one("#cleanup-label", Label)
+        label.update(plain(f"Cleaning {organization_id}: {done:,} rows deleted"))
+
+    @work(exclusive=True, group="cleanup-run", exit_on_error=False)
+    async def run_cleanup(self, organization_id: str | None, *, now: datetime, expected: int) -> None:
+        """Clean one organisation (or all, with None) as of ``now``; ``expected`` rows sizes the progress bar.
+
+        ``run_retention`` audits each organisation itself, under the signed-in user, and
+        checks again that they are an administrator (a refusal reaches the app's handler).
+        """
+        self.cancel_event = asyncio.Event()
+        self._done = {}
+        bar = self.query_one("#cleanup-bar")
+        self.query_one("#cleanup-progress", ProgressBar).update(total=max(1, expected), progress=0)
+        self.query_one("#cleanup-label", Label).update("Starting…")
+        bar.display = True
+        try:
+            summary = await run_retention(
+                sessions=self.context.sessions,
+                actor=self.context.actor,
+                organization_id=organization_id,
+                progress=self.on_progress,
+                cancel=self.cancel_event,
+                batch_size=self.batch_size,
+                now=now,
+            )
+        except (RetentionAlreadyRunning, UnknownOrganization) as error:
+            self.context.notify(f"{error}; nothing was deleted.", severity="warning", markup=False)
+            return
+        finally:
+            bar.display = False
+        self.last_summary = summary
+        severity = "information" if summary.status == "succeeded" else "warning"
+        self.context.notify(
+            f"Cleanup {summary.status}: {summary.total_rows:,} rows deleted in {len(summary.results)} "
+            "organisation(s).",
+            severity=severity,
+        )
+        self.load_preview()
+        self.load_history()

@@ -1,0 +1,98 @@
+"""The Patterns tab of the Config section: the organisation's custom patterns — add, edit, remove."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from console.dialogs.config_forms import PatternFormScreen
+from console.dialogs.confirm import confirm_then
+from console.sections.config.pane import ConfigHost, ConfigPane, check_names
+from console.untrusted import plain
+from console.widgets.keyed_table import KeyedTable, Row, TableColumn
+
+if TYPE_CHECKING:
+    from db.models import FirewallConfig
+
+COLUMNS = (
+    TableColumn("Name"),
+    TableColumn("Regex", stretch=True),
+    TableColumn("Entity type"),
+    TableColumn("Severity"),
+)
+WHAT = "change the configuration"
+
+
+class PatternsPane(ConfigPane[list[Row]]):
+    """Custom patterns (name, regex, entity type, severity); the Tester tab tries them on a sample."""
+
+    MAIN = "#patterns-table"
+
+    def __init__(self, host: ConfigHost) -> None:
+        super().__init__("Patterns", host, id="pane-patterns")
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "a add · e edit · del remove · the Tester tab tries them on a sample", classes="admin-hint"
+        )
+        yield KeyedTable(*COLUMNS, id="patterns-table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#patterns-table", KeyedTable)
+
+    def read(self, row: FirewallConfig) -> list[Row]:
+        patterns: list[Row] = [
+            (
+                pattern["name"],
+                tuple(plain(pattern[name]) for name in ("name", "regex", "entity_type", "severity")),
+            )
+            for pattern in row.custom_patterns or []
+        ]
+        check_names("custom pattern", (name for name, _ in patterns))
+        return patterns
+
+    def fill(self, shown: list[Row]) -> None:
+        self.table.show(shown, keep="row")
+
+    def clear(self) -> None:
+        self.table.show([], keep="top")
+
+    def _patterns(self) -> list[dict[str, Any]]:
+        row = self.host.row
+        return list(row.custom_patterns or []) if row is not None else []
+
+    def _reload_after(self, result: object) -> None:
+        if result is not None:
+            self.host.load_config()
+
+    def add_entry(self) -> None:
+        if self.host.ready(WHAT):
+            assert self.host.organization_id is not None
+            form = PatternFormScreen(self.host.context, self.host.organization_id, self._patterns())
+            self.app.push_screen(form, self._reload_after)
+
+    def edit_entry(self) -> None:
+        name = self.table.selected_key
+        if name is None or not self.host.ready(WHAT):
+            return
+        assert self.host.organization_id is not None
+        patterns = self._patterns()
+        index = next((i for i, p in enumerate(patterns) if p["name"] == name), None)
+        if index is not None:
+            form = PatternFormScreen(self.host.context, self.host.organization_id, patterns, index)
+            self.app.push_screen(form, self._reload_after)
+
+    def remove_entry(self) -> None:
+        name = self.table.selected_key
+        if name is None or not self.host.ready(WHAT):
+            return
+        confirm_then(
+            self.app,
+            f"Remove the custom pattern {name!r}?",
+            lambda: self.host.change_field(
+                "custom_patterns", lambda patterns: [p for p in patterns if p["name"] != name]
+            ),
+        )

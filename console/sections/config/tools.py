@@ -1,0 +1,99 @@
+"""The Tools tab of the Config section: the monitored tools — add, enable/disable, remove, restore defaults."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from console.dialogs.config_forms import ToolFormScreen
+from console.dialogs.confirm import confirm_then
+from console.sections.config.pane import ConfigHost, ConfigPane, check_names
+from console.untrusted import plain
+from console.widgets.keyed_table import KeyedTable, Row, TableColumn
+from db.configs import default_monitored_tools
+
+if TYPE_CHECKING:
+    from db.models import FirewallConfig
+
+COLUMNS = (TableColumn("Tool", stretch=True), TableColumn("Type"), TableColumn("Monitored"))
+FIELD = "monitored_tools"
+WHAT = "change the configuration"
+
+
+def _monitored(tool: dict[str, Any]) -> str:
+    return "yes" if tool.get("enabled", True) else "[b]no[/b]"
+
+
+class ToolsPane(ConfigPane[list[Row]]):
+    """The tools whose use agents report; each change is one audited edit of ``monitored_tools``."""
+
+    MAIN = "#tools-table"
+
+    def __init__(self, host: ConfigHost) -> None:
+        super().__init__("Tools", host, id="pane-tools")
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "a add · t enable/disable · del remove · palette: restore the default tools", classes="admin-hint"
+        )
+        yield KeyedTable(*COLUMNS, id="tools-table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#tools-table", KeyedTable)
+
+    def read(self, row: FirewallConfig) -> list[Row]:
+        tools: list[Row] = [
+            (tool["name"], (plain(tool["name"]), plain(tool["tool_type"]), _monitored(tool)))
+            for tool in row.monitored_tools or []
+        ]
+        check_names("monitored tool", (name for name, _ in tools))
+        return tools
+
+    def fill(self, shown: list[Row]) -> None:
+        self.table.show(shown, keep="row")
+
+    def clear(self) -> None:
+        self.table.show([], keep="top")
+
+    def _reload_after(self, result: object) -> None:
+        if result is not None:
+            self.host.load_config()
+
+    def add_entry(self) -> None:
+        if self.host.ready(WHAT):
+            assert self.host.organization_id is not None
+            self.app.push_screen(
+                ToolFormScreen(self.host.context, self.host.organization_id), self._reload_after
+            )
+
+    def toggle_entry(self) -> None:
+        name = self.table.selected_key
+        if name is None or not self.host.ready(WHAT):
+            return
+        self.host.change_field(
+            FIELD,
+            lambda tools: [
+                {**t, "enabled": not t.get("enabled", True)} if t["name"] == name else t for t in tools
+            ],
+        )
+
+    def remove_entry(self) -> None:
+        name = self.table.selected_key
+        if name is None or not self.host.ready(WHAT):
+            return
+        confirm_then(
+            self.app,
+            f"Stop monitoring {name!r} (remove it from the list)?",
+            lambda: self.host.change_field(FIELD, lambda tools: [t for t in tools if t["name"] != name]),
+        )
+
+    def restore_defaults(self) -> None:
+        if self.host.ready(WHAT):
+            confirm_then(
+                self.app,
+                "Replace the monitored tools with the default list?",
+                lambda: self.host.change_field(FIELD, lambda _: default_monitored_tools()),
+            )

@@ -1,0 +1,88 @@
+"""The base class of sections (worker failures go to the app) and their palette commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from textual.containers import Vertical
+from textual.worker import Worker
+
+from console.context import ConsoleContext
+from console.messages import ForwardsWorkerFailures
+from console.widgets.keyed_table import KeyedTable
+
+Shown = TypeVar("Shown")
+
+
+@dataclass(frozen=True)
+class SectionCommand:
+    """A command-palette entry of a section: runs ``action_<action>`` on the section."""
+
+    title: str
+    help: str
+    action: str
+    admin_only: bool = False
+
+
+class Section(ForwardsWorkerFailures, Vertical):
+    """Base of every section: holds the context and forwards failed workers to the app."""
+
+    TITLE: ClassVar[str] = ""
+    KEY: ClassVar[str | None] = None
+    COMMANDS: ClassVar[tuple[SectionCommand, ...]] = ()
+
+    def __init__(self, context: ConsoleContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("section")
+        self.context = context
+
+    def reload(self) -> None:
+        """Fetch what the section shows (start workers); called when shown and after reconnecting."""
+
+    def focus_first(self) -> None:
+        """Give focus to the section's first focusable widget (its main view), if any."""
+        for widget in self.query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
+        self.screen.set_focus(None)
+
+    def busy_with(self) -> str | None:
+        """Work that quitting would interrupt (e.g. "an export"), or None."""
+        return None
+
+    async def stop_busy_work(self) -> None:
+        """Stop what :meth:`busy_with` names and wait until its records are written (quit, sign-out)."""
+
+    def running_workers(self, group: str) -> list[Worker[Any]]:
+        """This section's workers of ``group`` that are still running."""
+        return [worker for worker in self.workers if worker.group == group and worker.is_running]
+
+    async def stop_and_wait(self, group: str, stop: Callable[[], None], *, seconds: float) -> None:
+        """Ask the running workers of ``group`` to stop (``stop``), then wait for them, ``seconds`` at most.
+
+        Past the wait they are cancelled with the shell; the work they call (a cleanup, an
+        export) still completes its records on its way out.
+        """
+        running = self.running_workers(group)
+        if not running:
+            return
+        stop()
+        waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiting, seconds)
+
+    def selected_row(self, table: KeyedTable, rows: Mapping[str, Shown], what: str) -> Shown | None:
+        """The row under ``table``'s cursor, from ``rows`` (by key); if none, say what to select ``what``.
+
+        ``what`` completes "Select … to": "a user to edit", "a device to delete".
+        """
+        key = table.selected_key
+        if key is None or key not in rows:
+            self.context.notify(f"Select {what}.", severity="warning")
+            return None
+        return rows[key]
