@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -18,8 +19,6 @@ from db.engine import new_engine, new_sessionmaker
 from db.settings import Settings
 from tests.support.database import (
     BACKENDS,
-    admin_execute,
-    create_postgres_database,
     drop_postgres_database,
     empty_all_tables,
     environment_for,
@@ -27,18 +26,7 @@ from tests.support.database import (
     new_database_url,
     settings_for,
 )
-
-# Other folders still import these from here; tests/support/database.py is where they live.
-_admin_execute = admin_execute
-__all__ = [
-    "BACKENDS",
-    "_admin_execute",
-    "create_postgres_database",
-    "drop_postgres_database",
-    "migrate_url",
-    "new_database_url",
-    "settings_for",
-]
+from tests.support.legacy import make_legacy
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -74,6 +62,22 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     async with new_sessionmaker(engine)() as session:
         yield session
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty (unmigrated) database per backend, of this test alone; for tests of migrations."""
+    url = new_database_url(request.param, tmp_path)
+    yield url
+    if request.param == "postgresql":
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def legacy_url(fresh_url: str) -> str:
+    """A database that held rows breaking today's rules when it was upgraded from 0007 to head."""
+    make_legacy(fresh_url)
+    return fresh_url
 
 
 @pytest.fixture

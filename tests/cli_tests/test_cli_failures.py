@@ -25,8 +25,8 @@ from sqlalchemy.engine import Connection, make_url
 from console.app import run_console
 from db.engine import alembic_config, head_revision, new_engine
 from db.settings import load_settings
-from tests.conftest import (
-    _admin_execute,
+from tests.support.database import (
+    admin_execute,
     create_postgres_database,
     drop_postgres_database,
     migrate_url,
@@ -120,9 +120,9 @@ def read_only_database(
         asyncio.run(migrate_url(url))
         token_id = _seed(url)
         name = make_url(url).database
-        asyncio.run(_admin_execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+        asyncio.run(admin_execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
         yield ReadOnlyDatabase(url, token_id)
-        asyncio.run(_admin_execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off'))
+        asyncio.run(admin_execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off'))
         drop_postgres_database(url)
         return
     folder = tmp_path_factory.mktemp("readonly")

@@ -11,18 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AuditEvent, FirewallConfig
 from db.settings import REPO_ROOT
-
-
-def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+from tests.support.cli import console_command
 
 
 async def audit_rows(session: AsyncSession) -> int:
@@ -32,10 +21,10 @@ async def audit_rows(session: AsyncSession) -> int:
 async def test_org_create_refuses_an_organisation_differing_only_in_case_and_audits_nothing(
     session: AsyncSession, subprocess_env: dict[str, str]
 ) -> None:
-    assert console(subprocess_env, "org", "create", "acme").returncode == 0
+    assert console_command(subprocess_env, "org", "create", "acme").returncode == 0
     assert await audit_rows(session) == 1
 
-    again = console(subprocess_env, "org", "create", "ACME")
+    again = console_command(subprocess_env, "org", "create", "ACME")
 
     assert again.returncode == 2
     assert again.stderr.strip() == "error: organisation 'ACME' already exists as 'acme'"
@@ -46,7 +35,7 @@ async def test_org_create_refuses_an_organisation_differing_only_in_case_and_aud
 async def test_org_create_refuses_a_retention_the_console_refuses(
     session: AsyncSession, subprocess_env: dict[str, str]
 ) -> None:
-    result = console(subprocess_env, "org", "create", "acme", "--retention-days", "10")
+    result = console_command(subprocess_env, "org", "create", "acme", "--retention-days", "10")
 
     assert result.returncode == 2
     assert "log_retention_days must be between 30 and 365; got 10" in result.stderr

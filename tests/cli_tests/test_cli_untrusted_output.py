@@ -3,8 +3,6 @@ and ANSI escapes in stored names and messages are printed as visible escapes (``
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 
@@ -17,20 +15,10 @@ from db.retention import FAILED, OrganizationCleanup
 from db.rights import Actor
 from db.tokens import create_token
 from retention.cli import TextReport
+from tests.support.cli import console_command
 
 CLEAR_SCREEN = "\x1b[2J\x1b[H"
 HOSTILE_NAME = CLEAR_SCREEN + "laptops\x07\u202etxt.exe"
-
-
-def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_ingest_token_list_prints_control_characters_of_a_name_as_escapes(
@@ -39,7 +27,7 @@ async def test_ingest_token_list_prints_control_characters_of_a_name_as_escapes(
     await create_organization(session=session, organization_id="acme", actor=Actor.cli())
     await create_token(session=session, organization_id="acme", name=HOSTILE_NAME, actor=Actor.cli())
     await session.commit()
-    listed = console(subprocess_env, "ingest-token", "list")
+    listed = console_command(subprocess_env, "ingest-token", "list")
     assert listed.returncode == 0, listed.stderr
     for control in ("\x1b", "\x07", "\u202e"):
         assert control not in listed.stdout

@@ -1,4 +1,5 @@
-"""`python -m console create-admin`: password from stdin, bcrypt only, clear refusals."""
+"""`python -m console create-admin`: password from stdin, bcrypt only, clear one-line refusals (the password
+policy, the column lengths) that store nothing."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import AuditEvent, User
+from db.models import AuditEvent, FirewallConfig, User
 from db.security import verify_password
+from tests.support.database import PASSWORD
 
 
 def create_admin(
-    env: dict[str, str], username: str, email: str, password: str
+    env: dict[str, str], username: str, email: str, password: str, *arguments: str
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "console", "create-admin", username, "--email", email],
+        [sys.executable, "-m", "console", "create-admin", username, "--email", email, *arguments],
         input=password + "\n",
         capture_output=True,
         text=True,
@@ -59,3 +61,25 @@ async def test_refuses_a_short_password_and_stores_nothing(
     assert result.returncode == 2
     assert "password must be at least 12 characters; got 5" in result.stderr
     assert await session.scalar(select(User)) is None
+
+
+async def test_create_admin_refuses_a_common_password_saying_why(
+    session: AsyncSession, subprocess_env: dict[str, str]
+) -> None:
+    result = create_admin(subprocess_env, "root", "root@acme.com", "qwerty123456")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: password is too common: it is in the list of the 10,000 most used passwords\n"
+    )
+    assert await session.scalar(select(User)) is None
+
+
+async def test_create_admin_with_an_over_long_full_name_prints_one_line_and_stores_nothing(
+    session: AsyncSession, subprocess_env: dict[str, str]
+) -> None:
+    result = create_admin(subprocess_env, "root", "root@acme.com", PASSWORD, "--full-name", "n" * 300)
+    assert result.returncode == 2
+    assert result.stderr == "error: full_name must be at most 255 characters; got 300\n"
+    assert result.stdout == ""
+    assert await session.scalar(select(User)) is None
+    assert await session.scalar(select(FirewallConfig)) is None

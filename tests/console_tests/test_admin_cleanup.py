@@ -17,8 +17,9 @@ from db.base import utcnow
 from db.configs import create_organization
 from db.engine import new_sessionmaker
 from db.models import LogEntry, RetentionRun
-from tests.support.console import audit_rows, confirm, open_section, running, settle, signed_in, wait_until
+from tests.support.console import audit_rows, confirm, open_section, pump_until, running, settle, signed_in
 from tests.support.database import SETUP, make_event, store_logs
+from tests.support.waiting import wait_until
 
 EXPIRED = 40
 KEPT = 7
@@ -222,7 +223,7 @@ async def test_quitting_during_a_cleanup_asks_then_leaves_exact_final_records(
         assert isinstance(pilot.app.screen, ConfirmScreen)
         assert pilot.app.screen.question == "Quit and stop a retention cleanup?"
         await pilot.press("y")
-        await wait_until(pilot, lambda: not pilot.app.is_running)
+        await pump_until(pilot, lambda: not pilot.app.is_running)
         assert not pilot.app.is_running
     await assert_records_are_exact_and_final(engine)
 
@@ -273,7 +274,7 @@ async def test_the_run_deletes_the_number_the_confirmation_asked_about(
             f"Delete the {EXPIRED:,} logs of 'acme' older than 30 days"
         )
         last_crossing = max(event["timestamp"] for event in crossing)
-        await wait_until(pilot, lambda: utcnow() - timedelta(days=30) > last_crossing)
+        await wait_until(lambda: utcnow() - timedelta(days=30) > last_crossing, timeout=5)
         await pilot.press("y")
         await settle(pilot)
         assert section.last_summary is not None

@@ -23,28 +23,19 @@ from db.models import IngestToken
 from db.pattern_tester import PatternTestError, run_patterns
 from db.settings import Settings
 from tests.support.console import (
+    add_org,
     audit_rows,
     confirm,
     fill,
-    hello,
-    ingest_server,
     open_section,
     settle,
     signed_in,
     submit,
 )
-from tests.support.database import SETUP
-from tests.support.ingest import RawClient
+from tests.support.database import SETUP, Organization
+from tests.support.ingest import RawClient, hello, hello_message, serving
 
 EMPLOYEE_ID = {"name": "employee id", "regex": r"EMP-\d{6}", "entity_type": "EMPLOYEE_ID", "severity": "red"}
-
-
-async def add_org(engine: AsyncEngine, organization_id: str = "acme", patterns: list | None = None) -> None:
-    async with new_sessionmaker(engine)() as session:
-        row = await create_organization(session=session, organization_id=organization_id, actor=SETUP)
-        if patterns:
-            row.custom_patterns = patterns
-        await session.commit()
 
 
 async def config_of(engine: AsyncEngine, organization_id: str = "acme"):
@@ -106,18 +97,10 @@ async def test_saved_retention_is_stamped_audited_and_sent_to_agents_on_their_ne
 
         _, token = await create_token(session=session, actor=SETUP, organization_id="acme")
         await session.commit()
-    async with ingest_server(settings) as port:
-        agent = await RawClient.open(port)
+    async with serving(settings) as server:
+        agent = await RawClient.open(server.port)
         await agent.send(
-            {
-                "type": "hello",
-                "organization_id": "acme",
-                "token": token,
-                "device_id": "d1",
-                "user_id": "u@acme",
-                "device_type": "cli",
-                "agent_version": "1",
-            }
+            hello_message(Organization("acme", token), device_id="d1", user_id="u@acme", agent_version="1")
         )
         welcome = await agent.receive()
         assert welcome["config"]["log_retention_days"] == 90
@@ -262,7 +245,7 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
     engine: AsyncEngine, app_factory, settings: Settings
 ) -> None:
     await add_org(engine)
-    async with ingest_server(settings) as port, signed_in(app_factory(), engine) as pilot:
+    async with serving(settings) as server, signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, ConfigSection)
         section.action_create_token()
         await settle(pilot)
@@ -277,14 +260,14 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
         token = shown.query_one("#token-value").value
         await pilot.click("#token-close")
         await settle(pilot)
-        assert (await hello(port, organization_id="acme", token=token))["type"] == "welcome"
+        assert (await hello(server.port, Organization("acme", token)))["type"] == "welcome"
         tokens = section.query_one(TokensPane)
         [token_id] = tokens.tokens
         tokens.table.move_cursor(row=0)
         tokens.remove_entry()
         await confirm(pilot)
         assert tokens.tokens[token_id].revoked_at is not None
-        refused = await hello(port, organization_id="acme", token=token)
+        refused = await hello(server.port, Organization("acme", token))
         assert (refused["type"], refused["code"]) == ("error", "unauthorized")
     created, revoked = (
         await audit_rows(engine, "ingest_token.create"),

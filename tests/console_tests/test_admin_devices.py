@@ -15,8 +15,9 @@ from db.engine import new_sessionmaker
 from db.models import Device
 from db.settings import Settings
 from db.tokens import create_token
-from tests.support.console import audit_rows, confirm, hello, ingest_server, open_section, settle, signed_in
-from tests.support.database import SETUP, make_event, store_logs
+from tests.support.console import audit_rows, confirm, open_section, settle, signed_in
+from tests.support.database import SETUP, Organization, make_event, store_logs
+from tests.support.ingest import hello, serving
 
 
 async def add_devices(engine: AsyncEngine) -> None:
@@ -101,10 +102,9 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
         await create_organization(session=session, organization_id="acme", actor=SETUP)
         _, token = await create_token(session=session, actor=SETUP, organization_id="acme")
         await session.commit()
-    async with ingest_server(settings) as port:
-        assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))[
-            "type"
-        ] == "welcome"
+    acme = Organization("acme", token)
+    async with serving(settings) as server:
+        assert (await hello(server.port, acme, device_id="laptop-9"))["type"] == "welcome"
         async with signed_in(app_factory(), engine) as pilot:
             section = await open_section(pilot, DevicesSection)
             table = section.query_one("#devices-table")
@@ -112,14 +112,12 @@ async def test_deactivated_device_is_refused_at_its_next_hello_and_accepted_agai
             section.action_toggle_active()
             await confirm(pilot)
             assert not section.devices["laptop-9"].is_active
-            refused = await hello(port, organization_id="acme", token=token, device_id="laptop-9")
+            refused = await hello(server.port, acme, device_id="laptop-9")
             assert (refused["type"], refused["code"]) == ("error", "device_disabled")
             section.action_toggle_active()
             await settle(pilot)
             assert section.devices["laptop-9"].is_active
-            assert (await hello(port, organization_id="acme", token=token, device_id="laptop-9"))[
-                "type"
-            ] == "welcome"
+            assert (await hello(server.port, acme, device_id="laptop-9"))["type"] == "welcome"
     deactivated, activated = (
         await audit_rows(engine, "device.deactivate"),
         await audit_rows(engine, "device.activate"),

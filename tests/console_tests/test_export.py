@@ -30,10 +30,10 @@ from tests.support.console import (
     add_console_user,
     newest_first,
     open_logs,
+    pump_until,
     running,
     settle,
     sign_in,
-    wait_until,
 )
 from tests.support.database import make_event, store_logs
 
@@ -304,7 +304,7 @@ async def test_quitting_during_an_export_discards_the_file_and_audits_it_as_canc
         await pilot.pause()
         assert isinstance(pilot.app.screen, ConfirmScreen)
         await pilot.press("y")
-        await wait_until(pilot, lambda: not pilot.app.is_running)
+        await pump_until(pilot, lambda: not pilot.app.is_running)
     assert list(tmp_path.iterdir()) == []
     [row] = await export_audit_rows(engine)
     assert (row.actor, row.changes["status"], row.changes["rows"]) == ("alice", "cancelled", 45)

@@ -16,12 +16,12 @@ from tests.support.console import (
     add_console_user,
     newest_first,
     open_logs,
+    pump_until,
     running,
     settle,
     shown_ids,
     sign_in,
     table_keys,
-    wait_until,
 )
 from tests.support.database import BASE_TIME, make_event, store_logs
 
@@ -186,7 +186,7 @@ async def test_follow_mode_shows_rows_stored_after_the_page_opened(
         assert section.following
         late = [make_event(100 + index, risk_level="red") for index in range(3)]
         await store_logs(engine, late)
-        await wait_until(pilot, lambda: len(section.page_state.rows) == 8)
+        await pump_until(pilot, lambda: len(section.page_state.rows) == 8)
         assert shown_ids(section)[:3] == newest_first(late)
         await pilot.press("t")
         assert not section.following

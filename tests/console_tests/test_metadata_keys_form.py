@@ -12,8 +12,7 @@ from console.sections.config import ConfigSection
 from db.engine import new_sessionmaker
 from db.metadata_keys import list_keys
 from db.models import OrganizationMetadataKey
-from tests.console_tests.test_admin_config import add_org
-from tests.support.console import audit_rows, confirm, fill, open_section, settle, signed_in, submit
+from tests.support.console import add_org, audit_rows, confirm, fill, open_section, settle, signed_in, submit
 
 
 async def keys_of(engine: AsyncEngine) -> list[tuple[str, str, list[str]]]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +25,7 @@ from db.overview import (
 )
 from db.rollups import day_of, hour_of, week_of
 from tests.support.database import (
-    BACKENDS,
-    drop_postgres_database,
     make_event,
-    new_database_url,
     settings_for,
     store_logs,
 )
@@ -196,14 +191,6 @@ def test_split_covers_the_range_once_with_whole_weeks_and_days() -> None:
 
 
 # -- the migration's backfill ----------------------------------------------------------------------
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = new_database_url(request.param, tmp_path)
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
 
 
 async def _upgrade(engine: AsyncEngine, revision: str) -> None:

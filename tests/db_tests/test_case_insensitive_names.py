@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -28,8 +26,11 @@ from db.settings import REPO_ROOT
 from db.sign_in import sign_in
 from db.tokens import create_token, list_tokens
 from db.users import UserError, get_by_username
-from tests.db_tests.test_migrations import run_alembic
-from tests.support.database import BACKENDS, PASSWORD, add_user, drop_postgres_database, new_database_url
+from tests.support.database import (
+    PASSWORD,
+    add_user,
+    run_alembic,
+)
 
 
 async def test_a_username_differing_only_in_case_is_taken(session: AsyncSession) -> None:
@@ -108,14 +109,11 @@ CONFIGS = sa.table(
 )
 
 
-@pytest.fixture(params=BACKENDS)
-def url_at_0008(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture
+def url_at_0008(fresh_url: str) -> str:
     """A fresh database migrated to 0008, the revision before case-insensitive names."""
-    url = new_database_url(request.param, tmp_path)
-    run_alembic(url, lambda config, _: command.upgrade(config, "0008"))
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
+    run_alembic(fresh_url, lambda config, _: command.upgrade(config, "0008"))
+    return fresh_url
 
 
 def insert_duplicates(url: str) -> None:

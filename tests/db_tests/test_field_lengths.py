@@ -3,20 +3,17 @@ no refusal, from db/ or from the database, carries a hash."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.configs import ConfigError, create_organization, update_config
-from db.models import FirewallConfig, IngestToken, User
+from db.models import IngestToken, User
 from db.rights import Actor
 from db.tokens import TokenError, create_token
 from db.users import UserError, update_user
-from tests.support.database import PASSWORD, add_user
+from tests.support.database import add_user
 
 
 async def test_an_over_long_full_name_is_refused_naming_the_field(session: AsyncSession) -> None:
@@ -77,26 +74,3 @@ async def test_database_errors_never_carry_the_statement_parameters(session: Asy
     await session.rollback()
     assert hashed not in str(error.value)
     assert "parameters hidden" in str(error.value)
-
-
-def create_admin(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", "create-admin", "root", "--email", "root@acme.com", *arguments],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-async def test_create_admin_with_an_over_long_full_name_prints_one_line_and_stores_nothing(
-    session: AsyncSession, subprocess_env: dict[str, str]
-) -> None:
-    result = create_admin(subprocess_env, "--full-name", "n" * 300)
-    assert result.returncode == 2
-    assert result.stderr == "error: full_name must be at most 255 characters; got 300\n"
-    assert result.stdout == ""
-    assert await session.scalar(select(User)) is None
-    assert await session.scalar(select(FirewallConfig)) is None

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from db.engine import alembic_config, head_revision, new_engine
-from tests.support.database import BACKENDS, drop_postgres_database, new_database_url, settings_for
+from db.engine import head_revision
+from tests.support.database import (
+    run_alembic,
+)
 
 GUIDE_INDEXES = {
     "users": {"ix_users_username", "ix_users_email"},
@@ -68,34 +65,6 @@ GUIDE_COLUMNS = {
         "created_at",
     },
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = new_database_url(request.param, tmp_path)
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
-
-
-def run_alembic(url: str, action) -> object:
-    """Run an alembic command against url through the same env.py the CLI uses."""
-
-    async def go() -> object:
-        engine = new_engine(settings_for(url))
-        try:
-            async with engine.begin() as connection:
-                return await connection.run_sync(lambda sync: action(_config(sync), sync))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
-def _config(connection: Connection):
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    return config
 
 
 def test_upgrade_downgrade_upgrade_round_trip(fresh_url: str) -> None:

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.engine import new_engine, new_sessionmaker
@@ -21,89 +14,8 @@ from db.models import AuditEvent, Device, LogEntry, LogHourlyCount
 from db.rights import Actor
 from db.rollups import OVERFLOW_KEY
 from db.scrub import ScrubReport, repaired_identifier, scrub
-from tests.db_tests.test_migrations import run_alembic
-from tests.support.database import BACKENDS, drop_postgres_database, new_database_url, settings_for
-
-NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
-BAD_ID, CLEAN_ID = uuid.uuid4(), uuid.uuid4()
-BAD_TOOL = "Chat\u202eGPT"
-BAD_DEVICE = "dev\x1b[31m"
-
-
-def _log(event_id: uuid.UUID, tool_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "timestamp": NOW,
-        "device_id": "dev-1",
-        "user_id": "ann",
-        "organization_id": "acme",
-        "tool_name": tool_name,
-        "tool_type": "web",
-        "risk_level": "green",
-        "prompt_length": 1,
-        "detected_entity_types": [],
-        "entity_count": 0,
-        "was_sanitized": False,
-        "log_metadata": metadata,
-        "created_at": NOW,
-    }
-
-
-def _rollup(key: str, count: int) -> dict[str, Any]:
-    return {
-        "bucket_start": NOW,
-        "organization_id": "acme",
-        "dimension": "tool",
-        "key": key,
-        "risk_level": "green",
-        "event_count": count,
-    }
-
-
-def _write_legacy_rows(url: str) -> None:
-    """Rows the rules of revision 0007 let through and today's refuse."""
-
-    async def go() -> None:
-        engine = new_engine(settings_for(url))
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(
-                    insert(LogEntry.__table__),
-                    [
-                        _log(BAD_ID, BAD_TOOL, {"browser": "Firefox 133", "note": "left a message"}),
-                        _log(CLEAN_ID, "Claude", {"os": "macOS 15"}),
-                    ],
-                )
-                await connection.execute(
-                    insert(Device.__table__).values(
-                        id=uuid.uuid4(),
-                        device_id=BAD_DEVICE,
-                        user_id="ann",
-                        device_type="cli",
-                        registered_at=NOW,
-                        last_seen=NOW,
-                        is_active=False,
-                        organization_id="acme",
-                    )
-                )
-                rows = [_rollup(BAD_TOOL, 2), _rollup(OVERFLOW_KEY, 1), _rollup("Claude", 3)]
-                await connection.execute(insert(LogHourlyCount.__table__), rows)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
-
-
-@pytest.fixture(params=BACKENDS)
-def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database that held rows breaking today's rules when it was upgraded from 0007 to head."""
-    url = new_database_url(request.param, tmp_path)
-    run_alembic(url, lambda config, _: command.upgrade(config, "0007"))
-    _write_legacy_rows(url)
-    run_alembic(url, lambda config, _: command.upgrade(config, "head"))
-    yield url
-    if request.param == "postgresql":
-        drop_postgres_database(url)
+from tests.support.database import settings_for
+from tests.support.legacy import BAD_ID, BAD_TOOL
 
 
 async def _in_session(url: str, work: Any) -> Any:
@@ -183,23 +95,6 @@ def test_apply_leaves_the_constraints_valid_on_postgresql(legacy_url: str) -> No
         return list(result.scalars().all())
 
     assert run(legacy_url, invalid) == []
-
-
-def test_scrub_command_dry_run_prints_stored_strings_as_visible_escapes(legacy_url: str) -> None:
-    env = {"DATABASE_URL": legacy_url, "PATH": "/usr/bin:/bin", "AIFW_BCRYPT_ROUNDS": "4"}
-    done = subprocess.run(
-        [sys.executable, "-m", "console", "scrub"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "dry run" in done.stdout
-    assert "\x1b" not in done.stdout
-    assert "\u202e" not in done.stdout
-    assert "--apply" in done.stdout
 
 
 def test_repaired_identifier_spells_refused_characters_and_keeps_joiners_between_letters() -> None:

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.security import hash_password, verify_password
 from db.sign_in import SignInOutcome, sign_in
-from db.users import UserError, get_by_username
+from db.users import UserError, UsersExist, create_administrator, get_by_username
 from tests.support.database import PASSWORD, add_user
 
 
@@ -71,3 +71,13 @@ async def test_sign_in_refuses_wrong_password_and_inactive_user(session: AsyncSe
     await session.commit()
     disabled = await sign_in(session=session, username="alice", password=PASSWORD, bcrypt_rounds=4)
     assert (disabled.outcome, disabled.user) == (SignInOutcome.DISABLED, None)
+
+
+async def test_the_first_administrator_is_refused_once_a_user_exists(session: AsyncSession) -> None:
+    first = {"email": "root@acme.com", "password": "correct horse battery staple 99", "full_name": None}
+    await create_administrator(session=session, username="root", bcrypt_rounds=4, actor=None, **first)
+    with pytest.raises(UsersExist) as refused:
+        await create_administrator(
+            session=session, username="other", bcrypt_rounds=4, actor=None, **{**first, "email": "o@acme.com"}
+        )
+    assert isinstance(refused.value, UserError)

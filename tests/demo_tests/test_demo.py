@@ -5,11 +5,13 @@ SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -19,11 +21,51 @@ from db.engine import new_engine
 from db.models import FirewallConfig, IngestToken, LogEntry, User
 from db.settings import REPO_ROOT, Settings
 from simulation.demo import DEMO_ORGANIZATIONS, DEMO_TOKEN_NAME, port_is_free
-from tests.conftest import settings_for
-from tests.demo_tests.conftest import children_printed, is_running, processes_mentioning
+from tests.support.database import settings_for
 from tests.support.waiting import wait_until
 
 RUN_SECONDS = "6"
+
+
+@dataclass(frozen=True)
+class DemoChildren:
+    """What a demo run printed about the processes it started."""
+
+    server_pid: int
+    simulator_pid: int
+    port: int
+
+
+def children_printed(output: str) -> DemoChildren:
+    server = re.search(r"ingest server pid (\d+) listening on [\d.]+:(\d+)", output)
+    simulator = re.search(r"simulator pid (\d+)", output)
+    assert server is not None, output
+    assert simulator is not None, output
+    return DemoChildren(int(server.group(1)), int(simulator.group(1)), int(server.group(2)))
+
+
+def is_running(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line or environment contains ``text`` (our tmp dir)."""
+    needle = text.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        for part in ("cmdline", "environ"):
+            with contextlib.suppress(OSError):
+                if needle in (entry / part).read_bytes() and is_running(int(entry.name)):
+                    found.append(int(entry.name))
+                    break
+    return found
 
 
 def demo_env(data_dir: Path, **extra: str) -> dict[str, str]:

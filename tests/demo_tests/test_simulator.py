@@ -16,10 +16,10 @@ from db.configs import update_config
 from db.models import LogEntry
 from db.rights import Actor
 from db.vocabulary import DEFAULT_MONITORED_TOOLS
-from ingest.server import RunningServer
 from simulation.events import TOOL_TYPE_OF_DEVICE
 from simulation.fleet import Fleet, FleetError, FleetOrganization, FleetPlan
-from tests.demo_tests.conftest import CuttingProxy, rollup_total, stored_ids
+from tests.support.database import rollup_total, stored_ids
+from tests.support.ingest import CuttingProxy, ServerHandle
 from tests.support.waiting import wait_until
 
 PLAN = FleetPlan(
@@ -28,7 +28,7 @@ PLAN = FleetPlan(
 
 
 async def test_resend_after_dropped_connections_leaves_no_gaps_and_no_duplicates(
-    server: RunningServer, organizations: list[FleetOrganization], engine: AsyncEngine
+    server: ServerHandle, organizations: list[FleetOrganization], engine: AsyncEngine
 ) -> None:
     proxy = await CuttingProxy(server.port, cuts=8, after_bytes=24_000).start()
     fleet = Fleet("127.0.0.1", proxy.port, organizations, PLAN)
@@ -46,7 +46,7 @@ async def test_resend_after_dropped_connections_leaves_no_gaps_and_no_duplicates
 
 
 async def test_resent_events_are_counted_once_in_the_overview_rollups(
-    server: RunningServer, organizations: list[FleetOrganization], engine: AsyncEngine
+    server: ServerHandle, organizations: list[FleetOrganization], engine: AsyncEngine
 ) -> None:
     proxy = await CuttingProxy(server.port, cuts=6, after_bytes=16_000).start()
     fleet = Fleet("127.0.0.1", proxy.port, organizations, PLAN)
@@ -89,7 +89,7 @@ def test_backfill_stays_in_the_past_weeks_and_is_busier_on_weekdays() -> None:
 
 
 async def test_backfill_respects_each_organisations_retention(
-    server: RunningServer, session, engine: AsyncEngine
+    server: ServerHandle, session, engine: AsyncEngine
 ) -> None:
     from db.configs import create_organization
     from db.tokens import create_token
@@ -122,7 +122,7 @@ async def test_unreachable_server_is_one_clear_error(organizations: list[FleetOr
 
 
 async def test_a_wrong_token_of_any_organisation_is_one_clear_error(
-    server: RunningServer, organizations: list[FleetOrganization]
+    server: ServerHandle, organizations: list[FleetOrganization]
 ) -> None:
     wrong = [organizations[0], FleetOrganization(organizations[1].organization_id, "aifw_not-a-real-token")]
     with pytest.raises(FleetError, match="refused organisation 'globex': unauthorized"):
@@ -148,7 +148,7 @@ async def stored_tools(engine: AsyncEngine, *, since: datetime | None = None) ->
 
 
 async def test_live_events_follow_the_tools_the_organisation_monitors(
-    server: RunningServer, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
+    server: ServerHandle, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
 ) -> None:
     await update_config(
         session=session,
@@ -165,7 +165,7 @@ async def test_live_events_follow_the_tools_the_organisation_monitors(
 
 
 async def test_a_tool_switched_off_while_running_stops_being_reported(
-    server: RunningServer, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
+    server: ServerHandle, organizations: list[FleetOrganization], session: AsyncSession, engine: AsyncEngine
 ) -> None:
     plan = FleetPlan(devices=3, rate=300.0, duration=None, seed=22, config_poll_seconds=0.2)
     fleet = Fleet("127.0.0.1", server.port, organizations[:1], plan)

@@ -13,14 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.settings import Settings
 from ingest.client import AgentClient, AgentIdentity
 from simulation.events import EventGenerator
+from tests.support.database import Organization, add_organization
 from tests.support.ingest import (
+    ORG,
     AgentFactory,
-    Org,
     RawClient,
     RawFactory,
     ServerHandle,
     StartServer,
-    create_org,
     hello_message,
     make_tls_files,
     start_server,
@@ -28,9 +28,9 @@ from tests.support.ingest import (
 
 
 @pytest.fixture
-async def org(session: AsyncSession) -> Org:
+async def org(session: AsyncSession) -> Organization:
     """The organisation 'acme' with a live ingest token."""
-    return await create_org(session)
+    return await add_organization(session, ORG)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def generator() -> EventGenerator:
 
 
 @pytest.fixture
-async def agent_factory(org: Org) -> AsyncIterator[AgentFactory]:
+async def agent_factory(org: Organization) -> AsyncIterator[AgentFactory]:
     """Connected simulated agents (closed at the end); device ids differ per call."""
     agents: list[AgentClient] = []
 
@@ -90,7 +90,7 @@ async def agent(server: ServerHandle, agent_factory: AgentFactory) -> AgentClien
 
 
 @pytest.fixture
-async def raw_factory(org: Org) -> AsyncIterator[RawFactory]:
+async def raw_factory(org: Organization) -> AsyncIterator[RawFactory]:
     """Raw clients; with ``hello=True`` (default) the hello is done and the welcome read."""
     clients: list[RawClient] = []
 

@@ -14,15 +14,8 @@ from db.metadata_keys import STANDARD_KEYS, allow_key
 from db.models import Device, LogEntry
 from db.rights import Actor
 from simulation.events import EventGenerator
-from tests.support.ingest import (
-    Org,
-    RawClient,
-    RawFactory,
-    ServerHandle,
-    count_events,
-    hello_message,
-    stored_ids,
-)
+from tests.support.database import Organization, count_events, stored_ids
+from tests.support.ingest import RawClient, RawFactory, ServerHandle, hello_message
 
 
 async def expect_refusal(raw: RawClient, code: str) -> dict[str, object]:
@@ -35,7 +28,7 @@ async def expect_refusal(raw: RawClient, code: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("field", ["prompt", "PrOmPt", "usermessage", "pro\u200bmpt"])
 async def test_hello_carrying_content_gets_content_not_allowed_and_is_closed(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, field: str
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, field: str
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org, **{field: "my salary is 10k"}))
@@ -43,7 +36,7 @@ async def test_hello_carrying_content_gets_content_not_allowed_and_is_closed(
 
 
 async def test_deeply_nested_array_in_a_hello_field_gets_an_error_line_and_is_closed(
-    server: ServerHandle, raw_factory: RawFactory, org: Org
+    server: ServerHandle, raw_factory: RawFactory, org: Organization
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     line = orjson.dumps(hello_message(org, organization_id="PLACEHOLDER"))
@@ -96,7 +89,7 @@ async def test_a_number_the_parser_cannot_represent_gets_invalid_json_with_its_p
 
 
 async def test_welcome_and_config_carry_the_organisations_metadata_keys(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, session: AsyncSession
 ) -> None:
     await allow_key(
         session=session,
@@ -119,7 +112,11 @@ async def test_welcome_and_config_carry_the_organisations_metadata_keys(
 
 
 async def test_a_key_the_organisation_allowed_is_stored_and_a_number_past_64_bits_is_refused(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession, engine: AsyncEngine
+    server: ServerHandle,
+    raw_factory: RawFactory,
+    org: Organization,
+    session: AsyncSession,
+    engine: AsyncEngine,
 ) -> None:
     await allow_key(
         session=session, organization_id=org.organization_id, key="tabs", shape="number", actor=Actor.cli()
@@ -142,7 +139,11 @@ async def test_a_key_the_organisation_allowed_is_stored_and_a_number_past_64_bit
 
 
 async def test_hello_naming_the_organisation_in_another_case_is_stored_under_the_id_as_created(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, generator: EventGenerator, engine: AsyncEngine
+    server: ServerHandle,
+    raw_factory: RawFactory,
+    org: Organization,
+    generator: EventGenerator,
+    engine: AsyncEngine,
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org, organization_id=org.organization_id.upper()))

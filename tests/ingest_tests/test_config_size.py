@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import FirewallConfig
 from db.settings import IngestLimits
-from tests.support.ingest import ORG, Org, RawFactory, ServerHandle, hello_message
+from tests.support.database import Organization
+from tests.support.ingest import ORG, RawFactory, ServerHandle, hello_message
 
 #: 5,000 patterns: the 5.3 MB welcome of the issue.
 HUGE_PATTERNS = [
@@ -28,7 +29,7 @@ async def write_around_the_validators(session: AsyncSession) -> None:
 
 
 async def test_a_hello_meeting_an_oversized_configuration_gets_config_too_large(
-    server: ServerHandle, raw_factory: RawFactory, session: AsyncSession, org: Org
+    server: ServerHandle, raw_factory: RawFactory, session: AsyncSession, org: Organization
 ) -> None:
     await write_around_the_validators(session)
     client = await raw_factory(server.port, hello=False)

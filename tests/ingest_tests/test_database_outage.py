@@ -16,16 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.settings import Settings
 from simulation.events import EventGenerator
-from tests.support.ingest import (
-    AgentFactory,
-    RawFactory,
-    ServerHandle,
-    TcpProxy,
-    eventually,
-    hello_message,
-    start_server,
-    stored_ids,
-)
+from tests.support.database import stored_ids
+from tests.support.ingest import AgentFactory, RawFactory, ServerHandle, TcpProxy, hello_message, start_server
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -77,9 +70,9 @@ async def test_database_restarted_mid_stream_loses_no_acked_event_and_stores_non
     during = [generator.event() for _ in range(200)]
     await agent.send_many(during)
     # Every event read and queued, and the writer has failed and retried since: an ack would be out.
-    await eventually(lambda: proxied_server.stats.events_received == 400, within=15)
+    await wait_until(lambda: proxied_server.stats.events_received == 400, timeout=15)
     retries = proxied_server.stats.db_retries
-    await eventually(lambda: proxied_server.stats.db_retries >= retries + 2, within=15)
+    await wait_until(lambda: proxied_server.stats.db_retries >= retries + 2, timeout=15)
     assert agent.acked == {event["id"] for event in before}, (
         "nothing is acknowledged while the database is away"
     )

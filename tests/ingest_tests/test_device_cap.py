@@ -12,7 +12,8 @@ from db.base import utcnow
 from db.devices import DeviceRefused, register_or_touch_device
 from db.event_schema import CLOSING_CODES, ERROR_CODES
 from db.models import Device
-from tests.support.ingest import Org, RawFactory, StartServer, hello_message
+from tests.support.database import Organization
+from tests.support.ingest import RawFactory, StartServer, hello_message
 
 
 async def register(
@@ -66,7 +67,7 @@ def test_too_many_devices_is_a_documented_closing_code() -> None:
 
 
 async def test_server_refuses_the_hello_of_a_new_device_past_the_cap_and_closes(
-    server_factory: StartServer, raw_factory: RawFactory, org: Org
+    server_factory: StartServer, raw_factory: RawFactory, org: Organization
 ) -> None:
     server = await server_factory(max_new_devices_per_hour=1)
     await raw_factory(server.port, device_id="dev-first")

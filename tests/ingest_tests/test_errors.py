@@ -19,16 +19,8 @@ from db.rights import Actor
 from db.settings import MIN_MAX_LINE_BYTES
 from db.tokens import list_tokens, revoke_token
 from simulation.events import EventGenerator
-from tests.support.ingest import (
-    Org,
-    RawClient,
-    RawFactory,
-    ServerHandle,
-    StartServer,
-    count_events,
-    hello_message,
-    stored_ids,
-)
+from tests.support.database import Organization, count_events, stored_ids
+from tests.support.ingest import RawClient, RawFactory, ServerHandle, StartServer, hello_message
 
 
 def good_event(generator: EventGenerator, **changes: Any) -> dict[str, Any]:
@@ -86,7 +78,7 @@ async def test_message_of_unknown_type_gets_unknown_type(raw: RawClient) -> None
     assert "subscribe" in error["message"]
 
 
-async def test_second_hello_gets_unexpected_hello(raw: RawClient, org: Org) -> None:
+async def test_second_hello_gets_unexpected_hello(raw: RawClient, org: Organization) -> None:
     await raw.send(hello_message(org))
     await expect_error_then_pong(raw, "unexpected_hello")
 
@@ -243,7 +235,7 @@ async def test_anything_but_hello_first_gets_hello_required_and_is_closed(
 
 
 async def test_malformed_hello_gets_invalid_hello_and_is_closed(
-    server: ServerHandle, raw_factory: RawFactory, org: Org
+    server: ServerHandle, raw_factory: RawFactory, org: Organization
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org, device_type="toaster"))
@@ -257,7 +249,7 @@ async def test_malformed_hello_gets_invalid_hello_and_is_closed(
     ids=["wrong-token", "unknown-organisation"],
 )
 async def test_wrong_token_or_unknown_organisation_gets_unauthorized_and_is_closed(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, overrides: dict[str, str]
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, overrides: dict[str, str]
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.send(hello_message(org, **overrides))
@@ -265,7 +257,7 @@ async def test_wrong_token_or_unknown_organisation_gets_unauthorized_and_is_clos
 
 
 async def test_revoked_token_gets_unauthorized(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, session: AsyncSession
 ) -> None:
     (token,) = await list_tokens(session=session, organization_id="acme")
     await revoke_token(session=session, actor=Actor.cli(), token_id=token.id)
@@ -276,7 +268,7 @@ async def test_revoked_token_gets_unauthorized(
 
 
 async def test_disabled_device_gets_device_disabled(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, session: AsyncSession
 ) -> None:
     first = await raw_factory(server.port)
     await first.close()
@@ -288,7 +280,7 @@ async def test_disabled_device_gets_device_disabled(
 
 
 async def test_device_of_another_organisation_gets_device_conflict(
-    server: ServerHandle, raw_factory: RawFactory, org: Org, session: AsyncSession
+    server: ServerHandle, raw_factory: RawFactory, org: Organization, session: AsyncSession
 ) -> None:
     session.add(Device(device_id="dev-raw", user_id="x", device_type="cli", organization_id="other"))
     await session.commit()

@@ -25,15 +25,8 @@ import pytest
 from db.settings import Settings
 from ingest.stats import RepeatedLog
 from simulation.events import EventGenerator
-from tests.support.ingest import (
-    Org,
-    RawClient,
-    RawFactory,
-    StartServer,
-    eventually,
-    hello_message,
-    write_lock,
-)
+from tests.support.database import Organization
+from tests.support.ingest import RawClient, RawFactory, StartServer, hello_message, write_lock
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +91,7 @@ async def child_server(env: dict[str, str], *args: str, preexec_fn: Any = None) 
         await asyncio.wait_for(child._reader, 10)
 
 
-async def open_non_reading_client(port: int, org: Org, device_id: str) -> RawClient:
+async def open_non_reading_client(port: int, org: Organization, device_id: str) -> RawClient:
     """A client whose receive buffer is tiny and never read: answers pile up on the server's side."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -124,7 +117,7 @@ async def send_until_stalled(client: RawClient, chunk: bytes, total: int, stall:
 
 
 async def test_two_hundred_clients_that_never_read_grow_the_server_by_less_than_100_mb(
-    subprocess_env: dict[str, str], org: Org
+    subprocess_env: dict[str, str], org: Organization
 ) -> None:
     # A second hello per line: 17 bytes in, a ~95-byte error out; two megabytes each are ~11 MB of answers.
     chunk = b'{"type":"hello"}\n' * 4096
@@ -135,6 +128,8 @@ async def test_two_hundred_clients_that_never_read_grow_the_server_by_less_than_
             sent = await asyncio.gather(
                 *(send_until_stalled(client, chunk, 2 << 20, stall=3.0) for client in clients)
             )
+            # Not a wait for a condition: the server goes on answering what it has read, and the peak
+            # (VmHWM) must include that second.
             await asyncio.sleep(1.0)
             growth_mb = (server.status("VmHWM") - before) / 1024
             print(f"server memory grew by {growth_mb:.0f} MB; clients sent {sum(sent) / 2**20:.0f} MiB")
@@ -145,14 +140,14 @@ async def test_two_hundred_clients_that_never_read_grow_the_server_by_less_than_
 
 
 async def test_client_that_never_reads_its_answers_is_closed_after_the_output_timeout(
-    server_factory: StartServer, org: Org
+    server_factory: StartServer, org: Organization
 ) -> None:
     server = await server_factory(output_timeout_seconds=1.0)
     client = await open_non_reading_client(server.port, org, "mute")
     try:
         # Enough pongs to fill the kernel's buffers (a few MB) and then the server's own.
         await send_until_stalled(client, b'{"type":"ping"}\n' * 4096, 16 << 20, stall=3.0)
-        await eventually(lambda: server.stats.connections == 0, within=15)
+        await wait_until(lambda: server.stats.connections == 0, timeout=15)
     finally:
         client.writer.transport.abort()
 
@@ -194,7 +189,7 @@ async def test_server_says_when_its_open_file_limit_is_below_its_connection_maxi
 
 
 async def test_sigterm_while_the_writer_is_stuck_says_shutting_down_without_tracebacks(
-    subprocess_env: dict[str, str], settings: Settings, org: Org, generator: EventGenerator
+    subprocess_env: dict[str, str], settings: Settings, org: Organization, generator: EventGenerator
 ) -> None:
     # A stats line every 0.1 s tells when the child has read and queued the events.
     async with child_server(subprocess_env, "--shutdown-grace", "2", "--stats-interval", "0.1") as server:

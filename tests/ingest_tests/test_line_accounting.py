@@ -3,7 +3,8 @@ count every line received, so an agent can find the line an error is about."""
 
 from __future__ import annotations
 
-from tests.support.ingest import Org, RawClient, RawFactory, ServerHandle, hello_message
+from tests.support.database import Organization
+from tests.support.ingest import RawClient, RawFactory, ServerHandle, hello_message
 
 
 async def test_whitespace_only_lines_are_ignored_like_blank_lines(raw: RawClient) -> None:
@@ -20,7 +21,7 @@ async def test_error_line_numbers_count_blank_and_whitespace_lines(raw: RawClien
 
 
 async def test_blank_lines_before_the_hello_are_counted(
-    server: ServerHandle, raw_factory: RawFactory, org: Org
+    server: ServerHandle, raw_factory: RawFactory, org: Organization
 ) -> None:
     raw = await raw_factory(server.port, hello=False)
     await raw.write(b"\n \n")

@@ -12,7 +12,8 @@ from db.models import Device, LogEntry, LogHourlyCount
 from db.rights import Actor
 from ingest.client import AgentClient
 from simulation.events import EventGenerator
-from tests.support.ingest import AgentFactory, RawClient, ServerHandle, count_events, stored_ids
+from tests.support.database import count_events, stored_ids
+from tests.support.ingest import AgentFactory, RawClient, ServerHandle
 
 
 async def test_hello_is_welcomed_with_the_organisations_config(agent: AgentClient) -> None:

@@ -18,16 +18,9 @@ from ingest.client import AgentClient
 from ingest.framing import READ_CHUNK_BYTES
 from ingest.server import tls_context
 from simulation.events import EventGenerator
-from tests.support.ingest import (
-    AgentFactory,
-    RawFactory,
-    ServerHandle,
-    StartServer,
-    count_events,
-    eventually,
-    stored_ids,
-    write_lock,
-)
+from tests.support.database import count_events, stored_ids
+from tests.support.ingest import AgentFactory, RawFactory, ServerHandle, StartServer, write_lock
+from tests.support.waiting import wait_until
 
 
 async def test_ten_megabyte_line_without_newline_is_refused_with_bounded_memory(
@@ -54,7 +47,7 @@ async def test_client_closing_mid_line_stores_only_its_complete_lines(
     complete, partial = generator.event(), orjson.dumps(generator.event())
     await raw.write(orjson.dumps(complete) + b"\n" + partial[: len(partial) // 2])
     await raw.close()
-    await eventually(lambda: server.stats.connections == 0 and server.stats.events_stored == 1)
+    await wait_until(lambda: server.stats.connections == 0 and server.stats.events_stored == 1, timeout=10)
     assert await stored_ids(engine) == [complete["id"]]
 
 
@@ -94,8 +87,8 @@ async def test_full_queue_stops_reading_sockets_and_catches_up(
     agent = await agent_factory(server.port, max_in_flight=10**9)
     async with write_lock(server.settings):
         sender = asyncio.create_task(agent.send_many([generator.event() for _ in range(3000)]))
-        await eventually(lambda: server.stats.events_received >= 30)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: server.stats.events_received >= 30, timeout=10)
+        await asyncio.sleep(0.5)  # the behaviour is that nothing more is read: give it time to be read
         # The writer holds one batch, the queue is full, the handler waits on one put: nothing more is read.
         assert server.stats.events_received <= 20 + 10 + 1
         assert server.stats.events_stored == 0
@@ -111,8 +104,8 @@ async def test_connection_is_not_read_past_its_in_flight_limit(
     agent = await agent_factory(server.port, max_in_flight=10**9)
     async with write_lock(server.settings):
         await agent.send_many([generator.event() for _ in range(50)])
-        await eventually(lambda: server.stats.events_received == 5)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: server.stats.events_received == 5, timeout=10)
+        await asyncio.sleep(0.3)  # the behaviour is that nothing more is read: give it time to be read
         assert server.stats.events_received == 5
     await agent.wait_acked(within=30)
     assert await count_events(engine) == 50
@@ -164,4 +157,4 @@ async def test_stats_line_reports_events_and_errors(
     def reported() -> bool:
         return any("stored=1" in r.message and "invalid_json:1" in r.message for r in caplog.records)
 
-    await eventually(reported)
+    await wait_until(reported, timeout=10)

@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.settings import Settings
 from ingest.client import AgentClient, AgentIdentity
 from simulation.events import EventGenerator
-from tests.support.ingest import AgentFactory, Org, ServerHandle, eventually, start_server, stored_ids
+from tests.support.database import Organization, stored_ids
+from tests.support.ingest import AgentFactory, ServerHandle, start_server
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER = REPO_ROOT / "ingest_server.py"
@@ -35,7 +37,7 @@ async def test_stop_acknowledges_what_was_read_and_says_shutting_down(
 ) -> None:
     agent = await agent_factory(server.port)
     sender = asyncio.create_task(pump(agent, generator))
-    await eventually(lambda: len(agent.acked) >= 200)
+    await wait_until(lambda: len(agent.acked) >= 200, timeout=10)
     await server.stop(within=10)
     await asyncio.wait_for(sender, 10)
     ids = await stored_ids(engine)
@@ -55,7 +57,7 @@ async def read_port(stream: asyncio.StreamReader) -> int:
 
 
 async def test_sigterm_under_load_exits_zero_with_every_acknowledged_event_stored(
-    subprocess_env: dict[str, str], org: Org, engine: AsyncEngine
+    subprocess_env: dict[str, str], org: Organization, engine: AsyncEngine
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -79,7 +81,7 @@ async def test_sigterm_under_load_exits_zero_with_every_acknowledged_event_store
         for agent in agents:
             await agent.connect()
         senders = [asyncio.create_task(pump(agent, generator)) for agent in agents]
-        await eventually(lambda: sum(len(agent.acked) for agent in agents) >= 400, within=30)
+        await wait_until(lambda: sum(len(agent.acked) for agent in agents) >= 400, timeout=30)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 15)

@@ -18,18 +18,18 @@ from pathlib import Path
 
 from db.settings import Settings
 from simulation.events import EventGenerator
+from tests.support.database import Organization
 from tests.support.ingest import (
     AgentFactory,
-    Org,
     RawClient,
     RawFactory,
     ServerHandle,
     StartServer,
-    eventually,
     hello_message,
     start_server,
     write_lock,
 )
+from tests.support.waiting import wait_until
 
 #: The issue's figure: a real agent is welcomed this fast while a flood holds the server.
 ADMISSION_SECONDS = 2.0
@@ -50,7 +50,7 @@ async def one():
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the flood's own pause before it tries again, not a wait of the test
             continue
         opened += 1
         if opened == count:
@@ -97,7 +97,7 @@ async def test_silent_flood_of_a_thousand_connections_does_not_keep_an_agent_out
 ) -> None:
     async with silent_flood(server.port, 1000):
         # The flood is running: every slot it can take is taken, and it is being shed.
-        await eventually(lambda: server.stats.connections_shed > 0, within=20)
+        await wait_until(lambda: server.stats.connections_shed > 0, timeout=20)
         agent = await agent_factory(server.port, connect=False)
         started = time.perf_counter()
         welcome = await agent.connect(within=10)
@@ -110,7 +110,7 @@ async def test_silent_flood_of_a_thousand_connections_does_not_keep_an_agent_out
         )
 
 
-async def open_trickler(port: int, org: Org, index: int) -> RawClient:
+async def open_trickler(port: int, org: Organization, index: int) -> RawClient:
     """A client that says hello, then starts a line it never finishes."""
     client = await RawClient.open(port)
     await client.send(hello_message(org, device_id=f"trickle-{index}"))
@@ -120,7 +120,7 @@ async def open_trickler(port: int, org: Org, index: int) -> RawClient:
 
 
 async def test_tricklers_holding_every_slot_are_shed_for_an_agent_and_idle_agents_are_kept(
-    server_factory: StartServer, agent_factory: AgentFactory, org: Org
+    server_factory: StartServer, agent_factory: AgentFactory, org: Organization
 ) -> None:
     server = await server_factory(max_connections=12)
     idle_agents = [await agent_factory(server.port, device_id=f"idle-{i}") for i in range(4)]
@@ -180,7 +180,7 @@ async def test_new_hello_of_a_device_replaces_its_older_connection(
 
 
 async def test_connections_of_one_token_are_capped(
-    server_factory: StartServer, raw_factory: RawFactory, org: Org
+    server_factory: StartServer, raw_factory: RawFactory, org: Organization
 ) -> None:
     server = await server_factory(max_connections_per_token=2)
     first = await raw_factory(server.port, device_id="d1")
@@ -214,9 +214,9 @@ async def test_clients_that_send_and_leave_while_the_writer_is_stuck_free_their_
                 reset(client)
             else:
                 client.writer.close()  # a full close: FIN, and a reset once the server writes
-        await eventually(lambda: server.stats.events_received == 40, within=20)
+        await wait_until(lambda: server.stats.events_received == 40, timeout=20)
         # Reset ones are gone at once; closed ones wait for their acks from the lingering budget.
-        await eventually(lambda: server.stats.connections <= 4, within=10)
+        await wait_until(lambda: server.stats.connections <= 4, timeout=10)
         # A newcomer gets a slot (its hello would need the locked database on SQLite: a ping shows it).
         newcomer = await raw_factory(server.port, hello=False)
         await newcomer.send({"type": "ping"})
@@ -232,7 +232,7 @@ async def test_half_closed_client_waits_for_its_acks_for_a_bounded_time(
     async with write_lock(server.settings):
         await patient.send(event)
         patient.writer.write_eof()  # socat's way: send, close the sending side, wait for the answers
-        await eventually(lambda: server.stats.events_received == 1)
+        await wait_until(lambda: server.stats.events_received == 1, timeout=10)
     assert await patient.receive(within=20) == {"type": "ack", "ids": [event["id"]]}
     async with write_lock(server.settings):
         await abandoned.send(generator.event())
@@ -240,7 +240,7 @@ async def test_half_closed_client_waits_for_its_acks_for_a_bounded_time(
         started = time.perf_counter()
         assert await abandoned.closed_by_server(within=15)
         assert time.perf_counter() - started < 10
-        await eventually(lambda: server.stats.connections == 0)
+        await wait_until(lambda: server.stats.connections == 0, timeout=10)
 
 
 async def test_pending_tls_handshakes_use_the_pre_hello_budget_and_time_out(

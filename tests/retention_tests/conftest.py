@@ -1,23 +1,20 @@
-"""Fixtures of the retention tests: a sessionmaker, log rows at chosen times, a real delete failure."""
+"""Fixtures of the retention tests: a pinned clock, a sessionmaker, log rows at chosen times, a real delete
+failure (the helpers themselves are in tests/support/retention.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.base import utcnow
 from db.engine import new_sessionmaker
-from db.models import FirewallConfig, LogEntry
-from db.rights import Actor
+from db.models import LogEntry
+from tests.support.retention import AddLogs
 
-AddLogs = Callable[[str, Iterable[datetime]], Awaitable[None]]
-
-#: The command line as the actor of a run: audited, never refused.
-CLI = Actor.cli()
 #: The organisation whose deletes the ``refuse_deletes`` fixture makes fail for real.
 BROKEN_ORGANIZATION = "broken"
 
@@ -54,29 +51,6 @@ def add_logs(sessions: async_sessionmaker[AsyncSession]) -> AddLogs:
             await session.execute(insert(LogEntry), rows)
 
     return add
-
-
-async def add_config(sessions: async_sessionmaker[AsyncSession], organization_id: str, days: int) -> None:
-    async with sessions() as session, session.begin():
-        session.add(FirewallConfig(organization_id=organization_id, log_retention_days=days))
-
-
-async def log_times(sessions: async_sessionmaker[AsyncSession], organization_id: str) -> list[datetime]:
-    async with sessions() as session:
-        query = select(LogEntry.timestamp).where(LogEntry.organization_id == organization_id)
-        return sorted((await session.scalars(query)).all())
-
-
-async def count_logs(sessions: async_sessionmaker[AsyncSession], organization_id: str | None = None) -> int:
-    async with sessions() as session:
-        query = select(func.count()).select_from(LogEntry)
-        if organization_id is not None:
-            query = query.where(LogEntry.organization_id == organization_id)
-        return int(await session.scalar(query) or 0)
-
-
-def days_ago(now: datetime, days: int, seconds: int = 0) -> datetime:
-    return now - timedelta(days=days) + timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import AuditEvent, RetentionRun, User
 from db.retention import (
@@ -23,7 +23,8 @@ from db.retention import (
     run_retention,
 )
 from db.rights import Actor, NotAllowed
-from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago
+from tests.support.database import count_events
+from tests.support.retention import CLI, AddLogs, add_config, days_ago
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -110,7 +111,7 @@ async def test_a_console_administrator_is_audited_under_their_name(
 
 
 async def test_a_console_viewer_may_not_clean_and_nothing_is_recorded(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await seed(sessions, add_logs, now, acme=2)
     victor = await add_console_user(sessions, "victor", is_admin=False)
@@ -118,13 +119,13 @@ async def test_a_console_viewer_may_not_clean_and_nothing_is_recorded(
     with pytest.raises(NotAllowed, match="only administrators can run a retention cleanup"):
         await run_retention(sessions=sessions, actor=victor, now=now)
 
-    assert await count_logs(sessions, "acme") == 2
+    assert await count_events(engine, "acme") == 2
     assert await run_records(sessions) == []
     assert await audit_rows(sessions) == []
 
 
 async def test_an_administrator_demoted_during_a_run_is_refused_at_the_next_organisation(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await seed(sessions, add_logs, now, acme=2, zeta=3)
     alice = await add_console_user(sessions, "alice", is_admin=True)
@@ -136,7 +137,7 @@ async def test_an_administrator_demoted_during_a_run_is_refused_at_the_next_orga
     with pytest.raises(NotAllowed):
         await run_retention(sessions=sessions, actor=alice, now=now, on_result=demote)
 
-    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "zeta")) == (0, 3)
+    assert (await count_events(engine, "acme"), await count_events(engine, "zeta")) == (0, 3)
     assert [(run.organization_id, run.status) for run in await run_records(sessions)] == [("acme", SUCCEEDED)]
     assert [audit.entity_id for audit in await audit_rows(sessions)] == ["acme"]
 
@@ -157,7 +158,7 @@ async def test_scheduled_runs_and_dry_runs_are_recorded_but_not_audited(
 
 
 async def test_a_cancelled_task_finishes_its_records_and_audit_rows_exactly(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await seed(sessions, add_logs, now, acme=5, zeta=2)
 
@@ -180,7 +181,7 @@ async def test_a_cancelled_task_finishes_its_records_and_audit_rows_exactly(
 
     [run] = await run_records(sessions)
     [audit] = await audit_rows(sessions)
-    gone = 5 - await count_logs(sessions, "acme")
+    gone = 5 - await count_events(engine, "acme")
     assert gone == 2
     assert (run.status, run.rows_deleted, run.finished_at is not None) == (CANCELLED, gone, True)
     assert (after(audit.changes, "status"), after(audit.changes, "rows_deleted")) == (CANCELLED, gone)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
@@ -23,11 +21,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import alembic_config, new_engine, new_sessionmaker
+from db.engine import new_engine, new_sessionmaker
 from db.models import LogEntry
 from db.retention import SUCCEEDED, run_retention
-from tests.conftest import new_database_url, settings_for
-from tests.retention_tests.conftest import CLI, add_config
+from tests.support.database import new_database_url, run_alembic, settings_for
+from tests.support.retention import CLI, add_config
 
 CUTOFF = datetime(2026, 9, 2, 6, 30, tzinfo=UTC)
 NOW = CUTOFF + timedelta(days=30)
@@ -41,26 +39,6 @@ LITERALS = [
     ("2026-09-01 23:00:00.123", "2026-09-01 23:00:00.123000", True),  # milliseconds only
     ("2026-09-02 06:29:59.999999", "2026-09-02 06:29:59.999999", True),  # canonical already
 ]
-
-
-def run_alembic(url: str, action: Callable[[Config, Connection], Any]) -> Any:
-    """Run an alembic command (or read the schema) on ``url`` through the project's env.py."""
-
-    async def go() -> Any:
-        engine = new_engine(settings_for(url))
-        try:
-            async with engine.begin() as connection:
-
-                def with_config(sync: Connection) -> Any:
-                    config = alembic_config()
-                    config.attributes["connection"] = sync
-                    return action(config, sync)
-
-                return await connection.run_sync(with_config)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
 
 
 def insert_raw(url: str, timestamps: list[str], organization_id: str = "acme") -> None:

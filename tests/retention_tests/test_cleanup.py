@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import FirewallConfig, RetentionRun
 from db.retention import (
@@ -25,7 +25,8 @@ from db.retention import (
     run_retention,
 )
 from db.vocabulary import DEFAULT_RETENTION_DAYS
-from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago, log_times
+from tests.support.database import count_events
+from tests.support.retention import CLI, AddLogs, add_config, days_ago, log_times
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -73,7 +74,7 @@ async def test_organisation_without_config_follows_the_default_retention(
 
 
 async def test_cleaning_one_organisation_never_touches_another(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_config(sessions, "globex", 30)
@@ -84,27 +85,27 @@ async def test_cleaning_one_organisation_never_touches_another(
     summary = await run_retention(sessions=sessions, actor=CLI, organization_id="acme", now=now)
 
     assert [r.organization_id for r in summary.results] == ["acme"]
-    assert await count_logs(sessions, "acme") == 0
-    assert await count_logs(sessions, "globex") == 5
+    assert await count_events(engine, "acme") == 0
+    assert await count_events(engine, "globex") == 5
 
 
 async def test_dry_run_counts_what_the_real_run_then_deletes(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await add_config(sessions, "acme", 45)
     await add_logs("acme", [days_ago(now, day) for day in range(0, 200, 3)])
     await add_logs("other", [days_ago(now, day) for day in range(0, 200, 7)])
-    before = await count_logs(sessions)
+    before = await count_events(engine)
 
     dry = await run_retention(sessions=sessions, actor=CLI, dry_run=True, now=now)
-    assert await count_logs(sessions) == before
+    assert await count_events(engine) == before
     real = await run_retention(sessions=sessions, actor=CLI, now=now)
 
     assert [(r.organization_id, r.rows) for r in dry.results] == [
         (r.organization_id, r.rows) for r in real.results
     ]
     assert dry.total_rows > 0
-    assert before - await count_logs(sessions) == dry.total_rows
+    assert before - await count_events(engine) == dry.total_rows
     acme_runs = await runs_of(sessions, "acme")
     assert [(run.dry_run, run.status) for run in acme_runs] == [(True, SUCCEEDED), (False, SUCCEEDED)]
 
@@ -161,7 +162,7 @@ async def test_tiny_batches_delete_every_expired_row(
 
 
 async def test_more_rows_than_a_batch_sharing_one_timestamp_go_a_batch_at_a_time(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, 60)] * 2 + [days_ago(now, 50)] * 10 + [days_ago(now, 40)] * 2)
@@ -172,12 +173,12 @@ async def test_more_rows_than_a_batch_sharing_one_timestamp_go_a_batch_at_a_time
     )
 
     assert summary.total_rows == 14
-    assert await count_logs(sessions, "acme") == 0
+    assert await count_events(engine, "acme") == 0
     assert max(after - before for before, after in zip([0, *seen], seen, strict=False)) <= 3
 
 
 async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_record(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_config(sessions, "zeta", 30)
@@ -202,14 +203,14 @@ async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_r
     # The record says exactly what happened; what is left is what was not yet reached.
     [run] = await runs_of(sessions, "acme")
     assert (run.status, run.rows_deleted, run.finished_at is not None) == (CANCELLED, 4, True)
-    assert await count_logs(sessions, "acme") == 6
-    assert await count_logs(sessions, "zeta") == 4
+    assert await count_events(engine, "acme") == 6
+    assert await count_events(engine, "zeta") == 4
     again = await run_retention(sessions=sessions, actor=CLI, now=now)
     assert again.total_rows == 10
 
 
 async def test_failure_in_one_organisation_is_recorded_and_the_others_are_cleaned(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, refuse_deletes: str
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, refuse_deletes: str
 ) -> None:
     for organization_id in ("alpha", refuse_deletes, "zulu"):
         await add_config(sessions, organization_id, 30)
@@ -223,7 +224,7 @@ async def test_failure_in_one_organisation_is_recorded_and_the_others_are_cleane
     assert (by_org["zulu"].status, by_org["zulu"].rows) == (SUCCEEDED, 1)
     assert by_org[refuse_deletes].status == FAILED
     assert "deletes refused" in (by_org[refuse_deletes].error or "")
-    assert await count_logs(sessions, refuse_deletes) == 2
+    assert await count_events(engine, refuse_deletes) == 2
     [run] = await runs_of(sessions, refuse_deletes)
     assert (run.status, run.rows_deleted, run.trigger) == (FAILED, 0, "scheduler")
     assert "deletes refused" in (run.error or "")
@@ -329,7 +330,7 @@ async def test_retention_raised_between_batches_protects_its_rows_from_the_next_
 
 
 async def test_retention_raised_to_the_maximum_during_a_run_stops_its_deletes(
-    sessions: Sessions, add_logs: AddLogs, now: datetime
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, age) for age in range(31, 51)])
@@ -347,7 +348,7 @@ async def test_retention_raised_to_the_maximum_during_a_run_stops_its_deletes(
     )
 
     assert summary.total_rows == 4
-    assert await count_logs(sessions, "acme") == 16
+    assert await count_events(engine, "acme") == 16
     [run] = await runs_of(sessions, "acme")
     assert (run.status, run.retention_days, run.rows_deleted) == (SUCCEEDED, 365, 4)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import AuditEvent
 from db.settings import REPO_ROOT
 from retention.cli import PROGRESS_AFTER_SECONDS
-from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
-from tests.retention_tests.test_lock import start_lock_holder
+from tests.support.database import count_events
+from tests.support.retention import AddLogs, add_config, days_ago, start_lock_holder
 
 Sessions = async_sessionmaker[AsyncSession]
 SCRIPT = REPO_ROOT / "cleanup_logs.py"
@@ -51,7 +51,7 @@ async def seed(sessions: Sessions, add_logs: AddLogs, now: datetime) -> None:
 
 
 async def test_cleans_all_organisations_and_says_cutoff_and_count_per_line(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
 ) -> None:
     await seed(sessions, add_logs, now)
 
@@ -66,11 +66,11 @@ async def test_cleans_all_organisations_and_says_cutoff_and_count_per_line(
         for line in lines
     )
     assert "succeeded: 2 organisations, 3 rows deleted" in lines[-1]
-    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "legacy")) == (1, 1)
+    assert (await count_events(engine, "acme"), await count_events(engine, "legacy")) == (1, 1)
 
 
 async def test_dry_run_json_counts_and_deletes_nothing(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
 ) -> None:
     await seed(sessions, add_logs, now)
 
@@ -89,11 +89,11 @@ async def test_dry_run_json_counts_and_deletes_nothing(
         ("legacy", 90, 1),
     ]
     assert datetime.fromisoformat(summary["organizations"][0]["cutoff"]) < now
-    assert await count_logs(sessions) == 5
+    assert await count_events(engine) == 5
 
 
 async def test_organization_option_cleans_only_that_organisation(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
 ) -> None:
     await seed(sessions, add_logs, now)
 
@@ -101,7 +101,7 @@ async def test_organization_option_cleans_only_that_organisation(
 
     assert result.returncode == 0, result.stderr
     assert [o["organization_id"] for o in json.loads(result.stdout)["organizations"]] == ["legacy"]
-    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "legacy")) == (3, 1)
+    assert (await count_events(engine, "acme"), await count_events(engine, "legacy")) == (3, 1)
 
 
 async def test_a_real_run_is_audited_per_organisation_and_a_dry_run_is_not(
@@ -143,7 +143,12 @@ def test_bad_arguments_exit_2(subprocess_env: dict[str, str], args: list[str]) -
 
 
 async def test_failed_organisation_exits_1_and_says_why(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str], refuse_deletes: str
+    engine: AsyncEngine,
+    sessions: Sessions,
+    add_logs: AddLogs,
+    now: datetime,
+    subprocess_env: dict[str, str],
+    refuse_deletes: str,
 ) -> None:
     await seed(sessions, add_logs, now)
     await add_config(sessions, refuse_deletes, 30)
@@ -154,11 +159,11 @@ async def test_failed_organisation_exits_1_and_says_why(
     assert result.returncode == 1
     assert re.search(rf" {refuse_deletes}: .*FAILED after 0 rows deleted: .*deletes refused", result.stdout)
     assert "failed: 3 organisations, 3 rows deleted, 1 failed" in result.stdout
-    assert await count_logs(sessions, "legacy") == 1
+    assert await count_events(engine, "legacy") == 1
 
 
 async def test_cleanup_already_running_elsewhere_exits_1(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
 ) -> None:
     await seed(sessions, add_logs, now)
     holder = await start_lock_holder(subprocess_env)
@@ -174,7 +179,7 @@ async def test_cleanup_already_running_elsewhere_exits_1(
         "error": "a retention cleanup is already running",
     }
     assert "error: a retention cleanup is already running" in result.stderr
-    assert await count_logs(sessions) == 5
+    assert await count_events(engine) == 5
 
 
 def test_unreachable_database_exits_1_with_one_line(subprocess_env: dict[str, str], tmp_path: Path) -> None:

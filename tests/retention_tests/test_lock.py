@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import datetime
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.engine import new_engine, new_sessionmaker
 from db.models import AuditEvent, RetentionRun
@@ -21,26 +20,11 @@ from db.retention import (
     run_retention,
 )
 from db.retention_lock import ADVISORY_LOCK_KEY, _Waiting
-from db.settings import REPO_ROOT, Settings
-from tests.retention_tests.conftest import CLI, AddLogs, add_config, count_logs, days_ago
+from db.settings import Settings
+from tests.support.database import count_events
+from tests.support.retention import CLI, AddLogs, add_config, days_ago, start_lock_holder
 
 Sessions = async_sessionmaker[AsyncSession]
-
-HOLD_LOCK = """
-import asyncio, sys
-from db.engine import new_engine
-from db.retention_lock import retention_lock
-from db.settings import load_settings
-
-async def main():
-    engine = new_engine(load_settings())
-    async with retention_lock(engine):
-        print("locked", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await engine.dispose()
-
-asyncio.run(main())
-"""
 
 
 @pytest.fixture
@@ -55,23 +39,6 @@ def lock_waited(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
     monkeypatch.setattr(_Waiting, "pause_or_raise", pause_and_tell)
     return waited
-
-
-async def start_lock_holder(env: dict[str, str]) -> asyncio.subprocess.Process:
-    """Another process that takes the retention lock and keeps it until killed or its stdin closes."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        HOLD_LOCK,
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 20)
-    assert line.strip() == b"locked"
-    return process
 
 
 async def test_second_concurrent_run_on_another_engine_is_refused(
@@ -138,7 +105,7 @@ async def test_second_run_with_wait_starts_when_the_first_ends(
 
 
 async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies(
-    sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime, subprocess_env: dict[str, str]
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(now, 40)])
@@ -146,7 +113,7 @@ async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies
     try:
         with pytest.raises(RetentionAlreadyRunning):
             await run_retention(sessions=sessions, actor=CLI, now=now)
-        assert await count_logs(sessions, "acme") == 1
+        assert await count_events(engine, "acme") == 1
     finally:
         holder.kill()  # no clean-up code runs: the OS / the server must release the lock
         await holder.wait()
@@ -156,6 +123,7 @@ async def test_lock_held_by_another_process_refuses_and_is_released_when_it_dies
 
 
 async def test_waiting_run_stops_waiting_when_cancelled(
+    engine: AsyncEngine,
     sessions: Sessions,
     add_logs: AddLogs,
     now: datetime,
@@ -178,7 +146,7 @@ async def test_waiting_run_stops_waiting_when_cancelled(
     finally:
         holder.kill()
         await holder.wait()
-    assert await count_logs(sessions, "acme") == 1
+    assert await count_events(engine, "acme") == 1
 
 
 def advisory_lock_holder_sql() -> str:
@@ -192,7 +160,7 @@ def advisory_lock_holder_sql() -> str:
 
 
 async def test_terminating_the_lock_backend_stops_the_run_and_its_records_stay_exact_and_final(
-    backend: str, sessions: Sessions, add_logs: AddLogs, now: datetime
+    backend: str, engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs, now: datetime
 ) -> None:
     if backend != "postgresql":
         pytest.skip("the advisory lock and its connection are PostgreSQL's")
@@ -219,7 +187,7 @@ async def test_terminating_the_lock_backend_stops_the_run_and_its_records_stay_e
         ("zeta", FAILED, 0),
     ]
     assert all((r.error or "").startswith(LOST_LOCK_MESSAGE) for r in summary.results)
-    assert (await count_logs(sessions, "acme"), await count_logs(sessions, "zeta")) == (8, 4)
+    assert (await count_events(engine, "acme"), await count_events(engine, "zeta")) == (8, 4)
     async with sessions() as session:
         runs = {run.organization_id: run for run in (await session.scalars(select(RetentionRun))).all()}
         audits = {

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.base import utcnow
 from db.engine import new_engine, new_sessionmaker
@@ -16,8 +16,8 @@ from db.models import RetentionRun
 from db.retention import FAILED, SUCCEEDED
 from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler, start_retention_scheduler
 from db.settings import Settings
-from tests.conftest import settings_for
-from tests.retention_tests.conftest import AddLogs, add_config, count_logs, days_ago
+from tests.support.database import count_events, settings_for
+from tests.support.retention import AddLogs, add_config, days_ago
 
 Sessions = async_sessionmaker[AsyncSession]
 WAIT_SECONDS = 20
@@ -56,7 +56,7 @@ async def test_enabled_scheduler_uses_the_configured_interval(settings: Settings
 
 
 async def test_scheduler_fires_on_a_short_interval_and_records_its_runs(
-    settings: Settings, sessions: Sessions, add_logs: AddLogs
+    settings: Settings, engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs
 ) -> None:
     await add_config(sessions, "acme", 30)
     await add_logs("acme", [days_ago(utcnow(), 40), days_ago(utcnow(), 1)])
@@ -73,7 +73,7 @@ async def test_scheduler_fires_on_a_short_interval_and_records_its_runs(
     assert len(runs) >= 2
     assert all((run.organization_id, run.status) == ("acme", SUCCEEDED) for run in runs)
     assert runs[0].rows_deleted == 1
-    assert await count_logs(sessions, "acme") == 1
+    assert await count_events(engine, "acme") == 1
     assert scheduler.last_summary is not None
     assert scheduler.last_error is None
 
@@ -95,7 +95,7 @@ async def test_a_failed_scheduled_run_is_recorded_and_the_next_still_happens(
 
 
 async def test_scheduler_waits_one_interval_after_the_last_scheduled_run_across_restarts(
-    sessions: Sessions, add_logs: AddLogs
+    engine: AsyncEngine, sessions: Sessions, add_logs: AddLogs
 ) -> None:
     last = utcnow() - timedelta(minutes=10)
     async with sessions() as session, session.begin():
@@ -124,7 +124,7 @@ async def test_scheduler_waits_one_interval_after_the_last_scheduled_run_across_
     assert next_run is not None
     assert abs((next_run - (last + timedelta(hours=1))).total_seconds()) < 1
     assert len(await scheduler_runs(sessions)) == 1  # nothing ran: not due yet
-    assert await count_logs(sessions, "acme") == 1
+    assert await count_events(engine, "acme") == 1
 
 
 @pytest.mark.parametrize(

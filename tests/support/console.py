@@ -1,5 +1,5 @@
 """Console test helpers: the app under Pilot, signing in, opening sections, answering dialogs, filling
-forms, waiting for the app (never a fixed sleep), and the audit trail and ingest hello the admin tests check.
+forms, waiting for the app (never a fixed sleep), and the audit trail the admin tests check.
 
 Rows come from :mod:`tests.support.database` (``make_event``, ``store_logs``); the ``app_factory``
 fixture is in ``tests/console_tests/conftest.py``.
@@ -7,7 +7,6 @@ fixture is in ``tests/console_tests/conftest.py``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,14 +20,13 @@ from console.app import FirewallConsole
 from console.screens.shell import ShellScreen
 from console.sections.logs import LogsSection
 from console.sections.section import Section
+from db.configs import create_organization
 from db.engine import new_sessionmaker
 from db.models import AuditEvent, User
-from db.settings import Settings
-from tests.support import database
+from tests.support import database, waiting
 from tests.support.database import PASSWORD, SETUP
-from tests.support.ingest import RawClient, start_server
 
-# -- users -----------------------------------------------------------------------------------------
+# -- users and organisations -----------------------------------------------------------------------
 
 
 async def add_console_user(
@@ -37,6 +35,15 @@ async def add_console_user(
     """A console user who existed before the test (their creation is no change the test made)."""
     async with new_sessionmaker(engine)() as session:
         return await database.add_user(session, username, is_admin=is_admin, active=active, forget_audit=True)
+
+
+async def add_org(engine: AsyncEngine, organization_id: str = "acme", patterns: list | None = None) -> None:
+    """An organisation (no token) the admin tests start from, with ``patterns`` as its custom patterns."""
+    async with new_sessionmaker(engine)() as session:
+        row = await create_organization(session=session, organization_id=organization_id, actor=SETUP)
+        if patterns:
+            row.custom_patterns = patterns
+        await session.commit()
 
 
 # -- the app under Pilot ---------------------------------------------------------------------------
@@ -50,11 +57,16 @@ async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
-async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Pump the app until ``condition`` holds (timers, a clock passing a line); fail after ``within`` s."""
-    async with asyncio.timeout(within):
-        while not condition():
-            await pilot.pause(0.02)
+async def pump_until(pilot: Pilot[Any], condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Pump the app (its screen timers too, as ``pilot.pause`` does) until ``condition`` holds; fail after
+    ``within`` s. Without a pilot to pump, use :func:`tests.support.waiting.wait_until`."""
+
+    async def pumped() -> bool:
+        if not condition():
+            await pilot.pause(0)
+        return condition()
+
+    await waiting.wait_until(pumped, timeout=within)
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +158,7 @@ def newest_first(events: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
     return [e["id"] for e in sorted(events, key=lambda e: (e["timestamp"], e["id"]), reverse=True)]
 
 
-# -- the audit trail and the ingest server ---------------------------------------------------------
+# -- the audit trail -------------------------------------------------------------------------------
 
 
 async def audit_rows(engine: AsyncEngine, action: str | None = None) -> Sequence[AuditEvent]:
@@ -160,35 +172,3 @@ async def audit_rows(engine: AsyncEngine, action: str | None = None) -> Sequence
         if action is not None:
             statement = statement.where(AuditEvent.action == action)
         return (await session.scalars(statement)).all()
-
-
-@contextlib.asynccontextmanager
-async def ingest_server(settings: Settings) -> AsyncIterator[int]:
-    """A real ingest server on the test database, in this event loop; yields its port."""
-    handle = await start_server(settings)
-    try:
-        yield handle.port
-    finally:
-        await handle.stop()
-
-
-async def hello(
-    port: int, *, organization_id: str, token: str, device_id: str = "dev-admin"
-) -> dict[str, Any]:
-    """Say hello as an agent would and return the server's answer (``welcome`` or ``error``)."""
-    client = await RawClient.open(port)
-    try:
-        await client.send(
-            {
-                "type": "hello",
-                "organization_id": organization_id,
-                "token": token,
-                "device_id": device_id,
-                "user_id": "agent@example.com",
-                "device_type": "cli",
-                "agent_version": "1.0.0",
-            }
-        )
-        return await client.receive()
-    finally:
-        await client.close()

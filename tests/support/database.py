@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -17,15 +17,16 @@ from typing import Any
 
 import asyncpg
 import pytest
+from alembic.config import Config
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from db.base import Base, utcnow
 from db.configs import create_organization
-from db.engine import migrate, new_engine, new_sessionmaker
+from db.engine import alembic_config, migrate, new_engine, new_sessionmaker
 from db.events import store_events
-from db.models import AuditEvent, LogEntry, User
+from db.models import AuditEvent, LogEntry, LogHourlyCount, User
 from db.rights import Actor
 from db.settings import Settings, load_settings
 from db.tokens import create_token
@@ -115,6 +116,27 @@ async def migrate_url(url: str) -> None:
         await migrate(engine)
     finally:
         await engine.dispose()
+
+
+def run_alembic(url: str, action: Callable[[Config, Connection], Any]) -> Any:
+    """Run an alembic command (or read the schema) on ``url`` through the project's env.py, as the CLI does;
+    ``action`` gets the configuration and the connection and its result is returned."""
+
+    async def go() -> Any:
+        engine = new_engine(settings_for(url))
+        try:
+            async with engine.begin() as connection:
+
+                def with_config(sync: Connection) -> Any:
+                    config = alembic_config()
+                    config.attributes["connection"] = sync
+                    return action(config, sync)
+
+                return await connection.run_sync(with_config)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
 
 
 async def empty_all_tables(engine: AsyncEngine) -> None:
@@ -227,6 +249,17 @@ async def count_events(engine: AsyncEngine, organization_id: str | None = None) 
         query = query.where(LogEntry.organization_id == organization_id)
     async with engine.connect() as connection:
         return int((await connection.execute(query)).scalar_one())
+
+
+async def rollup_total(engine: AsyncEngine) -> int:
+    """Events counted by the hourly rollups (each stored event once in the ``risk`` dimension)."""
+    async with engine.connect() as connection:
+        total = await connection.scalar(
+            select(func.coalesce(func.sum(LogHourlyCount.event_count), 0)).where(
+                LogHourlyCount.dimension == "risk"
+            )
+        )
+        return int(total or 0)
 
 
 async def count_rows(engine: AsyncEngine, table: str) -> int:

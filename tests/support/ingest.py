@@ -1,4 +1,5 @@
-"""Ingest test helpers: the server in-process on an ephemeral port, agents, raw sockets, TCP proxies.
+"""Ingest test helpers: the server in-process on an ephemeral port, agents, raw sockets, TCP proxies
+(one that cuts on demand, one that cuts mid-stream).
 
 The fixtures of tests/ingest_tests/conftest.py are built from these; other folders (console,
 demo) import them from here rather than from that conftest.
@@ -16,38 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from db.configs import create_organization
-from db.models import LogEntry
-from db.rights import Actor
 from db.settings import Settings
-from db.tokens import create_token
 from ingest.client import AgentClient
 from ingest.server import RunningServer, serve
 from ingest.stats import IngestStats
-from tests.support.waiting import wait_until
+from tests.support.database import Organization
 
+#: The organisation of the ingest tests' ``org`` fixture.
 ORG = "acme"
-
-
-@dataclass
-class Org:
-    """An organisation and one live ingest token of it."""
-
-    organization_id: str
-    token: str
-
-
-async def create_org(session: AsyncSession, organization_id: str = ORG) -> Org:
-    """Create the organisation with a live ingest token (committed)."""
-    await create_organization(session=session, organization_id=organization_id, actor=Actor.cli())
-    _, token = await create_token(
-        session=session, actor=Actor.cli(), organization_id=organization_id, name="test"
-    )
-    await session.commit()
-    return Org(organization_id, token)
 
 
 @dataclass
@@ -96,6 +74,16 @@ async def start_server(settings: Settings, **limits: Any) -> ServerHandle:
     return ServerHandle(ready.result(), settings, task, stop_event)
 
 
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **limits: Any) -> AsyncIterator[ServerHandle]:
+    """:func:`start_server` for the length of a block; the server is stopped when the block ends."""
+    handle = await start_server(settings, **limits)
+    try:
+        yield handle
+    finally:
+        await handle.stop()
+
+
 class RawClient:
     """A bare socket for hostile input: write any bytes, read JSON lines."""
 
@@ -134,7 +122,7 @@ class RawClient:
 RawFactory = Callable[..., Awaitable[RawClient]]
 
 
-def hello_message(org: Org, **overrides: Any) -> dict[str, Any]:
+def hello_message(org: Organization, **overrides: Any) -> dict[str, Any]:
     """A valid hello of ``org`` (device ``dev-raw``); ``overrides`` replace or add fields."""
     message = {
         "type": "hello",
@@ -149,21 +137,15 @@ def hello_message(org: Org, **overrides: Any) -> dict[str, Any]:
     return message
 
 
-async def stored_ids(engine: AsyncEngine) -> list[str]:
-    """Every stored event id, duplicates included (there must be none)."""
-    async with engine.connect() as connection:
-        rows = await connection.execute(select(LogEntry.id))
-        return [str(row[0]) for row in rows]
-
-
-async def count_rows(engine: AsyncEngine, table: str) -> int:
-    async with engine.connect() as connection:
-        return int((await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
-
-
-async def count_events(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int((await connection.execute(select(func.count()).select_from(LogEntry))).scalar_one())
+async def hello(port: int, org: Organization, **overrides: Any) -> dict[str, Any]:
+    """Say :func:`hello_message` on a new connection and return the server's answer (``welcome`` or
+    ``error``); the connection is closed."""
+    client = await RawClient.open(port)
+    try:
+        await client.send(hello_message(org, **overrides))
+        return await client.receive()
+    finally:
+        await client.close()
 
 
 class TcpProxy:
@@ -222,6 +204,62 @@ class TcpProxy:
             self._server.close()
 
 
+class CuttingProxy:
+    """Forwards TCP to a target, aborting each of the first ``cuts`` connections after ``after_bytes``
+    bytes from the client: mid-stream, usually mid-line, with acknowledgements still on their way."""
+
+    def __init__(self, target_port: int, *, cuts: int, after_bytes: int) -> None:
+        self.target_port = target_port
+        self.cuts_left = cuts
+        self.after_bytes = after_bytes
+        self.cuts_done = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        cut = self.cuts_left > 0
+        if cut:
+            self.cuts_left -= 1
+        downstream = asyncio.create_task(self._pipe(up_reader, writer, limit=None))
+        self._tasks.add(downstream)
+        try:
+            await self._pipe(reader, up_writer, limit=self.after_bytes if cut else None)
+        finally:
+            for side in (writer, up_writer):
+                side.transport.abort()
+            downstream.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await downstream
+            self._tasks.discard(downstream)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, limit: int | None
+    ) -> None:
+        forwarded = 0
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(4096):
+                if limit is not None and forwarded + len(data) > limit:
+                    writer.write(data[: limit - forwarded])
+                    self.cuts_done += 1
+                    return
+                writer.write(data)
+                forwarded += len(data)
+                await writer.drain()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
 @contextlib.asynccontextmanager
 async def write_lock(settings: Settings) -> AsyncIterator[None]:
     """Hold the database's write lock on log_entries (the server's writer waits) until the block ends."""
@@ -248,11 +286,6 @@ async def write_lock(settings: Settings) -> AsyncIterator[None]:
         await transaction.rollback()
     finally:
         await connection.close()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until condition() is true (polling a server counter); the test fails after ``within`` s."""
-    await wait_until(condition, timeout=within)
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path] | None:

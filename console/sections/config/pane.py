@@ -4,13 +4,14 @@ and what it may ask of the section that hosts it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, TabPane
+from textual.widgets import Input, Label, Static, TabPane
 
 from console.messages import ForwardsWorkerFailures
+from console.widgets.keyed_table import KeyedTable, TableColumn
 
 if TYPE_CHECKING:
     from console.dialogs.config_forms import Edit
@@ -84,6 +85,34 @@ class ConfigPane(ForwardsWorkerFailures, TabPane, Generic[Shown]):
 
     def remove_entry(self) -> None:
         """The delete key on this tab."""
+
+
+class TablePane(ConfigPane[Shown]):
+    """A tab that is a line of key hints over one keyed table (tools, patterns, tokens).
+
+    A subclass names itself (``NAME``: the tab is ``#pane-<NAME>``, its table ``#<NAME>-table``,
+    which takes the focus) and gives its ``TITLE``, ``HINT`` and ``COLUMNS``.
+    """
+
+    NAME: ClassVar[str]
+    TITLE: ClassVar[str]
+    HINT: ClassVar[str]
+    COLUMNS: ClassVar[tuple[TableColumn, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.MAIN = f"#{cls.NAME}-table"
+
+    def __init__(self, host: ConfigHost) -> None:
+        super().__init__(self.TITLE, host, id=f"pane-{self.NAME}")
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.HINT, classes="admin-hint")
+        yield KeyedTable(*self.COLUMNS, id=f"{self.NAME}-table")
+
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one(f"#{self.NAME}-table", KeyedTable)
 
 
 def check_names(what: str, names: Iterable[object]) -> None:

@@ -4,44 +4,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from textual.app import ComposeResult
-from textual.widgets import Static
-
 from console.dialogs.config_forms import PatternFormScreen
 from console.dialogs.confirm import confirm_then
-from console.sections.config.pane import ConfigHost, ConfigPane, check_names
+from console.sections.config.pane import TablePane, check_names
 from console.untrusted import plain
-from console.widgets.keyed_table import KeyedTable, Row, TableColumn
+from console.widgets.keyed_table import Row, TableColumn
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig
 
-COLUMNS = (
-    TableColumn("Name"),
-    TableColumn("Regex", stretch=True),
-    TableColumn("Entity type"),
-    TableColumn("Severity"),
-)
 WHAT = "change the configuration"
 
 
-class PatternsPane(ConfigPane[list[Row]]):
+class PatternsPane(TablePane[list[Row]]):
     """Custom patterns (name, regex, entity type, severity); the Tester tab tries them on a sample."""
 
-    MAIN = "#patterns-table"
-
-    def __init__(self, host: ConfigHost) -> None:
-        super().__init__("Patterns", host, id="pane-patterns")
-
-    def compose(self) -> ComposeResult:
-        yield Static(
-            "a add · e edit · del remove · the Tester tab tries them on a sample", classes="admin-hint"
-        )
-        yield KeyedTable(*COLUMNS, id="patterns-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one("#patterns-table", KeyedTable)
+    NAME = "patterns"
+    TITLE = "Patterns"
+    HINT = "a add · e edit · del remove · the Tester tab tries them on a sample"
+    COLUMNS = (
+        TableColumn("Name"),
+        TableColumn("Regex", stretch=True),
+        TableColumn("Entity type"),
+        TableColumn("Severity"),
+    )
 
     def read(self, row: FirewallConfig) -> list[Row]:
         patterns: list[Row] = [

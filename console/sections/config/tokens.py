@@ -7,46 +7,37 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from textual import work
-from textual.app import ComposeResult
-from textual.widgets import Static
 
 from console.dialogs.config_forms import TokenFormScreen, TokenShownScreen
 from console.dialogs.confirm import confirm_then
-from console.sections.config.pane import ConfigHost, ConfigPane
+from console.sections.config.pane import ConfigHost, TablePane
 from console.untrusted import plain
-from console.widgets.keyed_table import KeyedTable, TableColumn
+from console.widgets.keyed_table import TableColumn
 from console.widgets.time_format import when
 from db.tokens import TokenError, revoke_token
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig, IngestToken
 
-COLUMNS = (
-    TableColumn("Prefix"),
-    TableColumn("Name", stretch=True),
-    TableColumn("Created"),
-    TableColumn("By"),
-    TableColumn("Last used"),
-    TableColumn("State"),
-)
 
-
-class TokensPane(ConfigPane[None]):
+class TokensPane(TablePane[None]):
     """Tokens agents say hello with; only their hash is stored, so a new one is shown once."""
 
-    MAIN = "#tokens-table"
+    NAME = "tokens"
+    TITLE = "Tokens"
+    HINT = "a create (shown once) · del revoke"
+    COLUMNS = (
+        TableColumn("Prefix"),
+        TableColumn("Name", stretch=True),
+        TableColumn("Created"),
+        TableColumn("By"),
+        TableColumn("Last used"),
+        TableColumn("State"),
+    )
 
     def __init__(self, host: ConfigHost) -> None:
-        super().__init__("Tokens", host, id="pane-tokens")
+        super().__init__(host)
         self.tokens: dict[str, IngestToken] = {}
-
-    def compose(self) -> ComposeResult:
-        yield Static("a create (shown once) · del revoke", classes="admin-hint")
-        yield KeyedTable(*COLUMNS, id="tokens-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one("#tokens-table", KeyedTable)
 
     def read(self, row: FirewallConfig) -> None:
         """Tokens are not part of the configuration row: the section reads them with it (:meth:`show_tokens`)."""

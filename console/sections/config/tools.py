@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from textual.app import ComposeResult
-from textual.widgets import Static
-
 from console.dialogs.config_forms import ToolFormScreen
 from console.dialogs.confirm import confirm_then
-from console.sections.config.pane import ConfigHost, ConfigPane, check_names
+from console.sections.config.pane import TablePane, check_names
 from console.untrusted import plain
-from console.widgets.keyed_table import KeyedTable, Row, TableColumn
+from console.widgets.keyed_table import Row, TableColumn
 from db.configs import default_monitored_tools
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig
 
-COLUMNS = (TableColumn("Tool", stretch=True), TableColumn("Type"), TableColumn("Monitored"))
 FIELD = "monitored_tools"
 WHAT = "change the configuration"
 
@@ -26,23 +22,13 @@ def _monitored(tool: dict[str, Any]) -> str:
     return "yes" if tool.get("enabled", True) else "[b]no[/b]"
 
 
-class ToolsPane(ConfigPane[list[Row]]):
+class ToolsPane(TablePane[list[Row]]):
     """The tools whose use agents report; each change is one audited edit of ``monitored_tools``."""
 
-    MAIN = "#tools-table"
-
-    def __init__(self, host: ConfigHost) -> None:
-        super().__init__("Tools", host, id="pane-tools")
-
-    def compose(self) -> ComposeResult:
-        yield Static(
-            "a add · t enable/disable · del remove · palette: restore the default tools", classes="admin-hint"
-        )
-        yield KeyedTable(*COLUMNS, id="tools-table")
-
-    @property
-    def table(self) -> KeyedTable:
-        return self.query_one("#tools-table", KeyedTable)
+    NAME = "tools"
+    TITLE = "Tools"
+    HINT = "a add · t enable/disable · del remove · palette: restore the default tools"
+    COLUMNS = (TableColumn("Tool", stretch=True), TableColumn("Type"), TableColumn("Monitored"))
 
     def read(self, row: FirewallConfig) -> list[Row]:
         tools: list[Row] = [

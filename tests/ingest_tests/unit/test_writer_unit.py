@@ -16,6 +16,7 @@ from db.settings import IngestLimits
 from ingest.protocol import EventRow, ProtocolError
 from ingest.stats import IngestStats
 from ingest.writer import BatchWriter
+from tests.support.waiting import wait_until
 
 LIMITS = replace(IngestLimits(), batch_max_wait_ms=0, db_retry_max_seconds=0.01, queue_max_events=1000)
 
@@ -115,9 +116,7 @@ async def test_events_are_acknowledged_after_their_batch_is_committed_grouped_by
     for item in [(row("a"), one), (row("b"), two), (row("c"), one)]:
         harness.writer.queue.put_nowait(item)
     await harness.stop()
-    async with asyncio.timeout(5):
-        while len(one.acked) + len(two.acked) < 3:
-            await asyncio.sleep(0)
+    await wait_until(lambda: len(one.acked) + len(two.acked) >= 3, timeout=5)
     assert harness.journal[:2] == ["store a,b,c", "commit"]
     assert set(harness.journal[3:]) == {"ack one a,c", "ack two b"}
     assert (harness.stats.batches, harness.stats.events_acknowledged, harness.stats.events_stored) == (
@@ -153,9 +152,7 @@ async def test_a_row_the_database_refuses_is_refused_alone_and_the_rest_of_its_b
     connection = harness.connection("x")
     for ack_id in "abcde":
         harness.writer.queue.put_nowait((row(ack_id), connection))
-    async with asyncio.timeout(5):
-        while len(connection.acked) + len(connection.refused) < 5:
-            await asyncio.sleep(0)
+    await wait_until(lambda: len(connection.acked) + len(connection.refused) >= 5, timeout=5)
     assert sorted(connection.acked) == ["a", "b", "d", "e"]
     [refusal] = connection.refused
     assert (refusal.code, refusal.event_id) == ("invalid_event", "c")
@@ -172,9 +169,7 @@ async def test_a_lost_connection_is_retried_and_nothing_acknowledged_until_the_c
     harness.store.failures = [lost, lost]
     connection = harness.connection("x")
     harness.writer.queue.put_nowait((row("a"), connection))
-    async with asyncio.timeout(5):
-        while not connection.acked:
-            await asyncio.sleep(0)
+    await wait_until(lambda: bool(connection.acked), timeout=5)
     assert harness.journal == [
         "store a",
         "invalidate",
@@ -198,9 +193,7 @@ async def test_an_unexpected_database_error_is_retried_and_logged_with_its_trace
     harness.store.failures = [ProgrammingError("INSERT …", {}, Exception("no such column"))]
     connection = harness.connection("x")
     harness.writer.queue.put_nowait((row("a"), connection))
-    async with asyncio.timeout(5):
-        while not connection.acked:
-            await asyncio.sleep(0)
+    await wait_until(lambda: bool(connection.acked), timeout=5)
     [record] = [r for r in caplog.records if "unexpected database error" in r.getMessage()]
     assert record.exc_info is not None
 
@@ -213,9 +206,7 @@ async def test_abandoned_writer_stops_retrying_and_acknowledges_nothing() -> Non
     connection = FakeConnection("x", journal)
     writer.queue.put_nowait((row("a"), connection))
     task = asyncio.create_task(writer.run())
-    async with asyncio.timeout(5):
-        while journal.count("invalidate") < 3:
-            await asyncio.sleep(0.001)
+    await wait_until(lambda: journal.count("invalidate") >= 3, timeout=5)
     writer.abandon()
     await writer.finish()
     async with asyncio.timeout(5):
@@ -235,12 +226,8 @@ async def test_a_fault_of_the_writer_itself_refuses_the_batch_as_internal_error_
 
     faulty = Faulty("f", harness.journal)
     harness.writer.queue.put_nowait((row("a"), faulty))
-    async with asyncio.timeout(5):
-        while not faulty.refused:
-            await asyncio.sleep(0)
+    await wait_until(lambda: bool(faulty.refused), timeout=5)
     assert [(e.code, e.event_id) for e in faulty.refused] == [("internal_error", "a")]
     harness.writer.queue.put_nowait((row("b"), faulty))
-    async with asyncio.timeout(5):
-        while not faulty.acked:
-            await asyncio.sleep(0)
+    await wait_until(lambda: bool(faulty.acked), timeout=5)
     assert faulty.acked == ["b"]

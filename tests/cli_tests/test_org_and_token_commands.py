@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AuditEvent, IngestToken
 from db.security import hash_token
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args], capture_output=True, text=True, cwd=REPO_ROOT, env=env
-    )
+from tests.support.cli import console_command
 
 
 async def test_token_lifecycle_from_the_command_line(
     subprocess_env: dict[str, str], session: AsyncSession
 ) -> None:
     env = {**subprocess_env, "USER": "carol"}
-    refused = console(env, "ingest-token", "create", "--organization", "acme")
+    refused = console_command(env, "ingest-token", "create", "--organization", "acme")
     assert refused.returncode == 2
     assert "python -m console org create acme" in refused.stderr
 
-    assert console(env, "org", "create", "acme", "--retention-days", "60").returncode == 0
-    created = console(env, "ingest-token", "create", "--organization", "acme", "--name", "laptops")
+    assert console_command(env, "org", "create", "acme", "--retention-days", "60").returncode == 0
+    created = console_command(env, "ingest-token", "create", "--organization", "acme", "--name", "laptops")
     assert created.returncode == 0, created.stderr
     clear = created.stdout.strip().splitlines()[-1]
     row = await session.scalar(select(IngestToken))
@@ -38,12 +27,12 @@ async def test_token_lifecycle_from_the_command_line(
     assert row.token_hash == hash_token(clear)
     assert row.created_by == "carol"
 
-    listed = console(env, "ingest-token", "list", "--organization", "acme")
+    listed = console_command(env, "ingest-token", "list", "--organization", "acme")
     assert str(row.id) in listed.stdout
     assert clear not in listed.stdout
 
     token_id = row.id
-    revoked = console(env, "ingest-token", "revoke", str(token_id))
+    revoked = console_command(env, "ingest-token", "revoke", str(token_id))
     assert revoked.returncode == 0, revoked.stderr
     session.expire_all()
     assert await session.scalar(select(IngestToken.revoked_at).where(IngestToken.id == token_id)) is not None
@@ -56,6 +45,6 @@ async def test_token_lifecycle_from_the_command_line(
 
 
 def test_revoking_an_id_that_is_not_a_uuid_is_a_usage_error(subprocess_env: dict[str, str]) -> None:
-    result = console(subprocess_env, "ingest-token", "revoke", "abc")
+    result = console_command(subprocess_env, "ingest-token", "revoke", "abc")
     assert result.returncode == 2
     assert "not a token id" in result.stderr
