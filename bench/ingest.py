@@ -356,8 +356,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
             f"p99 {full['p99_ms']:.1f} ms send->ack, {full['errors']} errors"
         )
         print(
-            f"server CPU: {server_cpu:.1f} s for {full['acked']:,} events "
-            f"({server_cpu / max(full['acked'], 1) * 1e6:.0f} µs per event, parse+validate+store+ack); "
+            f"server CPU: {server_cpu:.2f} s for {full['acked']:,} events "
+            f"({server_cpu / max(full['acked'], 1) * 1e6:.1f} µs per event, parse+validate+store+ack); "
             f"load process CPU: {full['client_cpu_s']:.1f} s"
         )
         server_cpu_per_event = server_cpu / max(full["acked"], 1)
