@@ -165,7 +165,8 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
         "TRUNCATE log_entries, log_hourly_counts, log_daily_counts, log_weekly_counts, devices"
     )
     indexes = await connection.fetch(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
     )
     for index in indexes:
         await connection.execute(f'DROP INDEX "{index["indexname"]}"')
@@ -199,22 +200,27 @@ async def load(connection: asyncpg.Connection, rows: int) -> None:
     await connection.execute(
         """
         INSERT INTO log_hourly_counts (bucket_start, organization_id, dimension, key, risk_level, event_count)
-        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'risk', '', risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id,
+               'risk', '', risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'tool', tool_name, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id,
+               'tool', tool_name, risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 4, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'user', user_id, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id,
+               'user', user_id, risk_level, count(*)
           FROM log_entries GROUP BY 1, 2, 4, 5
         UNION ALL
-        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id, 'entity', entity, risk_level, count(*)
+        SELECT date_trunc('hour', timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', organization_id,
+               'entity', entity, risk_level, count(*)
           FROM log_entries, jsonb_array_elements_text(detected_entity_types) AS entity GROUP BY 1, 2, 4, 5
         """
     )
     await connection.execute(
         """
-        INSERT INTO devices (id, device_id, user_id, device_type, registered_at, last_seen, is_active, organization_id)
+        INSERT INTO devices (id, device_id, user_id, device_type, registered_at, last_seen, is_active,
+                             organization_id)
         SELECT gen_random_uuid(), device_id, min(user_id), 'browser', min(timestamp), max(timestamp), true,
                min(organization_id)
           FROM log_entries GROUP BY device_id
@@ -504,7 +510,8 @@ async def main_async(args: argparse.Namespace) -> None:
     await measure_overview(url, now)
     if not args.skip_pilot:
         log(
-            "\nKey press → rows rendered through Pilot (120×36, median of 5; in brackets Pilot's full round trip):"
+            "\nKey press → rows rendered through Pilot (120×36, median of 5; "
+            "in brackets Pilot's full round trip):"
         )
         await measure_pilot(url, results)
     bad = [row["scenario"] for row in results if row["seq_scans"]]

@@ -1,4 +1,4 @@
-"""Hostile-load benchmark: a well-behaved agent's ack latency while ten senders without a token flood the server.
+"""Hostile-load benchmark: a well-behaved agent's ack latency while ten tokenless senders flood the server.
 
 What it does, on the local PostgreSQL (TEST_POSTGRES_URL or postgres@127.0.0.1:5432):
 
@@ -119,7 +119,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
         output, _ = await asyncio.to_thread(flooder.communicate)
         flooded = orjson.loads(output.strip().splitlines()[-1])
         print(
-            f"agent alone, {args.rate:,.0f} events/s: p50 {alone['p50_ms']:.1f} ms, p99 {alone['p99_ms']:.1f} ms "
+            f"agent alone, {args.rate:,.0f} events/s: p50 {alone['p50_ms']:.1f} ms, "
+            f"p99 {alone['p99_ms']:.1f} ms "
             f"send->ack, {alone['errors']} errors"
         )
         print(

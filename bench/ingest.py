@@ -153,7 +153,8 @@ VALIDATION_CEILING = 0.05
 
 
 def load_baseline_validator() -> Any:
-    """db/event_schema.py as of BASELINE_VALIDATOR_COMMIT, as a module of its own (its imports resolve to this tree)."""
+    """db/event_schema.py as of BASELINE_VALIDATOR_COMMIT, as a module of its own (its imports resolve to this
+    tree)."""
     source = subprocess.run(
         ["git", "show", f"{BASELINE_VALIDATOR_COMMIT}:db/event_schema.py"],
         cwd=REPO_ROOT,
@@ -368,7 +369,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
         old_cost, new_cost = validation_cpu_per_event(sample)
         added = (new_cost - old_cost) / server_cpu_per_event
         print(
-            f"validation: {new_cost * 1e6:.2f} µs per event now, {old_cost * 1e6:.2f} µs before the input hardening "
+            f"validation: {new_cost * 1e6:.2f} µs per event now, "
+            f"{old_cost * 1e6:.2f} µs before the input hardening "
             f"({BASELINE_VALIDATOR_COMMIT}); added {added:+.1%} of the server's CPU per event "
             f"(ceiling {VALIDATION_CEILING:.0%}: {added / VALIDATION_CEILING:.2f} of it)"
         )
@@ -377,7 +379,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
         half_rate = full["events_per_second"] / 2
         half = await asyncio.to_thread(run_load, port, token, args, rate=half_rate, seed=2)
         print(
-            f"at half that rate ({half_rate:,.0f} events/s offered): {half['events_per_second']:,.0f} events/s, "
+            f"at half that rate ({half_rate:,.0f} events/s offered): "
+            f"{half['events_per_second']:,.0f} events/s, "
             f"p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms send->ack (target p99 < 100 ms)"
         )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

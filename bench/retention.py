@@ -139,7 +139,8 @@ async def load_seed(connection: asyncpg.Connection, rows: int, days: int, now: d
 async def reload(connection: asyncpg.Connection) -> None:
     """Give log_entries a fresh copy of the seed with every index, vacuumed and analysed."""
     indexes = await connection.fetch(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
     )
     await connection.execute("TRUNCATE log_entries")
     for index in indexes:
@@ -247,9 +248,8 @@ async def plain_delete(url: str, now: datetime) -> int:
             for org, _ in ORGANIZATIONS
         )
         status = await connection.execute(
-            "DELETE FROM log_entries AS l USING (VALUES "
-            + values
-            + ") AS c(organization_id, cutoff) WHERE l.organization_id = c.organization_id AND l.timestamp < c.cutoff"
+            "DELETE FROM log_entries AS l USING (VALUES " + values + ") AS c(organization_id, cutoff)"
+            " WHERE l.organization_id = c.organization_id AND l.timestamp < c.cutoff"
         )
     finally:
         await connection.close()
@@ -303,8 +303,9 @@ async def run(args: argparse.Namespace) -> int:
         for org, days in ORGANIZATIONS:
             if days is not None:
                 await connection.execute(
-                    "INSERT INTO firewall_configs (id, organization_id, monitored_tools, sensitivity_thresholds,"
-                    " custom_patterns, log_retention_days, updated_at) VALUES ($1, $2, '[]', '{}', '[]', $3, now())",
+                    "INSERT INTO firewall_configs (id, organization_id, monitored_tools,"
+                    " sensitivity_thresholds, custom_patterns, log_retention_days, updated_at)"
+                    " VALUES ($1, $2, '[]', '{}', '[]', $3, now())",
                     uuid.uuid4(),
                     org,
                     days,
@@ -331,7 +332,8 @@ async def run(args: argparse.Namespace) -> int:
                 await reload(connection)
                 expected = await expected_rows(connection, now)
                 progress(
-                    f"round {round_number}: reloaded in {time.perf_counter() - began:.0f} s; {expected:,} to delete"
+                    f"round {round_number}: reloaded in {time.perf_counter() - began:.0f} s; "
+                    f"{expected:,} to delete"
                 )
                 measurement = await measure(title, url, args.insert_every_ms, work)
                 assert measurement.rows == expected, (measurement.rows, expected)
@@ -351,13 +353,15 @@ async def run(args: argparse.Namespace) -> int:
     deleted = best[PLAIN_ONE_STATEMENT].rows
     print()
     print(
-        f"{args.rows:,} rows over {args.days} days, {len(ORGANIZATIONS)} organisations (table without indexes: {size});"
+        f"{args.rows:,} rows over {args.days} days, {len(ORGANIZATIONS)} organisations "
+        f"(table without indexes: {size});"
         f" {deleted:,} expired; PostgreSQL, {os.cpu_count()} cores; best of {args.rounds} rounds"
     )
     print(f"{'method':<46} {'rows/s':>10} {'seconds':>8} {'worst insert ms':>16} {'p99 insert ms':>14}")
     for title, m in best.items():
         print(
-            f"{title:<46} {m.rate:>10,.0f} {m.seconds:>8.2f} {worst_insert[title]:>16.1f} {worst_p99[title]:>14.1f}"
+            f"{title:<46} {m.rate:>10,.0f} {m.seconds:>8.2f} "
+            f"{worst_insert[title]:>16.1f} {worst_p99[title]:>14.1f}"
         )
     for title, _ in methods[: len(args.batch_size)]:
         for baseline in (PLAIN_ONE_STATEMENT, PLAIN_PER_ORGANIZATION):

@@ -1,4 +1,5 @@
-"""Untrusted text stays text: the one place that makes strings from agents, users and the database safe to show.
+"""Untrusted text stays text: the one place that makes strings from agents, users and the database safe to
+show.
 
 Since Textual 2 any ``[`` may open a markup tag, and ``textual.markup.escape``
 leaves ``[B]x`` or ``[$accent]x`` to be parsed, so nothing untrusted is ever

@@ -1,7 +1,8 @@
 """What every command-line tool shares: exit codes, one-line errors, running work against the database.
 
 The console's subcommands, the retention command line (:mod:`retention.cli`) and the demo use it, so it
-lives below them all and imports neither Textual nor the console. Whatever a command prints from the database (names, error
+lives below them all and imports neither Textual nor the console. Whatever a command prints from the
+database (names, error
 messages quoting values) goes through :func:`db.identifiers.visible` first, so an ANSI escape stored
 in a token name cannot act on the terminal.
 """

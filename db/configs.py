@@ -112,7 +112,9 @@ def default_monitored_tools() -> list[dict[str, Any]]:
 
 
 def default_sensitivity_thresholds() -> dict[str, Any]:
-    red_types: list[str] = list(DEFAULT_SENSITIVITY_THRESHOLDS["red_entity_types"])  # type: ignore[call-overload]
+    red_types: list[str] = list(
+        DEFAULT_SENSITIVITY_THRESHOLDS["red_entity_types"]  # type: ignore[call-overload]
+    )
     return {**DEFAULT_SENSITIVITY_THRESHOLDS, "red_entity_types": red_types}
 
 

@@ -79,7 +79,8 @@ ERROR_CODES: Final = {
     "unknown_type": "the message has no type, or a type the server does not know",
     "invalid_event": "a log event failed validation (the message says which field and why)",
     "content_not_allowed": (
-        "a field may carry prompt content; the event was refused and nothing of it stored (in a hello: closes)"
+        "a field may carry prompt content; the event was refused and nothing of it stored "
+        "(in a hello: closes)"
     ),
     "unexpected_hello": "a second hello on a connection that already said hello",
     "hello_required": "the first message was not a hello (closes)",
@@ -87,7 +88,9 @@ ERROR_CODES: Final = {
     "unauthorized": "wrong or revoked token, or unknown organisation (closes)",
     "device_disabled": "the device is switched off in the console (closes)",
     "device_conflict": "the device id is registered to another organisation (closes)",
-    "too_many_devices": "the organisation registered INGEST_MAX_NEW_DEVICES_PER_HOUR devices this hour (closes)",
+    "too_many_devices": (
+        "the organisation registered INGEST_MAX_NEW_DEVICES_PER_HOUR devices this hour (closes)"
+    ),
     "hello_timeout": "no hello within INGEST_HELLO_TIMEOUT_SECONDS (closes)",
     "idle_timeout": "no complete line within INGEST_IDLE_TIMEOUT_SECONDS (closes)",
     "line_timeout": "a line did not end within INGEST_LINE_TIMEOUT_SECONDS of its first byte (closes)",
@@ -151,7 +154,8 @@ class Hello:
 
 
 def _content_path(value: object, path: str, budget: list[int], depth: int = 0) -> str | None:
-    """The first content-named field inside ``value`` (objects and lists), looking at ``budget[0]`` names at most."""
+    """The first content-named field inside ``value`` (objects and lists), looking at ``budget[0]`` names at
+    most."""
     if depth > 4:
         return None
     if isinstance(value, dict):
@@ -192,7 +196,8 @@ def find_content_field(message: dict[str, Any], names: Iterable[str]) -> str | N
 def _refuse_content(field_name: str) -> EventError:
     return EventError(
         "content_not_allowed",
-        f"field {field_name!r} may carry prompt content; events carry metadata only, so nothing of it was stored",
+        f"field {field_name!r} may carry prompt content; "
+        "events carry metadata only, so nothing of it was stored",
     )
 
 
@@ -219,8 +224,8 @@ def identifier_problem(name: str, value: object) -> str | None:
     if name == "entity_type":
         if _entity_type(value) is None:
             return (
-                f"entity types must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, digits or '_', starting with a"
-                f" letter (EMAIL, API_KEY); got {_shown(value)}"
+                f"entity types must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, digits or '_', "
+                f"starting with a letter (EMAIL, API_KEY); got {_shown(value)}"
             )
         return None
     maximum = _IDENTIFIER_BOUNDS.get(name)
@@ -284,7 +289,8 @@ def _whole(message: dict[str, Any], name: str, *, maximum: int, default: int) ->
 
 
 def _kind(value: object) -> str:
-    """A short description of a value for a message; never a repr of an object or list (they may nest deeply)."""
+    """A short description of a value for a message; never a repr of an object or list (they may nest
+    deeply)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -305,7 +311,8 @@ def _shown(value: object) -> str:
 
 
 def parse_event_id(value: object) -> uuid.UUID:
-    """The agent's event id: a UUID string, in any form ``uuid.UUID`` reads (upper case, braces, ``urn:uuid:``)."""
+    """The agent's event id: a UUID string, in any form ``uuid.UUID`` reads (upper case, braces,
+    ``urn:uuid:``)."""
     if value is None:
         raise invalid("id is required (a UUID the agent generates, e.g. from uuid4)")
     if not isinstance(value, str) or len(value) > 45:
@@ -367,8 +374,8 @@ def _entity_types(message: dict[str, Any]) -> list[str]:
     for index, item in enumerate(value):
         if type(item) is not str or _entity_type(item) is None:
             raise invalid(
-                f"detected_entity_types[{index}] must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, digits or '_',"
-                f" starting with a letter (EMAIL, API_KEY); got {_shown(item)}"
+                f"detected_entity_types[{index}] must be 1-{MAX_ENTITY_TYPE_CHARS} capital letters, "
+                f"digits or '_', starting with a letter (EMAIL, API_KEY); got {_shown(item)}"
             )
     return value
 
@@ -390,7 +397,8 @@ def _metadata(message: dict[str, Any], shapes: Mapping[str, Shape]) -> dict[str,
 
 
 def _refuse_metadata(metadata: dict[str, Any], shapes: Mapping[str, Shape]) -> None:
-    """Raise the refusal of a metadata object that failed the fast check: content first, then the first problem."""
+    """Raise the refusal of a metadata object that failed the fast check: content first, then the first
+    problem."""
     unknown = [key for key in metadata if key not in shapes]
     found = find_content_field(metadata, unknown)
     if found is not None:

@@ -68,7 +68,8 @@ EventKey = tuple[str, uuid.UUID]
 
 @dataclass(frozen=True)
 class StoredBatch:
-    """What :func:`store_events` did: ``events`` distinct events are now stored, ``inserted`` of them just now.
+    """What :func:`store_events` did: ``events`` distinct events are now stored, ``inserted`` of them just
+    now.
 
     ``events - inserted`` were resends (or repeats within the batch) already stored.
     """

@@ -1,4 +1,5 @@
-"""What ``log_metadata`` may hold: the standard keys and their value shapes, and the keys an organisation adds.
+"""What ``log_metadata`` may hold: the standard keys and their value shapes, and the keys an organisation
+adds.
 
 ``log_metadata`` is closed. A key is accepted only in the exact spelling of a
 standard key (:data:`STANDARD_KEYS`: what the reference client sends, the usual
@@ -112,7 +113,8 @@ class Shape:
         return f"like {self.example}" if self.example else "of the documented form"
 
     def for_agent(self) -> dict[str, Any]:
-        """The shape as sent to agents in ``welcome`` and ``config`` (and read back by :func:`shape_from_agent`)."""
+        """The shape as sent to agents in ``welcome`` and ``config`` (and read back by
+        :func:`shape_from_agent`)."""
         described: dict[str, Any] = {"shape": self.kind}
         if self.kind == "enum":
             described["values"] = list(self.values)
@@ -132,8 +134,8 @@ def pattern(regex: str, *, max_chars: int, example: str) -> Shape:
     return Shape("pattern", pattern=regex, max_chars=max_chars, example=example)
 
 
-#: A version: digits, up to four dotted parts, an optional pre-release and build (``1.4.2``, ``131.0.6778.86``,
-#: ``2.0.0-beta.1+5``).
+#: A version: digits, up to four dotted parts, an optional pre-release and build (``1.4.2``,
+#: ``131.0.6778.86``, ``2.0.0-beta.1+5``).
 VERSION_PATTERN: Final = r"v?[0-9]{1,9}(?:\.[0-9A-Za-z]{1,16}){0,4}(?:[-+][0-9A-Za-z][0-9A-Za-z.]{0,31}){0,2}"
 BROWSER_NAMES: Final = (
     "Chrome",
@@ -314,7 +316,8 @@ CONTENT_STEMS: Final = (
     "сообщение",
     "текст",
 )
-#: A last word that makes a content-named field a measure ("prompt_length"), not content, when its value is a number.
+#: A last word that makes a content-named field a measure ("prompt_length"), not content, when its value is a
+#: number.
 MEASURE_WORDS: Final = frozenset(
     {"length", "len", "count", "size", "chars", "characters", "tokens", "bytes", "words", "lines", "ms"}
 )
@@ -413,7 +416,10 @@ def value_problem(key: str, shape: Shape, value: object) -> str | None:
     if shape.accepts(value):
         return None
     if shape.kind == "number" and type(value) in (int, float):
-        return f"log_metadata.{key} must be a finite number between -2^63 and 2^63 (exclusive); got {_shown(value)}"
+        return (
+            f"log_metadata.{key} must be a finite number between -2^63 and 2^63 (exclusive); "
+            f"got {_shown(value)}"
+        )
     if isinstance(value, dict | list):
         return f"log_metadata.{key} must be {shape.describe()} (values are flat: no objects or lists)"
     return f"log_metadata.{key} must be {shape.describe()}; got {_shown(value)}"
@@ -533,7 +539,8 @@ def vet_key(key: object, shape: object, values: object = None) -> Shape:
     for value in values:
         if not isinstance(value, str) or not TOKEN_PATTERN.fullmatch(value):
             raise MetadataKeyError(
-                f"enum values must be 1-{MAX_TOKEN_CHARS} letters, digits, '.', '_' or '-'; got {_shown(value)}"
+                f"enum values must be 1-{MAX_TOKEN_CHARS} letters, digits, '.', '_' or '-'; "
+                f"got {_shown(value)}"
             )
     if len(set(values)) != len(values):
         raise MetadataKeyError("enum values must not repeat")

@@ -30,7 +30,8 @@ _OPTIONS = _options()
 
 
 def compile_pattern(regex: str) -> Any:
-    """``regex`` compiled by RE2 (``search``, ``finditer`` as in ``re``); PatternSyntaxError with RE2's reason."""
+    """``regex`` compiled by RE2 (``search``, ``finditer`` as in ``re``); PatternSyntaxError with RE2's
+    reason."""
     try:
         return re2.compile(regex, _OPTIONS)
     except re2.error as error:

@@ -457,7 +457,8 @@ class _Run:
 
     @property
     def audited(self) -> bool:
-        """Whether this run writes audit rows: an operator's real run (the scheduler's are in retention_runs)."""
+        """Whether this run writes audit rows: an operator's real run (the scheduler's are in
+        retention_runs)."""
         return self.actor is not None and not self.dry_run
 
     @property

@@ -97,7 +97,8 @@ def _hour_number(moment: datetime) -> int:
 
 
 def _by_hour(events: list[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
-    """The events grouped by hour number; a batch usually falls in one hour, found without a per-event step."""
+    """The events grouped by hour number; a batch usually falls in one hour, found without a per-event
+    step."""
     if not events:
         return {}
     try:
@@ -319,7 +320,8 @@ async def add_events(
     events: Iterable[Mapping[str, Any]],
     max_keys: int = IngestLimits.rollup_max_keys_per_bucket,
 ) -> None:
-    """Add the given (newly stored) events to the hourly, daily and weekly counts, in the caller's transaction.
+    """Add the given (newly stored) events to the hourly, daily and weekly counts, in the caller's
+    transaction.
 
     At most ``max_keys`` distinct keys per organisation, bucket and capped dimension;
     the events of further keys are counted under :data:`OVERFLOW_KEY`.

@@ -80,7 +80,8 @@ KEY_RULES: Final = {"tool": "tool_name", "user": "user_id", "entity": "entity_ty
 
 @dataclass
 class ScrubReport:
-    """What a scrub found (dry run) or changed (applied): counts, a few examples, the constraints validated."""
+    """What a scrub found (dry run) or changed (applied): counts, a few examples, the constraints
+    validated."""
 
     applied: bool
     organization_id: str | None
@@ -351,7 +352,8 @@ async def _fold(
     report: ScrubReport,
     apply: bool,
 ) -> None:
-    """Count these keys' rows in the window and, with ``apply``, add them to the overflow key and delete them."""
+    """Count these keys' rows in the window and, with ``apply``, add them to the overflow key and delete
+    them."""
     where = [*in_window, tuple_(table.organization_id, table.dimension, table.key).in_(keys)]
     rows, events = (
         await session.execute(select(func.count(), func.sum(table.event_count)).where(*where))
@@ -392,7 +394,8 @@ async def _validate_constraints(session: AsyncSession, report: ScrubReport) -> N
         await session.execute(
             text(
                 "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-                "WHERE contype = 'c' AND NOT convalidated AND conname LIKE 'ck\\_%\\_identifier' ORDER BY 1, 2"
+                "WHERE contype = 'c' AND NOT convalidated AND conname LIKE 'ck\\_%\\_identifier' "
+                "ORDER BY 1, 2"
             )
         )
     ).all()

@@ -1,4 +1,5 @@
-"""The command line of ``aifw-ingest`` (``python ingest_server.py``): its options come from the settings table."""
+"""The command line of ``aifw-ingest`` (``python ingest_server.py``): its options come from the settings
+table."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     """Every option of the settings table that the server has (db/settings.py SETTINGS), and --quiet."""
     parser = OneLineArgumentParser(
         prog="aifw-ingest",
-        description="AI Usage Firewall ingest server: agents stream NDJSON events over TCP (docs/protocol.md). "
-        "Each option overrides its environment variable only when given.",
+        description="AI Usage Firewall ingest server: agents stream NDJSON events over TCP "
+        "(docs/protocol.md). Each option overrides its environment variable only when given.",
     )
     add_server_options(parser, settings)
     parser.add_argument(
@@ -35,7 +36,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python ingest_server.py`` and ``aifw-ingest``: 0 after a clean stop, 1 or 2 on errors."""
+    """Entry point of ``python ingest_server.py`` and ``aifw-ingest``: 0 after a clean stop, 1 or 2 on
+    errors."""
     try:
         settings = load_settings()
         args = build_parser(settings).parse_args(argv)
@@ -59,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as error:
         print(
-            f"error: cannot listen on {settings.ingest_host}:{settings.ingest_port}: {error.strerror or error}",
+            f"error: cannot listen on {settings.ingest_host}:{settings.ingest_port}: "
+            f"{error.strerror or error}",
             file=sys.stderr,
         )
         return 1

@@ -156,7 +156,8 @@ class Connection:
     # -- output --
 
     def send_line(self, line: bytes) -> None:
-        """Queue one encoded line (newline included); dropped once the connection is closed (late acks too)."""
+        """Queue one encoded line (newline included); dropped once the connection is closed (late acks
+        too)."""
         if self._closed or self._writer.is_closing():
             return
         self._writer.write(line)

@@ -221,7 +221,8 @@ def not_accepting() -> ProtocolError:
 
 
 def stopping() -> ProtocolError:
-    """The goodbye of every connection at shutdown, once what it sent is acknowledged (or the grace is over)."""
+    """The goodbye of every connection at shutdown, once what it sent is acknowledged (or the grace is
+    over)."""
     return ProtocolError("shutting_down", "the server is stopping; acknowledged events are stored")
 
 
@@ -270,7 +271,8 @@ def answer_line(answer: dict[str, Any], limits: IngestLimits) -> bytes:
     except orjson.JSONEncodeError:  # a lone surrogate stored around the validators (SQLite's JSON text)
         raise ProtocolError(
             "config_too_large",
-            "the organisation's configuration holds text that is not valid Unicode; an administrator must fix it",
+            "the organisation's configuration holds text that is not valid Unicode; "
+            "an administrator must fix it",
         ) from None
     if len(encoded) > limits.max_line_bytes:
         raise ProtocolError(

@@ -339,7 +339,8 @@ class IngestServer:
 async def _config_for_agent(
     session: AsyncSession, organization_id: str, row: FirewallConfig | None
 ) -> dict[str, Any]:
-    """The configuration as agents get it in ``welcome`` and ``config``, with the organisation's metadata keys."""
+    """The configuration as agents get it in ``welcome`` and ``config``, with the organisation's metadata
+    keys."""
     config = effective_config(organization_id, row).for_agent()
     config["metadata_keys"] = keys_for_agent(
         await organization_shapes(session=session, organization_id=organization_id)

@@ -141,7 +141,8 @@ class FleetPlan:
 
 
 def user_name(index: int) -> str:
-    """A plausible user name, different for every index: ``alice.martin``, ``bob.nguyen``, ``carmen.garcia`` …"""
+    """A plausible user name, different for every index: ``alice.martin``, ``bob.nguyen``,
+    ``carmen.garcia`` …"""
     first = FIRST_NAMES[index % len(FIRST_NAMES)]
     last = LAST_NAMES[(index + index // len(FIRST_NAMES)) % len(LAST_NAMES)]
     # (first, last) repeats every 80 indexes (20 first names, 12 last names, shifted by one per round).

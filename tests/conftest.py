@@ -96,8 +96,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if unreachable:
         terminalreporter.write_line(
             f"NOTE: PostgreSQL tests were SKIPPED ({unreachable[0].removeprefix('Skipped: ')}); only SQLite "
-            "was tested. Set TEST_POSTGRES_URL or start PostgreSQL; CI sets AIFW_REQUIRE_POSTGRES=1 and fails "
-            "instead.",
+            "was tested. Set TEST_POSTGRES_URL or start PostgreSQL; "
+            "CI sets AIFW_REQUIRE_POSTGRES=1 and fails instead.",
             yellow=True,
             bold=True,
         )

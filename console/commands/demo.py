@@ -1,4 +1,5 @@
-"""``demo``: the newcomer's first five minutes: a demo database, the ingest server, simulated agents, the console.
+"""``demo``: the newcomer's first five minutes: a demo database, the ingest server, simulated agents, the
+console.
 
     python -m console demo                 # what `make run` does
     python -m console demo --no-console --duration 30

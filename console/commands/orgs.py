@@ -33,7 +33,10 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--retention-days",
         type=int,
         default=DEFAULT_RETENTION_DAYS,
-        help=f"days of logs to keep, {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} (default {DEFAULT_RETENTION_DAYS})",
+        help=(
+            f"days of logs to keep, {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} "
+            f"(default {DEFAULT_RETENTION_DAYS})"
+        ),
     )
     create.set_defaults(handler=create_org)
 

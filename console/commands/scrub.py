@@ -1,4 +1,5 @@
-"""``scrub``: find, and with ``--apply`` repair, stored rows that today's identifier and metadata rules refuse.
+"""``scrub``: find, and with ``--apply`` repair, stored rows that today's identifier and metadata rules
+refuse.
 
 A dry run by default: it prints what it would change and changes nothing. With
 ``--apply`` it changes it batch by batch, validates the database's identifier
@@ -22,7 +23,9 @@ from db.settings import Settings
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
         "scrub",
-        help="find (dry run) or repair (--apply) stored rows that today's identifier and metadata rules refuse",
+        help=(
+            "find (dry run) or repair (--apply) stored rows that today's identifier and metadata rules refuse"
+        ),
     )
     parser.add_argument("--organization", metavar="ORG", help="only this organisation's rows (default: all)")
     parser.add_argument("--apply", action="store_true", help="change the rows (default: only report them)")
@@ -53,7 +56,8 @@ def describe(report: ScrubReport) -> list[str]:
     lines = [f"scrub of {scope} ({'applied' if report.applied else 'dry run: nothing changed'})"]
     lines.append(f"  log entries read: {report.log_rows_read:,}")
     lines.append(
-        f"  metadata: {verb} {report.metadata_rows:,} rows, removing {report.metadata_entries:,} refused entries"
+        f"  metadata: {verb} {report.metadata_rows:,} rows, "
+        f"removing {report.metadata_entries:,} refused entries"
     )
     for column, count in sorted(report.identifiers.items()):
         lines.append(f"  {column}: {verb} {count:,} values (refused characters written as visible escapes)")
@@ -63,7 +67,8 @@ def describe(report: ScrubReport) -> list[str]:
         )
     if report.left:
         lines.append(
-            f"  rows left as they are (organisation id breaks a constraint, or device id taken): {report.left:,}"
+            "  rows left as they are (organisation id breaks a constraint, or device id taken): "
+            f"{report.left:,}"
         )
     lines.append(
         f"  rollups: {verb} {report.rollup_rows:,} rows of {report.rollup_keys:,} refused keys, "

@@ -96,7 +96,8 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         where = f" for organisation {args.organization!r}" if args.organization else ""
         print(
-            f"no ingest tokens{where}; create one with `python -m console ingest-token create --organization ORG`"
+            f"no ingest tokens{where}; "
+            "create one with `python -m console ingest-token create --organization ORG`"
         )
         return EXIT_OK
     print("\n".join(format_tokens(rows)))

@@ -215,7 +215,8 @@ class MetadataKeyFormScreen(AdminForm[str | None]):
 
 
 def _error_field(message: str) -> str:
-    """The field a MetadataKeyError is about: values and shape are named in their messages, the rest is the key."""
+    """The field a MetadataKeyError is about: values and shape are named in their messages, the rest is the
+    key."""
     if "enum" in message or "values" in message:
         return "values"
     if message.startswith("shape"):

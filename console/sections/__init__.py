@@ -23,7 +23,8 @@ What the section does:
 - Runs every database call in an async worker declared
   ``@work(exclusive=True, group="<section>-<what>", exit_on_error=False)``.
   It does not catch database errors: :class:`Section` forwards a failed
-  worker to the app (:class:`console.messages.ForwardsWorkerFailures`), which shows a lost connection as a banner with retry and
+  worker to the app (:class:`console.messages.ForwardsWorkerFailures`), which shows a lost connection
+  as a banner with retry and
   anything else as a one-line notification (the traceback goes to the log file).
 - Keeps its constructor and ``compose`` free of I/O: the shell builds a
   section the first time it is shown. Implements ``reload()`` (called when the

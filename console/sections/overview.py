@@ -99,7 +99,10 @@ class OverviewSection(Section):
     def show(self, overview: Overview) -> None:
         self.overview = overview
         total = sum(window.total for window in overview.totals)
-        status = f"Window [b]{overview.window}[/b] (w to change) · updated {when(overview.generated_at, precision='time')} UTC"
+        status = (
+            f"Window [b]{overview.window}[/b] (w to change) · "
+            f"updated {when(overview.generated_at, precision='time')} UTC"
+        )
         if total == 0:
             status += " · [b]no events yet[/b]: agents have not reported anything"
         self.query_one("#overview-status", Static).update(status)

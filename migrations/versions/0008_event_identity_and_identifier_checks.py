@@ -99,7 +99,7 @@ def upgrade() -> None:
             for name, sql_for in checks:
                 # NOT VALID: stored rows are not read now (the scrub validates later); new rows are checked.
                 op.execute(
-                    f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_{name} CHECK ({sql_for(dialect)}) NOT VALID"
+                    f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_{name} CHECK ({sql_for(dialect)}) NOT VALID"  # noqa: E501
                 )
         return
     # SQLite rebuilds each table (batch mode) and copies its rows, which would fail on an old row

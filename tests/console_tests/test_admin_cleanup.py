@@ -173,7 +173,8 @@ async def test_the_console_runs_the_scheduled_cleanup_while_open_when_enabled(
 
 
 async def start_a_cleanup_that_holds_after_its_first_batch(pilot, section: CleanupSection) -> asyncio.Event:
-    """Start "clean all" (confirmed) in 5-row batches; it stays between its first two batches until stopped."""
+    """Start "clean all" (confirmed) in 5-row batches; it stays between its first two batches until
+    stopped."""
     section.batch_size = 5
     inside = asyncio.Event()
     original = section.on_progress

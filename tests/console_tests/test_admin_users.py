@@ -139,7 +139,8 @@ async def test_an_administrator_demoted_elsewhere_cannot_deactivate_anyone_and_g
 ) -> None:
     await add_console_user(engine, "bob", is_admin=True)
     async with signed_in(app_factory(), engine) as pilot:
-        # Meanwhile someone removed alice's role elsewhere: the console still shows her an administrator's keys.
+        # Meanwhile someone removed alice's role elsewhere: the console still shows her an administrator's
+        # keys.
         async with new_sessionmaker(engine)() as session:
             await session.execute(update(User).where(User.username == "alice").values(is_admin=False))
             await session.commit()

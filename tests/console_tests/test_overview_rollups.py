@@ -1,4 +1,5 @@
-"""Hourly, daily and weekly rollups: equal to counting raw rows, across day and week edges, on both engines."""
+"""Hourly, daily and weekly rollups: equal to counting raw rows, across day and week edges, on both
+engines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The identifier rules as CHECK constraints: rows written by SQL cannot hold what the ingest server refuses."""
+"""The identifier rules as CHECK constraints: rows written by SQL cannot hold what the ingest server
+refuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The cap on distinct rollup keys per organisation, bucket and dimension: a flood of new names adds one row."""
+"""The cap on distinct rollup keys per organisation, bucket and dimension: a flood of new names adds one
+row."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""rollups.add_events on batches the ingest fast path does not see: offsets, naive UTC, long keys, many hours."""
+"""rollups.add_events on batches the ingest fast path does not see: offsets, naive UTC, long keys, many
+hours."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The scrub: rows stored under older rules survive migration 0008, are reported by a dry run and repaired by --apply."""
+"""The scrub: rows stored under older rules survive migration 0008, are reported by a dry run and repaired by
+--apply."""
 
 from __future__ import annotations
 

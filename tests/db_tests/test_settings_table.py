@@ -1,4 +1,5 @@
-"""The one table of settings (db/settings.py SETTINGS): the environment, the server's options and the README agree."""
+"""The one table of settings (db/settings.py SETTINGS): the environment, the server's options and the README
+agree."""
 
 from __future__ import annotations
 

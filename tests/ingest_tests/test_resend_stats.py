@@ -1,4 +1,5 @@
-"""The server's counters: a resend is acknowledged again but not stored again, and the stats line says both."""
+"""The server's counters: a resend is acknowledged again but not stored again, and the stats line says
+both."""
 
 from __future__ import annotations
 

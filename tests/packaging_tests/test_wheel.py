@@ -130,7 +130,10 @@ def test_the_installed_commands_run_the_wheel_not_the_work_tree(installed: Insta
 
 @pytest.mark.xfail(
     strict=True,
-    reason="db/engine.py finds alembic.ini and migrations/ beside the packages (REPO_ROOT); the wheel has neither",
+    reason=(
+        "db/engine.py finds alembic.ini and migrations/ beside the packages (REPO_ROOT); "
+        "the wheel has neither"
+    ),
 )
 def test_the_installed_wheel_finds_its_migrations(installed: Installed) -> None:
     result = installed.run("python", "-c", "from db.engine import head_revision; print(head_revision())")

@@ -47,8 +47,9 @@ def insert_raw(url: str, timestamps: list[str], organization_id: str = "acme") -
     def insert(_config: Config, connection: Connection) -> None:
         for literal in timestamps:
             connection.exec_driver_sql(
-                "INSERT INTO log_entries (id, timestamp, device_id, user_id, tool_name, tool_type, risk_level,"
-                " prompt_length, detected_entity_types, entity_count, was_sanitized, log_metadata, created_at,"
+                "INSERT INTO log_entries (id, timestamp, device_id, user_id, tool_name, tool_type,"
+                " risk_level, prompt_length, detected_entity_types, entity_count, was_sanitized,"
+                " log_metadata, created_at,"
                 " organization_id) VALUES (?, ?, 'dev-1', 'alice', 'ChatGPT', 'web', 'green', 0, '[]', 0, 0,"
                 " '{}', '2026-09-02 00:00:00.000000', ?)",
                 (uuid.uuid4().hex, literal, organization_id),

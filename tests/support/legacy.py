@@ -89,7 +89,8 @@ def write_legacy_rows(url: str) -> None:
 
 
 def make_legacy(url: str) -> None:
-    """Bring the empty database at ``url`` to 0007, write rows today's rules refuse, then upgrade it to head."""
+    """Bring the empty database at ``url`` to 0007, write rows today's rules refuse, then upgrade it to
+    head."""
     run_alembic(url, lambda config, _: command.upgrade(config, "0007"))
     write_legacy_rows(url)
     run_alembic(url, lambda config, _: command.upgrade(config, "head"))

@@ -139,7 +139,8 @@ class ConfigSection(Section):
         panes = self.panes
         pane = panes[(panes.index(self.active_pane) + step) % len(panes)]
         self.show_pane(pane)
-        # Tables take the focus; on a form the tab bar keeps it, so [ and ] go on switching (Tab enters the form).
+        # Tables take the focus; on a form the tab bar keeps it, so [ and ] go on switching (Tab enters the
+        # form).
         if pane.MAIN is not None:
             pane.query_one(pane.MAIN).focus()
         else:

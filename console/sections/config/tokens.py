@@ -40,7 +40,8 @@ class TokensPane(TablePane[None]):
         self.tokens: dict[str, IngestToken] = {}
 
     def read(self, row: FirewallConfig) -> None:
-        """Tokens are not part of the configuration row: the section reads them with it (:meth:`show_tokens`)."""
+        """Tokens are not part of the configuration row: the section reads them with it
+        (:meth:`show_tokens`)."""
 
     def show_tokens(self, tokens: Sequence[IngestToken]) -> None:
         self.tokens = {str(token.id): token for token in tokens}

@@ -1,4 +1,5 @@
-"""The Tools tab of the Config section: the monitored tools — add, enable/disable, remove, restore defaults."""
+"""The Tools tab of the Config section: the monitored tools — add, enable/disable, remove, restore
+defaults."""
 
 from __future__ import annotations
 
