@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Static, TabPane
 
 from console.messages import ForwardsWorkerFailures
-from console.widgets.keyed_table import KeyedTable, TableColumn
+from console.widgets.keyed_table import KeyedTable, Row, TableColumn
 
 if TYPE_CHECKING:
     from console.dialogs.config_forms import Edit
@@ -113,6 +113,18 @@ class TablePane(ConfigPane[Shown]):
     @property
     def table(self) -> KeyedTable:
         return self.query_one(f"#{self.NAME}-table", KeyedTable)
+
+    def clear(self) -> None:
+        self.table.show([], keep="top")
+
+    def fill_rows(self, rows: list[Row]) -> None:
+        """Show ``rows``, the cursor staying on the same row index (after an edit, on the edited entry)."""
+        self.table.show(rows, keep="row")
+
+    def reload_after(self, result: object) -> None:
+        """A form's callback: read the configuration again once it saved something (None: cancelled)."""
+        if result is not None:
+            self.host.load_config()
 
 
 def check_names(what: str, names: Iterable[object]) -> None:

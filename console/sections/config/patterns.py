@@ -41,24 +41,17 @@ class PatternsPane(TablePane[list[Row]]):
         return patterns
 
     def fill(self, shown: list[Row]) -> None:
-        self.table.show(shown, keep="row")
-
-    def clear(self) -> None:
-        self.table.show([], keep="top")
+        self.fill_rows(shown)
 
     def _patterns(self) -> list[dict[str, Any]]:
         row = self.host.row
         return list(row.custom_patterns or []) if row is not None else []
 
-    def _reload_after(self, result: object) -> None:
-        if result is not None:
-            self.host.load_config()
-
     def add_entry(self) -> None:
         if self.host.ready(WHAT):
             assert self.host.organization_id is not None
             form = PatternFormScreen(self.host.context, self.host.organization_id, self._patterns())
-            self.app.push_screen(form, self._reload_after)
+            self.app.push_screen(form, self.reload_after)
 
     def edit_entry(self) -> None:
         name = self.table.selected_key
@@ -69,7 +62,7 @@ class PatternsPane(TablePane[list[Row]]):
         index = next((i for i, p in enumerate(patterns) if p["name"] == name), None)
         if index is not None:
             form = PatternFormScreen(self.host.context, self.host.organization_id, patterns, index)
-            self.app.push_screen(form, self._reload_after)
+            self.app.push_screen(form, self.reload_after)
 
     def remove_entry(self) -> None:
         name = self.table.selected_key

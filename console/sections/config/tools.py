@@ -40,20 +40,13 @@ class ToolsPane(TablePane[list[Row]]):
         return tools
 
     def fill(self, shown: list[Row]) -> None:
-        self.table.show(shown, keep="row")
-
-    def clear(self) -> None:
-        self.table.show([], keep="top")
-
-    def _reload_after(self, result: object) -> None:
-        if result is not None:
-            self.host.load_config()
+        self.fill_rows(shown)
 
     def add_entry(self) -> None:
         if self.host.ready(WHAT):
             assert self.host.organization_id is not None
             self.app.push_screen(
-                ToolFormScreen(self.host.context, self.host.organization_id), self._reload_after
+                ToolFormScreen(self.host.context, self.host.organization_id), self.reload_after
             )
 
     def toggle_entry(self) -> None:
