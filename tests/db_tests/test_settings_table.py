@@ -23,6 +23,7 @@ from db.settings import (
 )
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 #: Defaults that are folders or URLs: the README describes them in words.
 DESCRIBED_IN_WORDS = {"DATABASE_URL", "AIFW_DATA_DIR", "AIFW_EXPORT_DIR"}
 
@@ -117,3 +118,23 @@ def test_tls_needs_both_files_whichever_way_they_are_given() -> None:
     bare = load_settings({})
     with pytest.raises(SettingsError, match="TLS needs both"):
         settings_with_options(bare, parser_for(bare).parse_args(["--tls-cert", "/etc/cert.pem"]))
+
+
+def test_the_protocol_pages_options_are_the_tables() -> None:
+    text = PROTOCOL.read_text()
+    section = text[text.index("| variable | option | default |") :]
+    documented: dict[str, str] = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        names_cell, options_cell = line.split("|")[1:3]
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", names_cell)
+        options = re.findall(r"`(--[a-z-]+)`", options_cell)
+        if options_cell.strip() == "—":
+            documented.update(dict.fromkeys(names))
+            continue
+        assert len(names) == len(options), line
+        documented.update(zip(names, options, strict=True))
+    by_variable = {setting.env: setting.flag for setting in SETTINGS}
+    assert {name: by_variable.get(name, "not a setting") for name in documented} == documented
+    assert {name for name, flag in by_variable.items() if flag} <= set(documented)
