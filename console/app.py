@@ -40,7 +40,7 @@ from db.errors import DatabaseError, describe_database_error, error_reason, is_c
 from db.identifiers import visible
 from db.rights import NotAllowed
 from db.scheduler import RetentionScheduler, maybe_start_retention_scheduler
-from db.settings import DEFAULT_DATA_DIR, Settings
+from db.settings import Settings, data_dir_of
 
 log = logging.getLogger("console")
 
@@ -345,7 +345,7 @@ class FirewallConsole(App[None]):
 
 
 def _log_file() -> Path:
-    directory = Path(os.environ.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    directory = data_dir_of(os.environ)
     directory.mkdir(parents=True, exist_ok=True)
     return directory / "console.log"
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -297,8 +297,19 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _folder(raw: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+def data_dir_of(env: Mapping[str, str]) -> Path:
+    """The data folder ``AIFW_DATA_DIR`` names (unset or blank: ``var/`` in the repository); nothing is
+    checked or created, so a process can find it (for its log, the demo's folder) before its settings."""
+    raw = env.get("AIFW_DATA_DIR") or ""
+    return _folder(raw) if raw.strip() else DEFAULT_DATA_DIR
+
+
 def _absolute_folder(raw: str) -> Path:
-    folder = Path(raw.strip()).expanduser()
+    folder = _folder(raw)
     if not folder.is_absolute():
         # A relative folder would follow the current directory: exports would land in the repository.
         raise ValueError(f"must be an absolute folder (or start with ~); got {raw!r}")
@@ -356,7 +367,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AIFW_DATA_DIR",
         "data_dir",
-        lambda raw: Path(raw.strip()).expanduser(),
+        _folder,
         "the embedded database's folder",
     ),
     Setting("AIFW_EXPORT_DIR", "export_dir", _absolute_folder, "where the console proposes to save exports"),
@@ -573,7 +584,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(setting.env)
         if raw is not None and raw.strip() != "":
             values[setting.attribute] = setting.read(raw)
-    data_dir = cast(Path, values.get("data_dir", DEFAULT_DATA_DIR))
+    data_dir = data_dir_of(env)
     if "database_url" not in values:
         create_data_dir(data_dir)
         values["database_url"] = normalize_database_url(default_sqlite_url(data_dir))

@@ -40,7 +40,7 @@ from db.configs import create_organization, get_config
 from db.engine import migrate, new_engine, new_sessionmaker
 from db.logs import LogFilter, count
 from db.rights import Actor
-from db.settings import DEFAULT_DATA_DIR, REPO_ROOT, Settings, load_settings, normalize_database_url
+from db.settings import REPO_ROOT, Settings, data_dir_of, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
 from db.users import create_administrator, get_by_username
 from simulation.fleet import FleetOrganization
@@ -82,7 +82,7 @@ class DemoDatabase:
 
 def demo_directory(env: Mapping[str, str]) -> Path:
     """``<AIFW_DATA_DIR or var>/demo``: the demo's database, logs, tokens and password."""
-    return Path(env.get("AIFW_DATA_DIR") or DEFAULT_DATA_DIR).expanduser() / DEMO_DIR_NAME
+    return data_dir_of(env) / DEMO_DIR_NAME
 
 
 def demo_settings(env: Mapping[str, str], *, database_url: str | None = None) -> DemoDatabase:
@@ -93,8 +93,8 @@ def demo_settings(env: Mapping[str, str], *, database_url: str | None = None) ->
     configured (possibly production) database without being told on the command line.
     """
     directory = demo_directory(env)
+    child_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
     if database_url is not None:
-        child_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
         child_env["DATABASE_URL"] = normalize_database_url(database_url, variable="--database-url")
         return DemoDatabase(load_settings(child_env), directory, embedded=False)
     if (env.get("DATABASE_URL") or "").strip():
@@ -104,7 +104,6 @@ def demo_settings(env: Mapping[str, str], *, database_url: str | None = None) ->
             "unknowingly. Unset DATABASE_URL to use the demo's own embedded database, or pass "
             "--database-url URL to put the demo there on purpose."
         )
-    child_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
     child_env["AIFW_DATA_DIR"] = str(directory)
     return DemoDatabase(load_settings(child_env), directory, embedded=True)
 

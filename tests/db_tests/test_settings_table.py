@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from db.settings import (
+    DEFAULT_DATA_DIR,
     SETTINGS,
     IngestLimits,
     Number,
@@ -18,6 +19,7 @@ from db.settings import (
     SettingsError,
     UsageError,
     add_server_options,
+    data_dir_of,
     load_settings,
     settings_with_options,
 )
@@ -138,3 +140,12 @@ def test_the_protocol_pages_options_are_the_tables() -> None:
     by_variable = {setting.env: setting.flag for setting in SETTINGS}
     assert {name: by_variable.get(name, "not a setting") for name in documented} == documented
     assert {name for name, flag in by_variable.items() if flag} <= set(documented)
+
+
+@pytest.mark.parametrize("raw", [None, "", "   ", "~/aifw-data", "/srv/aifw"])
+def test_the_data_folder_reads_alike_before_and_with_the_settings(raw: str | None, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"}
+    if raw is not None:
+        env["AIFW_DATA_DIR"] = raw
+    assert data_dir_of(env) == load_settings(env).data_dir
+    assert (data_dir_of(env) == DEFAULT_DATA_DIR) == (raw is None or not raw.strip())

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from db.models import FirewallConfig
 
 Shown = TypeVar("Shown")
+#: What the panes that edit the configuration row tell a viewer they may not do.
+CHANGE_CONFIGURATION = "change the configuration"
 
 
 class ConfigHost(Protocol):
@@ -120,6 +122,11 @@ class TablePane(ConfigPane[Shown]):
     def fill_rows(self, rows: list[Row]) -> None:
         """Show ``rows``, the cursor staying on the same row index (after an edit, on the edited entry)."""
         self.table.show(rows, keep="row")
+
+    def selected_entry(self, what: str) -> str | None:
+        """The key of the row under the cursor, if there is one and the user may ``what`` now (else None)."""
+        key = self.table.selected_key
+        return key if key is not None and self.host.ready(what) else None
 
     def reload_after(self, result: object) -> None:
         """A form's callback: read the configuration again once it saved something (None: cancelled)."""

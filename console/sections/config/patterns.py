@@ -6,14 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from console.dialogs.config_forms import PatternFormScreen
 from console.dialogs.confirm import confirm_then
-from console.sections.config.pane import TablePane, check_names
+from console.sections.config.pane import CHANGE_CONFIGURATION, TablePane, check_names
 from console.untrusted import plain
 from console.widgets.keyed_table import Row, TableColumn
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig
-
-WHAT = "change the configuration"
 
 
 class PatternsPane(TablePane[list[Row]]):
@@ -48,14 +46,14 @@ class PatternsPane(TablePane[list[Row]]):
         return list(row.custom_patterns or []) if row is not None else []
 
     def add_entry(self) -> None:
-        if self.host.ready(WHAT):
+        if self.host.ready(CHANGE_CONFIGURATION):
             assert self.host.organization_id is not None
             form = PatternFormScreen(self.host.context, self.host.organization_id, self._patterns())
             self.app.push_screen(form, self.reload_after)
 
     def edit_entry(self) -> None:
-        name = self.table.selected_key
-        if name is None or not self.host.ready(WHAT):
+        name = self.selected_entry(CHANGE_CONFIGURATION)
+        if name is None:
             return
         assert self.host.organization_id is not None
         patterns = self._patterns()
@@ -65,8 +63,8 @@ class PatternsPane(TablePane[list[Row]]):
             self.app.push_screen(form, self.reload_after)
 
     def remove_entry(self) -> None:
-        name = self.table.selected_key
-        if name is None or not self.host.ready(WHAT):
+        name = self.selected_entry(CHANGE_CONFIGURATION)
+        if name is None:
             return
         confirm_then(
             self.app,

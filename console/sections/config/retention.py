@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from console.sections.config.pane import ConfigHost, ConfigPane, form_field
+from console.sections.config.pane import CHANGE_CONFIGURATION, ConfigHost, ConfigPane, form_field
 from db.vocabulary import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class RetentionPane(ConfigPane[str]):
     @on(Button.Pressed, "#save-retention")
     @on(Input.Submitted, f"#{FIELD}")
     def save(self) -> None:
-        if not self.host.ready("change the configuration"):
+        if not self.host.ready(CHANGE_CONFIGURATION):
             return
         text = self.query_one(f"#{FIELD}", Input).value.strip()
         self.host.change_field(FIELD, lambda _: text, fields=(FIELD,))

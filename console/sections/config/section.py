@@ -24,7 +24,7 @@ from textual.widgets import Label, Select, Static, TabbedContent
 
 from console.dialogs.config_forms import Edit, OrganizationFormScreen, error_field, save_config_change
 from console.dialogs.metadata_keys import MetadataKeysScreen
-from console.sections.config.pane import ConfigPane
+from console.sections.config.pane import CHANGE_CONFIGURATION, ConfigPane
 from console.sections.config.patterns import PatternsPane
 from console.sections.config.retention import RetentionPane
 from console.sections.config.tester import PatternTesterPane
@@ -279,7 +279,7 @@ class ConfigSection(Section):
         self.active_pane.remove_entry()
 
     def action_edit_config(self) -> None:
-        if self.context.require_admin("change the configuration"):
+        if self.context.require_admin(CHANGE_CONFIGURATION):
             tools = self.query_one(ToolsPane)
             self.show_pane(tools)
             tools.table.focus()

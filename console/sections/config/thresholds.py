@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
 
-from console.sections.config.pane import ConfigHost, ConfigPane, form_field
+from console.sections.config.pane import CHANGE_CONFIGURATION, ConfigHost, ConfigPane, form_field
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig
@@ -67,7 +67,7 @@ class ThresholdsPane(ConfigPane[dict[str, str]]):
     @on(Input.Submitted, "#amber_min_entities, #red_min_entities, #red_entity_types")
     def save(self) -> None:
         """Check the numbers here, then save: ``db/`` validates the rest (amber ≤ red, known types)."""
-        if not self.host.ready("change the configuration"):
+        if not self.host.ready(CHANGE_CONFIGURATION):
             return
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}

@@ -82,8 +82,8 @@ class TokensPane(TablePane[None]):
 
     def remove_entry(self) -> None:
         """Revoke the selected token (confirmed): agents using it are refused from their next hello."""
-        token_id = self.table.selected_key
-        if token_id is None or not self.host.ready("revoke ingest tokens"):
+        token_id = self.selected_entry("revoke ingest tokens")
+        if token_id is None:
             return
         token = self.tokens[token_id]
         if token.revoked_at is not None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.dialogs.config_forms import ToolFormScreen
 from console.dialogs.confirm import confirm_then
-from console.sections.config.pane import TablePane, check_names
+from console.sections.config.pane import CHANGE_CONFIGURATION, TablePane, check_names
 from console.untrusted import plain
 from console.widgets.keyed_table import Row, TableColumn
 from db.configs import default_monitored_tools
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from db.models import FirewallConfig
 
 FIELD = "monitored_tools"
-WHAT = "change the configuration"
 
 
 def _monitored(tool: dict[str, Any]) -> str:
@@ -43,15 +42,15 @@ class ToolsPane(TablePane[list[Row]]):
         self.fill_rows(shown)
 
     def add_entry(self) -> None:
-        if self.host.ready(WHAT):
+        if self.host.ready(CHANGE_CONFIGURATION):
             assert self.host.organization_id is not None
             self.app.push_screen(
                 ToolFormScreen(self.host.context, self.host.organization_id), self.reload_after
             )
 
     def toggle_entry(self) -> None:
-        name = self.table.selected_key
-        if name is None or not self.host.ready(WHAT):
+        name = self.selected_entry(CHANGE_CONFIGURATION)
+        if name is None:
             return
         self.host.change_field(
             FIELD,
@@ -61,8 +60,8 @@ class ToolsPane(TablePane[list[Row]]):
         )
 
     def remove_entry(self) -> None:
-        name = self.table.selected_key
-        if name is None or not self.host.ready(WHAT):
+        name = self.selected_entry(CHANGE_CONFIGURATION)
+        if name is None:
             return
         confirm_then(
             self.app,
@@ -71,7 +70,7 @@ class ToolsPane(TablePane[list[Row]]):
         )
 
     def restore_defaults(self) -> None:
-        if self.host.ready(WHAT):
+        if self.host.ready(CHANGE_CONFIGURATION):
             confirm_then(
                 self.app,
                 "Replace the monitored tools with the default list?",
