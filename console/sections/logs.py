@@ -179,10 +179,10 @@ class LogsSection(Section):
         self.page_number = 1 if not result.has_newer else number
         self._show(result)
 
-    def _show(self, result: Page, *, keep_cursor: bool = False) -> None:
+    def _show(self, result: Page) -> None:
         self.page_state = result
         self._rows = {row_key(entry): entry for entry in result.rows}
-        self.query_one(LogTable).show_entries(result.rows, keep_cursor=keep_cursor)
+        self.query_one(LogTable).show_entries(result.rows)
         if not result.rows:
             self.query_one(LogDetail).show(None)
         self._summary()

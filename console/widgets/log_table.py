@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from textual.binding import Binding
 
 from console.untrusted import plain
-from console.widgets.keyed_table import Keep, KeyedTable, TableColumn
+from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.risk import risk_text
 from console.widgets.time_format import when
 
@@ -50,9 +50,8 @@ class LogTable(KeyedTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(*COLUMNS, id=id)
 
-    def show_entries(self, entries: Sequence[LogEntry], *, keep_cursor: bool = False) -> None:
-        """Replace the rows (cursor back to the top unless ``keep_cursor``)."""
-        keep: Keep = "row" if keep_cursor else "top"
+    def show_entries(self, entries: Sequence[LogEntry]) -> None:
+        """Replace the rows; the cursor goes back to the top (a new page starts at its first row)."""
         self.show(
             (
                 (
@@ -70,5 +69,5 @@ class LogTable(KeyedTable):
                 )
                 for entry in entries
             ),
-            keep=keep,
+            keep="top",
         )
