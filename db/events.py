@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import rollups
 from db.base import utcnow
+from db.commit_order import next_commit_seq
 from db.models import LogEntry
 from db.settings import IngestLimits
 
@@ -192,8 +193,15 @@ def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
 
 async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
     created_at = utcnow()
+    # One value for the whole batch, taken with the write lock (db/commit_order.py).
+    commit_seq = await next_commit_seq(session, "log_entries")
     rows = [
-        {**{name: event[name] for name in EVENT_COLUMNS[:-1]}, "created_at": created_at} for event in events
+        {
+            **{name: event[name] for name in EVENT_COLUMNS[:-1]},
+            "created_at": created_at,
+            "commit_seq": commit_seq,
+        }
+        for event in events
     ]
     statement = (
         sqlite_insert(LogEntry)

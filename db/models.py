@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -218,6 +219,9 @@ class LogEntry(Base):
     organization_id: Mapped[str] = mapped_column(
         String(64), default=DEFAULT_ORGANIZATION_ID, server_default=DEFAULT_ORGANIZATION_ID
     )
+    #: The commit order readers follow (db/commit_order.py, migration 0013): the writing transaction's
+    #: id on PostgreSQL (a column default), a counter on SQLite. NULL only for rows older than 0013.
+    commit_seq: Mapped[int | None] = mapped_column(BigInteger, index=True)
 
 
 class IngestToken(Base):
@@ -251,6 +255,8 @@ class RetentionRun(Base):
     trigger: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Rows deleted although a forwarding destination had not received them (its hold ran out).
+    undelivered_expired: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -377,3 +383,241 @@ class SignInAttempt(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CommitCounter(Base):
+    """SQLite's commit order (db/commit_order.py): one counter per stream, bumped in each writing transaction.
+
+    PostgreSQL does not use it: the writing transaction's id serves there.
+    """
+
+    __tablename__ = "commit_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WorkLease(Base):
+    """Who does a job that must have one worker at a time (the alert evaluator, each destination's forwarder).
+
+    ``epoch`` grows with each new holder: every write of the job checks it in its own
+    transaction (db/leases.py), so a holder that was stopped and resumes after losing
+    the lease can no longer write anything.
+    """
+
+    __tablename__ = "work_leases"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(160))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StreamCursor(Base):
+    """How far a reader of a commit-ordered stream has come: after (seq, organization_id, item_id).
+
+    ``resend_*`` is where the batch before it started: a forwarder over a transport that only says
+    "accepted by the connection" starts there again after a reconnect or a restart.
+    """
+
+    __tablename__ = "stream_cursors"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    organization_id: Mapped[str] = mapped_column(String(64), default="")
+    item_id: Mapped[str] = mapped_column(String(64), default="")
+    resend_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    resend_organization_id: Mapped[str] = mapped_column(String(64), default="")
+    resend_item_id: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+ALERT_RULE_KINDS: Final = ("threshold", "entity", "silent_agent", "new_tool", "forwarding")
+ALERT_GROUP_KEYS: Final = ("user", "device", "tool", "organization")
+ALERT_SEVERITIES: Final = ("informational", "low", "medium", "high", "critical")
+ALERT_STATES: Final = ("open", "acknowledged", "resolved")
+
+
+class AlertRule(Base):
+    """One organisation's alert rule (alerts/rules.py says what each kind reads from it)."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (
+        Index("ix_alert_rules_organization_id", "organization_id"),
+        CheckConstraint(_in_list("kind", ALERT_RULE_KINDS), name="kind_known"),
+        CheckConstraint(_in_list("group_by", ALERT_GROUP_KEYS), name="group_by_known"),
+        CheckConstraint(_in_list("severity", ALERT_SEVERITIES), name="severity_known"),
+        CheckConstraint("threshold >= 1", name="threshold_positive"),
+        CheckConstraint("window_seconds >= 1", name="window_positive"),
+        CheckConstraint("cooldown_seconds >= 0", name="cooldown_not_negative"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    severity: Mapped[str] = mapped_column(String(16), default="high")
+    #: threshold: N events; new_tool: the most alerts per hour; others: 1.
+    threshold: Mapped[int] = mapped_column(Integer, default=1)
+    #: threshold: the sliding window W; silent_agent: the silence H; others: how long an event stays live.
+    window_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    group_by: Mapped[str] = mapped_column(String(16), default="user")
+    cooldown_seconds: Mapped[int] = mapped_column(Integer, default=900)
+    #: Which events count: risk_levels, tool_names, entity_types, user_ids, device_ids, was_sanitized.
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+Index("uq_alert_rules_organization_name", AlertRule.organization_id, func.lower(AlertRule.name), unique=True)
+
+
+class Alert(Base):
+    """A raised alert: what matched (times, count, a few event ids; never content) and its lifecycle."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_organization_state", "organization_id", "state", "updated_at"),
+        Index("ix_alerts_organization_updated_at", "organization_id", "updated_at"),
+        Index("ix_alerts_state_updated_at", "state", "updated_at"),
+        # At most one live alert per rule and group: the evaluator updates it rather than raising another.
+        Index(
+            "uq_alerts_live_rule_group",
+            "rule_id",
+            "group_key",
+            unique=True,
+            postgresql_where=text("state <> 'resolved'"),
+            sqlite_where=text("state <> 'resolved'"),
+        ),
+        Index("ix_alerts_rule_group_resolved", "rule_id", "group_key", "resolved_at"),
+        CheckConstraint(_in_list("state", ALERT_STATES), name="state_known"),
+        CheckConstraint(_in_list("severity", ALERT_SEVERITIES), name="severity_known"),
+        CheckConstraint("event_count >= 0", name="event_count_not_negative"),
+        CheckConstraint("revision >= 1", name="revision_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    #: The rule as it was when raised: the alert outlives an edit or a deletion of its rule.
+    rule_name: Mapped[str] = mapped_column(String(100))
+    rule_kind: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    group_key: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    first_event_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: A few matching event ids (text), the first ones first; never anything an event's agent wrote.
+    event_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    #: What a kind adds: the silent devices (capped) and their number, a destination's fault, ...
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+ALERT_ACTIVITIES: Final = ("create", "update", "close")
+
+
+class AlertChange(Base):
+    """Each revision of each alert, in commit order: what forwarders send as create, update and close."""
+
+    __tablename__ = "alert_changes"
+    __table_args__ = (
+        Index("ix_alert_changes_commit_seq", "commit_seq"),
+        Index("ix_alert_changes_organization_changed_at", "organization_id", "changed_at"),
+        CheckConstraint(_in_list("activity", ALERT_ACTIVITIES), name="activity_known"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    commit_seq: Mapped[int | None] = mapped_column(BigInteger)
+    alert_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    activity: Mapped[str] = mapped_column(String(8))
+    #: The alert's fields at this revision (db/alerts.py ``alert_snapshot``).
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+FORWARD_TRANSPORTS: Final = ("syslog_tcp", "syslog_tls", "syslog_udp", "relp", "hec", "webhook")
+FORWARD_FORMATS: Final = ("json", "cef", "ocsf")
+DESTINATION_STATES: Final = ("active", "retrying", "paused", "disabled")
+
+
+class ForwardDestination(Base):
+    """Where one organisation's alerts and events are forwarded, in what format, and how that goes."""
+
+    __tablename__ = "forward_destinations"
+    __table_args__ = (
+        Index("ix_forward_destinations_organization_id", "organization_id"),
+        CheckConstraint(_in_list("transport", FORWARD_TRANSPORTS), name="transport_known"),
+        CheckConstraint(_in_list("format", FORWARD_FORMATS), name="format_known"),
+        CheckConstraint(_in_list("state", DESTINATION_STATES), name="state_known"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    transport: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(8), default="json")
+    #: host:port for syslog and RELP, an https URL for HEC and webhooks.
+    address: Mapped[str] = mapped_column(String(500))
+    #: Transport and format options (sd_id, app_name, ca_file, client_cert_file, hec_ack, index, ...).
+    options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: The HEC token, webhook key or TLS client key, encrypted (db/secrets.py); never shown again.
+    secret_ciphertext: Mapped[str | None] = mapped_column(Text)
+    forward_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Risk levels of the events forwarded; empty forwards alerts only.
+    event_risk_levels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+Index(
+    "uq_forward_destinations_organization_name",
+    ForwardDestination.organization_id,
+    func.lower(ForwardDestination.name),
+    unique=True,
+)
+
+
+class DeadLetter(Base):
+    """A message one destination refused on its own (HEC 400, a 413 for one event): to retry or discard."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index("ix_dead_letters_destination_created_at", "destination_id", "created_at"),
+        Index("ix_dead_letters_organization_created_at", "organization_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    destination_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    #: "event" or "alert"; the event id or the alert id, and the alert's revision.
+    stream: Mapped[str] = mapped_column(String(8))
+    item_id: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int | None] = mapped_column(Integer)
+    #: The formatted message as it was refused (metadata only, as stored).
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    retry_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -94,6 +94,22 @@ class IngestLimits:
 
 
 @dataclass(frozen=True)
+class DispatchSettings:
+    """The dispatcher's settings: alert evaluation and forwarding (dispatch/)."""
+
+    #: Whether the ingest server runs the dispatcher inside itself (INGEST_DISPATCH); leases keep one
+    #: evaluator and one forwarder per destination however many servers run it.
+    run_in_ingest_server: bool = True
+    #: How often an idle evaluator or forwarder looks for new rows.
+    poll_seconds: float = 0.25
+    #: How long a lease lasts unrenewed: another process takes over this long after a holder dies or hangs.
+    lease_seconds: float = 10.0
+    #: How many days past an organisation's retention the cleanup keeps events a destination has not
+    #: received yet (FORWARD_HOLD_DAYS); then it deletes them and records how many went undelivered.
+    forward_hold_days: int = 7
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated configuration of one process."""
 
@@ -112,6 +128,10 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     #: Where the console proposes to export logs (AIFW_EXPORT_DIR); None means the user's home folder.
     export_dir: Path | None = None
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    #: Fernet keys for destination secrets (AIFW_SECRET_KEY, comma-separated, the first encrypts);
+    #: None means the key file in the data folder (db/secrets.py), created on first use.
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> URL:

@@ -1,0 +1,1 @@
+"""Alert rules and their evaluation: which events, counted how, raise which alert, once."""

@@ -1,0 +1,64 @@
+"""Commit order: how a reader takes committed rows of a stream in order and never skips one.
+
+A reader (the alert evaluator, each forwarder) keeps a cursor ``(seq, organization_id,
+item_id)`` and asks for rows after it. That is only safe if no row can later appear
+*behind* the cursor, which an ordinary sequence does not promise: transaction A takes
+value 9, B takes 10 and commits first, a reader passes 10, then A commits 9 behind it.
+
+- **PostgreSQL**: ``commit_seq`` defaults to the writing transaction's id
+  (``pg_current_xact_id()``, 64 bits, never wraps). Every transaction whose id is below the
+  snapshot's ``xmin`` has ended, committed or not, so :func:`visible_bound` returns that
+  ``xmin``: rows with ``commit_seq`` below it can no longer appear or change. A reader
+  takes rows up to the bound and waits for the rest. The price: a long transaction
+  anywhere in the cluster holds the bound back (and with it alert latency) until it ends.
+- **SQLite**: one writer at a time. A writing transaction bumps its stream's row in
+  ``commit_counters`` (which takes the write lock) and stamps its rows with the new value,
+  so values commit in order; the bound is the committed counter plus one. A trigger
+  stamps rows inserted by hand (migration 0013).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import CommitCounter
+
+#: The commit-ordered streams: their tables carry ``commit_seq``.
+Stream = Literal["log_entries", "alert_changes"]
+
+_POSTGRESQL_BOUND = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def next_commit_seq(session: AsyncSession, stream: Stream) -> int | None:
+    """The ``commit_seq`` to stamp this transaction's rows of ``stream`` with; None where a default does it.
+
+    On SQLite this takes the write lock until the transaction ends: call it right before the writes.
+    """
+    if is_postgresql(session):
+        return None
+    # An upsert: the counter row may be missing (a table emptied by hand, a test's clean slate).
+    statement = (
+        sqlite_insert(CommitCounter)
+        .values(name=stream, value=1)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": CommitCounter.value + 1})
+        .returning(CommitCounter.value)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def visible_bound(session: AsyncSession, stream: Stream) -> int:
+    """Rows of ``stream`` with ``commit_seq`` below this are committed, and no other will ever join them."""
+    if is_postgresql(session):
+        return int((await session.execute(_POSTGRESQL_BOUND)).scalar_one())
+    value = (
+        await session.execute(select(CommitCounter.value).where(CommitCounter.name == stream))
+    ).scalar_one()
+    return int(value) + 1

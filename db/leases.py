@@ -1,0 +1,97 @@
+"""Leases: one worker at a time for a job, however many processes could do it.
+
+The alert evaluator and each destination's forwarder run in whichever process holds
+their lease. A lease is a ``work_leases`` row: a holder, an expiry and an ``epoch``
+that grows with each new holder.
+
+- :func:`acquire` takes a lease that is free, expired or already ours, and renews it;
+- every transaction that writes the job's results calls :func:`fence` first: it renews the
+  lease *only if this holder at this epoch still has it*, and raises :class:`LeaseLost`
+  otherwise, so the transaction rolls back. A holder that hung (``SIGSTOP``, a long pause)
+  past its expiry and resumes after another took over can therefore write nothing: the
+  row lock (PostgreSQL) or the write lock (SQLite) orders the two, and the epoch tells.
+
+Expiry uses this host's clock (UTC). Clocks of servers sharing a database should agree to
+well within the lease time (NTP does); a skew only delays or hastens a takeover, it never
+lets two holders write, since the epoch decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import case, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.base import utcnow
+from db.engine import insert_for
+from db.models import WorkLease
+
+#: How long a lease lasts without renewal: a takeover after a crash or a hang waits this long.
+DEFAULT_LEASE_SECONDS = 10.0
+
+
+class LeaseLost(Exception):
+    """Another holder has the lease now: what this transaction was about to write must not be written."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    epoch: int
+    seconds: float = DEFAULT_LEASE_SECONDS
+
+
+async def acquire(
+    session: AsyncSession, *, name: str, holder: str, seconds: float = DEFAULT_LEASE_SECONDS
+) -> Lease | None:
+    """Take or renew the lease ``name`` for ``holder`` if free, expired or already theirs (commit after).
+
+    Returns the lease (a new epoch when it changed hands), or None while another holds it.
+    """
+    now = utcnow()
+    await session.execute(
+        insert_for(session)(WorkLease)
+        .values(name=name, holder="", epoch=0, expires_at=now - timedelta(seconds=1), renewed_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    result = await session.execute(
+        update(WorkLease)
+        .where(WorkLease.name == name, or_(WorkLease.holder == holder, WorkLease.expires_at < now))
+        .values(
+            holder=holder,
+            epoch=case((WorkLease.holder == holder, WorkLease.epoch), else_=WorkLease.epoch + 1),
+            expires_at=now + timedelta(seconds=seconds),
+            renewed_at=now,
+        )
+        .returning(WorkLease.epoch)
+    )
+    epoch = result.scalar_one_or_none()
+    return None if epoch is None else Lease(name=name, holder=holder, epoch=int(epoch), seconds=seconds)
+
+
+async def fence(session: AsyncSession, lease: Lease) -> None:
+    """Renew ``lease`` in this transaction if it is still ours, else raise :class:`LeaseLost`.
+
+    Call it first in every transaction that writes the job's results: it holds the lease row
+    until the commit, so nobody can take the lease between the check and the commit.
+    """
+    now = utcnow()
+    result = await session.execute(
+        update(WorkLease)
+        .where(WorkLease.name == lease.name, WorkLease.holder == lease.holder, WorkLease.epoch == lease.epoch)
+        .values(expires_at=now + timedelta(seconds=lease.seconds), renewed_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"lease {lease.name!r} was taken over")
+
+
+async def release(session: AsyncSession, lease: Lease) -> None:
+    """Give the lease up now (a clean shutdown), so another can take it at once (commit after)."""
+    await session.execute(
+        update(WorkLease)
+        .where(WorkLease.name == lease.name, WorkLease.holder == lease.holder, WorkLease.epoch == lease.epoch)
+        .values(expires_at=utcnow() - timedelta(seconds=1))
+    )
