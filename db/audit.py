@@ -27,6 +27,10 @@ AUDIT_ENTITY_TYPES = (
     "retention",
     "sign_in",
     "export",
+    "alert_rule",
+    "alert",
+    "destination",
+    "dead_letter",
 )
 AUDIT_PAGE_SIZE = 200
 
