@@ -6,27 +6,44 @@ the evaluator, bumps its ``revision`` and adds an ``alert_changes`` row in the s
 transaction (:func:`record_alert_change`): that is what forwarders send as create, update
 and close.
 
-STUB: the signatures below are the contract the console, the evaluator and the forwarders
-code against; the bodies are being written.
+The evaluator (alerts/runner.py) decides in memory which rule met which group (an
+:class:`AlertHit` per rule and group and page of events) and hands the hits to
+:func:`apply_hits`, which opens, updates or leaves alone each one against what is stored:
+the live alert of that rule and group, the cooldown since the last one was resolved, and
+for new tools, whether the tool ever raised one and the hourly cap. Alerts read here for a
+change are locked (``FOR UPDATE`` on PostgreSQL; on SQLite the transaction holds the write
+lock already), so an operator's acknowledge and the evaluator's update take turns.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Alert, AlertRule
-from db.rights import Actor
+from db.alert_rules import HOUR, RuleProblem, validate_rule
+from db.audit import record_change
+from db.base import as_utc, utcnow
+from db.commit_order import is_postgresql, next_commit_seq
+from db.engine import take_sqlite_write_lock
+from db.models import Alert, AlertChange, AlertRule, Device, FirewallConfig, LogEntry
+from db.rights import Actor, require_admin
+from db.streams import Position
+from db.vocabulary import DEFAULT_MONITORED_TOOLS, DEFAULT_SENSITIVITY_THRESHOLDS
 
 AlertActivity = Literal["create", "update", "close"]
 #: How many event ids an alert keeps (the first ones; later matches only count).
 MAX_ALERT_EVENT_IDS = 20
 ALERT_PAGE_SIZE = 200
+#: A silent-agent alert lists at most this many devices (and says how many there are).
+MAX_SILENT_DEVICE_IDS = 50
+#: Who resolves an alert whose cause went away by itself.
+SYSTEM_ACTOR = "system"
 
 
 class AlertError(ValueError):
@@ -69,44 +86,233 @@ class OpenAlerts:
         return sum(self.by_severity.values())
 
 
+# --- default rules ------------------------------------------------------------------------------
+
+
 def default_rule_specs(*, red_entity_types: Sequence[str]) -> list[AlertRuleSpec]:
     """A new organisation's rules: a red burst per user, the red entity types, silent agents, new tools,
-    and a failing forwarding destination."""
-    raise NotImplementedError
+    and a failing forwarding destination.
+
+    Without red entity types there is no entity rule (it would match nothing).
+    Migration 0014 writes the same values out for organisations older than alerts.
+    """
+    specs = [
+        AlertRuleSpec(
+            name="Red burst per user",
+            kind="threshold",
+            severity="high",
+            threshold=5,
+            window_seconds=600,
+            group_by="user",
+            cooldown_seconds=900,
+            filters={"risk_levels": ["red"]},
+        )
+    ]
+    if red_entity_types:
+        specs.append(
+            AlertRuleSpec(
+                name="Red entity types",
+                kind="entity",
+                severity="high",
+                window_seconds=600,
+                group_by="user",
+                cooldown_seconds=900,
+                filters={"entity_types": list(red_entity_types)},
+            )
+        )
+    specs += [
+        AlertRuleSpec(
+            name="Silent agents",
+            kind="silent_agent",
+            severity="medium",
+            window_seconds=72 * HOUR,
+            group_by="organization",
+            cooldown_seconds=HOUR,
+        ),
+        AlertRuleSpec(
+            name="New AI tool",
+            kind="new_tool",
+            severity="low",
+            threshold=10,
+            window_seconds=600,
+            group_by="tool",
+            cooldown_seconds=0,
+        ),
+        AlertRuleSpec(
+            name="Forwarding destination failing",
+            kind="forwarding",
+            severity="high",
+            window_seconds=600,
+            group_by="organization",
+            cooldown_seconds=900,
+        ),
+    ]
+    return specs
+
+
+def _validated(spec: AlertRuleSpec) -> dict[str, Any]:
+    try:
+        return validate_rule(
+            name=spec.name,
+            kind=spec.kind,
+            enabled=spec.enabled,
+            severity=spec.severity,
+            threshold=spec.threshold,
+            window_seconds=spec.window_seconds,
+            group_by=spec.group_by,
+            cooldown_seconds=spec.cooldown_seconds,
+            filters=spec.filters,
+        )
+    except RuleProblem as problem:
+        raise AlertError(str(problem)) from None
+
+
+async def _organization_config(session: AsyncSession, organization_id: str) -> FirewallConfig | None:
+    if not organization_id.isascii():
+        return None
+    return await session.scalar(
+        select(FirewallConfig).where(func.lower(FirewallConfig.organization_id) == organization_id.lower())
+    )
 
 
 async def create_default_rules(*, session: AsyncSession, organization_id: str) -> list[AlertRule]:
     """Add :func:`default_rule_specs` for a new organisation (its ``red_entity_types``), in the caller's
     transaction; called by db.configs.create_organization (the organisation's audit row covers them)."""
-    raise NotImplementedError
+    config = await _organization_config(session, organization_id)
+    thresholds = (config.sensitivity_thresholds if config is not None else None) or {}
+    red_types = thresholds.get("red_entity_types", DEFAULT_SENSITIVITY_THRESHOLDS["red_entity_types"])
+    now = utcnow()
+    rules = [
+        AlertRule(organization_id=organization_id, **_validated(spec), created_at=now, updated_at=now)
+        for spec in default_rule_specs(red_entity_types=[str(t) for t in red_types or []])
+    ]
+    session.add_all(rules)
+    await session.flush()
+    return rules
+
+
+# --- rules --------------------------------------------------------------------------------------
 
 
 async def list_rules(*, session: AsyncSession, organization_id: str | None = None) -> Sequence[AlertRule]:
-    raise NotImplementedError
+    """Rules by organisation, then name (of one organisation if given)."""
+    statement = select(AlertRule).order_by(AlertRule.organization_id, func.lower(AlertRule.name))
+    if organization_id is not None:
+        statement = statement.where(AlertRule.organization_id == organization_id)
+    return (await session.scalars(statement)).all()
 
 
 async def get_rule(*, session: AsyncSession, rule_id: uuid.UUID) -> AlertRule:
     """Raises AlertError if there is no such rule."""
-    raise NotImplementedError
+    rule = await session.get(AlertRule, rule_id, populate_existing=True)
+    if rule is None:
+        raise AlertError("there is no such alert rule (deleted meanwhile?)")
+    return rule
+
+
+async def _refuse_taken_name(
+    session: AsyncSession, organization_id: str, name: str, *, other_than: uuid.UUID | None = None
+) -> None:
+    statement = select(AlertRule.id).where(
+        AlertRule.organization_id == organization_id, func.lower(AlertRule.name) == name.lower()
+    )
+    if other_than is not None:
+        statement = statement.where(AlertRule.id != other_than)
+    if await session.scalar(statement) is not None:
+        raise AlertError(f"organisation {organization_id!r} already has a rule named {name!r}")
 
 
 async def create_rule(
     *, session: AsyncSession, organization_id: str, spec: AlertRuleSpec, actor: Actor
 ) -> AlertRule:
-    """Validate and add a rule for ``actor`` (an administrator now), audited (``alert_rule.create``)."""
-    raise NotImplementedError
+    """Validate and add a rule for ``actor`` (an administrator now), audited (``alert_rule.create``).
+
+    Raises NotAllowed for a viewer, AlertError for an invalid rule, a name the organisation
+    already uses, or an organisation that does not exist.
+    """
+    await require_admin(session=session, actor=actor, what="create alert rules")
+    values = _validated(spec)
+    config = await _organization_config(session, organization_id)
+    if config is None:
+        raise AlertError(f"organisation {organization_id!r} does not exist")
+    organization_id = config.organization_id
+    await _refuse_taken_name(session, organization_id, values["name"])
+    now = utcnow()
+    rule = AlertRule(
+        organization_id=organization_id, **values, created_at=now, updated_at=now, updated_by=actor.name
+    )
+    session.add(rule)
+    await session.flush()
+    await record_change(
+        session=session,
+        actor=actor,
+        action="alert_rule.create",
+        entity_type="alert_rule",
+        entity_id=str(rule.id),
+        changes={
+            "organization_id": {"after": organization_id},
+            **{k: {"after": v} for k, v in values.items()},
+        },
+    )
+    return rule
 
 
 async def update_rule(
     *, session: AsyncSession, rule_id: uuid.UUID, spec: AlertRuleSpec, actor: Actor
 ) -> tuple[AlertRule, dict[str, dict[str, Any]]]:
-    """Validate and apply ``spec``; return the rule and what changed (audited ``alert_rule.update``)."""
-    raise NotImplementedError
+    """Validate and apply ``spec``; return the rule and what changed (audited ``alert_rule.update``).
+
+    The kind of a rule cannot change (delete it and create another). Its live alerts keep the
+    name and severity they were raised with.
+    """
+    await require_admin(session=session, actor=actor, what="change alert rules")
+    rule = await get_rule(session=session, rule_id=rule_id)
+    if spec.kind != rule.kind:
+        raise AlertError(f"a rule's kind cannot change ({rule.kind} to {spec.kind}); create another rule")
+    values = _validated(spec)
+    await _refuse_taken_name(session, rule.organization_id, values["name"], other_than=rule.id)
+    changes: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        before = getattr(rule, name)
+        if before != value:
+            changes[name] = {"before": before, "after": value}
+            setattr(rule, name, value)
+    if changes:
+        rule.updated_at = utcnow()
+        rule.updated_by = actor.name
+        await session.flush()
+        await record_change(
+            session=session,
+            actor=actor,
+            action="alert_rule.update",
+            entity_type="alert_rule",
+            entity_id=str(rule.id),
+            changes=changes,
+        )
+    return rule, changes
 
 
 async def delete_rule(*, session: AsyncSession, rule_id: uuid.UUID, actor: Actor) -> AlertRule:
     """Delete a rule (its alerts stay, under the rule's name as raised), audited (``alert_rule.delete``)."""
-    raise NotImplementedError
+    await require_admin(session=session, actor=actor, what="delete alert rules")
+    rule = await get_rule(session=session, rule_id=rule_id)
+    await session.execute(delete(AlertRule).where(AlertRule.id == rule.id))
+    await record_change(
+        session=session,
+        actor=actor,
+        action="alert_rule.delete",
+        entity_type="alert_rule",
+        entity_id=str(rule.id),
+        changes={
+            "organization_id": {"before": rule.organization_id},
+            "name": {"before": rule.name},
+            "kind": {"before": rule.kind},
+        },
+    )
+    return rule
+
+
+# --- reading alerts -----------------------------------------------------------------------------
 
 
 async def list_alerts(
@@ -117,19 +323,59 @@ async def list_alerts(
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> Sequence[Alert]:
     """Alerts newest change first (``updated_at``, ``id``), keyset-paged: ``before`` is the last row seen."""
-    raise NotImplementedError
+    statement = select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(limit)
+    if alert_filter.states:
+        statement = statement.where(Alert.state.in_(sorted(alert_filter.states)))
+    if alert_filter.organization_id is not None:
+        statement = statement.where(Alert.organization_id == alert_filter.organization_id)
+    if alert_filter.rule_id is not None:
+        statement = statement.where(Alert.rule_id == alert_filter.rule_id)
+    if before is not None:
+        at, alert_id = before
+        statement = statement.where(
+            or_(Alert.updated_at < at, and_(Alert.updated_at == at, Alert.id < alert_id))
+        )
+    return (await session.scalars(statement)).all()
 
 
 async def get_alert(*, session: AsyncSession, alert_id: uuid.UUID) -> Alert:
     """Raises AlertError if there is no such alert."""
-    raise NotImplementedError
+    alert = await session.get(Alert, alert_id, populate_existing=True)
+    if alert is None:
+        raise AlertError("there is no such alert (deleted by retention?)")
+    return alert
 
 
 async def open_alerts(
     *, session: AsyncSession, organization_id: str | None = None, newest: int = 5
 ) -> OpenAlerts:
     """What the overview shows: alerts open or acknowledged, counted by severity, and the newest few."""
-    raise NotImplementedError
+    live = Alert.state != "resolved"
+    where = [live] if organization_id is None else [live, Alert.organization_id == organization_id]
+    counts = await session.execute(
+        select(Alert.severity, func.count()).where(*where).group_by(Alert.severity)
+    )
+    by_severity = {str(severity): int(count) for severity, count in counts.all()}
+    rows = (
+        await session.scalars(
+            select(Alert).where(*where).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(newest)
+        )
+    ).all()
+    return OpenAlerts(by_severity=by_severity, newest=rows)
+
+
+# --- operators' changes ---------------------------------------------------------------------------
+
+
+async def _alert_for_change(session: AsyncSession, alert_id: uuid.UUID) -> Alert:
+    """The alert as it is now, locked until the transaction ends (SQLite: the write lock is held)."""
+    statement = select(Alert).where(Alert.id == alert_id).execution_options(populate_existing=True)
+    if is_postgresql(session):
+        statement = statement.with_for_update()
+    alert = await session.scalar(statement)
+    if alert is None:
+        raise AlertError("there is no such alert (deleted by retention?)")
+    return alert
 
 
 async def acknowledge_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor: Actor) -> Alert:
@@ -137,7 +383,25 @@ async def acknowledge_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor
 
     Raises AlertError if it is not open.
     """
-    raise NotImplementedError
+    await take_sqlite_write_lock(session, Alert)  # the CLI is not checked, so require_admin may not take it
+    await require_admin(session=session, actor=actor, what="acknowledge alerts")
+    alert = await _alert_for_change(session, alert_id)
+    if alert.state != "open":
+        raise AlertError(f"the alert is {alert.state} already; only an open alert can be acknowledged")
+    now = utcnow()
+    alert.state = "acknowledged"
+    alert.acknowledged_by = actor.name
+    alert.acknowledged_at = now
+    await _new_revision(session, alert, "update", now)
+    await record_change(
+        session=session,
+        actor=actor,
+        action="alert.acknowledge",
+        entity_type="alert",
+        entity_id=str(alert.id),
+        changes={"state": {"before": "open", "after": "acknowledged"}, "revision": {"after": alert.revision}},
+    )
+    return alert
 
 
 async def resolve_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor: Actor) -> Alert:
@@ -145,17 +409,403 @@ async def resolve_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor: Ac
 
     The rule's cooldown for its group starts now. Raises AlertError if it is already resolved.
     """
-    raise NotImplementedError
+    await take_sqlite_write_lock(session, Alert)
+    await require_admin(session=session, actor=actor, what="resolve alerts")
+    alert = await _alert_for_change(session, alert_id)
+    if alert.state == "resolved":
+        raise AlertError("the alert is resolved already")
+    before = alert.state
+    _resolve(alert, actor.name, utcnow())
+    await _new_revision(session, alert, "close", alert.resolved_at or utcnow())
+    await record_change(
+        session=session,
+        actor=actor,
+        action="alert.resolve",
+        entity_type="alert",
+        entity_id=str(alert.id),
+        changes={"state": {"before": before, "after": "resolved"}, "revision": {"after": alert.revision}},
+    )
+    return alert
+
+
+def _resolve(alert: Alert, by: str, now: datetime) -> None:
+    alert.state = "resolved"
+    alert.resolved_by = by
+    alert.resolved_at = now
+
+
+# --- revisions ----------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else as_utc(value).isoformat()
 
 
 def alert_snapshot(alert: Alert) -> dict[str, Any]:
     """The alert's fields as forwarded (JSON-ready: times as ISO 8601 text, ids as text)."""
-    raise NotImplementedError
+    return {
+        "id": str(alert.id),
+        "organization_id": alert.organization_id,
+        "rule_id": str(alert.rule_id),
+        "rule_name": alert.rule_name,
+        "rule_kind": alert.rule_kind,
+        "severity": alert.severity,
+        "group_key": alert.group_key,
+        "state": alert.state,
+        "first_event_at": _iso(alert.first_event_at),
+        "last_event_at": _iso(alert.last_event_at),
+        "event_count": int(alert.event_count),
+        "event_ids": list(alert.event_ids or []),
+        "details": dict(alert.details or {}),
+        "revision": int(alert.revision),
+        "opened_at": _iso(alert.opened_at),
+        "updated_at": _iso(alert.updated_at),
+        "acknowledged_by": alert.acknowledged_by,
+        "acknowledged_at": _iso(alert.acknowledged_at),
+        "resolved_by": alert.resolved_by,
+        "resolved_at": _iso(alert.resolved_at),
+    }
 
 
 async def record_alert_change(*, session: AsyncSession, alert: Alert, activity: AlertActivity) -> None:
     """Add the ``alert_changes`` row of ``alert``'s current revision (commit order: db/commit_order.py)."""
-    raise NotImplementedError
+    values: dict[str, Any] = {
+        "alert_id": alert.id,
+        "organization_id": alert.organization_id,
+        "revision": alert.revision,
+        "activity": activity,
+        "snapshot": alert_snapshot(alert),
+        "changed_at": alert.updated_at,
+    }
+    commit_seq = await next_commit_seq(session, "alert_changes")
+    if commit_seq is not None:  # PostgreSQL's column default stamps it otherwise: never send NULL there
+        values["commit_seq"] = commit_seq
+    await session.execute(insert(AlertChange).values(**values))
+
+
+async def _new_revision(session: AsyncSession, alert: Alert, activity: AlertActivity, now: datetime) -> None:
+    """The alert changed: one more revision, and its row for the forwarders."""
+    alert.revision = int(alert.revision) + 1
+    alert.updated_at = now
+    await session.flush()
+    await record_alert_change(session=session, alert=alert, activity=activity)
+
+
+async def _open(
+    session: AsyncSession,
+    rule: AlertRule,
+    group_key: str,
+    *,
+    first_at: datetime,
+    last_at: datetime,
+    count: int,
+    event_ids: Sequence[str],
+    details: dict[str, Any],
+    now: datetime,
+) -> Alert:
+    alert = Alert(
+        organization_id=rule.organization_id,
+        rule_id=rule.id,
+        rule_name=rule.name,
+        rule_kind=rule.kind,
+        severity=rule.severity,
+        group_key=group_key[:255],
+        state="open",
+        first_event_at=first_at,
+        last_event_at=last_at,
+        event_count=count,
+        event_ids=list(event_ids)[:MAX_ALERT_EVENT_IDS],
+        details=details,
+        revision=1,
+        opened_at=now,
+        updated_at=now,
+    )
+    session.add(alert)
+    await session.flush()
+    await record_alert_change(session=session, alert=alert, activity="create")
+    return alert
+
+
+# --- what the evaluator hands over ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EventSummary:
+    """Matching events, aggregated: how many, their first and last times, the first few ids."""
+
+    count: int = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, at: datetime, event_id: str) -> None:
+        self.count += 1
+        if self.first_at is None or at < self.first_at:
+            self.first_at = at
+        if self.last_at is None or at > self.last_at:
+            self.last_at = at
+        if len(self.ids) < MAX_ALERT_EVENT_IDS:
+            self.ids.append(event_id)
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[datetime, str]]) -> EventSummary:
+        summary = cls()
+        for at, event_id in events:
+            summary.add(at, event_id)
+        return summary
+
+
+@dataclass(slots=True)
+class Trigger:
+    """The moment a rule was met for a group: the event's time, the events that met it, and the live
+    matches that followed it in the same page."""
+
+    at: datetime
+    window: EventSummary
+    later: EventSummary = field(default_factory=EventSummary)
+
+
+@dataclass(slots=True)
+class AlertHit:
+    """One rule and group in one page of events: its live matches, and when (if) the rule was met.
+
+    The first and the last trigger are kept: when the cooldown of a resolved alert ends within
+    the page, the last one may raise where the first may not.
+    """
+
+    rule_id: uuid.UUID
+    group_key: str
+    matches: EventSummary = field(default_factory=EventSummary)
+    first_trigger: Trigger | None = None
+    last_trigger: Trigger | None = None
+
+
+async def enabled_rules(*, session: AsyncSession, kinds: Collection[str]) -> Sequence[AlertRule]:
+    """Every enabled rule of these kinds, of every organisation."""
+    statement = select(AlertRule).where(AlertRule.enabled.is_(True), AlertRule.kind.in_(list(kinds)))
+    return (await session.scalars(statement.order_by(AlertRule.organization_id, AlertRule.id))).all()
+
+
+async def monitored_tool_names(
+    *, session: AsyncSession, organization_ids: Collection[str]
+) -> dict[str, frozenset[str]]:
+    """Each organisation's monitored tool names, case-folded (the defaults for one without a config row)."""
+    found: dict[str, frozenset[str]] = {}
+    if organization_ids:
+        rows = await session.execute(
+            select(FirewallConfig.organization_id, FirewallConfig.monitored_tools).where(
+                FirewallConfig.organization_id.in_(list(organization_ids))
+            )
+        )
+        for organization_id, tools in rows.all():
+            names = (t.get("name") for t in tools or [] if isinstance(t, dict))
+            found[organization_id] = frozenset(n.strip().casefold() for n in names if isinstance(n, str))
+    defaults = frozenset(name.casefold() for name, _ in DEFAULT_MONITORED_TOOLS)
+    return {organization_id: found.get(organization_id, defaults) for organization_id in organization_ids}
+
+
+async def _live_alerts(
+    session: AsyncSession, rule_ids: Collection[uuid.UUID], group_keys: Collection[str]
+) -> dict[tuple[uuid.UUID, str], Alert]:
+    statement = (
+        select(Alert)
+        .where(
+            Alert.rule_id.in_(list(rule_ids)),
+            Alert.group_key.in_(list(group_keys)),
+            Alert.state != "resolved",
+        )
+        .execution_options(populate_existing=True)
+    )
+    if is_postgresql(session):
+        statement = statement.with_for_update()
+    return {(a.rule_id, a.group_key): a for a in (await session.scalars(statement)).all()}
+
+
+async def _history(
+    session: AsyncSession, rule_ids: Collection[uuid.UUID], group_keys: Collection[str]
+) -> dict[tuple[uuid.UUID, str], datetime | None]:
+    """For each (rule, group) that ever had an alert: when the last one was resolved."""
+    rows = await session.execute(
+        select(Alert.rule_id, Alert.group_key, func.max(Alert.resolved_at))
+        .where(Alert.rule_id.in_(list(rule_ids)), Alert.group_key.in_(list(group_keys)))
+        .group_by(Alert.rule_id, Alert.group_key)
+    )
+    return {(rule_id, key): (as_utc(at) if at is not None else None) for rule_id, key, at in rows.all()}
+
+
+async def _opened_since(session: AsyncSession, rule_id: uuid.UUID, since: datetime) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(Alert).where(Alert.rule_id == rule_id, Alert.opened_at >= since)
+        )
+        or 0
+    )
+
+
+def _cooled_down(trigger: Trigger, resolved_at: datetime | None, cooldown_seconds: int) -> bool:
+    return resolved_at is None or trigger.at >= resolved_at + timedelta(seconds=cooldown_seconds)
+
+
+async def apply_hits(
+    *,
+    session: AsyncSession,
+    hits: Sequence[AlertHit],
+    rules: Mapping[uuid.UUID, AlertRule],
+    now: datetime | None = None,
+) -> list[Alert]:
+    """Open or update the alerts the hits call for, in the caller's (fenced) transaction.
+
+    - a live alert of the rule and group takes the page's live matches: one revision;
+    - otherwise a trigger opens one, unless the last alert of that group was resolved less than
+      the rule's cooldown before the trigger's event time; for a new tool, unless the tool ever
+      had an alert (once per tool) or the rule raised ``threshold`` alerts in the last hour.
+
+    Returns the alerts opened or updated.
+    """
+    hits = [hit for hit in hits if hit.rule_id in rules]
+    if not hits:
+        return []
+    now = now or utcnow()
+    rule_ids = {hit.rule_id for hit in hits}
+    group_keys = {hit.group_key for hit in hits}
+    live = await _live_alerts(session, rule_ids, group_keys)
+    raising = [hit for hit in hits if (hit.rule_id, hit.group_key) not in live and hit.first_trigger]
+    history = (
+        await _history(session, {h.rule_id for h in raising}, {h.group_key for h in raising})
+        if raising
+        else {}
+    )
+    opened_this_hour: dict[uuid.UUID, int] = {}
+    changed: list[Alert] = []
+    for hit in hits:
+        rule = rules[hit.rule_id]
+        key = (hit.rule_id, hit.group_key)
+        alert = live.get(key)
+        if alert is not None:
+            if hit.matches.count == 0 or hit.matches.last_at is None:
+                continue
+            alert.event_count = int(alert.event_count) + hit.matches.count
+            alert.last_event_at = max(as_utc(alert.last_event_at), hit.matches.last_at)
+            ids = list(alert.event_ids or [])
+            room = MAX_ALERT_EVENT_IDS - len(ids)
+            if room > 0:
+                alert.event_ids = ids + [i for i in hit.matches.ids if i not in ids][:room]
+            await _new_revision(session, alert, "update", now)
+            changed.append(alert)
+            continue
+        if hit.first_trigger is None:
+            continue
+        trigger: Trigger | None = None
+        if rule.kind == "new_tool":
+            if key in history:
+                continue  # once per tool: it raised before, whatever became of that alert
+            if rule.id not in opened_this_hour:
+                opened_this_hour[rule.id] = await _opened_since(session, rule.id, now - timedelta(hours=1))
+            if opened_this_hour[rule.id] >= rule.threshold:
+                continue  # the hourly cap: a later event of the tool may raise it once there is room
+            trigger = hit.first_trigger
+        else:
+            resolved_at = history.get(key)
+            for candidate in (hit.first_trigger, hit.last_trigger):
+                if candidate is not None and _cooled_down(candidate, resolved_at, rule.cooldown_seconds):
+                    trigger = candidate
+                    break
+        if trigger is None or trigger.window.first_at is None:
+            continue
+        later = trigger.later
+        last_at = max(at for at in (trigger.window.last_at, later.last_at) if at is not None)
+        alert = await _open(
+            session,
+            rule,
+            hit.group_key,
+            first_at=trigger.window.first_at,
+            last_at=last_at,
+            count=trigger.window.count + later.count,
+            event_ids=[*trigger.window.ids, *later.ids],
+            details={},
+            now=now,
+        )
+        if rule.kind == "new_tool":
+            opened_this_hour[rule.id] += 1
+        live[key] = alert
+        changed.append(alert)
+    return changed
+
+
+async def sync_silent_agents(
+    *, session: AsyncSession, rule: AlertRule, now: datetime | None = None
+) -> Alert | None:
+    """Bring the organisation's silent-agent alert in line with its devices, in a (fenced) transaction.
+
+    Active devices not heard from for the rule's ``window_seconds`` are silent. One alert per
+    organisation lists them (the first :data:`MAX_SILENT_DEVICE_IDS` by id, and how many): opened
+    when some are, updated when the list changes, resolved by ``system`` when none is left.
+    Returns the alert if it was opened, updated or resolved.
+    """
+    now = now or utcnow()
+    silent = and_(
+        Device.organization_id == rule.organization_id,
+        Device.is_active.is_(True),
+        Device.last_seen < now - timedelta(seconds=rule.window_seconds),
+    )
+    total = int(await session.scalar(select(func.count()).select_from(Device).where(silent)) or 0)
+    group_key = rule.organization_id
+    alert = (await _live_alerts(session, [rule.id], [group_key])).get((rule.id, group_key))
+    if total == 0:
+        if alert is None:
+            return None
+        _resolve(alert, SYSTEM_ACTOR, now)
+        await _new_revision(session, alert, "close", now)
+        return alert
+    rows = await session.execute(
+        select(Device.device_id, Device.last_seen)
+        .where(silent)
+        .order_by(Device.device_id)
+        .limit(MAX_SILENT_DEVICE_IDS)
+    )
+    listed = rows.all()
+    details = {
+        "silent_device_ids": [device_id for device_id, _ in listed],
+        "silent_devices": total,
+        "silent_hours": round(rule.window_seconds / HOUR, 2),
+    }
+    if alert is not None:
+        if alert.details == details:
+            return None
+        alert.details = details
+        alert.event_count = total
+        alert.last_event_at = now
+        await _new_revision(session, alert, "update", now)
+        return alert
+    resolved_at = (await _history(session, [rule.id], [group_key])).get((rule.id, group_key))
+    if resolved_at is not None and now < resolved_at + timedelta(seconds=rule.cooldown_seconds):
+        return None
+    oldest = min(as_utc(seen) for _, seen in listed)
+    return await _open(
+        session,
+        rule,
+        group_key,
+        first_at=oldest,
+        last_at=now,
+        count=total,
+        event_ids=[],
+        details=details,
+        now=now,
+    )
+
+
+# --- system alerts (the forwarders') ----------------------------------------------------------------
+
+
+async def _system_rule(session: AsyncSession, organization_id: str, kind: str) -> AlertRule | None:
+    return await session.scalar(
+        select(AlertRule)
+        .where(
+            AlertRule.organization_id == organization_id, AlertRule.kind == kind, AlertRule.enabled.is_(True)
+        )
+        .order_by(AlertRule.created_at, AlertRule.id)
+        .limit(1)
+    )
 
 
 async def raise_or_update_system_alert(
@@ -167,12 +817,99 @@ async def raise_or_update_system_alert(
     details: dict[str, Any],
 ) -> Alert | None:
     """Open (or update) the alert of the organisation's enabled rule of ``kind`` for ``group_key``
-    (for ``forwarding``: the destination's name); None when no such rule is enabled or its cooldown runs."""
-    raise NotImplementedError
+    (for ``forwarding``: the destination's name); None when no such rule is enabled or its cooldown runs.
+
+    A live alert is updated (one more occurrence) only when ``details`` differ from what it holds,
+    so a forwarder retrying the same fault adds no revision per retry.
+    """
+    rule = await _system_rule(session, organization_id, kind)
+    if rule is None:
+        return None
+    now = utcnow()
+    group_key = group_key[:255]
+    alert = (await _live_alerts(session, [rule.id], [group_key])).get((rule.id, group_key))
+    if alert is not None:
+        if alert.details == details:
+            return alert
+        alert.details = details
+        alert.event_count = int(alert.event_count) + 1
+        alert.last_event_at = now
+        await _new_revision(session, alert, "update", now)
+        return alert
+    resolved_at = (await _history(session, [rule.id], [group_key])).get((rule.id, group_key))
+    if resolved_at is not None and now < resolved_at + timedelta(seconds=rule.cooldown_seconds):
+        return None
+    return await _open(
+        session, rule, group_key, first_at=now, last_at=now, count=1, event_ids=[], details=details, now=now
+    )
 
 
 async def resolve_system_alert(
     *, session: AsyncSession, organization_id: str, kind: Literal["forwarding"], group_key: str
 ) -> Alert | None:
-    """Resolve that alert, if live (the fault has cleared); the actor recorded is ``system``."""
-    raise NotImplementedError
+    """Resolve that alert, if live (the fault has cleared); the actor recorded is ``system``.
+
+    Found by kind rather than by rule, so an alert outlives its rule being switched off or deleted.
+    """
+    statement = (
+        select(Alert)
+        .where(
+            Alert.organization_id == organization_id,
+            Alert.rule_kind == kind,
+            Alert.group_key == group_key[:255],
+            Alert.state != "resolved",
+        )
+        .execution_options(populate_existing=True)
+    )
+    if is_postgresql(session):
+        statement = statement.with_for_update()
+    alerts = (await session.scalars(statement)).all()
+    now = utcnow()
+    for alert in alerts:
+        _resolve(alert, SYSTEM_ACTOR, now)
+        await _new_revision(session, alert, "close", now)
+    return alerts[0] if alerts else None
+
+
+# --- the evaluator's catch-up after a takeover ---------------------------------------------------------
+
+
+def _not_after(position: Position) -> Any:
+    """Rows at or before ``position`` in commit order (the complement of db/streams.py's "after")."""
+    seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
+    before_in_seq = org < position.organization_id
+    if position.item_id:
+        before_in_seq = or_(
+            before_in_seq, and_(org == position.organization_id, item <= uuid.UUID(position.item_id))
+        )
+    return or_(seq < position.seq, and_(seq == position.seq, before_in_seq))
+
+
+async def recent_events(
+    *,
+    session: AsyncSession,
+    up_to: Position,
+    since: datetime,
+    organization_ids: Collection[str],
+    risk_levels: Collection[str] | None,
+    columns: Sequence[Any],
+    limit: int,
+) -> Sequence[Any]:
+    """Committed events the evaluator already read (at or before ``up_to``) with ``timestamp >= since``,
+    oldest first: what a new holder of the lease counts into its windows again."""
+    if not organization_ids:
+        return []
+    statement = (
+        select(*columns)
+        .where(
+            LogEntry.timestamp >= since,
+            LogEntry.commit_seq.is_not(None),
+            LogEntry.organization_id.in_(list(organization_ids)),
+            _not_after(up_to),
+        )
+        .order_by(LogEntry.timestamp)
+        .limit(limit)
+    )
+    if risk_levels is not None:
+        statement = statement.where(LogEntry.risk_level.in_(list(risk_levels)))
+    return (await session.execute(statement)).all()

@@ -6,11 +6,17 @@ item_id)`` and asks for rows after it. That is only safe if no row can later app
 value 9, B takes 10 and commits first, a reader passes 10, then A commits 9 behind it.
 
 - **PostgreSQL**: ``commit_seq`` defaults to the writing transaction's id
-  (``pg_current_xact_id()``, 64 bits, never wraps). Every transaction whose id is below the
-  snapshot's ``xmin`` has ended, committed or not, so :func:`visible_bound` returns that
-  ``xmin``: rows with ``commit_seq`` below it can no longer appear or change. A reader
-  takes rows up to the bound and waits for the rest. The price: a long transaction
-  anywhere in the cluster holds the bound back (and with it alert latency) until it ends.
+  (``pg_current_xact_id()``, 64 bits, never wraps). :func:`visible_bound` takes a snapshot
+  and returns the oldest transaction still running *in this database* (or, with none, the
+  next id to be given out): every row with a ``commit_seq`` below it belongs to a transaction
+  that has ended, committed or not, so it can no longer appear or change. A reader takes rows
+  up to the bound and waits for the rest. Transactions of *other* databases on the server
+  are told apart through ``pg_stat_activity`` (a backend stays in its database) and do not
+  hold the bound back; one that cannot be placed (a role without ``pg_read_all_stats`` sees
+  other roles' sessions without their transaction ids, a prepared transaction has no
+  session) counts as ours: the bound is then only later, never wrong. The price: a long
+  transaction in this database holds the bound back (and with it alert and forwarding
+  latency) until it ends.
 - **SQLite**: one writer at a time. A writing transaction bumps its stream's row in
   ``commit_counters`` (which takes the write lock) and stamps its rows with the new value,
   so values commit in order; the bound is the committed counter plus one. A trigger
@@ -30,7 +36,23 @@ from db.models import CommitCounter
 #: The commit-ordered streams: their tables carry ``commit_seq``.
 Stream = Literal["log_entries", "alert_changes"]
 
-_POSTGRESQL_BOUND = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+#: The oldest running transaction not known to be another database's, else the next id to be given.
+#: ``backend_xid`` is the 32-bit form of a 64-bit id: the running ones are recent, so the low 32 bits
+#: tell them apart.
+_POSTGRESQL_BOUND = text(
+    """
+    SELECT coalesce(
+        (SELECT min(running::text::bigint)
+         FROM pg_snapshot_xip(snapshot) AS running
+         WHERE running::text::bigint % 4294967296 NOT IN (
+             SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+         )),
+        pg_snapshot_xmax(snapshot)::text::bigint
+    )
+    FROM pg_current_snapshot() AS snapshot
+    """
+)
 
 
 def is_postgresql(session: AsyncSession) -> bool:
@@ -58,7 +80,8 @@ async def visible_bound(session: AsyncSession, stream: Stream) -> int:
     """Rows of ``stream`` with ``commit_seq`` below this are committed, and no other will ever join them."""
     if is_postgresql(session):
         return int((await session.execute(_POSTGRESQL_BOUND)).scalar_one())
+    # The counter row may be missing (a table emptied by hand, a test's clean slate): nothing written yet.
     value = (
         await session.execute(select(CommitCounter.value).where(CommitCounter.name == stream))
-    ).scalar_one()
-    return int(value) + 1
+    ).scalar_one_or_none()
+    return int(value or 0) + 1

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.alerts import create_default_rules
 from db.audit import record_change
 from db.base import utcnow
 from db.field_lengths import length_problem
@@ -362,7 +363,7 @@ async def create_organization(
     actor: Actor,
     log_retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> FirewallConfig:
-    """Create an organisation's config with the defaults on behalf of ``actor``, audited.
+    """Create an organisation's config and its default alert rules on behalf of ``actor``, audited.
 
     Raises NotAllowed unless the actor is an administrator now; ConfigError if the
     organisation exists (in any case) or a value is invalid.
@@ -385,13 +386,17 @@ async def create_organization(
     )
     session.add(row)
     await session.flush()
+    rules = await create_default_rules(session=session, organization_id=row.organization_id)
     await record_change(
         session=session,
         actor=actor,
         action="organization.create",
         entity_type="organization",
         entity_id=row.organization_id,
-        changes={"log_retention_days": {"after": row.log_retention_days}},
+        changes={
+            "log_retention_days": {"after": row.log_retention_days},
+            "alert_rules": {"after": [rule.name for rule in rules]},
+        },
     )
     return row
 

@@ -1,15 +1,16 @@
-"""Devices: registered or touched when an agent says hello (ingest), and listed by the console.
+"""Devices: registered or touched when an agent says hello, kept seen while it sends (ingest), and
+listed by the console.
 
 The ingest functions come first; the console's listing functions follow them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
@@ -115,6 +116,35 @@ async def register_or_touch_device(
         device.agent_version = agent_version
     await session.flush()
     return device
+
+
+#: A long-lived connection reports its device as heard from at most this often (ingest/connection.py).
+HEARD_FROM_EVERY_SECONDS = 60.0
+#: Devices updated per statement by :func:`mark_devices_heard`.
+HEARD_FROM_BATCH = 1000
+
+
+async def mark_devices_heard(
+    *, session: AsyncSession, device_ids: Collection[str], now: datetime | None = None
+) -> int:
+    """Set ``last_seen`` of these devices to ``now``: they sent a line (any line, not only a hello).
+
+    The ingest server calls it throttled (each connection at most every
+    :data:`HEARD_FROM_EVERY_SECONDS`, many devices per statement), so the silent-agent rule
+    sees long-lived connections as alive. Never moves ``last_seen`` back. The caller commits.
+    Returns how many devices were updated.
+    """
+    now = now or utcnow()
+    ids = sorted(set(device_ids))
+    updated = 0
+    for start in range(0, len(ids), HEARD_FROM_BATCH):
+        result = await session.execute(
+            update(Device)
+            .where(Device.device_id.in_(ids[start : start + HEARD_FROM_BATCH]), Device.last_seen < now)
+            .values(last_seen=now)
+        )
+        updated += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return updated
 
 
 # --- console queries ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import case, or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
@@ -51,6 +51,7 @@ async def acquire(
 
     Returns the lease (a new epoch when it changed hands), or None while another holds it.
     """
+    await _end_if_stalled(session, seconds)
     now = utcnow()
     await session.execute(
         insert_for(session)(WorkLease)
@@ -78,6 +79,7 @@ async def fence(session: AsyncSession, lease: Lease) -> None:
     Call it first in every transaction that writes the job's results: it holds the lease row
     until the commit, so nobody can take the lease between the check and the commit.
     """
+    await _end_if_stalled(session, lease.seconds)
     now = utcnow()
     result = await session.execute(
         update(WorkLease)
@@ -86,6 +88,19 @@ async def fence(session: AsyncSession, lease: Lease) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"lease {lease.name!r} was taken over")
+
+
+async def _end_if_stalled(session: AsyncSession, seconds: float) -> None:
+    """On PostgreSQL, have the server end this transaction if its holder stalls in it past the lease.
+
+    A holder stopped (``SIGSTOP``) inside a write transaction keeps the lease row locked, and its
+    successor's :func:`acquire` would wait on that lock for as long as the stop lasts. The session
+    is ended after ``seconds`` idle in the transaction instead, which releases the lock; the
+    stopped holder finds its connection gone (and its lease taken) when it resumes.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        milliseconds = max(1000, int(seconds * 1000))
+        await session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
 
 
 async def release(session: AsyncSession, lease: Lease) -> None:

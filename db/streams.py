@@ -116,7 +116,8 @@ async def delete_cursors(session: AsyncSession, *, names: Collection[str]) -> No
         await session.execute(delete(StreamCursor).where(StreamCursor.name.in_(list(names))))
 
 
-def _after_event(position: Position) -> Any:
+def after_event_condition(position: Position) -> Any:
+    """The SQL condition "this log entry comes after ``position`` in commit order"."""
     seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
     same_org = org == position.organization_id
     if position.item_id:
@@ -148,7 +149,7 @@ async def read_events(
     selected: Sequence[Any] = [LogEntry] if columns is None else [*columns, *key]
     statement = (
         select(*selected)
-        .where(LogEntry.commit_seq.is_not(None), LogEntry.commit_seq < bound, _after_event(after))
+        .where(LogEntry.commit_seq.is_not(None), LogEntry.commit_seq < bound, after_event_condition(after))
         .order_by(*key)
         .limit(limit)
     )

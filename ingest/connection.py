@@ -16,6 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db import devices
 from db.event_schema import Hello
 from db.metadata_keys import Shape, shapes_from_agent
 from db.settings import IngestLimits
@@ -67,6 +70,58 @@ class Room(Protocol):
         """The connection is closing: its slot is free from now on."""
 
 
+class DeviceHeartbeat:
+    """Keeps ``devices.last_seen`` current for long-lived connections, cheaply.
+
+    Each connection reports its device at most every ``every_seconds`` (a clock read per line,
+    no database work); the devices reported are written together, in one statement per
+    thousand devices, ``flush_delay_seconds`` after the first of them. A database that is away
+    loses that update only: the next report brings it back.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        every_seconds: float | None = None,
+        flush_delay_seconds: float = 1.0,
+    ) -> None:
+        self._sessions = sessions
+        self.every_seconds = devices.HEARD_FROM_EVERY_SECONDS if every_seconds is None else every_seconds
+        self._flush_delay = flush_delay_seconds
+        self._pending: set[str] = set()
+        self._flush: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def heard(self, device_id: str) -> None:
+        """The device sent a line: write its ``last_seen`` with the next batch."""
+        self._pending.add(device_id)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self._flush_delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush = None
+        ids, self._pending = self._pending, set()
+        task = asyncio.get_running_loop().create_task(self._write(ids), name="ingest-devices-heard")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, device_ids: set[str]) -> None:
+        try:
+            async with self._sessions() as session:
+                await devices.mark_devices_heard(session=session, device_ids=device_ids)
+                await session.commit()
+        except Exception as error:  # noqa: BLE001 - a lost update of last_seen must not end anything
+            log.warning("could not record %d devices as seen: %s", len(device_ids), short_reason(error))
+
+    def cancel(self) -> None:
+        """Shutdown: drop what is pending (the devices said hello; at most one period is lost)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._pending.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
     """What every connection of one server shares."""
@@ -83,6 +138,8 @@ class ConnectionContext:
     #: The organisation's configuration as agents get it.
     current_config: Callable[[str], Awaitable[dict[str, Any]]]
     tls_context: ssl.SSLContext | None = None
+    #: Where a connection reports that its device is still sending (None: last_seen moves at hello only).
+    heartbeat: DeviceHeartbeat | None = None
 
 
 class Connection:
@@ -403,6 +460,10 @@ class Connection:
         hello = self.hello
         lines = self._lines
         max_output = self._limits.max_output_bytes
+        heartbeat = self._context.heartbeat
+        clock = self._loop.time
+        # The hello set last_seen: the first report is due one period after it.
+        heard_due = clock() + heartbeat.every_seconds if heartbeat is not None else float("inf")
         row: EventRow | None
         while True:
             # Errors and pongs included: while the client leaves its answers unread, read no more.
@@ -413,6 +474,9 @@ class Connection:
             if line is None:
                 break
             self.line_number += 1  # every line received counts, blank ones too
+            if heartbeat is not None and clock() >= heard_due:
+                heard_due = clock() + heartbeat.every_seconds
+                heartbeat.heard(hello.device_id)  # any line counts: keep-alives and refused lines too
             if line is not TOO_LONG and is_blank(line):
                 continue  # blank and whitespace-only lines alike are keep-alives
             if self.line_number % LINES_PER_TURN == 0:

@@ -27,6 +27,7 @@ from tests.support.database import (
     settings_for,
 )
 from tests.support.legacy import make_legacy
+from tests.support.rsyslog import INSTALL_HINT as RSYSLOG_INSTALL_HINT
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -101,3 +102,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             yellow=True,
             bold=True,
         )
+    if any("rsyslog tests skipped" in reason for reason in reasons):
+        terminalreporter.write_line(RSYSLOG_INSTALL_HINT, yellow=True, bold=True)

@@ -1,4 +1,4 @@
-"""The shell after sign-in: header, section tabs (keys 1–6), the database banner, the footer."""
+"""The shell after sign-in: header, section tabs (keys 1–8), the database banner, the footer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from textual.widgets import ContentSwitcher, Footer, Header, Tab, Tabs
 
 from console.context import ConsoleContext
 from console.messages import DatabaseReachable
+from console.sections.alerts import AlertsSection
 from console.sections.audit import AuditSection
 from console.sections.cleanup import CleanupSection
 from console.sections.config import ConfigSection
 from console.sections.devices import DevicesSection
+from console.sections.forwarding import ForwardingSection
 from console.sections.logs import LogsSection
 from console.sections.overview import OverviewSection
 from console.sections.section import Section
@@ -29,6 +31,8 @@ SECTIONS: tuple[type[Section], ...] = (
     DevicesSection,
     ConfigSection,
     CleanupSection,
+    AlertsSection,
+    ForwardingSection,
     AuditSection,
 )
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -50,6 +51,7 @@ PREVIEW_COLUMNS = (
     TableColumn("Retention"),
     TableColumn("Cutoff (UTC)"),
     TableColumn("Would delete"),
+    TableColumn("Undelivered"),
     TableColumn("Config"),
 )
 HISTORY_COLUMNS = (
@@ -59,6 +61,7 @@ HISTORY_COLUMNS = (
     TableColumn("Trigger"),
     TableColumn("Status"),
     TableColumn("Rows"),
+    TableColumn("Undelivered expired"),
     TableColumn("Cutoff"),
     TableColumn("Error", stretch=True),
 )
@@ -197,6 +200,7 @@ class CleanupSection(Section):
                         f"{preview.retention_days} days",
                         when(preview.cutoff),
                         f"{preview.rows_to_delete:,}",
+                        _undelivered(preview.undelivered_to_expire),
                         "yes" if preview.has_config else "none (default retention)",
                     ),
                 )
@@ -222,6 +226,7 @@ class CleanupSection(Section):
                         plain(run.trigger),
                         plain(run.status),
                         f"{run.rows_deleted:,}",
+                        _undelivered(run.undelivered_expired),
                         when(run.cutoff),
                         plain(run.error or ""),
                     ),
@@ -328,10 +333,17 @@ class CleanupSection(Section):
             bar.display = False
         self.last_summary = summary
         severity = "information" if summary.status == "succeeded" else "warning"
+        undelivered = sum(result.undelivered_expired for result in summary.results)
+        unsent = f", {undelivered:,} of them never forwarded (the hold ran out)" if undelivered else ""
         self.context.notify(
             f"Cleanup {summary.status}: {summary.total_rows:,} rows deleted in {len(summary.results)} "
-            "organisation(s).",
-            severity=severity,
+            f"organisation(s){unsent}.",
+            severity="warning" if undelivered else severity,
         )
         self.load_preview()
         self.load_history()
+
+
+def _undelivered(count: int | None) -> Text | str:
+    """Events a forwarding destination never received, deleted anyway: shown in bold when there are any."""
+    return Text(f"{count:,}", style="bold red", end="") if count else "0"

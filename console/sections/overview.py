@@ -1,6 +1,8 @@
-"""Overview section: events by risk per window, a chart over time, top lists, devices, last cleanup.
+"""Overview section: events by risk per window, open alerts, a chart over time, top lists, devices, last
+cleanup.
 
-Everything comes from :mod:`db.overview` (the hourly rollups, never raw rows).
+The figures come from :mod:`db.overview` (the hourly rollups, never raw rows), the open alerts
+from :func:`db.alerts.open_alerts` in the same refresh.
 It refreshes itself every few seconds while shown; the next refresh is armed
 only when the previous one has finished, so a slow database never piles up
 queries.
@@ -20,11 +22,14 @@ from textual.widgets import Static
 
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
-from console.widgets.overview_widgets import RankedList, RiskChart, RiskTotalsView
+from console.widgets.overview_widgets import OpenAlertsView, RankedList, RiskChart, RiskTotalsView
 from console.widgets.time_format import when
+from db.alerts import OpenAlerts, open_alerts
 from db.overview import WINDOWS, Overview, TopListCache, load_overview
 
 REFRESH_SECONDS = 5.0
+#: How many of the newest open alerts the overview lists.
+NEWEST_ALERTS = 5
 
 
 class OverviewSection(Section):
@@ -47,6 +52,7 @@ class OverviewSection(Section):
         super().__init__(*args, **kwargs)
         self.window = "24h"
         self.overview: Overview | None = None
+        self.open_alerts: OpenAlerts | None = None
         self._timer: Timer | None = None
         self._cache = TopListCache()
 
@@ -56,6 +62,7 @@ class OverviewSection(Section):
             with Horizontal(id="overview-top"):
                 yield RiskTotalsView(id="risk-totals")
                 yield Static("", id="overview-facts")
+            yield OpenAlertsView(id="open-alerts")
             yield RiskChart(id="risk-chart")
             with Horizontal(id="overview-lists"):
                 yield RankedList(id="top-tools", classes="ranked")
@@ -92,9 +99,12 @@ class OverviewSection(Section):
         try:
             async with self.context.sessions() as session:
                 overview = await load_overview(session=session, window=self.window, cache=self._cache)
+                alerts = await open_alerts(session=session, newest=NEWEST_ALERTS)
         finally:
             self._arm()
         self.show(overview)
+        self.open_alerts = alerts
+        self.query_one(OpenAlertsView).show(alerts)
 
     def show(self, overview: Overview) -> None:
         self.overview = overview

@@ -1,6 +1,9 @@
-"""Overview widgets: risk totals per window, the events-over-time chart and ranked lists.
+"""Overview widgets: risk totals per window, open alerts, the events-over-time chart and ranked lists.
 
-The ranked lists show keys agents chose (tool names, user ids, entity types) as plain text.
+The ranked lists show keys agents chose (tool names, user ids, entity types) as plain text, and
+the open alerts the names of rules and the group keys (users, devices, tools) as plain text too.
+The look of an alert's severity is defined here once (:func:`severity_text`); the Alerts section
+uses it as well.
 """
 
 from __future__ import annotations
@@ -16,10 +19,27 @@ from textual.widgets import Label, Sparkline, Static
 
 from console.untrusted import plain
 from console.widgets.risk import RISK_COLORS
+from console.widgets.time_format import when
 from db.vocabulary import RISK_LEVELS
 
 if TYPE_CHECKING:
+    from db.alerts import OpenAlerts
     from db.overview import RiskTotals, Timeline
+
+#: Alert severities, most severe first (db.models.ALERT_SEVERITIES, reversed), and how each looks: the
+#: two highest also bold, so they read without colour.
+ALERT_SEVERITY_STYLES: dict[str, str] = {
+    "critical": "bold reverse red",
+    "high": "bold red",
+    "medium": "yellow",
+    "low": "cyan",
+    "informational": "dim",
+}
+
+
+def severity_text(severity: str) -> Text:
+    """An alert's ``severity`` as a cell, in its style (an unknown one unstyled)."""
+    return Text(severity, style=ALERT_SEVERITY_STYLES.get(severity, ""), end="")
 
 
 class RiskTotalsView(Static):
@@ -37,6 +57,45 @@ class RiskTotalsView(Static):
                 *(f"{window.counts.get(level, 0):,}" for window in totals),
             )
         table.add_row("[b]total[/b]", *(f"[b]{window.total:,}[/b]" for window in totals))
+        self.update(table)
+
+
+class OpenAlertsView(Static):
+    """Alerts not resolved yet: how many of each severity, then the newest few."""
+
+    def show(self, alerts: OpenAlerts) -> None:
+        self.alerts = alerts
+        title = Text.assemble(("Open alerts", "bold"), f" ({alerts.total:,}")
+        if alerts.total:
+            title.append(": ")
+            counts = [
+                severity_text(f"{alerts.by_severity[level]:,} {level}")
+                for level in ALERT_SEVERITY_STYLES
+                if alerts.by_severity.get(level)
+            ]
+            title.append_text(Text(" · ").join(counts))
+        title.append(") · 7 opens the Alerts section" if alerts.total else ")")
+        table = Table(title=title, expand=True, box=None, title_justify="left", show_header=False)
+        table.add_column("Severity", no_wrap=True)
+        table.add_column("State", no_wrap=True)
+        table.add_column("Rule", overflow="ellipsis", no_wrap=True, ratio=2)
+        table.add_column("Group", overflow="ellipsis", no_wrap=True, ratio=2)
+        table.add_column("Org", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("Events", justify="right", no_wrap=True)
+        table.add_column("Last event", no_wrap=True)
+        for alert in alerts.newest:
+            table.add_row(
+                severity_text(alert.severity),
+                "open" if alert.state == "open" else "ack'd",
+                plain(alert.rule_name),
+                plain(alert.group_key),
+                plain(alert.organization_id),
+                f"{alert.event_count:,}",
+                when(alert.last_event_at),
+            )
+        if not alerts.total:
+            table.add_row(Text("none: no rule has raised anything that is still open", style="dim"))
+        self.table = table
         self.update(table)
 
 

@@ -68,7 +68,9 @@ async def test_new_organisation_form_validates_then_creates_with_defaults(
     assert row.updated_by == "alice"
     [audit] = await audit_rows(engine, "organization.create")
     assert audit.entity_id == "acme"
-    assert audit.changes == {"log_retention_days": {"after": 60}}
+    assert audit.changes["log_retention_days"] == {"after": 60}
+    # The organisation comes with its default alert rules, named in the same audit row.
+    assert "Red burst per user" in audit.changes["alert_rules"]["after"]
 
 
 async def test_retention_outside_30_to_365_is_refused_next_to_the_field(

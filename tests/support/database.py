@@ -55,13 +55,13 @@ def postgres_required() -> bool:
     return os.environ.get("AIFW_REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def admin_execute(sql: str) -> None:
     """Run one statement on the PostgreSQL server's administrative database (CREATE/DROP DATABASE)."""
-    connection = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url()), timeout=5)
+    connection = await asyncpg.connect(asyncpg_dsn(postgres_admin_url()), timeout=5)
     try:
         await connection.execute(sql)
     finally:

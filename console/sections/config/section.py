@@ -24,6 +24,7 @@ from textual.widgets import Label, Select, Static, TabbedContent
 
 from console.dialogs.config_forms import Edit, OrganizationFormScreen, error_field, save_config_change
 from console.dialogs.metadata_keys import MetadataKeysScreen
+from console.sections.config.alert_rules import AlertRulesPane
 from console.sections.config.pane import CHANGE_CONFIGURATION, ConfigPane
 from console.sections.config.patterns import PatternsPane
 from console.sections.config.retention import RetentionPane
@@ -110,6 +111,7 @@ class ConfigSection(Section):
             yield PatternsPane(self)
             yield RetentionPane(self)
             yield TokensPane(self)
+            yield AlertRulesPane(self)
             yield PatternTesterPane(self)
 
     @property

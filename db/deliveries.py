@@ -1,0 +1,209 @@
+"""What a destination's forwarder writes: its progress, its state, its dead letters.
+
+Every function here is called by the forwarder holding the destination's lease
+(db/leases.py) and fences it first, so a forwarder that lost its lease (a hang, a
+takeover) writes nothing: :class:`~db.leases.LeaseLost` rolls the transaction back.
+The caller commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import alerts
+from db.base import utcnow
+from db.destinations import alerts_cursor_name, events_cursor_name
+from db.leases import Lease, fence
+from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry
+from db.streams import Position, save_cursor
+
+StreamName = Literal["event", "alert"]
+#: A destination's state while its forwarder fails: ``paused`` (destination down), ``retrying`` (passing).
+FaultState = Literal["paused", "retrying"]
+#: The longest error text kept on a destination or a dead letter.
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One message a destination refused on its own: it becomes a dead letter."""
+
+    stream: StreamName
+    item_id: str
+    revision: int | None
+    payload: str
+    error: str
+
+
+def _cursor_name(destination_id: uuid.UUID, stream: StreamName) -> str:
+    return events_cursor_name(destination_id) if stream == "event" else alerts_cursor_name(destination_id)
+
+
+def _short(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+
+
+async def _mark_active(session: AsyncSession, destination: ForwardDestination, *, delivered: int) -> None:
+    was_failing = destination.state in ("paused", "retrying")
+    values: dict[str, object] = {"state": "active", "last_error": None}
+    if delivered:
+        values["last_delivered_at"] = utcnow()
+        values["delivered_count"] = ForwardDestination.delivered_count + delivered
+    await session.execute(
+        update(ForwardDestination)
+        .where(ForwardDestination.id == destination.id, ForwardDestination.enabled.is_(True))
+        .values(**values)
+    )
+    if was_failing:
+        await alerts.resolve_system_alert(
+            session=session,
+            organization_id=destination.organization_id,
+            kind="forwarding",
+            group_key=destination.name,
+        )
+
+
+async def record_delivery(
+    *,
+    session: AsyncSession,
+    lease: Lease,
+    destination: ForwardDestination,
+    stream: StreamName,
+    position: Position,
+    resend_from: Position,
+    delivered: int,
+    refused: Sequence[Refusal] = (),
+) -> None:
+    """A batch went out: save the stream's cursor, add its refusals as dead letters, mark the destination
+    active (resolving its forwarding alert if it was failing) and count what was delivered."""
+    await fence(session, lease)
+    await save_cursor(
+        session, name=_cursor_name(destination.id, stream), position=position, resend_from=resend_from
+    )
+    for refusal in refused:
+        session.add(
+            DeadLetter(
+                destination_id=destination.id,
+                organization_id=destination.organization_id,
+                stream=refusal.stream,
+                item_id=refusal.item_id,
+                revision=refusal.revision,
+                payload=refusal.payload,
+                error=_short(refusal.error),
+                attempts=1,
+                retry_requested=False,
+                created_at=utcnow(),
+            )
+        )
+    await _mark_active(session, destination, delivered=delivered)
+    await session.flush()
+
+
+async def record_position(
+    *,
+    session: AsyncSession,
+    lease: Lease,
+    destination_id: uuid.UUID,
+    stream: StreamName,
+    position: Position,
+    resend_from: Position,
+) -> None:
+    """Save a cursor that moved past rows the filter skipped (nothing was sent), renewing the lease."""
+    await fence(session, lease)
+    await save_cursor(
+        session, name=_cursor_name(destination_id, stream), position=position, resend_from=resend_from
+    )
+
+
+async def record_fault(
+    *, session: AsyncSession, lease: Lease, destination: ForwardDestination, state: FaultState, error: str
+) -> None:
+    """Delivery failed: show ``state`` and ``error`` on the destination; a paused one (destination down)
+    raises or updates the organisation's forwarding alert for it."""
+    await fence(session, lease)
+    now = utcnow()
+    await session.execute(
+        update(ForwardDestination)
+        .where(ForwardDestination.id == destination.id, ForwardDestination.enabled.is_(True))
+        .values(state=state, last_error=_short(error), last_error_at=now)
+    )
+    if state == "paused":
+        await alerts.raise_or_update_system_alert(
+            session=session,
+            organization_id=destination.organization_id,
+            kind="forwarding",
+            group_key=destination.name,
+            details={"destination_id": str(destination.id), "error": _short(error)},
+        )
+
+
+async def renew(*, session: AsyncSession, lease: Lease) -> None:
+    """Keep the lease while there is nothing to write (idle, or waiting to retry)."""
+    await fence(session, lease)
+
+
+async def dead_letters_to_retry(
+    *, session: AsyncSession, destination_id: uuid.UUID, limit: int
+) -> Sequence[DeadLetter]:
+    """The destination's dead letters an administrator asked to send again, oldest first."""
+    statement = (
+        select(DeadLetter)
+        .where(DeadLetter.destination_id == destination_id, DeadLetter.retry_requested.is_(True))
+        .order_by(DeadLetter.created_at, DeadLetter.id)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).all()
+
+
+async def stored_event(*, session: AsyncSession, organization_id: str, event_id: str) -> LogEntry | None:
+    """The event a dead letter names, if still stored."""
+    try:
+        key = uuid.UUID(event_id)
+    except ValueError:
+        return None
+    return await session.get(LogEntry, (key, organization_id))
+
+
+async def stored_alert_change(
+    *, session: AsyncSession, alert_id: str, revision: int | None
+) -> AlertChange | None:
+    """The alert revision a dead letter names, if still stored."""
+    try:
+        key = uuid.UUID(alert_id)
+    except ValueError:
+        return None
+    return await session.scalar(
+        select(AlertChange)
+        .where(AlertChange.alert_id == key, AlertChange.revision == (revision or 0))
+        .limit(1)
+    )
+
+
+async def record_dead_letter_results(
+    *,
+    session: AsyncSession,
+    lease: Lease,
+    destination: ForwardDestination,
+    delivered: Sequence[uuid.UUID],
+    refused: Sequence[tuple[uuid.UUID, str]],
+) -> None:
+    """Retried dead letters: the delivered ones are deleted; the refused ones count one more attempt and
+    wait for another request."""
+    await fence(session, lease)
+    if delivered:
+        await session.execute(delete(DeadLetter).where(DeadLetter.id.in_(list(delivered))))
+    for dead_letter_id, error in refused:
+        await session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.id == dead_letter_id)
+            .values(attempts=DeadLetter.attempts + 1, retry_requested=False, error=_short(error))
+        )
+    await _mark_active(session, destination, delivered=len(delivered))
+    await session.flush()

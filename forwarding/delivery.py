@@ -1,0 +1,436 @@
+"""One destination's delivery loop: from its durable cursors to its transport, losing nothing.
+
+The loop runs only while its process holds the destination's lease (db/leases.py). Each round
+it sends the dead letters an administrator asked to retry, then a page of alert changes (if the
+destination forwards alerts), then a page of events (of its risk levels), each page formatted
+(forwarding/formats), sent (forwarding/transports) and then recorded in one transaction that
+fences the lease, saves the cursor, adds the refused messages as dead letters and marks the
+destination active (db/deliveries.py).
+
+What survives what:
+
+- a crash or a kill between sending and recording resends that page on restart (duplicates
+  only within one batch);
+- over transports that only say "accepted by the connection" (TCP and TLS syslog, UDP) the
+  cursor's ``resend_from`` stays at the start of the last batch, and the loop starts there
+  again after any failure or restart, so the batch a dying connection may have swallowed is
+  sent again; over acknowledged transports (RELP, HEC with acks, webhooks) it moves on;
+- a destination down (DestinationDown) pauses it, raises its forwarding alert and retries with a
+  delay doubling from ``retry_first_seconds`` to ``retry_most_seconds``; a passing fault
+  (RetryLater) marks it retrying and honours the receiver's ``retry_after``;
+- a database outage is retried with the same backoff, logged once per outage;
+- a lost lease (:class:`~db.leases.LeaseLost`) stops the loop at once, having written nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import cast
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.deliveries import (
+    FaultState,
+    Refusal,
+    StreamName,
+    dead_letters_to_retry,
+    record_dead_letter_results,
+    record_delivery,
+    record_fault,
+    record_position,
+    renew,
+    stored_alert_change,
+    stored_event,
+)
+from db.destinations import alerts_cursor_name, events_cursor_name, find_destination
+from db.errors import is_connection_error
+from db.leases import Lease, LeaseLost
+from db.models import ForwardDestination
+from db.secrets import SecretBox, SecretUnreadable
+from db.streams import Position, load_cursor, read_alert_changes, read_events
+from forwarding.formats import BodyFormat, render_body, syslog_severity
+from forwarding.items import AlertItem, ForwardItem
+from forwarding.reading import alert_item, event_item
+from forwarding.transport import DestinationDown, Message, RetryLater, Transport, TransportConfig
+from forwarding.transports import open_transport
+
+log = logging.getLogger("aifw.forward")
+
+#: Rows read (and sent) per batch: the most a restart or a reconnect sends twice.
+PAGE_ROWS = 500
+DEAD_LETTER_BATCH = 100
+#: The longest a receiver's Retry-After is honoured; a larger one is read as this.
+MAX_RETRY_AFTER_SECONDS = 300.0
+PACKAGE_NAME = "ai-usage-firewall"
+FALLBACK_VERSION = "0.1.0"
+
+
+def product_version() -> str:
+    """The installed package's version, as formats name the product (``metadata.version``)."""
+    try:
+        return metadata.version(PACKAGE_NAME)
+    except metadata.PackageNotFoundError:
+        return FALLBACK_VERSION
+
+
+def transport_config(destination: ForwardDestination, secrets: SecretBox) -> TransportConfig:
+    """The destination's transport settings with its secret decrypted (SecretUnreadable if it cannot be)."""
+    secret = secrets.decrypt(destination.secret_ciphertext) if destination.secret_ciphertext else None
+    return TransportConfig(
+        transport=destination.transport,
+        address=destination.address,
+        options=dict(destination.options or {}),
+        secret=secret,
+    )
+
+
+def format_message(item: ForwardItem, fmt: str, *, version: str) -> Message:
+    """The item formatted for a destination (ValueError if the format cannot carry it)."""
+    body = render_body(item, cast(BodyFormat, fmt), product_version=version)
+    return Message(item=item, body=body, syslog_severity=syslog_severity(item))
+
+
+def _stream_of(item: ForwardItem) -> StreamName:
+    return "alert" if isinstance(item, AlertItem) else "event"
+
+
+def _refusal(item: ForwardItem, payload: str, error: str) -> Refusal:
+    if isinstance(item, AlertItem):
+        return Refusal(
+            stream="alert", item_id=item.alert_id, revision=item.revision, payload=payload, error=error
+        )
+    return Refusal(stream="event", item_id=item.id, revision=None, payload=payload, error=error)
+
+
+@dataclass
+class _Cursor:
+    """A stream's position in memory: where to read next, and where a resend would start."""
+
+    position: Position
+    resend_from: Position
+    unsaved: bool = False
+
+
+class Backoff:
+    """A delay that doubles from ``first`` to ``most`` and starts again after a success."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self.first, self.most = first, most
+        self.next = first
+
+    def take(self, at_least: float = 0.0) -> float:
+        delay = max(self.next, at_least)
+        self.next = min(self.next * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self.next = self.first
+
+
+class DestinationForwarder:
+    """Delivers one destination's streams while holding its lease; :meth:`run` until disabled or lost."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        destination_id: uuid.UUID,
+        lease: Lease,
+        secrets: SecretBox,
+        poll_seconds: float = 0.25,
+        page_rows: int = PAGE_ROWS,
+        retry_first_seconds: float = 1.0,
+        retry_most_seconds: float = 60.0,
+    ) -> None:
+        self.destination_id = destination_id
+        self.lease = lease
+        self._sessions = sessions
+        self._secrets = secrets
+        self._poll = poll_seconds
+        self._page_rows = page_rows
+        self._backoff = Backoff(retry_first_seconds, retry_most_seconds)
+        self._version = product_version()
+        self._transport: Transport | None = None
+        self._cursors: dict[StreamName, _Cursor] = {}
+        self._renewed_at = time.monotonic()
+        self._database_down = False
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until the destination is disabled or deleted, or the lease is lost; cancel to stop."""
+        try:
+            await self._loop()
+        except LeaseLost:
+            log.info("forwarding to destination %s stopped: another process took over", self.destination_id)
+        finally:
+            await self._close_transport()
+
+    async def _loop(self) -> None:
+        while True:
+            destination: ForwardDestination | None = None
+            try:
+                destination = await self._load_destination()
+                if destination is None or not destination.enabled:
+                    return
+                if self._transport is None:
+                    self._transport = open_transport(transport_config(destination, self._secrets))
+                    await self._load_cursors()
+                worked = await self._round(destination, self._transport)
+                self._backoff.reset()
+                if not worked:
+                    await self._idle()
+            except LeaseLost:
+                raise
+            except SecretUnreadable as error:
+                await self._fail(destination, "paused", str(error))
+            except DestinationDown as error:
+                await self._fail(destination, "paused", str(error))
+            except RetryLater as error:
+                wait = min(error.retry_after or 0.0, MAX_RETRY_AFTER_SECONDS)
+                await self._fail(destination, "retrying", str(error), at_least=wait)
+            except (SQLAlchemyError, OSError) as error:
+                self._database_lost(error)
+                await self._close_transport()
+                await self._wait(self._backoff.take())
+            except ValueError as error:
+                # A destination's settings a transport cannot use (stored before a validation change).
+                await self._fail(destination, "paused", f"cannot use the destination's settings: {error}")
+            except Exception:
+                # A bug must not end forwarding for good: log it with its traceback, wait, try again.
+                log.exception("forwarding to destination %s failed unexpectedly", self.destination_id)
+                await self._close_transport()
+                await self._wait(self._backoff.take())
+
+    async def _fail(
+        self, destination: ForwardDestination | None, state: FaultState, error: str, *, at_least: float = 0.0
+    ) -> None:
+        """Close the transport (the next round resends from the cursor), show the fault, wait."""
+        await self._close_transport()
+        if destination is not None:
+            log.warning("forwarding to %r %s: %s", destination.name, state, error)
+            try:
+                async with self._sessions() as session:
+                    await record_fault(
+                        session=session, lease=self.lease, destination=destination, state=state, error=error
+                    )
+                    await session.commit()
+                self._renewed_at = time.monotonic()
+            except LeaseLost:
+                raise
+            except (SQLAlchemyError, OSError) as database_error:
+                self._database_lost(database_error)
+            except Exception:
+                log.exception("recording the fault of destination %s failed", self.destination_id)
+        await self._wait(self._backoff.take(at_least))
+
+    def _database_lost(self, error: BaseException) -> None:
+        if not self._database_down:
+            self._database_down = True
+            what = "cannot reach the database" if is_connection_error(error) else "the database failed"
+            log.warning(
+                "forwarding to destination %s waits: %s (%s)", self.destination_id, what, type(error).__name__
+            )
+
+    def _database_back(self) -> None:
+        if self._database_down:
+            self._database_down = False
+            log.info(
+                "forwarding to destination %s resumes: the database is reachable again", self.destination_id
+            )
+
+    async def _load_destination(self) -> ForwardDestination | None:
+        async with self._sessions() as session:
+            destination = await find_destination(session=session, destination_id=self.destination_id)
+        self._database_back()
+        return destination
+
+    async def _load_cursors(self) -> None:
+        """Start again from where a resend starts (the last batch, on unacknowledged transports)."""
+        names: dict[StreamName, str] = {
+            "event": events_cursor_name(self.destination_id),
+            "alert": alerts_cursor_name(self.destination_id),
+        }
+        self._cursors = {}
+        async with self._sessions() as session:
+            for stream, name in names.items():
+                state = await load_cursor(session, name=name)
+                if state is None:
+                    raise LeaseLost(f"destination {self.destination_id} has no cursors: it was deleted")
+                self._cursors[stream] = _Cursor(position=state.resend_from, resend_from=state.resend_from)
+
+    async def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            try:
+                await transport.close()
+            except Exception as error:  # closing a broken connection must not stop the loop
+                log.debug("closing the transport of %s: %s", self.destination_id, error)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, keeping the lease renewed meanwhile (a wait may outlast it)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, self.lease.seconds / 3))
+            await self._keep_lease()
+
+    async def _idle(self) -> None:
+        await asyncio.sleep(self._poll)
+        await self._keep_lease()
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease when a third of it has passed, saving cursors that moved past skipped rows."""
+        if time.monotonic() - self._renewed_at < self.lease.seconds / 3:
+            return
+        try:
+            async with self._sessions() as session:
+                await renew(session=session, lease=self.lease)
+                for stream, cursor in self._cursors.items():
+                    if cursor.unsaved:
+                        await record_position(
+                            session=session,
+                            lease=self.lease,
+                            destination_id=self.destination_id,
+                            stream=stream,
+                            position=cursor.position,
+                            resend_from=cursor.resend_from,
+                        )
+                await session.commit()
+        except (SQLAlchemyError, OSError) as error:
+            self._database_lost(error)
+            return
+        for cursor in self._cursors.values():
+            cursor.unsaved = False
+        self._renewed_at = time.monotonic()
+
+    # --- one round -----------------------------------------------------------------------------
+
+    async def _round(self, destination: ForwardDestination, transport: Transport) -> bool:
+        """Send what is waiting; True when something was (so the next round follows at once)."""
+        worked = await self._retry_dead_letters(destination, transport)
+        if destination.forward_alerts:
+            worked = await self._deliver_page(destination, transport, "alert") or worked
+        if destination.event_risk_levels:
+            worked = await self._deliver_page(destination, transport, "event") or worked
+        return worked
+
+    async def _deliver_page(
+        self, destination: ForwardDestination, transport: Transport, stream: StreamName
+    ) -> bool:
+        cursor = self._cursors[stream]
+        start = cursor.position
+        async with self._sessions() as session:
+            if stream == "alert":
+                page = await read_alert_changes(
+                    session, after=start, limit=self._page_rows, organization_id=destination.organization_id
+                )
+                items: list[ForwardItem] = [alert_item(row) for row in page.rows]
+            else:
+                page = await read_events(
+                    session,
+                    after=start,
+                    limit=self._page_rows,
+                    organization_id=destination.organization_id,
+                    risk_levels=list(destination.event_risk_levels),
+                )
+                items = [event_item(row) for row in page.rows]
+        if not items:
+            if page.next_position != start:
+                cursor.position, cursor.unsaved = page.next_position, True
+            return False
+        messages, refused = self._format(destination, items)
+        if messages:
+            refused += [
+                _refusal(message.item, message.body, reason)
+                for message, reason in await transport.send(messages)
+            ]
+        resend_from = page.next_position if transport.acknowledged else start
+        async with self._sessions() as session:
+            await record_delivery(
+                session=session,
+                lease=self.lease,
+                destination=destination,
+                stream=stream,
+                position=page.next_position,
+                resend_from=resend_from,
+                delivered=len(items) - len(refused),
+                refused=refused,
+            )
+            await session.commit()
+        self._renewed_at = time.monotonic()
+        self._cursors[stream] = _Cursor(position=page.next_position, resend_from=resend_from)
+        return True
+
+    def _format(
+        self, destination: ForwardDestination, items: Sequence[ForwardItem]
+    ) -> tuple[list[Message], list[Refusal]]:
+        messages, refused = [], []
+        for item in items:
+            try:
+                messages.append(format_message(item, destination.format, version=self._version))
+            except ValueError as error:
+                refused.append(_refusal(item, "", f"cannot be formatted as {destination.format}: {error}"))
+        return messages, refused
+
+    async def _retry_dead_letters(self, destination: ForwardDestination, transport: Transport) -> bool:
+        """Send the dead letters an administrator asked to retry, as they were refused."""
+        pending: list[tuple[uuid.UUID, ForwardItem, str]] = []
+        missing: list[tuple[uuid.UUID, str]] = []
+        async with self._sessions() as session:
+            letters = await dead_letters_to_retry(
+                session=session, destination_id=destination.id, limit=DEAD_LETTER_BATCH
+            )
+            for letter in letters:
+                item = await self._stored_item(
+                    session, letter.stream, letter.organization_id, letter.item_id, letter.revision
+                )
+                if item is None:
+                    missing.append((letter.id, "no longer stored (deleted by retention)"))
+                else:
+                    pending.append((letter.id, item, letter.payload))
+        if not letters:
+            return False
+        messages = [
+            (letter_id, Message(item=item, body=payload, syslog_severity=syslog_severity(item)))
+            for letter_id, item, payload in pending
+        ]
+        answers = await transport.send([message for _, message in messages]) if messages else []
+        refused = [(_letter_of(messages, message), reason) for message, reason in answers]
+        refused_ids = {letter_id for letter_id, _ in refused}
+        delivered = [letter_id for letter_id, _, _ in pending if letter_id not in refused_ids]
+        async with self._sessions() as session:
+            await record_dead_letter_results(
+                session=session,
+                lease=self.lease,
+                destination=destination,
+                delivered=delivered,
+                refused=refused + missing,
+            )
+            await session.commit()
+        self._renewed_at = time.monotonic()
+        return True
+
+    @staticmethod
+    async def _stored_item(
+        session: AsyncSession, stream: str, organization_id: str, item_id: str, revision: int | None
+    ) -> ForwardItem | None:
+        if stream == "alert":
+            change = await stored_alert_change(session=session, alert_id=item_id, revision=revision)
+            return None if change is None else alert_item(change)
+        row = await stored_event(session=session, organization_id=organization_id, event_id=item_id)
+        return None if row is None else event_item(row)
+
+
+def _letter_of(messages: Sequence[tuple[uuid.UUID, Message]], refused: Message) -> uuid.UUID:
+    """The dead letter a refused message was made from (the same object, or an equal one)."""
+    for letter_id, message in messages:
+        if message is refused:
+            return letter_id
+    return next(letter_id for letter_id, message in messages if message == refused)

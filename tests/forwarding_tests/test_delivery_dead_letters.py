@@ -1,0 +1,95 @@
+"""A message HEC refuses on its own (400) becomes a dead letter; the rest goes on; an administrator retries
+or discards it, audited."""
+
+from __future__ import annotations
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.destinations import list_dead_letters, retry_dead_letters
+from db.engine import new_sessionmaker
+from db.models import AuditEvent, DeadLetter
+from db.rights import Actor
+from tests.forwarding_tests.test_delivery import forwarding
+from tests.support.forwarding_rows import add_destination, add_org, commit_order, events, reload, store
+from tests.support.http_receiver import HEC_TOKEN, http_receiver
+from tests.support.waiting import wait_until
+
+
+def hec_ids(received: list[dict[str, object]]) -> list[str]:
+    """The event ids in what HEC received, in order (each event's JSON body carries its ``id``)."""
+    ids = []
+    for event in received:
+        body = event["event"]
+        document = orjson.loads(body) if isinstance(body, str) else body
+        assert isinstance(document, dict)
+        ids.append(str(document["id"]))
+    return ids
+
+
+async def dead_letters(engine: AsyncEngine) -> list[DeadLetter]:
+    async with new_sessionmaker(engine)() as session:
+        return list(await list_dead_letters(session=session))
+
+
+async def test_a_refused_event_is_a_dead_letter_and_is_delivered_when_retried(engine: AsyncEngine) -> None:
+    await add_org(engine)
+    async with http_receiver() as receiver:
+        destination = await add_destination(
+            engine, address=receiver.url, transport="hec", secret=HEC_TOKEN, risk_levels=("red",)
+        )
+        await store(engine, events(12))
+        expected = await commit_order(engine, "acme", ["red"])
+        refused_id = expected[5]
+        receiver.faults.refuse_containing = refused_id
+        async with forwarding(engine):
+            await wait_until(lambda: len(receiver.hec_events) >= 11, what="every event HEC accepts")
+
+            async def one_dead_letter() -> bool:
+                return len(await dead_letters(engine)) == 1
+
+            await wait_until(one_dead_letter, what="the refused event to be a dead letter")
+            [letter] = await dead_letters(engine)
+            assert (letter.stream, letter.item_id, letter.attempts, letter.retry_requested) == (
+                "event",
+                refused_id,
+                1,
+                False,
+            )
+            assert "HEC refused the event" in letter.error
+            assert refused_id in letter.payload
+            assert hec_ids(receiver.hec_events) == [
+                event_id for event_id in expected if event_id != refused_id
+            ]
+
+            # Retried while HEC still refuses it: one more attempt, and it waits for another request.
+            async with new_sessionmaker(engine)() as session:
+                assert await retry_dead_letters(session=session, ids=[letter.id], actor=Actor.cli()) == 1
+                await session.commit()
+
+            async def attempted_twice() -> bool:
+                letters = await dead_letters(engine)
+                return letters[0].attempts == 2 and not letters[0].retry_requested
+
+            await wait_until(attempted_twice, what="the second refusal")
+
+            # Fixed on the receiver's side: the retry delivers it and the dead letter is gone.
+            receiver.faults.refuse_containing = None
+            async with new_sessionmaker(engine)() as session:
+                assert await retry_dead_letters(session=session, ids=[letter.id], actor=Actor.cli()) == 1
+                await session.commit()
+
+            async def none_left() -> bool:
+                return await dead_letters(engine) == []
+
+            await wait_until(none_left, what="the retried dead letter to be delivered")
+    assert sorted(hec_ids(receiver.hec_events)) == sorted(expected)
+    assert hec_ids(receiver.hec_events)[-1] == refused_id
+    row = await reload(engine, destination.id)
+    assert (row.state, row.delivered_count) == ("active", 12)
+    async with new_sessionmaker(engine)() as session:
+        actions = (
+            await session.scalars(select(AuditEvent.action).where(AuditEvent.entity_type == "dead_letter"))
+        ).all()
+    assert actions == ["dead_letter.retry", "dead_letter.retry"]
