@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run console test lint bench-ingest bench-hostile bench-retention bench-console bench-sign-in clean
+.PHONY: setup run console test lint bench-ingest bench-hostile bench-retention bench-console bench-sign-in bench-forward bench-alerts clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed; set PYTHON=/path/to/python3.11")'
@@ -48,6 +48,16 @@ bench-console: setup
 
 bench-sign-in: setup
 	$(BIN)/python bench/sign_in.py
+
+bench-forward: setup
+	$(BIN)/python bench/forward.py
+	$(BIN)/python bench/forward.py --postgres
+
+bench-alerts: setup
+	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/alerts.py --postgres
+	$(BIN)/python bench/dispatch_cpu.py
+	$(BIN)/python bench/dispatch_cpu.py --postgres
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -30,6 +30,19 @@ its work goes through the connection holding the lock
 (:mod:`db.retention_lock`); the final records go through a fresh pooled
 connection, so a lost lock connection cannot lose them. Dry runs count what
 would go, delete nothing, and are recorded with ``dry_run`` true (not audited).
+
+Alerts, alert changes and dead letters follow the same retention: once an
+organisation's logs are done, its alerts last updated before the cutoff, its
+alert changes made before it and its dead letters created before it are deleted,
+in batches of their own, each holding the retention like a log batch.
+
+Forwarding holds logs back. Events an enabled destination wants and has not
+received yet are not deleted silently: the organisation's log cutoff is held back
+to the oldest of them (:func:`log_cutoff_for`), but never more than
+``forward_hold_days`` (FORWARD_HOLD_DAYS) before the retention cutoff. Past that
+they are deleted, and how many went undelivered is recorded in the run record
+(``undelivered_expired``). The hold is read when the organisation's turn comes;
+an event that arrives during the run already past its retention is not held.
 """
 
 from __future__ import annotations
@@ -50,8 +63,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.audit import record_change
 from db.base import UTCDateTime, as_utc, utcnow
 from db.configs import ConfigError, validate_retention_days
+from db.destinations import count_undelivered_events_before, oldest_undelivered_event_at
 from db.engine import take_sqlite_write_lock
-from db.models import AuditEvent, FirewallConfig, LogEntry, RetentionRun
+from db.models import Alert, AlertChange, AuditEvent, DeadLetter, FirewallConfig, LogEntry, RetentionRun
 from db.retention_lock import (
     LOST_LOCK_MESSAGE,
     HeldLock,
@@ -60,6 +74,7 @@ from db.retention_lock import (
     retention_lock,
 )
 from db.rights import Actor, NotAllowed, require_admin
+from db.settings import DispatchSettings
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
 
 #: Rows per delete transaction, per engine. On PostgreSQL a batch locks only the
@@ -70,6 +85,8 @@ from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
 #: transaction holds the database's single writer lock, so 1,000 rows keep each
 #: batch to a few tens of milliseconds of waiting for the ingest server.
 DEFAULT_BATCH_SIZES = {"postgresql": 25_000, "sqlite": 1_000}
+#: Days past the retention cutoff that events a destination has not received are kept (FORWARD_HOLD_DAYS).
+DEFAULT_FORWARD_HOLD_DAYS = DispatchSettings().forward_hold_days
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -97,12 +114,14 @@ __all__ = [
     "AUDIT_ACTION",
     "CANCELLED",
     "DEFAULT_BATCH_SIZES",
+    "DEFAULT_FORWARD_HOLD_DAYS",
     "FAILED",
     "LOST_LOCK_MESSAGE",
     "RETENTION_STATUSES",
     "RUNNING",
     "SCHEDULER_TRIGGER",
     "SUCCEEDED",
+    "LogCutoff",
     "OrganizationCleanup",
     "RetentionAlreadyRunning",
     "RetentionPreview",
@@ -111,6 +130,8 @@ __all__ = [
     "count_expired",
     "cutoff_for",
     "delete_expired_batch",
+    "delete_expired_records_batch",
+    "log_cutoff_for",
     "recent_runs",
     "retention_preview",
     "run_retention",
@@ -142,13 +163,30 @@ class OrganizationCleanup:
     run_id: uuid.UUID | None
     #: False when the organisation has logs but no config row (so the default retention applied).
     has_config: bool = True
+    #: The cutoff applied to logs: ``cutoff``, or earlier while a destination has not received them.
+    log_cutoff: datetime | None = None
+    #: Logs deleted (or, in a dry run, to be) although an enabled destination had not received them.
+    undelivered_expired: int = 0
+    alerts_deleted: int = 0
+    alert_changes_deleted: int = 0
+    dead_letters_deleted: int = 0
+
+    @property
+    def held(self) -> bool:
+        """Whether forwarding held the log cutoff back (some expired logs were kept for a destination)."""
+        return self.log_cutoff is not None and self.log_cutoff < self.cutoff
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "organization_id": self.organization_id,
             "retention_days": self.retention_days,
             "cutoff": self.cutoff.isoformat(),
+            "log_cutoff": (self.log_cutoff or self.cutoff).isoformat(),
             "rows": self.rows,
+            "undelivered_expired": self.undelivered_expired,
+            "alerts_deleted": self.alerts_deleted,
+            "alert_changes_deleted": self.alert_changes_deleted,
+            "dead_letters_deleted": self.dead_letters_deleted,
             "status": self.status,
             "error": self.error,
             "dry_run": self.dry_run,
@@ -206,11 +244,43 @@ class RetentionPreview:
     cutoff: datetime
     rows_to_delete: int
     has_config: bool
+    #: The cutoff for logs, held back for forwarding (see :func:`log_cutoff_for`).
+    log_cutoff: datetime | None = None
+    #: Of ``rows_to_delete``, how many an enabled destination has not received (past the hold).
+    undelivered_to_expire: int = 0
 
 
 def cutoff_for(now: datetime, retention_days: int) -> datetime:
     """The instant before which an organisation's logs are expired."""
     return as_utc(now) - timedelta(days=retention_days)
+
+
+@dataclass(frozen=True)
+class LogCutoff:
+    """The cutoff for an organisation's logs, and the oldest event a destination has not received."""
+
+    cutoff: datetime
+    oldest_undelivered: datetime | None
+
+    @property
+    def expires_undelivered(self) -> bool:
+        """Whether events a destination has not received are older than the cutoff (the hold ran out)."""
+        return self.oldest_undelivered is not None and self.oldest_undelivered < self.cutoff
+
+
+async def log_cutoff_for(
+    *, session: AsyncSession, organization_id: str, cutoff: datetime, hold_days: int
+) -> LogCutoff:
+    """The cutoff for the organisation's logs: the retention ``cutoff``, held back to the oldest event an
+    enabled destination has not received yet, but never more than ``hold_days`` before ``cutoff``.
+
+    Events before the oldest undelivered one have all been received (or are not wanted), so holding the
+    cutoff there deletes only what every destination has.
+    """
+    oldest = await oldest_undelivered_event_at(session=session, organization_id=organization_id)
+    if oldest is None or oldest >= cutoff:
+        return LogCutoff(cutoff, oldest)
+    return LogCutoff(max(as_utc(oldest), cutoff - timedelta(days=hold_days)), oldest)
 
 
 # --- queries ---------------------------------------------------------------------------------------
@@ -323,6 +393,39 @@ async def delete_expired_batch(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+#: The tables deleted with an organisation's retention besides its logs, and the time each row expires by.
+_EXPIRING_RECORDS: dict[str, tuple[Any, Any, Any]] = {
+    "alerts": (Alert, Alert.id, Alert.updated_at),
+    "alert_changes": (AlertChange, AlertChange.id, AlertChange.changed_at),
+    "dead_letters": (DeadLetter, DeadLetter.id, DeadLetter.created_at),
+}
+
+
+async def delete_expired_records_batch(
+    *, session: AsyncSession, table: str, organization_id: str, cutoff: datetime, limit: int
+) -> int:
+    """Delete at most ``limit`` of the organisation's rows of ``table`` (``alerts``: last updated,
+    ``alert_changes``: made, ``dead_letters``: created) before ``cutoff``. The caller owns the
+    transaction."""
+    model, key, moment = _EXPIRING_RECORDS[table]
+    chosen = (
+        select(key).where(model.organization_id == organization_id, moment < cutoff).limit(limit)
+    ).scalar_subquery()
+    result = await session.execute(
+        delete(model).where(key.in_(chosen), model.organization_id == organization_id, moment < cutoff)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def count_expired_records(
+    *, session: AsyncSession, table: str, organization_id: str, cutoff: datetime
+) -> int:
+    """How many of the organisation's rows of ``table`` a cleanup with ``cutoff`` deletes."""
+    model, _key, moment = _EXPIRING_RECORDS[table]
+    query = select(func.count()).where(model.organization_id == organization_id, moment < cutoff)
+    return int(await session.scalar(query) or 0)
+
+
 def batch_ranges(
     bounds: Sequence[datetime], cutoff: datetime
 ) -> list[tuple[datetime | None, datetime, bool]]:
@@ -382,16 +485,29 @@ async def _retention_plan(session: AsyncSession, organization_id: str | None) ->
 
 
 async def retention_preview(
-    session: AsyncSession, *, now: datetime | None = None, organization_id: str | None = None
+    session: AsyncSession,
+    *,
+    now: datetime | None = None,
+    organization_id: str | None = None,
+    forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS,
 ) -> list[RetentionPreview]:
     """Per organisation (or only ``organization_id``): retention, cutoff, and how many logs a cleanup
-    with this ``now`` would delete. Pass the same ``now`` to :func:`run_retention` to delete just those."""
+    with this ``now`` would delete (forwarding's hold applied, and how many of them no destination has
+    received yet). Pass the same ``now`` to :func:`run_retention` to delete just those."""
     now = utcnow() if now is None else as_utc(now)
     previews = []
     for org, days, has_config in await _retention_plan(session, organization_id):
         cutoff = cutoff_for(now, days)
-        count = await count_expired(session=session, organization_id=org, cutoff=cutoff)
-        previews.append(RetentionPreview(org, days, cutoff, count, has_config))
+        held = await log_cutoff_for(
+            session=session, organization_id=org, cutoff=cutoff, hold_days=forward_hold_days
+        )
+        count = await count_expired(session=session, organization_id=org, cutoff=held.cutoff)
+        undelivered = (
+            await count_undelivered_events_before(session=session, organization_id=org, before=held.cutoff)
+            if held.expires_undelivered
+            else 0
+        )
+        previews.append(RetentionPreview(org, days, cutoff, count, has_config, held.cutoff, undelivered))
     return previews
 
 
@@ -454,6 +570,7 @@ class _Run:
     batch_size: int
     progress: ProgressCallback | None
     cancel: asyncio.Event | None
+    forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS
 
     @property
     def audited(self) -> bool:
@@ -483,6 +600,13 @@ class _RunRecord:
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
     audit_id: uuid.UUID | None = None
     rows: int = 0
+    #: The cutoff applied to logs (``cutoff`` held back for forwarding); set when the run record starts.
+    log_cutoff: datetime | None = None
+    #: Logs a destination has not received that are older than ``log_cutoff``, counted before deleting.
+    undelivered_before: int = 0
+    undelivered_expired: int = 0
+    #: Rows of alerts, alert_changes and dead_letters deleted (or, in a dry run, to be).
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_EXPIRING_RECORDS, 0))
 
     def audit_changes(self, *, rows: int, status: str, error: str | None = None) -> dict[str, Any]:
         """The audit row's ``changes``: the run's id and where it stands (JSON-ready)."""
@@ -493,9 +617,34 @@ class _RunRecord:
             "rows_deleted": {"after": rows},
             "status": {"after": status},
         }
+        if self.log_cutoff is not None and self.log_cutoff < self.cutoff:
+            changes["log_cutoff"] = {"after": self.log_cutoff.isoformat()}
+        if self.undelivered_expired:
+            changes["undelivered_expired"] = {"after": self.undelivered_expired}
+        for table, count in self.records.items():
+            if count:
+                changes[f"{table}_deleted"] = {"after": count}
         if error is not None:
             changes["error"] = {"after": error}
         return changes
+
+    async def hold_logs(self, session: AsyncSession, hold_days: int) -> None:
+        """Set ``log_cutoff`` (forwarding's hold) and count the undelivered logs older than it."""
+        held = await log_cutoff_for(
+            session=session, organization_id=self.organization_id, cutoff=self.cutoff, hold_days=hold_days
+        )
+        self.log_cutoff = held.cutoff
+        self.undelivered_before = (
+            await count_undelivered_events_before(
+                session=session, organization_id=self.organization_id, before=held.cutoff
+            )
+            if held.expires_undelivered
+            else 0
+        )
+
+    @property
+    def logs_cutoff(self) -> datetime:
+        return self.cutoff if self.log_cutoff is None else self.log_cutoff
 
 
 async def _stored_retention(session: AsyncSession, organization_id: str, *, hold: bool) -> tuple[int, bool]:
@@ -527,6 +676,7 @@ async def _start_record(run: _Run, record: _RunRecord) -> None:
             await require_admin(session=session, actor=run.actor, what=RIGHTS_NEEDED)
         days, record.has_config = await _stored_retention(session, record.organization_id, hold=False)
         record.retention_days, record.cutoff = days, cutoff_for(run.now, days)
+        await record.hold_logs(session, run.forward_hold_days)
         session.add(
             RetentionRun(
                 id=record.run_id,
@@ -569,7 +719,12 @@ async def _finish_record(
     record (and audit row) that its start never committed is created here, final.
     """
     finished_at = utcnow()
-    values: dict[str, Any] = {"status": status, "error": error, "finished_at": finished_at}
+    values: dict[str, Any] = {
+        "status": status,
+        "error": error,
+        "finished_at": finished_at,
+        "undelivered_expired": record.undelivered_expired,
+    }
     if run.dry_run:
         values["rows_deleted"] = record.rows
     async with run.records() as session, session.begin():
@@ -622,6 +777,11 @@ async def _finish_record(
         finished_at=finished_at,
         run_id=record.run_id,
         has_config=record.has_config,
+        log_cutoff=record.logs_cutoff,
+        undelivered_expired=record.undelivered_expired,
+        alerts_deleted=record.records["alerts"],
+        alert_changes_deleted=record.records["alert_changes"],
+        dead_letters_deleted=record.records["dead_letters"],
     )
 
 
@@ -658,7 +818,8 @@ _DeleteSome = Callable[..., Awaitable[int]]
 
 
 async def _delete_batches(run: _Run, record: _RunRecord, *, bounds: Sequence[datetime]) -> str:
-    """Delete batch after batch, range by range; return the final status.
+    """Delete batch after batch, range by range, then the expired alerts, alert changes and dead
+    letters; return the final status.
 
     Each batch reads the organisation's retention again, held against change until
     it commits, and deletes with the cutoff it gives: raising the retention during
@@ -673,7 +834,8 @@ async def _delete_batches(run: _Run, record: _RunRecord, *, bounds: Sequence[dat
     # One connection for the organisation's batches; each batch is its own transaction.
     async with run.work() as session:
 
-        async def one_batch(delete_some: _DeleteSome, *, range_delete: bool) -> int:
+        async def one_batch(delete_some: _DeleteSome, *, range_delete: bool, table: str | None = None) -> int:
+            """One batch of logs (``table`` None, with the held log cutoff) or of ``table``'s rows."""
             async with session.begin():
                 await _batch_settings(session, range_delete=range_delete)
                 days, has_config = await _stored_retention(session, organization_id, hold=True)
@@ -681,50 +843,89 @@ async def _delete_batches(run: _Run, record: _RunRecord, *, bounds: Sequence[dat
                 changed = days != record.retention_days
                 if changed:
                     record.retention_days, record.cutoff = days, cutoff_for(run.now, days)
+                    await record.hold_logs(session, run.forward_hold_days)
                 record.has_config = has_config
-                deleted = await delete_some(cutoff=record.cutoff)
-                if deleted or changed:
+                deleted = await delete_some(cutoff=record.logs_cutoff if table is None else record.cutoff)
+                logs = deleted if table is None else 0
+                if logs or changed:
                     await session.execute(
                         update(RetentionRun)
                         .where(RetentionRun.id == record.run_id)
                         .values(
-                            rows_deleted=RetentionRun.rows_deleted + deleted,
+                            rows_deleted=RetentionRun.rows_deleted + logs,
                             retention_days=record.retention_days,
                             cutoff=record.cutoff,
                         )
                     )
                     if record.audit_id is not None:
-                        changes = record.audit_changes(rows=record.rows + deleted, status=RUNNING)
+                        changes = record.audit_changes(rows=record.rows + logs, status=RUNNING)
                         await session.execute(
                             update(AuditEvent).where(AuditEvent.id == record.audit_id).values(changes=changes)
                         )
+            if table is not None:
+                record.records[table] += deleted
+                return deleted
             record.rows += deleted
             if deleted:
                 await _call(run.progress, organization_id, record.rows)
             return deleted
 
-        common: dict[str, Any] = {"session": session, "organization_id": organization_id}
-        for lower, upper, tied in batch_ranges(bounds, record.cutoff):
-            if lower is not None and lower >= record.cutoff:
-                break  # the retention was raised during the run: nothing from here on is expired
-            while tied and lower is not None:
+        async def delete_logs() -> bool:
+            """The logs, range by range; False if the run was cancelled on the way."""
+            common: dict[str, Any] = {"session": session, "organization_id": organization_id}
+            for lower, upper, tied in batch_ranges(bounds, record.logs_cutoff):
+                if lower is not None and lower >= record.logs_cutoff:
+                    break  # the retention was raised during the run: nothing from here on is expired
+                while tied and lower is not None:
+                    if run.cancelled:
+                        return False
+                    deleted = await one_batch(
+                        partial(delete_tied_batch, **common, moment=lower, limit=run.batch_size),
+                        range_delete=False,
+                    )
+                    tied = deleted == run.batch_size
+                if run.cancelled:
+                    return False
+                await one_batch(
+                    partial(delete_expired_batch, **common, lower=lower, upper=upper), range_delete=True
+                )
+            return True
+
+        finished = await delete_logs()
+        if record.undelivered_before:
+            # What a destination had not received and is gone now: counted before, less what is left.
+            async with session.begin():
+                left = await count_undelivered_events_before(
+                    session=session, organization_id=organization_id, before=record.logs_cutoff
+                )
+            record.undelivered_expired = max(0, record.undelivered_before - left)
+        if not finished:
+            return CANCELLED
+        for table in _EXPIRING_RECORDS:
+            deleted = run.batch_size
+            while deleted == run.batch_size:
                 if run.cancelled:
                     return CANCELLED
                 deleted = await one_batch(
-                    partial(delete_tied_batch, **common, moment=lower, limit=run.batch_size),
+                    partial(
+                        delete_expired_records_batch,
+                        session=session,
+                        table=table,
+                        organization_id=organization_id,
+                        limit=run.batch_size,
+                    ),
                     range_delete=False,
+                    table=table,
                 )
-                tied = deleted == run.batch_size
-            if run.cancelled:
-                return CANCELLED
-            await one_batch(
-                partial(delete_expired_batch, **common, lower=lower, upper=upper), range_delete=True
-            )
     return SUCCEEDED
 
 
+#: Per organisation: the log cutoff its batch bounds were walked with and the bounds, or why they are not.
+_Bounds = tuple[datetime, list[datetime]] | BaseException
+
+
 async def _clean_organization(
-    run: _Run, *, organization_id: str, planned_days: int, bounds: Sequence[datetime] | BaseException
+    run: _Run, *, organization_id: str, planned_days: int, bounds: _Bounds | None
 ) -> OrganizationCleanup:
     record = _RunRecord(
         organization_id=organization_id,
@@ -745,23 +946,30 @@ async def _clean_organization(
         elif run.dry_run:
             async with run.work() as session:
                 record.rows = await count_expired(
-                    session=session, organization_id=organization_id, cutoff=record.cutoff
+                    session=session, organization_id=organization_id, cutoff=record.logs_cutoff
                 )
+                record.undelivered_expired = record.undelivered_before
+                for table in _EXPIRING_RECORDS:
+                    record.records[table] = await count_expired_records(
+                        session=session, table=table, organization_id=organization_id, cutoff=record.cutoff
+                    )
             await _call(run.progress, organization_id, record.rows)
             status = SUCCEEDED
         else:
             if isinstance(bounds, BaseException):
                 raise bounds
-            if record.retention_days != planned_days:
-                # Changed since the bounds were walked: walk again with the cutoff that applies now.
+            walked_cutoff, walked = bounds if bounds is not None else (None, [])
+            if walked_cutoff != record.logs_cutoff:
+                # The retention or forwarding's hold changed since the bounds were walked: walk again
+                # with the cutoff that applies now.
                 async with run.work() as session:
-                    bounds = await batch_bounds(
+                    walked = await batch_bounds(
                         session=session,
                         organization_id=organization_id,
-                        cutoff=record.cutoff,
+                        cutoff=record.logs_cutoff,
                         limit=run.batch_size,
                     )
-            status = await _delete_batches(run, record, bounds=bounds)
+            status = await _delete_batches(run, record, bounds=walked)
     except asyncio.CancelledError:
         await asyncio.shield(
             _finish_record(run, record, CANCELLED, "the task running the cleanup was cancelled")
@@ -783,15 +991,23 @@ async def _all_batch_bounds(
     *,
     now: datetime,
     batch_size: int,
-) -> dict[str, list[datetime] | BaseException]:
-    """Every organisation's batch bounds, read before the first delete (see :func:`batch_bounds`)."""
-    bounds: dict[str, list[datetime] | BaseException] = {}
+    hold_days: int,
+) -> dict[str, _Bounds]:
+    """Every organisation's batch bounds, read before the first delete (see :func:`batch_bounds`), with the
+    log cutoff they were walked with (forwarding's hold applied)."""
+    bounds: dict[str, _Bounds] = {}
     for organization_id, stored_days, _has_config in plan:
         try:
             cutoff = cutoff_for(now, validate_retention_days(stored_days))
             async with sessions() as session:
-                bounds[organization_id] = await batch_bounds(
-                    session=session, organization_id=organization_id, cutoff=cutoff, limit=batch_size
+                held = await log_cutoff_for(
+                    session=session, organization_id=organization_id, cutoff=cutoff, hold_days=hold_days
+                )
+                bounds[organization_id] = (
+                    held.cutoff,
+                    await batch_bounds(
+                        session=session, organization_id=organization_id, cutoff=held.cutoff, limit=batch_size
+                    ),
                 )
         except Exception as error:  # recorded against the organisation when its turn comes
             bounds[organization_id] = error
@@ -857,6 +1073,7 @@ async def run_retention(
     wait: bool = False,
     wait_timeout: float | None = None,
     now: datetime | None = None,
+    forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS,
 ) -> RetentionSummary:
     """Clean one organisation (``organization_id``) or all of them, holding the retention lock.
 
@@ -879,6 +1096,8 @@ async def run_retention(
     far)`` after each batch, ``on_result`` each organisation's outcome as it ends;
     ``cancel`` is checked between batches (what is left is recorded as cancelled);
     ``now`` pins the clock (the console passes the one its confirmation counted with).
+    ``forward_hold_days`` (FORWARD_HOLD_DAYS) is how long past its cutoff an event a destination has not
+    received is kept (see :func:`log_cutoff_for`).
     """
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZES.get(_engine_of(sessions).dialect.name, 1_000)
@@ -900,6 +1119,7 @@ async def run_retention(
             batch_size=batch_size,
             progress=progress,
             cancel=cancel,
+            forward_hold_days=forward_hold_days,
         )
         async with lock.sessions() as session, session.begin():
             if actor is not None:
@@ -907,12 +1127,16 @@ async def run_retention(
             plan = await _retention_plan(session, organization_id)
         await _fail_interrupted_runs(lock.sessions)
         bounds = (
-            {} if dry_run else await _all_batch_bounds(lock.sessions, plan, now=now, batch_size=batch_size)
+            {}
+            if dry_run
+            else await _all_batch_bounds(
+                lock.sessions, plan, now=now, batch_size=batch_size, hold_days=forward_hold_days
+            )
         )
         results = []
         for org, planned_days, _has_config in plan:
             result = await _clean_organization(
-                run, organization_id=org, planned_days=planned_days, bounds=bounds.get(org, ())
+                run, organization_id=org, planned_days=planned_days, bounds=bounds.get(org)
             )
             results.append(result)
             await _call(on_result, result)

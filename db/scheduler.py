@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.base import utcnow
 from db.retention import (
+    DEFAULT_FORWARD_HOLD_DAYS,
     SCHEDULER_TRIGGER,
     RetentionAlreadyRunning,
     RetentionSummary,
@@ -60,12 +61,14 @@ class RetentionScheduler:
         *,
         interval_seconds: float,
         startup_delay_seconds: float = STARTUP_DELAY_SECONDS,
+        forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"the retention interval must be positive; got {interval_seconds}")
         self._sessions = sessions
         self._interval = timedelta(seconds=interval_seconds)
         self._startup_delay = max(0.0, startup_delay_seconds)
+        self._forward_hold_days = forward_hold_days
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._job: Job | None = None
         self._cancel = asyncio.Event()
@@ -138,7 +141,12 @@ class RetentionScheduler:
                 logger.info("retention cleanup not due yet: the last scheduled run was within the interval")
                 return
             # No actor: a scheduled run is the operators' standing setting, recorded in retention_runs only.
-            summary = await run_retention(sessions=self._sessions, actor=None, cancel=self._cancel)
+            summary = await run_retention(
+                sessions=self._sessions,
+                actor=None,
+                cancel=self._cancel,
+                forward_hold_days=self._forward_hold_days,
+            )
         except RetentionAlreadyRunning as error:
             logger.info("retention cleanup skipped: %s", error)
         except Exception as error:
@@ -156,6 +164,14 @@ class RetentionScheduler:
                 len(summary.results),
                 summary.total_rows,
             )
+            for result in summary.results:
+                if result.undelivered_expired:
+                    logger.warning(
+                        "retention cleanup of %s deleted %d events a forwarding destination had not "
+                        "received (FORWARD_HOLD_DAYS ran out)",
+                        result.organization_id,
+                        result.undelivered_expired,
+                    )
         finally:
             self._current = None
             async with self._finished:
@@ -183,13 +199,14 @@ def start_retention_scheduler(
     *,
     interval_hours: float | None = None,
     seconds: float | None = None,
+    forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS,
 ) -> RetentionScheduler:
     """Start a retention schedule in the running event loop, every ``interval_hours`` (or ``seconds``)."""
     if seconds is None:
         if interval_hours is None:
             raise ValueError("give interval_hours or seconds")
         seconds = interval_hours * 3600
-    scheduler = RetentionScheduler(sessions, interval_seconds=seconds)
+    scheduler = RetentionScheduler(sessions, interval_seconds=seconds, forward_hold_days=forward_hold_days)
     scheduler.start()
     return scheduler
 
@@ -208,5 +225,8 @@ def maybe_start_retention_scheduler(
     if not settings.enable_retention_scheduler:
         return None
     return start_retention_scheduler(
-        sessions, interval_hours=settings.retention_cleanup_interval_hours, seconds=seconds
+        sessions,
+        interval_hours=settings.retention_cleanup_interval_hours,
+        seconds=seconds,
+        forward_hold_days=settings.dispatch.forward_hold_days,
     )

@@ -292,6 +292,18 @@ def _whole(minimum: int, maximum: int | None = None) -> Number:
     return Number(minimum, maximum, integer=True)
 
 
+@dataclass(frozen=True)
+class Milliseconds(Number):
+    """A number of milliseconds within bounds, kept in seconds (DISPATCH_POLL_MS → ``poll_seconds``)."""
+
+    def __call__(self, raw: str) -> float:
+        return super().__call__(raw) / 1000
+
+
+def _milliseconds(minimum: float, maximum: float) -> Milliseconds:
+    return Milliseconds(minimum, maximum)
+
+
 #: A timeout or an interval: any number greater than zero.
 _POSITIVE = Number(0, exclusive_minimum=True)
 _NOT_NEGATIVE = Number(0)
@@ -347,15 +359,25 @@ class Setting:
     help: str
     #: The ingest server's option for it (``aifw-ingest --help``); None if it has none.
     flag: str | None = None
+    #: The dispatcher's option for it (``aifw-dispatch --help``); None if it has none.
+    dispatch_flag: str | None = None
+    #: A secret (AIFW_SECRET_KEY): its value is never shown, not even in ``--help``.
+    secret: bool = False
 
     @property
     def default(self) -> object:
         owner, name = self.attribute.split(".") if "." in self.attribute else ("", self.attribute)
-        fields = {f.name: f for f in dataclasses.fields(IngestLimits if owner else Settings)}
+        fields = {f.name: f for f in dataclasses.fields(_GROUPS.get(owner, Settings))}
         spec = fields[name]
         if spec.default_factory is not dataclasses.MISSING:
             return spec.default_factory()
         return spec.default
+
+    def in_variable_unit(self, value: object) -> object:
+        """``value`` as the variable writes it: milliseconds for a setting kept in seconds."""
+        if isinstance(self.parse, Milliseconds) and isinstance(value, int | float):
+            return round(value * 1000, 6)
+        return value
 
     def read(self, raw: str) -> object:
         """The value of ``raw``, or SettingsError naming the variable."""
@@ -372,6 +394,10 @@ class Setting:
             return self.parse(raw)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
+
+
+#: The groups of settings an attribute may name as ``<group>.<field>``: the attributes of Settings.
+_GROUPS: dict[str, type] = {"ingest": IngestLimits, "dispatch": DispatchSettings}
 
 
 #: Every setting, in the order of the README's configuration table.
@@ -575,14 +601,50 @@ SETTINGS: tuple[Setting, ...] = (
         "--rollup-max-keys-per-bucket",
     ),
     Setting("AIFW_BCRYPT_ROUNDS", "bcrypt_rounds", _whole(4, 16), "bcrypt cost of new password hashes"),
+    Setting(
+        "INGEST_DISPATCH",
+        "dispatch.run_in_ingest_server",
+        _boolean,
+        "run the dispatcher (alert evaluation and forwarding) inside the ingest server",
+    ),
+    Setting(
+        "DISPATCH_POLL_MS",
+        "dispatch.poll_seconds",
+        _milliseconds(1, 10_000),
+        "milliseconds an idle evaluator or forwarder waits before looking for new rows",
+        dispatch_flag="--poll-ms",
+    ),
+    Setting(
+        "DISPATCH_LEASE_SECONDS",
+        "dispatch.lease_seconds",
+        Number(2, 300),
+        "seconds a lease lasts unrenewed: another process takes over this long after a holder dies",
+        dispatch_flag="--lease-seconds",
+    ),
+    Setting(
+        "FORWARD_HOLD_DAYS",
+        "dispatch.forward_hold_days",
+        _whole(0, 365),
+        "days past its retention the cleanup keeps an event a destination has not received",
+    ),
+    Setting(
+        "AIFW_SECRET_KEY",
+        "secret_key",
+        _text,
+        "Fernet keys of destination secrets, comma-separated, the first encrypts; unset: the key file",
+        secret=True,
+    ),
 )
 
 
 def _with_values(settings: Settings, values: Mapping[str, Any]) -> Settings:
-    """``settings`` with the attributes named in ``values`` (``ingest.<field>`` for a limit) replaced."""
-    limits = {name.removeprefix("ingest."): v for name, v in values.items() if name.startswith("ingest.")}
-    top = {name: v for name, v in values.items() if not name.startswith("ingest.")}
-    return replace(settings, ingest=replace(settings.ingest, **limits), **top)
+    """``settings`` with the attributes named in ``values`` (``<group>.<field>`` within a group) replaced."""
+    top: dict[str, Any] = {name: v for name, v in values.items() if "." not in name}
+    for group in _GROUPS:
+        inner = {name.split(".", 1)[1]: v for name, v in values.items() if name.startswith(f"{group}.")}
+        if inner:
+            top[group] = replace(getattr(settings, group), **inner)
+    return replace(settings, **top)
 
 
 def _check_tls_pair(settings: Settings) -> Settings:
@@ -612,35 +674,49 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return _check_tls_pair(_with_values(Settings(database_url=""), values))
 
 
-def add_server_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
-    """Add the ingest server's option of every setting that has one.
+def _flag_of(setting: Setting, program: str) -> str | None:
+    return setting.dispatch_flag if program == "dispatch" else setting.flag
+
+
+def add_server_options(
+    parser: argparse.ArgumentParser, settings: Settings, *, program: str = "ingest"
+) -> None:
+    """Add the option of every setting that has one for ``program`` (``ingest`` or ``dispatch``).
 
     An option that is not given leaves its setting as the environment made it (as hypercorn's
     command line does): the defaults are ``SUPPRESS``, and the help shows the value in effect.
     """
     for setting in SETTINGS:
-        if setting.flag is None:
+        flag = _flag_of(setting, program)
+        if flag is None:
             continue
-        current = _value_of(settings, setting.attribute)
+        current = setting.in_variable_unit(value_of(settings, setting.attribute))
+        shown = "set" if setting.secret and current is not None else current
         parser.add_argument(
-            setting.flag,
+            flag,
             dest=setting.attribute,
             type=setting.option_type,
             default=argparse.SUPPRESS,
-            metavar="N" if isinstance(setting.parse, Number) else setting.flag.rsplit("-", 1)[-1].upper(),
-            help=f"{setting.help} ({setting.env}; now {current if current is not None else 'unset'})",
+            metavar="N" if isinstance(setting.parse, Number) else flag.rsplit("-", 1)[-1].upper(),
+            help=f"{setting.help} ({setting.env}; now {shown if shown is not None else 'unset'})",
         )
 
 
-def settings_with_options(settings: Settings, args: argparse.Namespace) -> Settings:
-    """``settings`` with the options that were given on the command line applied."""
+def settings_with_options(
+    settings: Settings, args: argparse.Namespace, *, program: str = "ingest"
+) -> Settings:
+    """``settings`` with the options of ``program`` that were given on the command line applied."""
     given = {
-        s.attribute: getattr(args, s.attribute) for s in SETTINGS if s.flag and hasattr(args, s.attribute)
+        s.attribute: getattr(args, s.attribute)
+        for s in SETTINGS
+        if _flag_of(s, program) and hasattr(args, s.attribute)
     }
     return _check_tls_pair(_with_values(settings, given))
 
 
-def _value_of(settings: Settings, attribute: str) -> object:
-    if attribute.startswith("ingest."):
-        return getattr(settings.ingest, attribute.removeprefix("ingest."))
+def value_of(settings: Settings, attribute: str) -> object:
+    """The value of a setting's ``attribute`` (``<group>.<field>`` within a group) in ``settings``."""
+    if "." in attribute:
+        group, name = attribute.split(".", 1)
+        return getattr(getattr(settings, group), name)
     return getattr(settings, attribute)

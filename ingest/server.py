@@ -5,8 +5,10 @@
 (ingest/connection.py, ingest/protocol.py). Events go through a bounded queue to one batching
 writer (ingest/writer.py); an ``ack`` is sent only after the batch is committed. When the
 queue is full the connection handlers block, stop reading their sockets, and TCP pushes back
-on the agents. Shutdown: stop accepting, let connections finish what they read within the
-grace period, close them, flush the writer, dispose of the engines.
+on the agents. With ``INGEST_DISPATCH`` on, the dispatcher (alert evaluation and forwarding,
+dispatch/service.py) runs in the same event loop. Shutdown: stop accepting, let connections
+finish what they read within the grace period, close them, flush the writer, stop the
+dispatcher (it releases its leases), dispose of the engines.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from db.engine import check_database, new_engine, new_sessionmaker
 from db.event_schema import Hello
 from db.metadata_keys import keys_for_agent, organization_shapes
 from db.models import FirewallConfig
+from db.secrets import SecretKeyError
 from db.settings import IngestLimits, Settings, SettingsError
 from db.tokens import verify
-from ingest.connection import Connection, ConnectionContext
+from dispatch.service import Dispatcher, dispatcher_secrets
+from ingest.connection import Connection, ConnectionContext, DeviceHeartbeat
 from ingest.framing import READ_CHUNK_BYTES
 from ingest.protocol import (
     ProtocolError,
@@ -62,6 +66,8 @@ class RunningServer:
     stats: IngestStats
     #: The retention scheduler running inside the server (ENABLE_RETENTION_SCHEDULER), or None.
     retention_scheduler: Any = None
+    #: The dispatcher running inside the server (INGEST_DISPATCH), or None.
+    dispatcher: Dispatcher | None = None
 
 
 class IngestServer:
@@ -71,6 +77,8 @@ class IngestServer:
         self.settings = settings
         self.engine = engine
         self.sessions = new_sessionmaker(engine)
+        #: Keeps devices.last_seen current for long-lived connections (any line counts).
+        self.heartbeat = DeviceHeartbeat(self.sessions)
         self.stats = IngestStats()
         # The writer's own pool has no pre-ping (with asyncpg three round trips per checkout, so per
         # batch): a dead connection fails its batch, which is retried on a fresh connection anyway.
@@ -105,6 +113,7 @@ class IngestServer:
             admit=self.admit,
             current_config=self.current_config,
             tls_context=self.tls_context,
+            heartbeat=self.heartbeat,
         )
 
     async def admit(self, hello: Hello) -> tuple[Hello, dict[str, Any]]:
@@ -317,6 +326,7 @@ class IngestServer:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
+        self.heartbeat.cancel()  # the connections are gone: nothing more to report
         if self._writer_task is not None:
             if self.writer.queue.full():
                 self.writer.abandon()  # the writer is stuck: no room even for the stop marker
@@ -400,9 +410,13 @@ async def serve(
     engine = new_engine(settings)
     scheduler: Any = None
     stats_task: asyncio.Task[None] | None = None
+    dispatcher: Dispatcher | None = None
+    # The dispatcher's own pool on PostgreSQL: its forwarders never hold up an agent's hello.
+    dispatch_engine = new_engine(settings) if settings.is_postgresql else engine
     server = IngestServer(settings, engine)
     try:
         await check_database(engine, settings)
+        dispatcher = _new_dispatcher(settings, dispatch_engine)
         running = await server.start()
         log.info(
             "ingest server listening on %s:%d%s, writing to %s",
@@ -417,8 +431,10 @@ async def serve(
             stats_task = asyncio.create_task(
                 report_stats(server.stats, server.writer.queue.qsize, settings.ingest.stats_interval_seconds)
             )
+        if dispatcher is not None:
+            dispatcher.start()
         if ready is not None:
-            ready(replace(running, retention_scheduler=scheduler))
+            ready(replace(running, retention_scheduler=scheduler, dispatcher=dispatcher))
         if shutdown_trigger is None:
             await _wait_for_signal()
         else:
@@ -428,9 +444,14 @@ async def serve(
     finally:
         if stats_task is not None:
             stats_task.cancel()
+        # After the writer's flush: what it committed last is the evaluator's to see next time.
+        if dispatcher is not None:
+            await dispatcher.stop_and_wait()
         if scheduler is not None:
             await scheduler.shutdown()
         await server.writer_engine.dispose()
+        if dispatch_engine is not engine:
+            await dispatch_engine.dispose()
         await engine.dispose()
     stats = server.stats
     log.info(
@@ -441,6 +462,18 @@ async def serve(
         stats.batches,
         stats.store_seconds,
     )
+
+
+def _new_dispatcher(settings: Settings, engine: AsyncEngine) -> Dispatcher | None:
+    """The dispatcher to run inside the server (INGEST_DISPATCH), or None; SettingsError if AIFW_SECRET_KEY
+    is not a key."""
+    if not settings.dispatch.run_in_ingest_server:
+        return None
+    try:
+        box = dispatcher_secrets(settings)
+    except SecretKeyError as error:
+        raise SettingsError(f"{error} (or set INGEST_DISPATCH=false)") from None
+    return Dispatcher(new_sessionmaker(engine), settings.dispatch, secrets=box)
 
 
 def _start_retention_scheduler(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Any:

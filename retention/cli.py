@@ -137,8 +137,10 @@ class TextReport:
         retention = f"retention {result.retention_days} days" + ("" if result.has_config else " (default)")
         verb = "would delete" if result.dry_run else "deleted"
         where = f"{result.organization_id}: {retention}, cutoff {stamp(result.cutoff)}"
+        if result.held and result.log_cutoff is not None:
+            where += f" (logs held back to {stamp(result.log_cutoff)} for forwarding)"
         if result.status == SUCCEEDED:
-            self.line(f"{where}, {verb} {result.rows} rows")
+            self.line(f"{where}, {verb} {result.rows} rows{_also(result)}")
         elif result.status == FAILED:
             self.line(f"{where}, FAILED after {result.rows} rows deleted: {result.error}")
         else:
@@ -149,10 +151,32 @@ class TextReport:
         failed = sum(1 for result in summary.results if result.status == FAILED)
         verb = "would be deleted" if summary.dry_run else "deleted"
         tail = f", {failed} failed" if failed else ""
+        undelivered = sum(result.undelivered_expired for result in summary.results)
+        if undelivered:
+            tail += f", {undelivered} of them undelivered to forwarding"
         self.line(
             f"{summary.status}: {len(summary.results)} organisations, "
             f"{summary.total_rows} rows {verb}{tail}, in {seconds:.1f} s"
         )
+
+
+def _also(result: OrganizationCleanup) -> str:
+    """What the line adds after the logs: undelivered logs expired, alerts and dead letters deleted."""
+    parts = []
+    if result.undelivered_expired:
+        parts.append(
+            f"{result.undelivered_expired} of them never received by a forwarding destination "
+            "(FORWARD_HOLD_DAYS ran out)"
+        )
+    records = (
+        (result.alerts_deleted, "alerts"),
+        (result.alert_changes_deleted, "alert changes"),
+        (result.dead_letters_deleted, "dead letters"),
+    )
+    named = [f"{count} {name}" for count, name in records if count]
+    if named:
+        parts.append(", ".join(named))
+    return "".join(f"; {part}" for part in parts)
 
 
 def _asks_for_json(arguments: Sequence[str]) -> bool:
@@ -192,6 +216,7 @@ async def clean(args: argparse.Namespace, settings: Settings) -> int:
             cancel=cancel,
             wait=args.wait is not None,
             wait_timeout=args.wait,
+            forward_hold_days=settings.dispatch.forward_hold_days,
         )
     except UnknownOrganization as error:
         return _error(str(error), as_json=args.json, code=EXIT_USAGE, status="usage_error")

@@ -6,14 +6,22 @@ database; never a configured one unknowingly), :func:`prepare_demo` (``--reset``
 migrate; demo organisations, fresh ingest tokens and the first administrator,
 through the same audited ``db/`` functions as the command line's ``org create``,
 ``ingest-token create|revoke`` and ``create-admin``), :func:`describe_setup`,
-then :func:`run_demo` (the ingest server and the simulator as child processes,
-around the console or a timed run, stopped on exit whatever happens).
+then :func:`run_demo` (a SIEM receiver, the ingest server and the simulator as
+child processes, around the console or a timed run, stopped on exit whatever
+happens).
+
+The ingest server runs the dispatcher (``INGEST_DISPATCH``): the simulator's red
+bursts raise the default "Red burst per user" alert within seconds, and each demo
+organisation forwards its alerts and red events over syslog (RFC 5424 over TCP,
+JSON) to the receiver (simulation/siem_receiver.py), which writes one line per
+message to ``<demo dir>/siem.log``.
 
 By default everything lives in ``<data dir>/demo/`` (``AIFW_DATA_DIR`` or
 ``var/``): its own SQLite database, the processes' logs, the tokens file and the
-administrator's password. The real embedded database (``<data dir>/firewall.db``)
+administrator's password, the receiver's ``siem.log`` and the secret key of
+destination secrets. The real embedded database (``<data dir>/firewall.db``)
 is never touched. Everything demo is named so: organisations ``demo-…``, tokens
-"demo simulator", devices ``sim-demo-…``.
+"demo simulator", devices ``sim-demo-…``, destinations "demo SIEM".
 """
 
 from __future__ import annotations
@@ -37,9 +45,12 @@ from typing import IO
 
 from db.cli import EXIT_FAILED, EXIT_OK, fail
 from db.configs import create_organization, get_config
+from db.destinations import DestinationSpec, create_destination, list_destinations, update_destination
 from db.engine import migrate, new_engine, new_sessionmaker
+from db.errors import error_reason
 from db.logs import LogFilter, count
 from db.rights import Actor
+from db.secrets import secret_box_for
 from db.settings import REPO_ROOT, Settings, data_dir_of, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
 from db.users import create_administrator, get_by_username
@@ -61,6 +72,11 @@ PASSWORD_FILE = "admin-password"
 TOKENS_FILE = "tokens"
 SERVER_LOG = "ingest.log"
 SIMULATOR_LOG = "simulator.log"
+RECEIVER_LOG = "siem-receiver.log"
+#: What the demo's SIEM received: one line per syslog message.
+SIEM_FILE = "siem.log"
+#: Each demo organisation's forwarding destination: its alerts and red events, to the receiver.
+DEMO_DESTINATION = "demo SIEM"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 #: How often a run without the console relays the simulator's progress line.
@@ -310,6 +326,60 @@ class ChildProcess:
         return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
+async def _point_destinations_at(settings: Settings, address: str) -> None:
+    actor = Actor(name=DEMO_ACTOR, source="cli")
+    secrets = secret_box_for(settings)
+    engine = new_engine(settings)
+    try:
+        async with new_sessionmaker(engine)() as session:
+            for organization_id, _days in DEMO_ORGANIZATIONS:
+                spec = DestinationSpec(
+                    name=DEMO_DESTINATION,
+                    transport="syslog_tcp",
+                    format="json",
+                    address=address,
+                    forward_alerts=True,
+                    event_risk_levels=frozenset({"red"}),
+                )
+                existing = [
+                    destination
+                    for destination in await list_destinations(
+                        session=session, organization_id=organization_id
+                    )
+                    if destination.name == DEMO_DESTINATION
+                ]
+                if not existing:
+                    await create_destination(
+                        session=session,
+                        organization_id=organization_id,
+                        spec=spec,
+                        actor=actor,
+                        secrets=secrets,
+                    )
+                elif existing[0].address != address or not existing[0].enabled:
+                    await update_destination(
+                        session=session,
+                        destination_id=existing[0].id,
+                        spec=spec,
+                        actor=actor,
+                        secrets=secrets,
+                    )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def point_destinations_at(settings: Settings, address: str) -> None:
+    """Give each demo organisation its "demo SIEM" destination (alerts and red events, syslog over TCP,
+    JSON) at ``address``, the receiver of this run; audited as the demo. Raises DemoError (one line)."""
+    try:
+        asyncio.run(_point_destinations_at(settings, address))
+    except Exception as error:  # the database, the secret key or the destination's checks
+        raise DemoError(
+            f"cannot point the demo's SIEM destinations at {address}: {error_reason(error)}"
+        ) from None
+
+
 def wait_for_port(
     child: ChildProcess, host: str, port: int, *, timeout: float = START_TIMEOUT_SECONDS
 ) -> None:
@@ -335,6 +405,9 @@ class TrafficPlan:
     rate: float = 4.0
     backfill_days: int = 21
     backfill_per_day: int = 1200
+    #: A red burst from one user this many seconds into live traffic, then every ``red_burst_every``.
+    red_burst_after: float = 5.0
+    red_burst_every: float = 180.0
 
 
 @dataclass
@@ -347,17 +420,50 @@ class DemoProcesses:
     port: int = 0
     server: ChildProcess | None = None
     simulator: ChildProcess | None = None
+    receiver: ChildProcess | None = None
+    receiver_port: int = 0
     say: Callable[[str], None] = print
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.database.settings.database_url
+        # The demo's folder: the secret key the demo encrypted destination secrets with is found there.
+        env["AIFW_DATA_DIR"] = str(self.database.settings.data_dir)
+        env["INGEST_DISPATCH"] = "true"
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    @property
+    def siem_file(self) -> Path:
+        return self.database.directory / SIEM_FILE
+
     def start(self) -> None:
-        """Start the server on a free port, wait until it listens, then start the simulator."""
+        """Start the SIEM receiver and point the demo destinations at it, then the server on a free port;
+        once it listens, the simulator."""
         directory = self.database.directory
+        self.receiver_port = self.receiver_port or free_port(self.host)
+        self.receiver = ChildProcess.start(
+            "SIEM receiver",
+            [
+                sys.executable,
+                "-m",
+                "simulation.siem_receiver",
+                "--host",
+                self.host,
+                "--port",
+                str(self.receiver_port),
+                "--output",
+                str(self.siem_file),
+            ],
+            log_path=directory / RECEIVER_LOG,
+            env=self.child_env(),
+        )
+        wait_for_port(self.receiver, self.host, self.receiver_port)
+        point_destinations_at(self.database.settings, f"{self.host}:{self.receiver_port}")
+        self.say(
+            f"demo: SIEM receiver pid {self.receiver.pid} on {self.host}:{self.receiver_port}, "
+            f"writing to {self.siem_file}"
+        )
         self.port = self.port or free_port(self.host)
         self.server = ChildProcess.start(
             "ingest server",
@@ -398,6 +504,10 @@ class DemoProcesses:
                 str(traffic.backfill_days),
                 "--backfill-per-day",
                 str(traffic.backfill_per_day),
+                "--red-burst-after",
+                str(traffic.red_burst_after),
+                "--red-burst-every",
+                str(traffic.red_burst_every),
             ],
             log_path=directory / SIMULATOR_LOG,
             env=self.child_env(),
@@ -408,7 +518,7 @@ class DemoProcesses:
 
     def check(self) -> None:
         """DemoError if a child died on its own (shown instead of a silently empty console)."""
-        for child in (self.server, self.simulator):
+        for child in (self.receiver, self.server, self.simulator):
             if child is not None and not child.running():
                 last = " | ".join(child.tail(3)) or "no output"
                 raise DemoError(f"the {child.name} stopped (exit code {child.process.returncode}): {last}")
@@ -428,6 +538,10 @@ class DemoProcesses:
                 f"demo: ingest server stopped (exit code {code}); port {self.port} "
                 + ("is free again" if free else "is STILL BOUND")
             )
+        if self.receiver is not None:
+            # Last: the server's dispatcher forwards until it stops.
+            code = self.receiver.stop()
+            self.say(f"demo: SIEM receiver stopped (exit code {code}); it wrote {self.siem_file}")
 
     def __enter__(self) -> DemoProcesses:
         try:
@@ -496,7 +610,10 @@ def describe_setup(database: DemoDatabase, setup: DemoSetup, traffic: TrafficPla
             if traffic.backfill_days
             else "no new history"
         ),
-        f"  logs      {directory / SERVER_LOG}, {directory / SIMULATOR_LOG}",
+        f"  alerts    a red burst from one user {traffic.red_burst_after:g} s into live traffic, then every "
+        f"{traffic.red_burst_every:g} s: the Alerts section shows it",
+        f"  SIEM      alerts and red events forwarded over syslog to {directory / SIEM_FILE}",
+        f"  logs      {directory / SERVER_LOG}, {directory / SIMULATOR_LOG}, {directory / RECEIVER_LOG}",
         "",
     ]
 

@@ -55,13 +55,21 @@ class EventGenerator:
         return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
 
     def event(
-        self, *, device_type: str = "browser", timestamp: datetime | None = None, user_id: str | None = None
+        self,
+        *,
+        device_type: str = "browser",
+        timestamp: datetime | None = None,
+        user_id: str | None = None,
+        risk_level: str | None = None,
     ) -> dict[str, Any]:
-        """One ``log`` message, ready to send (``user_id`` only if given: it defaults to the hello's)."""
+        """One ``log`` message, ready to send (``user_id`` only if given: it defaults to the hello's);
+        ``risk_level`` forces the risk (a red burst), otherwise it is drawn."""
         rnd = self._random
         tool_type = TOOL_TYPE_OF_DEVICE.get(device_type, "web")
         tool = rnd.choices(self._tools[tool_type], self._tool_weights[tool_type])[0]
         risk = rnd.choices(self._risks, self._risk_weights)[0]
+        if risk_level is not None:
+            risk = risk_level
         if risk == "green":
             types: list[str] = []
         elif risk == "amber":

@@ -8,6 +8,11 @@ rate. Like a well-behaved agent it keeps every event until the server
 acknowledges it, and after a dropped connection it reconnects with backoff and
 resends what was not acknowledged (the server stores each id once).
 
+With ``red_burst_after`` set, one device (the fleet's first) sends a burst of red events that
+soon after live traffic starts, then again every ``red_burst_every`` seconds: enough, quickly
+enough, to raise the default "Red burst per user" alert (5 red events of one user in 10 minutes)
+while someone watches, as the demo does.
+
 No Textual, no database: ``python -m console simulate`` (console/commands/simulate.py
 parses its arguments, then calls :func:`run_until_signalled`) and the demo drive it,
 and the tests run it against a real server. Events carry metadata only, never any
@@ -43,6 +48,8 @@ KNOWN_TOOLS = frozenset(name for name, _ in DEFAULT_MONITORED_TOOLS)
 ADDED_TOOL_SHARE = 0.15
 RECONNECT_FIRST_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
+#: Seconds between the events of a red burst: a burst of six takes under two seconds.
+RED_BURST_SPACING_SECONDS = 0.25
 #: One user in this many (the second of each organisation first) is careless: more amber and red events.
 CARELESS_EVERY = 5
 CARELESS_RISK_WEIGHTS = {"green": 55, "amber": 30, "red": 15}
@@ -138,6 +145,12 @@ class FleetPlan:
     config_poll_seconds: float = 30.0
     #: Keep every generated event id (tests compare them with the database).
     keep_ids: bool = False
+    #: Seconds after the start of live traffic of the first red burst; None for no bursts.
+    red_burst_after: float | None = None
+    #: Seconds between red bursts (0: only the first).
+    red_burst_every: float = 300.0
+    #: Red events per burst, sent by one device (one user) a moment apart.
+    red_burst_events: int = 6
 
 
 def user_name(index: int) -> str:
@@ -169,6 +182,11 @@ class SimulatedDevice:
     generated: int = 0
     backfill_sent: int = 0
     refused: AgentRefused | None = None
+    #: Red events of a burst still to send; the device's own loop sends them, a moment apart.
+    burst_left: int = 0
+    #: Set to wake the device's loop early (a burst is due, or the fleet stops).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    bursts_sent: int = 0
 
     @property
     def reconnects(self) -> int:
@@ -189,6 +207,8 @@ class FleetStats:
     backfill_total: int
     backfill_sent: int
     refused: dict[str, int] = field(default_factory=dict)
+    #: Red bursts sent in full (FleetPlan.red_burst_after).
+    red_bursts: int = 0
 
     def line(self) -> str:
         refused = ", ".join(f"{code}:{count}" for code, count in sorted(self.refused.items()))
@@ -196,6 +216,7 @@ class FleetStats:
             f"devices {self.connected}/{self.devices} connected · generated {self.generated} · "
             f"acknowledged {self.acked} · waiting {self.unacked} · rejected {self.rejected} · "
             f"reconnects {self.reconnects} · backfill {self.backfill_sent}/{self.backfill_total}"
+            + (f" · red bursts {self.red_bursts}" if self.red_bursts else "")
             + (f" · refused {refused}" if refused else "")
         )
 
@@ -265,16 +286,17 @@ def build_devices(
     return devices
 
 
-def live_event(device: SimulatedDevice) -> dict[str, Any] | None:
+def live_event(device: SimulatedDevice, *, risk_level: str | None = None) -> dict[str, Any] | None:
     """The device's next live event, for a tool its organisation monitors (None if it monitors none).
 
     Tools switched off in the console are not reported; tools added there are, now and then.
+    ``risk_level`` forces the risk (the events of a red burst).
     """
     config = device.client.config if device.client is not None else None
     tools = (config or {}).get("monitored_tools")
     device_type = device.identity.device_type
     if not isinstance(tools, list):
-        return device.generator.event(device_type=device_type)
+        return device.generator.event(device_type=device_type, risk_level=risk_level)
     tool_type = TOOL_TYPE_OF_DEVICE.get(device_type, "web")
     enabled = {
         str(tool.get("name"))
@@ -283,7 +305,7 @@ def live_event(device: SimulatedDevice) -> dict[str, Any] | None:
     }
     added = sorted(enabled - KNOWN_TOOLS)
     for _ in range(20):
-        event = device.generator.event(device_type=device_type)
+        event = device.generator.event(device_type=device_type, risk_level=risk_level)
         if added and device.pace.random() < ADDED_TOOL_SHARE:
             event["tool_name"] = device.pace.choice(added)
         if event["tool_name"] in enabled:
@@ -322,6 +344,8 @@ class Fleet:
         self._stopping.set()
         if now:
             self._abort.set()
+        for device in self.devices:
+            device.wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -341,6 +365,7 @@ class Fleet:
             backfill_total=sum(len(device.backfill) for device in self.devices),
             backfill_sent=sum(device.backfill_sent for device in self.devices),
             refused=dict(refused),
+            red_bursts=sum(device.bursts_sent for device in self.devices),
         )
 
     async def run(
@@ -359,12 +384,15 @@ class Fleet:
                 await self._first_contact(device)
         reporter = asyncio.create_task(self._report(progress, every)) if progress is not None else None
         tasks = [asyncio.create_task(self._run_device(device)) for device in self.devices]
+        bursts = asyncio.create_task(self._red_bursts()) if self.plan.red_burst_after is not None else None
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
+            for task in tasks if bursts is None else [*tasks, bursts]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if bursts is not None:
+                await asyncio.gather(bursts, return_exceptions=True)
             if reporter is not None:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -373,6 +401,23 @@ class Fleet:
                 if device.client is not None:
                     await device.client.close()
         return self.stats()
+
+    async def _red_bursts(self) -> None:
+        """Give the first device a red burst to send after ``red_burst_after`` seconds, then every
+        ``red_burst_every`` seconds, until the fleet stops."""
+        plan = self.plan
+        device = self.devices[0]
+        delay = plan.red_burst_after or 0.0
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self.stopping:
+                return
+            device.burst_left = plan.red_burst_events
+            device.wake.set()
+            if plan.red_burst_every <= 0:
+                return
+            delay = plan.red_burst_every
 
     async def _report(self, progress: Callable[[FleetStats], None], every: float) -> None:
         while True:
@@ -457,17 +502,25 @@ class Fleet:
         end = None if self.plan.duration is None else loop.time() + self.plan.duration
         next_poll = loop.time() + self.plan.config_poll_seconds
         while not self.stopping:
-            delay = device.pace.expovariate(device.live_rate) if device.live_rate > 0 else 3600.0
+            if device.burst_left:
+                delay = RED_BURST_SPACING_SECONDS
+            else:
+                delay = device.pace.expovariate(device.live_rate) if device.live_rate > 0 else 3600.0
             if end is not None:
                 delay = min(delay, end - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(delay, 0))
+                await asyncio.wait_for(device.wake.wait(), max(delay, 0))
+            device.wake.clear()
             if self.stopping or (end is not None and loop.time() >= end):
                 break
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self.plan.config_poll_seconds
                 await self._poll_config(device)
-            live = live_event(device)
+            bursting = device.burst_left > 0
+            live = live_event(device, risk_level="red" if bursting else None)
+            if bursting:
+                device.burst_left -= 1
+                device.bursts_sent += device.burst_left == 0
             if live is not None and not await self._send(device, live):
                 return
         await self._drain(device)

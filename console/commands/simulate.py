@@ -91,6 +91,20 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument(
         "--progress", type=float, default=5.0, help="seconds between progress lines, 0 for none"
     )
+    parser.add_argument(
+        "--red-burst-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="one user sends a burst of red events this long into live traffic (default: no bursts)",
+    )
+    parser.add_argument(
+        "--red-burst-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between red bursts, 0 for only the first (default 300)",
+    )
     parser.set_defaults(handler=simulate_command)
 
 
@@ -121,6 +135,8 @@ def plan_from(args: argparse.Namespace) -> FleetPlan:
         "--duration": args.duration is None or args.duration >= 0,
         "--backfill-days": 0 <= args.backfill_days <= 400,
         "--backfill-per-day": args.backfill_per_day >= 0,
+        "--red-burst-after": args.red_burst_after is None or args.red_burst_after >= 0,
+        "--red-burst-every": args.red_burst_every >= 0,
     }
     for option, ok in checks.items():
         if not ok:
@@ -132,6 +148,8 @@ def plan_from(args: argparse.Namespace) -> FleetPlan:
         backfill_days=args.backfill_days,
         backfill_per_day=args.backfill_per_day,
         seed=args.seed,
+        red_burst_after=args.red_burst_after,
+        red_burst_every=args.red_burst_every,
     )
 
 

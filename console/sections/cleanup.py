@@ -70,6 +70,11 @@ HISTORY_COLUMNS = (
 class CleanupSection(Section):
     """Retention: preview and run the log cleanup, past runs, the scheduler."""
 
+    @property
+    def forward_hold_days(self) -> int:
+        """Days past retention that events wait for a destination yet to receive them (FORWARD_HOLD_DAYS)."""
+        return self.context.settings.dispatch.forward_hold_days
+
     TITLE = "Cleanup"
     KEY = "6"
     COMMANDS = (
@@ -189,7 +194,7 @@ class CleanupSection(Section):
     @work(exclusive=True, group="cleanup-preview", exit_on_error=False)
     async def load_preview(self) -> None:
         async with self.context.sessions() as session:
-            previews = await retention_preview(session)
+            previews = await retention_preview(session, forward_hold_days=self.forward_hold_days)
         self.previews = {preview.organization_id: preview for preview in previews}
         self.query_one("#cleanup-preview", KeyedTable).show(
             (
@@ -268,7 +273,12 @@ class CleanupSection(Section):
         now = utcnow()
         try:
             async with self.context.sessions() as session:
-                previews = await retention_preview(session, now=now, organization_id=organization_id)
+                previews = await retention_preview(
+                    session,
+                    now=now,
+                    organization_id=organization_id,
+                    forward_hold_days=self.forward_hold_days,
+                )
         except UnknownOrganization as error:
             self.context.notify(f"{error}; nothing to clean.", severity="warning", markup=False)
             return
@@ -325,6 +335,7 @@ class CleanupSection(Section):
                 cancel=self.cancel_event,
                 batch_size=self.batch_size,
                 now=now,
+                forward_hold_days=self.forward_hold_days,
             )
         except (RetentionAlreadyRunning, UnknownOrganization) as error:
             self.context.notify(f"{error}; nothing was deleted.", severity="warning", markup=False)

@@ -11,6 +11,7 @@ import pytest
 from db.settings import (
     DEFAULT_DATA_DIR,
     SETTINGS,
+    DispatchSettings,
     IngestLimits,
     Number,
     OneLineArgumentParser,
@@ -22,6 +23,7 @@ from db.settings import (
     data_dir_of,
     load_settings,
     settings_with_options,
+    value_of,
 )
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -71,16 +73,16 @@ def test_the_readme_lists_every_setting_of_the_table_and_nothing_else() -> None:
 )
 def test_the_readme_gives_each_settings_default(setting: Setting) -> None:
     row = readme_configuration_rows()[setting.env]
-    assert row.startswith(written(setting.default)), row
+    assert row.startswith(written(setting.in_variable_unit(setting.default))), row
 
 
 def test_the_defaults_of_the_table_are_what_load_settings_gives() -> None:
     settings = load_settings({})
     assert settings.ingest == IngestLimits()
+    assert settings.dispatch == DispatchSettings()
     for setting in SETTINGS:
         if setting.env not in DESCRIBED_IN_WORDS:
-            owner = settings.ingest if setting.attribute.startswith("ingest.") else settings
-            assert getattr(owner, setting.attribute.removeprefix("ingest.")) == setting.default
+            assert value_of(settings, setting.attribute) == setting.default, setting.env
 
 
 def test_an_option_not_given_keeps_what_the_environment_set() -> None:
@@ -149,3 +151,46 @@ def test_the_data_folder_reads_alike_before_and_with_the_settings(raw: str | Non
         env["AIFW_DATA_DIR"] = raw
     assert data_dir_of(env) == load_settings(env).data_dir
     assert (data_dir_of(env) == DEFAULT_DATA_DIR) == (raw is None or not raw.strip())
+
+
+def test_the_dispatch_settings_reach_their_group() -> None:
+    settings = load_settings(
+        {
+            "INGEST_DISPATCH": "off",
+            "DISPATCH_POLL_MS": "50",
+            "DISPATCH_LEASE_SECONDS": "4",
+            "FORWARD_HOLD_DAYS": "0",
+        }
+    )
+    assert settings.dispatch == DispatchSettings(
+        run_in_ingest_server=False, poll_seconds=0.05, lease_seconds=4, forward_hold_days=0
+    )
+    assert settings.ingest == IngestLimits()
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "message"),
+    [
+        ("DISPATCH_LEASE_SECONDS", "1", "DISPATCH_LEASE_SECONDS must be at least 2 and at most 300"),
+        ("DISPATCH_POLL_MS", "0", "DISPATCH_POLL_MS must be at least 1 and at most 10000"),
+        ("FORWARD_HOLD_DAYS", "366", "FORWARD_HOLD_DAYS must be at least 0 and at most 365"),
+        ("INGEST_DISPATCH", "maybe", "INGEST_DISPATCH must be true or false"),
+    ],
+)
+def test_a_dispatch_setting_out_of_bounds_is_one_line_naming_it(
+    variable: str, raw: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings({variable: raw})
+
+
+def test_the_dispatchers_options_take_milliseconds_and_never_show_the_secret_key() -> None:
+    key = "c2VjcmV0LWtleS1ub2JvZHktc2hvdWxkLWV2ZXItc2VlLTAxMjM0NTY3ODk="
+    settings = load_settings({"AIFW_SECRET_KEY": key, "DISPATCH_POLL_MS": "40"})
+    parser = OneLineArgumentParser(prog="aifw-dispatch")
+    add_server_options(parser, settings, program="dispatch")
+    assert key not in parser.format_help()
+    assert "now 40" in parser.format_help()
+    applied = settings_with_options(settings, parser.parse_args(["--poll-ms", "100"]), program="dispatch")
+    assert applied.dispatch.poll_seconds == 0.1
+    assert key not in repr(applied)

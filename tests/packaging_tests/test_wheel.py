@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("db", "console", "ingest", "simulation", "retention")
+PACKAGES = ("db", "console", "ingest", "simulation", "retention", "alerts", "forwarding", "dispatch")
 TOP_LEVEL_MODULES = ("ingest_server.py", "cleanup_logs.py")
 #: Files of a package that must be in the wheel: its code and the console's stylesheets.
 PACKED_SUFFIXES = {".py", ".tcss"}
@@ -111,7 +111,12 @@ def test_the_wheel_holds_every_module_and_stylesheet(installed: Installed) -> No
 
 @pytest.mark.parametrize(
     ("command", "mentions"),
-    [("aifw-ingest", "--port"), ("aifw-cleanup", "--dry-run"), ("aifw-console", "create-admin")],
+    [
+        ("aifw-ingest", "--port"),
+        ("aifw-cleanup", "--dry-run"),
+        ("aifw-console", "create-admin"),
+        ("aifw-dispatch", "--only"),
+    ],
 )
 def test_each_installed_command_answers_help(installed: Installed, command: str, mentions: str) -> None:
     result = installed.run(command, "--help")

@@ -37,6 +37,8 @@ DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 #: The password of every user a helper makes.
 PASSWORD = "s3cret-password"
 #: Who sets up a test's rows: ``add_user(..., forget_audit=True)`` removes the audit rows it wrote.
+#: Destination secrets of test databases are encrypted with this key, not a key file in the repository's var/.
+TEST_SECRET_KEY = "YWlmdy10ZXN0LXNlY3JldC1rZXktMzItYnl0ZXMhISE="
 SETUP = Actor(name="test-setup", source="cli")
 #: ``make_event(0)``'s time: two hours ago, so every event of a test lies inside the default filters.
 BASE_TIME = utcnow().replace(microsecond=0) - timedelta(hours=2)
@@ -97,7 +99,13 @@ def new_database_url(backend: str, directory: Path) -> str:
 def settings_for(url: str) -> Settings:
     """Settings for a test database: the environment's, with this URL and cheap bcrypt."""
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    return replace(load_settings(env), database_url=url, database_url_is_default=False, bcrypt_rounds=4)
+    return replace(
+        load_settings(env),
+        database_url=url,
+        database_url_is_default=False,
+        bcrypt_rounds=4,
+        secret_key=TEST_SECRET_KEY,
+    )
 
 
 def environment_for(settings: Settings) -> dict[str, str]:
@@ -105,6 +113,7 @@ def environment_for(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["DATABASE_URL"] = settings.database_url
     env["AIFW_BCRYPT_ROUNDS"] = "4"
+    env["AIFW_SECRET_KEY"] = settings.secret_key or TEST_SECRET_KEY
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
