@@ -122,8 +122,9 @@ def alert_detail(alert: Alert) -> Text:
     text.append_text(plain(alert.organization_id)).append(" · group ").append_text(
         plain(alert.group_key or "—", "bold")
     )
+    events = f"{alert.event_count:,} event{'' if alert.event_count == 1 else 's'}"
     text.append(
-        f"\n{alert.event_count:,} events from {when(alert.first_event_at, precision='second')} to "
+        f"\n{events} from {when(alert.first_event_at, precision='second')} to "
         f"{when(alert.last_event_at, precision='second')} UTC · opened {when(alert.opened_at)} · "
         f"updated {when(alert.updated_at)} · revision {alert.revision}"
     )
