@@ -141,7 +141,7 @@ async def running(
     ``separate``: ``python -m dispatch`` beside it), stopped with SIGTERM when the block ends."""
     with tempfile.TemporaryDirectory(prefix="aifw-bench-data-") as data_dir:
         env = process_env(url, data_dir, dispatch_in_server=mode in ("in-server", "on"), poll_ms=poll_ms)
-        profiling = ["-m", "cProfile", "-o", profile] if profile and mode != "separate" else []
+        profiling = ["-m", "cProfile", "-o", profile] if profile and mode in ("in-server", "on") else []
         server = subprocess.Popen(
             [sys.executable, *profiling, str(REPO_ROOT / "ingest_server.py"), "--port", "0"],
             env=env,

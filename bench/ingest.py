@@ -302,7 +302,13 @@ def _collect_lines(stream: Any) -> None:
 
 
 async def start_server(url: str, profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    env = {"INGEST_STATS_INTERVAL_SECONDS": "0", **os.environ, "DATABASE_URL": url}
+    # The ingest path alone: bench/dispatch_cpu.py measures what the dispatcher adds to the server.
+    env = {
+        "INGEST_STATS_INTERVAL_SECONDS": "0",
+        **os.environ,
+        "DATABASE_URL": url,
+        "INGEST_DISPATCH": "false",
+    }
     profiling = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen(
         [sys.executable, *profiling, str(REPO_ROOT / "ingest_server.py"), "--port", "0"],

@@ -27,10 +27,10 @@ from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.alert_rules import HOUR, RuleProblem, validate_rule
-from db.audit import record_change
+from db.audit import apply_changes, record_change
 from db.base import as_utc, utcnow
 from db.commit_order import is_postgresql, next_commit_seq
-from db.engine import take_sqlite_write_lock
+from db.engine import row_for_update, take_sqlite_write_lock
 from db.models import Alert, AlertChange, AlertRule, Device, FirewallConfig, LogEntry
 from db.rights import Actor, require_admin
 from db.streams import Position
@@ -271,12 +271,7 @@ async def update_rule(
         raise AlertError(f"a rule's kind cannot change ({rule.kind} to {spec.kind}); create another rule")
     values = _validated(spec)
     await _refuse_taken_name(session, rule.organization_id, values["name"], other_than=rule.id)
-    changes: dict[str, dict[str, Any]] = {}
-    for name, value in values.items():
-        before = getattr(rule, name)
-        if before != value:
-            changes[name] = {"before": before, "after": value}
-            setattr(rule, name, value)
+    changes = apply_changes(rule, values)
     if changes:
         rule.updated_at = utcnow()
         rule.updated_by = actor.name
@@ -367,15 +362,38 @@ async def open_alerts(
 # --- operators' changes ---------------------------------------------------------------------------
 
 
-async def _alert_for_change(session: AsyncSession, alert_id: uuid.UUID) -> Alert:
-    """The alert as it is now, locked until the transaction ends (SQLite: the write lock is held)."""
-    statement = select(Alert).where(Alert.id == alert_id).execution_options(populate_existing=True)
-    if is_postgresql(session):
-        statement = statement.with_for_update()
-    alert = await session.scalar(statement)
+async def _alert_for_change(session: AsyncSession, alert_id: uuid.UUID, *, actor: Actor, what: str) -> Alert:
+    """For ``actor`` (an administrator now, to do ``what``): the alert as it is now, locked until the
+    transaction ends (SQLite: the write lock is held)."""
+    await take_sqlite_write_lock(session, Alert)  # the CLI is not checked, so require_admin may not take it
+    await require_admin(session=session, actor=actor, what=what)
+    alert = await row_for_update(session, Alert, alert_id)
     if alert is None:
         raise AlertError("there is no such alert (deleted by retention?)")
     return alert
+
+
+async def _record_state_change(
+    session: AsyncSession,
+    alert: Alert,
+    *,
+    actor: Actor,
+    action: str,
+    before: str,
+    activity: AlertActivity,
+    now: datetime,
+) -> None:
+    """``actor`` moved ``alert`` from state ``before`` at ``now``: its new revision (for the forwarders)
+    and its audit row."""
+    await _new_revision(session, alert, activity, now)
+    await record_change(
+        session=session,
+        actor=actor,
+        action=action,
+        entity_type="alert",
+        entity_id=str(alert.id),
+        changes={"state": {"before": before, "after": alert.state}, "revision": {"after": alert.revision}},
+    )
 
 
 async def acknowledge_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor: Actor) -> Alert:
@@ -383,23 +401,15 @@ async def acknowledge_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor
 
     Raises AlertError if it is not open.
     """
-    await take_sqlite_write_lock(session, Alert)  # the CLI is not checked, so require_admin may not take it
-    await require_admin(session=session, actor=actor, what="acknowledge alerts")
-    alert = await _alert_for_change(session, alert_id)
+    alert = await _alert_for_change(session, alert_id, actor=actor, what="acknowledge alerts")
     if alert.state != "open":
         raise AlertError(f"the alert is {alert.state} already; only an open alert can be acknowledged")
     now = utcnow()
     alert.state = "acknowledged"
     alert.acknowledged_by = actor.name
     alert.acknowledged_at = now
-    await _new_revision(session, alert, "update", now)
-    await record_change(
-        session=session,
-        actor=actor,
-        action="alert.acknowledge",
-        entity_type="alert",
-        entity_id=str(alert.id),
-        changes={"state": {"before": "open", "after": "acknowledged"}, "revision": {"after": alert.revision}},
+    await _record_state_change(
+        session, alert, actor=actor, action="alert.acknowledge", before="open", activity="update", now=now
     )
     return alert
 
@@ -409,21 +419,14 @@ async def resolve_alert(*, session: AsyncSession, alert_id: uuid.UUID, actor: Ac
 
     The rule's cooldown for its group starts now. Raises AlertError if it is already resolved.
     """
-    await take_sqlite_write_lock(session, Alert)
-    await require_admin(session=session, actor=actor, what="resolve alerts")
-    alert = await _alert_for_change(session, alert_id)
+    alert = await _alert_for_change(session, alert_id, actor=actor, what="resolve alerts")
     if alert.state == "resolved":
         raise AlertError("the alert is resolved already")
     before = alert.state
-    _resolve(alert, actor.name, utcnow())
-    await _new_revision(session, alert, "close", alert.resolved_at or utcnow())
-    await record_change(
-        session=session,
-        actor=actor,
-        action="alert.resolve",
-        entity_type="alert",
-        entity_id=str(alert.id),
-        changes={"state": {"before": before, "after": "resolved"}, "revision": {"after": alert.revision}},
+    now = utcnow()
+    _resolve(alert, actor.name, now)
+    await _record_state_change(
+        session, alert, actor=actor, action="alert.resolve", before=before, activity="close", now=now
     )
     return alert
 

@@ -75,6 +75,18 @@ async def record_change(
     return row
 
 
+def apply_changes(row: Any, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set on ``row`` each of ``values`` that differs from what it holds; return those as ``changes`` for
+    :func:`record_change` (``{field: {"before": …, "after": …}}``; empty when nothing differs)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        before = getattr(row, name)
+        if before != value:
+            changes[name] = {"before": before, "after": value}
+            setattr(row, name, value)
+    return changes
+
+
 async def recent_changes(*, session: AsyncSession, limit: int = 200) -> Sequence[AuditEvent]:
     statement = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(limit)
     return (await session.scalars(statement)).all()

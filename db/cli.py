@@ -10,6 +10,7 @@ in a token name cannot act on the terminal.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -27,6 +28,17 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 T = TypeVar("T")
+
+
+def configure_server_logging(*, quiet: bool) -> None:
+    """How the long-running servers (ingest, dispatcher) log: to stderr with times, INFO (WARNING when
+    ``quiet``); Alembic's migration lines only as warnings."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.alerts import create_default_rules
-from db.audit import record_change
+from db.audit import apply_changes, record_change
 from db.base import utcnow
 from db.field_lengths import length_problem
 from db.models import FirewallConfig
@@ -442,12 +442,7 @@ async def update_config(
         "log_retention_days": validate_retention_days,
     }
     new_values = {name: validators[name](value) for name, value in values.items() if value is not None}
-    changes = {}
-    for name, value in new_values.items():
-        before = getattr(row, name)
-        if before != value:
-            changes[name] = {"before": before, "after": value}
-            setattr(row, name, value)
+    changes = apply_changes(row, new_values)
     if changes:
         row.updated_at = utcnow()
         row.updated_by = updated_by

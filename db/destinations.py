@@ -37,6 +37,7 @@ from db.audit import record_change
 from db.base import as_utc, utcnow
 from db.commit_order import Stream, visible_bound
 from db.configs import get_config
+from db.engine import row_for_update
 from db.field_lengths import length_problem
 from db.identifiers import visible
 from db.models import (
@@ -509,10 +510,7 @@ async def create_destination(
 
 
 async def _locked_destination(session: AsyncSession, destination_id: uuid.UUID) -> ForwardDestination:
-    statement = select(ForwardDestination).where(ForwardDestination.id == destination_id)
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update()
-    row = await session.scalar(statement.execution_options(populate_existing=True))
+    row = await row_for_update(session, ForwardDestination, destination_id)
     if row is None:
         raise DestinationError(f"no destination with id {destination_id}")
     return row

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, false, inspect, update
+from sqlalchemy import event, false, inspect, select, update
 from sqlalchemy.dialects import postgresql as pg_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.engine import Connection
@@ -28,6 +28,8 @@ ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 POOL_SIZE = 20
 MAX_OVERFLOW = 10
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+Row = TypeVar("Row")
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -84,6 +86,17 @@ async def take_sqlite_write_lock(session: AsyncSession, model: type[Any]) -> Non
         return
     key = inspect(model).primary_key[0]
     await session.execute(update(model).where(false()).values({key: key}))
+
+
+async def row_for_update(session: AsyncSession, model: type[Row], row_id: Any) -> Row | None:
+    """The ``model`` row with primary key ``row_id`` as stored now (None if there is none), locked until the
+    transaction ends on PostgreSQL (``FOR UPDATE``); SQLite: take its write lock first
+    (:func:`take_sqlite_write_lock`)."""
+    key = inspect(model).primary_key[0]
+    statement = select(model).where(key == row_id)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return await session.scalar(statement.execution_options(populate_existing=True))
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.audit import record_change
+from db.audit import apply_changes, record_change
 from db.base import utcnow
 from db.engine import take_sqlite_write_lock
 from db.field_lengths import length_problem
@@ -268,12 +268,7 @@ async def update_user(
         if user.is_active and not is_active:
             await _guard_admin_loss(session, user=user, actor=actor, field="is_active", what="deactivate")
         new_values["is_active"] = is_active
-    changes: dict[str, dict[str, object]] = {}
-    for name, value in new_values.items():
-        before = getattr(user, name)
-        if before != value:
-            changes[name] = {"before": before, "after": value}
-            setattr(user, name, value)
+    changes = apply_changes(user, new_values)
     if changes:
         await session.flush()
         if set(changes) == {"is_active"}:

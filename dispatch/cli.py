@@ -16,10 +16,9 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 
-from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, configure_server_logging, fail
 from db.engine import check_database, new_engine, new_sessionmaker
 from db.errors import DatabaseError
 from db.secrets import SecretBox, SecretKeyError
@@ -88,12 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_with_options(settings, args, program="dispatch")
     except SettingsError as error:  # a bad setting, or a bad argument (UsageError)
         return fail(str(error), code=EXIT_USAGE)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_server_logging(quiet=args.quiet)
     try:
         asyncio.run(dispatch(settings, DispatcherParts.only(args.only)))
     except SecretKeyError as error:

@@ -313,7 +313,11 @@ class DestinationForwarder:
     # --- one round -----------------------------------------------------------------------------
 
     async def _round(self, destination: ForwardDestination, transport: Transport) -> bool:
-        """Send what is waiting; True when something was (so the next round follows at once)."""
+        """Send what is waiting; True when a page came back full (more waits: the next round follows at once).
+
+        A page that was not full means the stream is caught up: the loop then waits a poll before
+        the next round, rather than spinning a round (and its queries and commit) per trickle of events.
+        """
         worked = await self._retry_dead_letters(destination, transport)
         if destination.forward_alerts:
             worked = await self._deliver_page(destination, transport, "alert") or worked
@@ -366,7 +370,7 @@ class DestinationForwarder:
             await session.commit()
         self._renewed_at = time.monotonic()
         self._cursors[stream] = _Cursor(position=page.next_position, resend_from=resend_from)
-        return True
+        return len(page.rows) >= self._page_rows
 
     def _format(
         self, destination: ForwardDestination, items: Sequence[ForwardItem]
@@ -415,7 +419,7 @@ class DestinationForwarder:
             )
             await session.commit()
         self._renewed_at = time.monotonic()
-        return True
+        return len(letters) >= DEAD_LETTER_BATCH
 
     @staticmethod
     async def _stored_item(

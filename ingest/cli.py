@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
+from db.cli import configure_server_logging
 from db.errors import DatabaseError
 from db.settings import (
     OneLineArgumentParser,
@@ -44,12 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:  # a bad setting, or a bad argument (UsageError)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_server_logging(quiet=args.quiet)
     try:
         settings = settings_with_options(settings, args)
         asyncio.run(serve(settings))

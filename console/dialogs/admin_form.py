@@ -14,6 +14,8 @@ like any failed worker, which signs out or drops to the viewer's keys.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from rich.text import Text
@@ -23,11 +25,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Checkbox, Input, Label
 
 from console.context import ConsoleContext
 from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
+from db.vocabulary import RISK_LEVELS
 
 ResultType = TypeVar("ResultType")
 
@@ -48,13 +51,38 @@ class AdminForm(ForwardsWorkerFailures, ModalScreen[ResultType], Generic[ResultT
         self.add_class("admin-form")
 
     @staticmethod
-    def field_row(label: str, name: str, widget: Widget) -> ComposeResult:
-        """A label and a widget side by side, then the field's (initially empty) error label."""
+    def field_row(label: str, name: str, widget: Widget, *, label_id: str | None = None) -> ComposeResult:
+        """A label and a widget side by side, then the field's (initially empty) error label.
+
+        ``label_id`` names the label, for a form whose labels change with another field.
+        """
         with Vertical(classes="admin-field"):
             with Horizontal(classes="form-row"):
-                yield Label(label, classes="form-label")
+                yield Label(label, classes="form-label", id=label_id)
                 yield widget
-            yield _error_label(f"{name}-error")
+            yield error_label(f"{name}-error")
+
+    @staticmethod
+    def risk_levels_row(label: str, chosen: Iterable[str], *, classes: str = "admin-field") -> ComposeResult:
+        """A checkbox per risk level (id ``risk-<level>``), ``chosen`` ticked, then the risk levels error."""
+        ticked = set(chosen)
+        with Vertical(classes=classes):
+            with Horizontal(classes="form-row"):
+                yield Label(label, classes="form-label")
+                for level in RISK_LEVELS:
+                    yield Checkbox(level, value=level in ticked, id=f"risk-{level}", classes="risk-box")
+            yield error_label("risk_levels-error")
+
+    def ticked_risk_levels(self) -> list[str]:
+        """The risk levels ticked in :meth:`risk_levels_row`, in :data:`~db.vocabulary.RISK_LEVELS` order."""
+        return [level for level in RISK_LEVELS if self.query_one(f"#risk-{level}", Checkbox).value]
+
+    def show_field(self, name: str, shown: bool) -> None:
+        """Show or hide the whole row (label, widget, error) of the field whose widget has id ``name``."""
+        widget = self.query_one(f"#{name}")
+        row = widget.parent.parent if widget.parent is not None else None
+        if row is not None:
+            row.display = shown
 
     def error_of(self, name: str) -> str:
         """The error shown under ``name`` (``form`` for the general one); for tests and the tmux eye."""
@@ -116,7 +144,8 @@ def form_title(title: str, keys: str) -> Text:
     return Text.assemble(plain(title, "bold"), f"  ({keys})")
 
 
-def _error_label(identifier: str) -> Label:
+def error_label(identifier: str) -> Label:
+    """A field's error label (id ``<field>-error``), empty and hidden until :meth:`AdminForm.show_errors`."""
     label = Label("", id=identifier, classes="field-error")
     label.display = False
     return label
@@ -124,4 +153,20 @@ def _error_label(identifier: str) -> Label:
 
 def form_error_row() -> Label:
     """The general error line of a form (errors that belong to no one field)."""
-    return _error_label("form-error")
+    return error_label("form-error")
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def field_named_in(message: str, error_fields: Iterable[tuple[str, str]]) -> str | None:
+    """The field of the first (word, field) in ``error_fields`` whose word ``message`` names (None: none).
+
+    Quoted values in ``message`` (a name, a tool) are what was typed, not what the message is about:
+    they are not searched.
+    """
+    lowered = _QUOTED.sub("", message).lower()
+    for word, field in error_fields:
+        if word in lowered:
+            return field
+    return None

@@ -20,10 +20,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.context import ConsoleContext
-from console.dialogs.admin_form import AdminForm, form_title
+from console.dialogs.admin_form import AdminForm, error_label, field_named_in, form_title
 from db.alerts import AlertError, AlertRuleSpec, create_rule, update_rule
 from db.models import ALERT_GROUP_KEYS, ALERT_RULE_KINDS, ALERT_SEVERITIES, AlertRule
-from db.vocabulary import RISK_LEVELS
 
 KIND_LABELS: dict[str, str] = {
     "threshold": "threshold: N events in a window",
@@ -94,18 +93,6 @@ def format_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def error_field(message: str) -> str | None:
-    # Quoted values (a name, a tool) are what was typed, not what the message is about.
-    lowered = _QUOTED.sub("", message).lower()
-    for word, field in ERROR_FIELDS:
-        if word in lowered:
-            return field
-    return None
-
-
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -158,13 +145,17 @@ class AlertRuleFormScreen(AdminForm[str | None]):
                         id="severity",
                     ),
                 )
-                yield from self._labelled(
-                    "threshold", "Events (N)", Input(str(rule.threshold if rule else 5), id="threshold")
+                yield from self.field_row(
+                    "Events (N)",
+                    "threshold",
+                    Input(str(rule.threshold if rule else 5), id="threshold"),
+                    label_id="label-threshold",
                 )
-                yield from self._labelled(
-                    "window",
+                yield from self.field_row(
                     "Window",
+                    "window",
                     Input(format_duration(rule.window_seconds if rule else 600), id="window"),
+                    label_id="label-window",
                 )
                 yield from self.field_row(
                     "Group by",
@@ -181,22 +172,16 @@ class AlertRuleFormScreen(AdminForm[str | None]):
                     "cooldown",
                     Input(format_duration(rule.cooldown_seconds if rule else 900), id="cooldown"),
                 )
-                levels = set(filters.get("risk_levels") or ())
-                with Vertical(classes="admin-field filter-field", id="risk-levels-field"):
-                    with Horizontal(classes="form-row"):
-                        yield Label("Risk levels", classes="form-label")
-                        for level in RISK_LEVELS:
-                            yield Checkbox(
-                                level, value=level in levels, id=f"risk-{level}", classes="risk-box"
-                            )
-                    yield _hidden_error("risk_levels-error")
+                yield from self.risk_levels_row(
+                    "Risk levels", filters.get("risk_levels") or (), classes="admin-field filter-field"
+                )
                 for key, label, placeholder in LIST_FILTERS:
                     value = ", ".join(str(name) for name in filters.get(key) or ())
                     with Vertical(classes="admin-field filter-field"):
                         with Horizontal(classes="form-row"):
                             yield Label(label, classes="form-label")
                             yield Input(value, id=key, placeholder=placeholder)
-                        yield _hidden_error(f"{key}-error")
+                        yield error_label(f"{key}-error")
                 sanitized = filters.get("was_sanitized")
                 label = next(name for name, value in SANITIZED_CHOICES.items() if value == sanitized)
                 with Vertical(classes="admin-field filter-field"):
@@ -209,14 +194,6 @@ class AlertRuleFormScreen(AdminForm[str | None]):
                             id="was_sanitized",
                         )
             yield from self.form_buttons("Save")
-
-    def _labelled(self, name: str, label: str, widget: Input) -> ComposeResult:
-        """A field row whose label changes with the kind (id ``label-<name>``)."""
-        with Vertical(classes="admin-field"):
-            with Horizontal(classes="form-row"):
-                yield Label(label, classes="form-label", id=f"label-{name}")
-                yield widget
-            yield _hidden_error(f"{name}-error")
 
     def on_mount(self) -> None:
         self._follow_kind()
@@ -232,9 +209,7 @@ class AlertRuleFormScreen(AdminForm[str | None]):
         kind = self.kind
         shown = KIND_FIELDS.get(kind, frozenset())
         for name in ("threshold", "window", "group_by"):
-            widget = self.query_one(f"#{name}")
-            if widget.parent is not None and widget.parent.parent is not None:
-                widget.parent.parent.display = name in shown
+            self.show_field(name, name in shown)
         for field in self.query(".filter-field"):
             field.display = "filters" in shown
         self.query_one("#label-threshold", Label).update(THRESHOLD_LABELS.get(kind, "Threshold"))
@@ -266,7 +241,7 @@ class AlertRuleFormScreen(AdminForm[str | None]):
             raise ValueError(str(error), "cooldown") from None
         filters: dict[str, Any] = {}
         if "filters" in shown:
-            levels = [level for level in RISK_LEVELS if self.query_one(f"#risk-{level}", Checkbox).value]
+            levels = self.ticked_risk_levels()
             if levels:
                 filters["risk_levels"] = levels
             for key, _, _ in LIST_FILTERS:
@@ -321,13 +296,7 @@ class AlertRuleFormScreen(AdminForm[str | None]):
                         session=session, rule_id=self.rule.id, spec=spec, actor=self.context.actor
                     )
             except AlertError as error:
-                self.show_errors({error_field(str(error)): str(error)})
+                self.show_errors({field_named_in(str(error), ERROR_FIELDS): str(error)})
                 return
             await session.commit()
         self.dismiss(str(row.id))
-
-
-def _hidden_error(identifier: str) -> Label:
-    label = Label("", id=identifier, classes="field-error")
-    label.display = False
-    return label

@@ -10,16 +10,15 @@ stored one is kept. Everything is validated in :mod:`db.destinations`, whose
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.context import ConsoleContext
-from console.dialogs.admin_form import AdminForm, form_title
+from console.dialogs.admin_form import AdminForm, field_named_in, form_title
 from db.destinations import (
     DEFAULT_SD_ID,
     FORMATS_BY_TRANSPORT,
@@ -31,7 +30,6 @@ from db.destinations import (
 )
 from db.models import FORWARD_TRANSPORTS, ForwardDestination
 from db.secrets import SecretKeyError, secret_box_for
-from db.vocabulary import RISK_LEVELS
 
 TRANSPORT_LABELS: dict[str, str] = {
     "syslog_tcp": "syslog over TCP",
@@ -80,19 +78,6 @@ ERROR_FIELDS: tuple[tuple[str, str], ...] = (
     ("organisation", "organization_id"),
     ("organization", "organization_id"),
 )
-
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def error_field(message: str) -> str | None:
-    """The field a DestinationError's message is about (None: the form's general line)."""
-    # Quoted values (a name, a tool) are what was typed, not what the message is about.
-    lowered = _QUOTED.sub("", message).lower()
-    for word, field in ERROR_FIELDS:
-        if word in lowered:
-            return field
-    return None
 
 
 def spec_of(destination: ForwardDestination, **changes: Any) -> DestinationSpec:
@@ -197,15 +182,9 @@ class DestinationFormScreen(AdminForm[str | None]):
                         id="forward_alerts",
                     ),
                 )
-                levels = set(current.event_risk_levels or ()) if current else {"red", "amber"}
-                with Vertical(classes="admin-field"):
-                    with Horizontal(classes="form-row"):
-                        yield Label("Events", classes="form-label")
-                        for level in RISK_LEVELS:
-                            yield Checkbox(
-                                level, value=level in levels, id=f"risk-{level}", classes="risk-box"
-                            )
-                    yield _hidden_error("risk_levels-error")
+                yield from self.risk_levels_row(
+                    "Events", (current.event_risk_levels or ()) if current else ("red", "amber")
+                )
                 for key, label, placeholder in TEXT_OPTIONS:
                     yield from self.field_row(
                         label,
@@ -241,10 +220,10 @@ class DestinationFormScreen(AdminForm[str | None]):
             select.value = current if current in formats else formats[0]
         accepted = OPTIONS_BY_TRANSPORT.get(transport, ())
         for key, _, _ in TEXT_OPTIONS:
-            self._show_field(key, key in accepted)
-        self._show_field("hec_ack", "hec_ack" in accepted)
+            self.show_field(key, key in accepted)
+        self.show_field("hec_ack", "hec_ack" in accepted)
         secret_label = SECRET_LABELS.get(transport)
-        self._show_field("secret", secret_label is not None)
+        self.show_field("secret", secret_label is not None)
         hint = self.query_one("#secret-hint", Label)
         hint.display = secret_label is not None
         if secret_label is not None:
@@ -252,12 +231,6 @@ class DestinationFormScreen(AdminForm[str | None]):
             keep = "empty keeps the stored one; " if stored else ""
             hint.update(f"{secret_label}: {keep}never shown again once saved")
         self.query_one("#address", Input).placeholder = ADDRESS_HINTS.get(transport, "host:port")
-
-    def _show_field(self, name: str, shown: bool) -> None:
-        widget = self.query_one(f"#{name}")
-        row = widget.parent.parent if widget.parent is not None else None
-        if row is not None:
-            row.display = shown
 
     def build(self) -> tuple[str | None, DestinationSpec]:
         """The organisation and the spec the form describes (the secret None when left empty)."""
@@ -279,9 +252,7 @@ class DestinationFormScreen(AdminForm[str | None]):
             address=self.query_one("#address", Input).value.strip(),
             options=options,
             forward_alerts=self.query_one("#forward_alerts", Checkbox).value,
-            event_risk_levels=frozenset(
-                level for level in RISK_LEVELS if self.query_one(f"#risk-{level}", Checkbox).value
-            ),
+            event_risk_levels=frozenset(self.ticked_risk_levels()),
             enabled=self.destination.enabled if self.destination is not None else True,
             secret=secret or None,
         )
@@ -326,14 +297,8 @@ class DestinationFormScreen(AdminForm[str | None]):
                         secrets=secrets,
                     )
             except DestinationError as error:
-                self.show_errors({error_field(str(error)): str(error)})
+                self.show_errors({field_named_in(str(error), ERROR_FIELDS): str(error)})
                 return
             await session.commit()
         self.query_one("#secret", Input).value = ""
         self.dismiss(str(row.id))
-
-
-def _hidden_error(identifier: str) -> Label:
-    label = Label("", id=identifier, classes="field-error")
-    label.display = False
-    return label

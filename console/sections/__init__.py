@@ -1,8 +1,8 @@
 """The console's sections (what the shell shows, one at a time); the contract every section follows.
 
 The shell (:mod:`console.screens.shell`) shows one *section* at a time —
-Overview, Logs, Users, Devices, Config, Cleanup (keys 1–6) and Audit (command
-palette). A section is a :class:`console.sections.section.Section` (a Textual
+Overview, Logs, Users, Devices, Config, Cleanup, Alerts, Forwarding (keys 1–8) and
+Audit (command palette). A section is a :class:`console.sections.section.Section` (a Textual
 container) built with one argument, a :class:`console.sections.section.ConsoleContext`.
 What the app gives it, through that context:
 

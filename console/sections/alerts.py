@@ -21,7 +21,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.timer import Timer
 from textual.widgets import DataTable, Select, Static
 
 from console.dialogs.confirm import confirm_then
@@ -29,7 +28,7 @@ from console.sections.logs import LogsSection
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
-from console.widgets.overview_widgets import severity_text
+from console.widgets.severity import severity_text
 from console.widgets.time_format import when
 from db.alerts import (
     ALERT_PAGE_SIZE,
@@ -190,7 +189,6 @@ class AlertsSection(Section):
         #: The cursors of the pages before the one shown (the last is the shown page's own).
         self._pages: list[PageCursor] = [None]
         self.has_older = False
-        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
@@ -277,26 +275,9 @@ class AlertsSection(Section):
             )
 
     def _set_options(self, selector: str, options: list[tuple[Any, str]], values: list[str]) -> None:
-        select = self.query_one(selector, Select)
-        current = select.value
-        with self.prevent(Select.Changed):
-            select.set_options(options)
-            select.value = current if current in values else ANY
+        self.replace_options(self.query_one(selector, Select), options, values, fallback=ANY)
 
     # -- the list --------------------------------------------------------------------------------
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(REFRESH_SECONDS, self._tick)
-
-    def _tick(self) -> None:
-        # Only while shown and on top: a hidden list costs nothing.
-        parent = self.parent
-        if self.is_attached and self.screen.is_current and getattr(parent, "current", None) == self.id:
-            self.load_alerts()
-        else:
-            self._arm()
 
     @work(exclusive=True, group="alerts-load", exit_on_error=False)
     async def load_alerts(self, select: str | None = None) -> None:
@@ -311,7 +292,7 @@ class AlertsSection(Section):
                     )
                 )
         finally:
-            self._arm()
+            self.refresh_while_shown(REFRESH_SECONDS, self.load_alerts)
         self.has_older = len(rows) > ALERT_PAGE_SIZE
         self.show(rows[:ALERT_PAGE_SIZE], select=select)
 

@@ -21,7 +21,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.timer import Timer
 from textual.widgets import DataTable, Select, Static
 
 from console.dialogs.confirm import confirm_then
@@ -135,7 +134,6 @@ class ForwardingSection(Section):
         self.organization_id: str | None = None
         self.organizations: list[str] = []
         self.destinations: dict[str, ShownDestination] = {}
-        self._timer: Timer | None = None
         #: The last test message's outcome, as notified (for the tmux eye and the tests).
         self.last_test_result: str | None = None
 
@@ -173,11 +171,12 @@ class ForwardingSection(Section):
             organizations = [row.organization_id for row in await list_configs(session=session)]
         if organizations != self.organizations:
             self.organizations = organizations
-            select = self.query_one("#forwarding-org", Select)
-            current = select.value
-            with self.prevent(Select.Changed):
-                select.set_options([(ANY, ANY), *((plain(org), org) for org in organizations)])
-                select.value = current if current in organizations else ANY
+            self.replace_options(
+                self.query_one("#forwarding-org", Select),
+                [(ANY, ANY), *((plain(org), org) for org in organizations)],
+                organizations,
+                fallback=ANY,
+            )
 
     @on(Select.Changed, "#forwarding-org")
     def _organization_chosen(self, event: Select.Changed) -> None:
@@ -185,18 +184,6 @@ class ForwardingSection(Section):
         if chosen != self.organization_id:
             self.organization_id = chosen
             self.load_destinations()
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(REFRESH_SECONDS, self._tick)
-
-    def _tick(self) -> None:
-        parent = self.parent
-        if self.is_attached and self.screen.is_current and getattr(parent, "current", None) == self.id:
-            self.load_destinations()
-        else:
-            self._arm()
 
     @work(exclusive=True, group="forwarding-load", exit_on_error=False)
     async def load_destinations(self, select: str | None = None) -> None:
@@ -208,7 +195,7 @@ class ForwardingSection(Section):
                     for row in rows
                 ]
         finally:
-            self._arm()
+            self.refresh_while_shown(REFRESH_SECONDS, self.load_destinations)
         self.show(shown, select=select)
 
     def show(self, shown: Sequence[ShownDestination], *, select: str | None = None) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from textual.containers import Vertical
+from textual.timer import Timer
+from textual.widgets import Select
 from textual.worker import Worker
 
 from console.context import ConsoleContext
@@ -39,6 +41,7 @@ class Section(ForwardsWorkerFailures, Vertical):
         super().__init__(**kwargs)
         self.add_class("section")
         self.context = context
+        self._refresh_timer: Timer | None = None
 
     def reload(self) -> None:
         """Fetch what the section shows (start workers); called when shown and after reconnecting."""
@@ -75,6 +78,39 @@ class Section(ForwardsWorkerFailures, Vertical):
         waiting = asyncio.gather(*(worker.wait() for worker in running), return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiting, seconds)
+
+    def is_shown(self) -> bool:
+        """Whether the section is on screen: attached, on the current screen, its switcher's current one."""
+        return (
+            self.is_attached and self.screen.is_current and getattr(self.parent, "current", None) == self.id
+        )
+
+    def refresh_while_shown(self, seconds: float, refresh: Callable[[], object]) -> None:
+        """Call ``refresh`` in ``seconds`` if the section is shown then; if not, look again as late.
+
+        Call it when the last refresh has finished (in its ``finally``), so slow queries never pile
+        up; a hidden section costs nothing.
+        """
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+
+        def due() -> None:
+            if self.is_shown():
+                refresh()
+            else:
+                self.refresh_while_shown(seconds, refresh)
+
+        self._refresh_timer = self.set_timer(seconds, due)
+
+    def replace_options(
+        self, select: Select[str], options: list[tuple[Any, str]], values: list[str], *, fallback: str
+    ) -> None:
+        """Give ``select`` new ``options`` (whose values are ``values``, ``fallback`` aside), keeping its
+        value if still offered, else ``fallback``; without posting ``Select.Changed``."""
+        current = select.value
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+            select.value = current if current in values else fallback
 
     def selected_row(self, table: KeyedTable, rows: Mapping[str, Shown], what: str) -> Shown | None:
         """The row under ``table``'s cursor, from ``rows`` (by key); if none, say what to select ``what``.

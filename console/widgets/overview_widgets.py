@@ -1,9 +1,8 @@
 """Overview widgets: risk totals per window, open alerts, the events-over-time chart and ranked lists.
 
 The ranked lists show keys agents chose (tool names, user ids, entity types) as plain text, and
-the open alerts the names of rules and the group keys (users, devices, tools) as plain text too.
-The look of an alert's severity is defined here once (:func:`severity_text`); the Alerts section
-uses it as well.
+the open alerts the names of rules and the group keys (users, devices, tools) as plain text too,
+their severities as :mod:`console.widgets.severity` shows them.
 """
 
 from __future__ import annotations
@@ -19,27 +18,13 @@ from textual.widgets import Label, Sparkline, Static
 
 from console.untrusted import plain
 from console.widgets.risk import RISK_COLORS
+from console.widgets.severity import ALERT_SEVERITY_STYLES, severity_text
 from console.widgets.time_format import when
 from db.vocabulary import RISK_LEVELS
 
 if TYPE_CHECKING:
     from db.alerts import OpenAlerts
     from db.overview import RiskTotals, Timeline
-
-#: Alert severities, most severe first (db.models.ALERT_SEVERITIES, reversed), and how each looks: the
-#: two highest also bold, so they read without colour.
-ALERT_SEVERITY_STYLES: dict[str, str] = {
-    "critical": "bold reverse red",
-    "high": "bold red",
-    "medium": "yellow",
-    "low": "cyan",
-    "informational": "dim",
-}
-
-
-def severity_text(severity: str) -> Text:
-    """An alert's ``severity`` as a cell, in its style (an unknown one unstyled)."""
-    return Text(severity, style=ALERT_SEVERITY_STYLES.get(severity, ""), end="")
 
 
 class RiskTotalsView(Static):
