@@ -13,9 +13,11 @@ How it holds together:
   uncommitted page, whose alerts were not committed either.
 - **Windows survive a takeover**: a new holder counts the recent events up to the saved cursor
   into its threshold windows again, so a burst straddling the takeover still raises.
-- **Latency**: pages of up to ``page_rows`` events are read while there are more; when caught up
-  it polls every ``poll_seconds``. Evaluation is O(1) per event and rule and reads only the
-  columns rules need.
+- **Latency and cost**: pages of up to ``page_rows`` events are read while there are more; when
+  caught up it polls every ``poll_seconds``. What was read is evaluated and written together once
+  it is a page or ``flush_seconds`` old (1 s): one write transaction a second at most, and one
+  revision a second at most for an open alert that keeps matching, whatever the ingest rate.
+  Evaluation is O(1) per event and rule and reads only the columns rules need.
 - **Outages**: a database that is away is logged once per outage (``aifw.alerts``) and retried
   with backoff; whatever was in memory is rebuilt from the database afterwards.
 """
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,6 +54,9 @@ REBUILD_MAX_ROWS: Final = 200_000
 #: How often groups with nothing recent are dropped from the windows.
 PRUNE_SECONDS: Final = 60.0
 MAX_BACKOFF_SECONDS: Final = 10.0
+#: The longest read events wait to be evaluated and written together. One write a second at most,
+#: whatever the ingest rate: an open alert takes one revision a second, not one per page read.
+DEFAULT_FLUSH_SECONDS: Final = 1.0
 
 
 class AlertEvaluator:
@@ -67,8 +72,10 @@ class AlertEvaluator:
         page_rows: int = DEFAULT_PAGE_ROWS,
         silent_check_seconds: float = DEFAULT_CHECK_SECONDS,
         rules_refresh_seconds: float = RULES_REFRESH_SECONDS,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
     ) -> None:
         self.sessions = sessions
+        self.flush_seconds = flush_seconds
         self.holder = holder
         self.poll_seconds = poll_seconds
         self.lease_seconds = lease_seconds
@@ -82,6 +89,9 @@ class AlertEvaluator:
         #: Alerts this evaluator opened or changed (for logs and tests).
         self.alerts_written = 0
         self._unsaved = False
+        #: Events read but not evaluated yet (up to ``flush_seconds``); the saved cursor is before them.
+        self._pending: list[Any] = []
+        self._pending_since = 0.0
         self._rules_read_at: float | None = None
         self._fenced_at = 0.0
         self._pruned_at = 0.0
@@ -144,6 +154,8 @@ class AlertEvaluator:
         """Evaluate every committed event now (for tests and tools): rounds until one reads a short page."""
         while await self.step():
             pass
+        if self._pending:
+            await self._flush()
 
     # -- taking and losing the lease --
 
@@ -176,6 +188,7 @@ class AlertEvaluator:
         self.lease = None
         self.position = None
         self._unsaved = False
+        self._pending = []
         self._rules_read_at = None
         self.windows.clear()
 
@@ -184,6 +197,8 @@ class AlertEvaluator:
         if lease is None:
             return
         try:
+            if self._pending:
+                await self._flush()
             async with self.sessions() as session:
                 await self._fence(session, lease)
                 if self._unsaved and self.position is not None:
@@ -198,11 +213,11 @@ class AlertEvaluator:
         self._drop()
 
     async def _renew(self) -> None:
-        """Keep the lease while idle; save the cursor if empty pages moved it."""
+        """Keep the lease while idle; save the cursor if empty pages moved it and nothing waits before it."""
         assert self.lease is not None
         async with self.sessions() as session:
             await self._fence(session)
-            if self._unsaved and self.position is not None:
+            if self._unsaved and self.position is not None and not self._pending:
                 await streams.save_cursor(session, name=CURSOR_NAME, position=self.position)
             await session.commit()
         self._unsaved = False
@@ -281,6 +296,10 @@ class AlertEvaluator:
     # -- the work --
 
     async def _evaluate_page(self) -> bool:
+        """Read a page; evaluate and write what was read once it is a page or ``flush_seconds`` old.
+
+        Returns True when the page read was full (more events are waiting).
+        """
         assert self.lease is not None
         assert self.position is not None
         async with self.sessions() as session:
@@ -289,22 +308,33 @@ class AlertEvaluator:
             )
             # End the read before the write: on SQLite a read snapshot cannot become the writer.
             await session.rollback()
-        if not page.rows:
-            if page.next_position != self.position:
-                self.position = page.next_position
-                self._unsaved = True  # saved with the next renewal: nothing was read past it
-            return False
-        hits = evaluate_page(map(facts_from_row, page.rows), self.rules, self.windows)
+        now = asyncio.get_running_loop().time()
+        if page.rows:
+            if not self._pending:
+                self._pending_since = now
+            self._pending.extend(page.rows)
+        elif page.next_position != self.position and not self._pending:
+            self._unsaved = True  # saved with the next renewal: nothing was read past it
+        self.position = page.next_position
+        if self._pending and (
+            len(self._pending) >= self.page_rows or now - self._pending_since >= self.flush_seconds
+        ):
+            await self._flush()
+        return len(page.rows) >= self.page_rows
+
+    async def _flush(self) -> None:
+        """Evaluate the events read, then write their alerts and the cursor past them in one transaction."""
+        assert self.position is not None
+        hits = evaluate_page(map(facts_from_row, self._pending), self.rules, self.windows)
         async with self.sessions() as session:
             await self._fence(session)
             written = await alerts.apply_hits(session=session, hits=hits, rules=self.rules.rows)
-            await streams.save_cursor(session, name=CURSOR_NAME, position=page.next_position)
+            await streams.save_cursor(session, name=CURSOR_NAME, position=self.position)
             await session.commit()
         self._fenced_at = asyncio.get_running_loop().time()
-        self.position = page.next_position
+        self._pending = []
         self._unsaved = False
         self.alerts_written += len(written)
-        return len(page.rows) >= self.page_rows
 
     async def check_silent_agents(self) -> None:
         """Bring every organisation's silent-agent alert in line with its devices now."""

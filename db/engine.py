@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -48,17 +49,25 @@ def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
 
     Statement errors never carry their parameters (``hide_parameters``): a failed
     insert of a user or a token would otherwise print its hash into a message or a log.
+    JSON columns are read with orjson: readers of the event streams decode two per row.
     """
     if settings.is_sqlite:
         options = {
             "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             "hide_parameters": True,
+            "json_deserializer": orjson.loads,
             **overrides,
         }
         engine = create_async_engine(settings.database_url, **options)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         return engine
-    options = {"pool_pre_ping": True, "connect_args": {"timeout": 10}, "hide_parameters": True, **overrides}
+    options = {
+        "pool_pre_ping": True,
+        "connect_args": {"timeout": 10},
+        "hide_parameters": True,
+        "json_deserializer": orjson.loads,
+        **overrides,
+    }
     if options.get("poolclass") is None:
         options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     return create_async_engine(settings.database_url, **options)

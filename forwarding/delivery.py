@@ -64,7 +64,7 @@ from forwarding.transports import open_transport
 log = logging.getLogger("aifw.forward")
 
 #: Rows read (and sent) per batch: the most a restart or a reconnect sends twice.
-PAGE_ROWS = 500
+PAGE_ROWS = 2000
 DEAD_LETTER_BATCH = 100
 #: The longest a receiver's Retry-After is honoured; a larger one is read as this.
 MAX_RETRY_AFTER_SECONDS = 300.0

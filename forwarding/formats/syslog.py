@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final
 
 from forwarding.items import AlertItem, EventItem
@@ -96,21 +97,25 @@ def rfc5424(
     procid: str = "-",
 ) -> bytes:
     """The message as one RFC 5424 syslog message (no framing), UTF-8."""
-    validate_sd_id(sd_id)
-    validate_facility(facility)
+    fixed = _fixed_header(hostname, app_name, procid, sd_id, facility)
     item = message.item
     when = item.timestamp if isinstance(item, EventItem) else item.changed_at
     msgid = "event" if isinstance(item, EventItem) else "alert"
     pri = facility * 8 + min(max(message.syslog_severity, 0), 7)
-    header = " ".join(
+    return (
+        f"<{pri}>1 {timestamp_text(when)} {fixed} {msgid} {structured_data(message, sd_id)} {message.body}"
+    ).encode()
+
+
+@lru_cache(maxsize=64)
+def _fixed_header(hostname: str, app_name: str, procid: str, sd_id: str, facility: int) -> str:
+    """HOSTNAME APP-NAME PROCID, checked and cleaned once per destination rather than once per message."""
+    validate_sd_id(sd_id)
+    validate_facility(facility)
+    return " ".join(
         [
-            f"<{pri}>1",
-            timestamp_text(when),
             header_field(hostname, HOSTNAME_MAX),
             header_field(app_name, APP_NAME_MAX),
             header_field(procid, PROCID_MAX),
-            msgid,
-            structured_data(message, sd_id),
         ]
     )
-    return f"{header} {message.body}".encode()
