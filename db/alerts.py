@@ -30,7 +30,7 @@ from db.alert_rules import HOUR, RuleProblem, validate_rule
 from db.audit import apply_changes, record_change
 from db.base import as_utc, utcnow
 from db.commit_order import is_postgresql, next_commit_seq
-from db.engine import row_for_update, take_sqlite_write_lock
+from db.engine import name_in_use, row_for_update, take_sqlite_write_lock
 from db.models import Alert, AlertChange, AlertRule, Device, FirewallConfig, LogEntry
 from db.rights import Actor, require_admin
 from db.streams import Position
@@ -213,12 +213,10 @@ async def get_rule(*, session: AsyncSession, rule_id: uuid.UUID) -> AlertRule:
 async def _refuse_taken_name(
     session: AsyncSession, organization_id: str, name: str, *, other_than: uuid.UUID | None = None
 ) -> None:
-    statement = select(AlertRule.id).where(
-        AlertRule.organization_id == organization_id, func.lower(AlertRule.name) == name.lower()
+    taken = await name_in_use(
+        session, AlertRule, organization_id=organization_id, name=name, other_than=other_than
     )
-    if other_than is not None:
-        statement = statement.where(AlertRule.id != other_than)
-    if await session.scalar(statement) is not None:
+    if taken:
         raise AlertError(f"organisation {organization_id!r} already has a rule named {name!r}")
 
 

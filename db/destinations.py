@@ -37,7 +37,7 @@ from db.audit import record_change
 from db.base import as_utc, utcnow
 from db.commit_order import Stream, visible_bound
 from db.configs import get_config
-from db.engine import row_for_update
+from db.engine import name_in_use, row_for_update
 from db.field_lengths import length_problem
 from db.identifiers import visible
 from db.models import (
@@ -395,13 +395,9 @@ def validate_spec(spec: DestinationSpec, *, has_stored_secret: bool = False) -> 
 async def _check_name_free(
     session: AsyncSession, *, organization_id: str, name: str, except_id: uuid.UUID | None = None
 ) -> None:
-    statement = select(ForwardDestination.id).where(
-        ForwardDestination.organization_id == organization_id,
-        func.lower(ForwardDestination.name) == name.lower(),
-    )
-    if except_id is not None:
-        statement = statement.where(ForwardDestination.id != except_id)
-    if (await session.scalar(statement)) is not None:
+    if await name_in_use(
+        session, ForwardDestination, organization_id=organization_id, name=name, other_than=except_id
+    ):
         raise DestinationError(f"organisation {organization_id!r} already has a destination named {name!r}")
 
 

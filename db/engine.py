@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, false, inspect, select, update
+from sqlalchemy import event, false, func, inspect, select, update
 from sqlalchemy.dialects import postgresql as pg_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.engine import Connection
@@ -106,6 +106,32 @@ async def row_for_update(session: AsyncSession, model: type[Row], row_id: Any) -
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update()
     return await session.scalar(statement.execution_options(populate_existing=True))
+
+
+class NamedPerOrganization(Protocol):
+    """A model whose rows are named uniquely per organisation, regardless of case."""
+
+    id: Any
+    organization_id: Any
+    name: Any
+
+
+async def name_in_use(
+    session: AsyncSession,
+    model: type[NamedPerOrganization],
+    *,
+    organization_id: str,
+    name: str,
+    other_than: Any = None,
+) -> bool:
+    """Whether ``organization_id`` already has a ``model`` row named ``name`` in any case (besides
+    ``other_than``, the row being renamed); the unique index on ``lower(name)`` has the last word."""
+    statement = select(model.id).where(
+        model.organization_id == organization_id, func.lower(model.name) == name.lower()
+    )
+    if other_than is not None:
+        statement = statement.where(model.id != other_than)
+    return await session.scalar(statement) is not None
 
 
 def alembic_config(database_url: str | None = None) -> Config:
