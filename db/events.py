@@ -1,13 +1,16 @@
 """Storing validated log events in batches, idempotently by the event's identity.
 
-An event is identified by (organization_id, id): the id an agent chose, within
-its organisation. The same id sent by another organisation is another event,
-stored for that organisation; it can neither overwrite nor suppress the first.
+An event is identified by (organization_id, id, timestamp): the id an agent chose,
+within its organisation, and the time it happened, which a resend repeats (the
+partition key must be part of every unique key: docs/partitions.md). The same id
+sent by another organisation is another event, stored for that organisation; it
+can neither overwrite nor suppress the first.
 
-:func:`store_events` inserts what is new, skips what is already there, adds
-only the new events to the rollups, all in the caller's transaction, and says
-how many distinct events are now safely stored (new or already present: all of
-them may be acknowledged once the caller has committed) and how many were new.
+:func:`store_events` inserts what is new and skips what is already there, in the
+caller's transaction, and says how many distinct events are now safely stored
+(new or already present: all of them may be acknowledged once the caller has
+committed) and how many were new. The database counts what was inserted into the
+rollups itself (migration 0015), so a resend is neither stored nor counted twice.
 
 PostgreSQL takes the fast path: resends are rare, so the batch is first
 ``COPY``'d straight into ``log_entries`` inside a savepoint; if that succeeds,
@@ -15,7 +18,7 @@ every row was new. If an event is already stored (``UniqueViolation``, also
 when another server committed it meanwhile: the primary key decides), the
 savepoint is rolled back and the batch takes the careful path: ``COPY`` into a
 per-connection temporary table, then ``INSERT … SELECT … ON CONFLICT
-(organization_id, id) DO NOTHING RETURNING …``. SQLite inserts many rows per
+(organization_id, id, timestamp) DO NOTHING RETURNING …``. SQLite inserts many rows per
 statement with the same ``ON CONFLICT … DO NOTHING RETURNING``.
 
 Rows may carry keys besides the columns (the validator adds ``ack_id``, the id
@@ -27,6 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -35,11 +39,9 @@ from sqlalchemy import text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db import rollups
 from db.base import utcnow
 from db.commit_order import next_commit_seq
 from db.models import LogEntry
-from db.settings import IngestLimits
 
 #: Columns an event row provides (``created_at`` is added here), in COPY order.
 EVENT_COLUMNS = (
@@ -63,8 +65,8 @@ _COPY_SAVEPOINT = "ingest_copy"
 _COLUMN_LIST = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
 
 
-#: What identifies an event: its organisation and the id its agent chose.
-EventKey = tuple[str, uuid.UUID]
+#: What identifies an event: its organisation, the id its agent chose and when it happened.
+EventKey = tuple[str, uuid.UUID, datetime]
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class StoredBatch:
 
 
 def _key(event: Mapping[str, Any]) -> EventKey:
-    return (event["organization_id"], event["id"])
+    return (event["organization_id"], event["id"], event["timestamp"])
 
 
 def _unique(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -98,13 +100,11 @@ async def store_events(
     *,
     session: AsyncSession,
     events: Sequence[Mapping[str, Any]],
-    max_rollup_keys: int = IngestLimits.rollup_max_keys_per_bucket,
 ) -> StoredBatch:
-    """Insert the events that are new, by (organization_id, id); say how many are stored and how many are new.
+    """Insert the events that are new, by (organization_id, id, timestamp); say how many are stored and how
+    many are new.
 
-    Runs in the caller's transaction (commit after). Only newly inserted events
-    are added to the rollups, so a resent event is neither stored nor counted
-    twice; ``max_rollup_keys`` caps their distinct keys (:func:`db.rollups.add_events`).
+    Runs in the caller's transaction (commit after).
     """
     unique = _unique(events)
     if not unique:
@@ -113,16 +113,10 @@ async def store_events(
         inserted = await _insert_postgresql(session, unique)
     else:
         inserted = await _insert_sqlite(session, unique)
-    if len(inserted) == len(unique):
-        await rollups.add_events(session=session, events=unique, max_keys=max_rollup_keys)
-    elif inserted:
-        await rollups.add_events(
-            session=session, events=[e for e in unique if _key(e) in inserted], max_keys=max_rollup_keys
-        )
-    return StoredBatch(events=len(unique), inserted=len(inserted))
+    return StoredBatch(events=len(unique), inserted=inserted)
 
 
-async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
+async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, Any]]) -> int:
     records = _copy_records(events)
     # Through the session, so that it also opens the transaction the raw COPY then joins.
     await session.execute(text(f"SAVEPOINT {_COPY_SAVEPOINT}"))
@@ -134,12 +128,12 @@ async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, An
         return await _insert_postgresql_skipping_stored(session, raw, records)
     # No RELEASE: the commit ends the savepoint (or the caller's own enclosing one does); a round
     # trip less per batch. Any other error leaves the transaction failed for the caller to roll back.
-    return set(map(_key, events))
+    return len(events)
 
 
 async def _insert_postgresql_skipping_stored(
     session: AsyncSession, raw: asyncpg.Connection, records: list[tuple[Any, ...]]
-) -> set[EventKey]:
+) -> int:
     """Some event is already stored: stage the batch, then insert only the rows that are new."""
     await session.execute(
         text(
@@ -153,10 +147,10 @@ async def _insert_postgresql_skipping_stored(
     result = await session.execute(
         text(
             f"INSERT INTO log_entries ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE} "
-            "ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id"
+            "ON CONFLICT (organization_id, id, timestamp) DO NOTHING"
         )
     )
-    return {(row[0], row[1]) for row in result}
+    return result.rowcount  # type: ignore[attr-defined, no-any-return]
 
 
 async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
@@ -191,7 +185,7 @@ def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
-async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> set[EventKey]:
+async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]]) -> int:
     created_at = utcnow()
     # One value for the whole batch, taken with the write lock (db/commit_order.py).
     commit_seq = await next_commit_seq(session, "log_entries")
@@ -205,8 +199,7 @@ async def _insert_sqlite(session: AsyncSession, events: list[Mapping[str, Any]])
     ]
     statement = (
         sqlite_insert(LogEntry)
-        .on_conflict_do_nothing(index_elements=["organization_id", "id"])
-        .returning(LogEntry.organization_id, LogEntry.id)
+        .on_conflict_do_nothing(index_elements=["organization_id", "id", "timestamp"])
+        .returning(LogEntry.id)
     )
-    result = await session.execute(statement, rows)
-    return {(row[0], row[1]) for row in result}
+    return len((await session.execute(statement, rows)).all())

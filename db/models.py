@@ -167,19 +167,18 @@ class LogEntry(Base):
 
     __tablename__ = "log_entries"
     __table_args__ = (
-        Index("idx_timestamp_risk", "timestamp", "risk_level"),
-        Index("idx_user_timestamp", "user_id", "timestamp"),
-        Index("idx_tool_timestamp", "tool_name", "timestamp"),
-        # Addition: per-organisation retention and filtering.
-        Index("idx_org_timestamp", "organization_id", "timestamp"),
-        # Addition for the console's log browser (migration 0006): keyset pages on
-        # (timestamp, id), alone or under a risk level or a device, and entity-type
-        # containment; every filter a user can set then avoids a sequential scan.
-        # The GIN index is PostgreSQL's; SQLite gets a plain, unused index of that
-        # name so one model describes both schemas (alembic check stays clean).
+        # The index policy (docs/index-policy.md, migration 0015): each index serves a named query in
+        # db/; the seed's single-column indexes and idx_timestamp_risk are folded into these keys.
+        # Keyset pages on (timestamp, id), unfiltered and under a risk level:
         Index("ix_log_entries_timestamp_id", "timestamp", "id"),
         Index("ix_log_entries_risk_timestamp_id", "risk_level", "timestamp", "id"),
+        # Pages filtered by user, tool, device, organisation (and retention's per-organisation batches):
+        Index("idx_user_timestamp", "user_id", "timestamp"),
+        Index("idx_tool_timestamp", "tool_name", "timestamp"),
         Index("ix_log_entries_device_timestamp", "device_id", "timestamp"),
+        Index("idx_org_timestamp", "organization_id", "timestamp"),
+        # Entity-type containment: PostgreSQL's GIN; SQLite gets a plain, unused index of that name
+        # so one model describes both schemas (alembic check stays clean).
         Index(
             "ix_log_entries_entity_types",
             "detected_entity_types",
@@ -190,25 +189,27 @@ class LogEntry(Base):
         CheckConstraint(_in_list("tool_type", TOOL_TYPES), name="tool_type_known"),
         CheckConstraint("prompt_length >= 0", name="prompt_length_not_negative"),
         CheckConstraint("entity_count >= 0", name="entity_count_not_negative"),
-        # Migration 0008: an event is identified by (organization_id, id), so one organisation's ids
-        # can neither collide with nor suppress another's. ``id`` leads, so a lookup by id alone
-        # (the log browser's search) stays one index probe.
-        PrimaryKeyConstraint("id", "organization_id"),
+        # Migration 0015: an event is identified by (organization_id, id, timestamp): one organisation's
+        # ids can neither collide with nor suppress another's, and a partitioned table's keys must hold
+        # the partition key (a resend repeats the id and the timestamp: docs/partitions.md).
+        PrimaryKeyConstraint("organization_id", "id", "timestamp"),
         *_identifier_check("tool_name", max_chars=MAX_TOOL_NAME_CHARS),
         *_identifier_check("user_id", max_chars=MAX_USER_ID_CHARS, joiners_between_letters=True),
         *_identifier_check("device_id", max_chars=MAX_DEVICE_ID_CHARS),
         *_identifier_check("organization_id", max_chars=MAX_ORGANIZATION_ID_CHARS),
         # SQLite only (migration 0012): PostgreSQL's timestamptz has one order whatever the spelling.
         CheckConstraint(_CANONICAL_TIMESTAMP_SQLITE, name="timestamp_canonical").ddl_if(dialect="sqlite"),
+        # PostgreSQL: weekly range partitions, created and dropped at run time (db/partitions.py).
+        {"postgresql_partition_by": "RANGE (timestamp)"},
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4)
-    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    user_id: Mapped[str] = mapped_column(String(255), index=True)
-    tool_name: Mapped[str] = mapped_column(String(100), index=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    device_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(255))
+    tool_name: Mapped[str] = mapped_column(String(100))
     tool_type: Mapped[str] = mapped_column(String(16))
-    risk_level: Mapped[str] = mapped_column(String(8), index=True)
+    risk_level: Mapped[str] = mapped_column(String(8))
     prompt_length: Mapped[int] = mapped_column(Integer, default=0)
     detected_entity_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
     entity_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -383,6 +384,26 @@ class SignInAttempt(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RollupSettings(Base):
+    """The one row that governs the database's own counting of log entries (migration 0015).
+
+    ``max_keys_per_bucket`` caps the distinct tools, users and entity types per
+    organisation, bucket and dimension (both engines' triggers read it).
+    ``counting`` is SQLite's pause switch, set off only inside the transaction that
+    pauses counting (PostgreSQL pauses with ``SET LOCAL aifw.counting = 'off'``).
+    """
+
+    __tablename__ = "rollup_settings"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        CheckConstraint("max_keys_per_bucket >= 1", name="max_keys_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    max_keys_per_bucket: Mapped[int] = mapped_column(Integer, default=10_000)
+    counting: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class CommitCounter(Base):

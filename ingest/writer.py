@@ -139,11 +139,7 @@ class BatchWriter:
             session = self._sessions()
             started = time.perf_counter()
             try:
-                stored = await self._store_events(
-                    session=session,
-                    events=[row for row, _ in batch],
-                    max_rollup_keys=self._limits.rollup_max_keys_per_bucket,
-                )
+                stored = await self._store_events(session=session, events=[row for row, _ in batch])
                 await session.commit()
             except Exception as error:  # noqa: BLE001 - every failure is sorted below, none escapes
                 if is_refused_data(error):

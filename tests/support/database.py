@@ -28,6 +28,7 @@ from db.engine import alembic_config, migrate, new_engine, new_sessionmaker
 from db.events import store_events
 from db.models import AuditEvent, LogEntry, LogHourlyCount, User
 from db.rights import Actor
+from db.rollups import DEFAULT_MAX_KEYS
 from db.settings import Settings, load_settings
 from db.tokens import create_token
 from db.users import create_user
@@ -150,13 +151,19 @@ def run_alembic(url: str, action: Callable[[Config, Connection], Any]) -> Any:
 
 async def empty_all_tables(engine: AsyncEngine) -> None:
     """Delete every row of every table (children first), keeping the schema and its revision."""
-    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    tables = [
+        table.name for table in reversed(Base.metadata.sorted_tables) if table.name != "rollup_settings"
+    ]
     async with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             await connection.execute(text(f"TRUNCATE {', '.join(tables)}"))
         else:
             for table in tables:
                 await connection.execute(text(f"DELETE FROM {table}"))
+        # The one settings row stays, back at its defaults (migration 0015).
+        await connection.execute(
+            text(f"UPDATE rollup_settings SET max_keys_per_bucket = {DEFAULT_MAX_KEYS}, counting = true")
+        )
 
 
 # --- rows ------------------------------------------------------------------------------------------
