@@ -8,6 +8,10 @@ whole event with ``content_not_allowed``. Unknown fields and oversized objects a
 refused before any per-key work. Messages are one line in plain words, e.g.
 "risk_level must be one of green, amber, red; got 'purple'", and never repeat a
 nested value.
+
+A timestamp must lie in an :class:`AcceptedTimes` window: at most a day ahead, and not
+before the organisation's retention cutoff (``past_retention``: the next cleanup would
+delete the event, and PostgreSQL has no partition for it past 365 days).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ MAX_PROMPT_LENGTH: Final = 10_000_000
 MAX_ENTITY_COUNT: Final = 100_000
 MAX_ENTITY_TYPES: Final = 64
 MAX_FUTURE_SKEW: Final = timedelta(days=1)
+#: The oldest timestamp accepted when the organisation's retention is not known (its cutoff is stricter).
 MAX_EVENT_AGE: Final = timedelta(days=400)
 MAX_TIMESTAMP_CHARS: Final = 64
 #: Unknown field names looked at to tell content from a mere unknown field; past these the line is refused
@@ -78,6 +83,10 @@ ERROR_CODES: Final = {
     "line_too_long": "the line is longer than INGEST_MAX_LINE_BYTES; it was discarded up to its newline",
     "unknown_type": "the message has no type, or a type the server does not know",
     "invalid_event": "a log event failed validation (the message says which field and why)",
+    "past_retention": (
+        "the event's timestamp is before its organisation's retention cutoff (now - log_retention_days): "
+        "the next cleanup would delete it, so it was not stored"
+    ),
     "content_not_allowed": (
         "a field may carry prompt content; the event was refused and nothing of it stored "
         "(in a hello: closes)"
@@ -98,11 +107,19 @@ ERROR_CODES: Final = {
     "INGEST_MAX_CONNECTIONS_PER_TOKEN (closes)",
     "replaced": "a newer connection of the same device said hello; this older one is closed (closes)",
     "unavailable": "the database cannot be reached right now; retry later (closes during hello)",
+    "config_too_large": (
+        "the organisation's configuration would make a line longer than max_line_bytes (closes during hello)"
+    ),
+    "proxy_refused": (
+        "the connection did not start with a PROXY protocol header from a trusted load balancer, "
+        "INGEST_PROXY_PROTOCOL (closes)"
+    ),
     "shutting_down": "the server is stopping; what was acknowledged is stored; reconnect later (closes)",
     "internal_error": "an unexpected server fault; the event was not stored",
 }
 CLOSING_CODES: Final = frozenset(
     {
+        "proxy_refused",
         "hello_required",
         "invalid_hello",
         "unauthorized",
@@ -148,6 +165,49 @@ class Hello:
     user_id: str
     device_type: str
     agent_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedTimes:
+    """The event timestamps accepted at one moment: ``earliest`` to ``latest``, both included.
+
+    ``earliest`` is the organisation's retention cutoff, ``now - retention_days``: the instant
+    before which retention deletes (db/retention.py ``cutoff_for``; a log exactly at the cutoff
+    stays). Without a known retention it is ``now -`` :data:`MAX_EVENT_AGE`. ``latest`` is
+    ``now +`` :data:`MAX_FUTURE_SKEW`. Computed once and reused for many events, so that checking
+    a timestamp is one comparison. Refused: before the cutoff ``past_retention``; later than
+    ``latest``, or older than MAX_EVENT_AGE (a wrong clock, more likely), ``invalid_event``.
+    """
+
+    earliest: datetime
+    latest: datetime
+    #: The organisation's log_retention_days that set ``earliest``, or None (then MAX_EVENT_AGE did).
+    retention_days: int | None = None
+
+    @classmethod
+    def at(cls, now: datetime, retention_days: int | None = None) -> AcceptedTimes:
+        """The window at ``now`` for an organisation keeping its logs ``retention_days`` (None: unknown)."""
+        oldest = now - MAX_EVENT_AGE
+        if retention_days is not None:
+            oldest = max(oldest, now - timedelta(days=retention_days))
+        return cls(earliest=oldest, latest=now + MAX_FUTURE_SKEW, retention_days=retention_days)
+
+    def refusal(self, value: str, moment: datetime) -> EventError:
+        """Why ``moment`` (the timestamp ``value`` as sent) is outside the window."""
+        if moment > self.latest:
+            return invalid(
+                f"timestamp {value!r} is more than a day in the future; is the device clock right?"
+            )
+        if self.retention_days is None or moment < self.latest - MAX_FUTURE_SKEW - MAX_EVENT_AGE:
+            # Older than any retention keeps: more likely a wrong clock than an event held back.
+            return invalid(f"timestamp {value!r} is more than {MAX_EVENT_AGE.days} days old")
+        cutoff = self.earliest.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return EventError(
+            "past_retention",
+            f"timestamp {value!r} is before the organisation's retention cutoff {cutoff} "
+            f"(log_retention_days {self.retention_days}): the next cleanup would delete it, so it was not "
+            "stored",
+        )
 
 
 # --- content detection -------------------------------------------------------------------------
@@ -323,9 +383,15 @@ def parse_event_id(value: object) -> uuid.UUID:
         raise invalid(f"id must be a UUID; got {value!r}") from None
 
 
-def parse_timestamp(value: object, *, now: datetime | None = None) -> datetime:
+def parse_timestamp(
+    value: object, *, now: datetime | None = None, accepted: AcceptedTimes | None = None
+) -> datetime:
     """A time in the protocol's one profile, ``YYYY-MM-DDTHH:MM:SS[.fraction]`` then ``Z`` or ``±HH:MM``,
-    not more than a day ahead nor 400 days old; in UTC."""
+    in UTC, within ``accepted`` (default: :meth:`AcceptedTimes.at` ``now``, no retention known).
+
+    Raises EventError ``invalid_event``, or ``past_retention`` for a time before ``accepted``'s
+    retention cutoff.
+    """
     if value is None:
         raise invalid("timestamp is required (e.g. 2026-11-20T10:00:00Z or 2026-11-20T11:00:00+01:00)")
     if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_CHARS:
@@ -342,11 +408,9 @@ def parse_timestamp(value: object, *, now: datetime | None = None) -> datetime:
         raise invalid(f"timestamp {value!r} is not a real time: {error}") from None
     except OverflowError:
         raise invalid(f"timestamp {value!r} is out of range once converted to UTC") from None
-    now = now or utcnow()
-    if moment > now + MAX_FUTURE_SKEW:
-        raise invalid(f"timestamp {value!r} is more than a day in the future; is the device clock right?")
-    if moment < now - MAX_EVENT_AGE:
-        raise invalid(f"timestamp {value!r} is more than {MAX_EVENT_AGE.days} days old")
+    window = accepted if accepted is not None else AcceptedTimes.at(now or utcnow())
+    if not window.earliest <= moment <= window.latest:
+        raise window.refusal(value, moment)
     return moment
 
 
@@ -463,14 +527,17 @@ def validate_log(
     hello: Hello,
     now: datetime | None = None,
     metadata_keys: Mapping[str, Shape] | None = None,
+    accepted: AcceptedTimes | None = None,
 ) -> dict[str, Any]:
     """Check a log event and return the row to store (columns of ``log_entries``) plus ``ack_id``.
 
     ``ack_id`` is the event id exactly as the agent sent it: the server acknowledges under
     that string, while the row's ``id`` is the ``uuid.UUID``. ``metadata_keys`` is the
-    organisation's key map (db/metadata_keys.py); the standard keys when None.
+    organisation's key map (db/metadata_keys.py); the standard keys when None. ``accepted``
+    is the window of timestamps (with the organisation's retention cutoff); when None, the
+    one at ``now`` without a retention (see :func:`parse_timestamp`).
 
-    Raises EventError with code ``content_not_allowed`` or ``invalid_event``.
+    Raises EventError with code ``content_not_allowed``, ``invalid_event`` or ``past_retention``.
     """
     extra = message.keys() - LOG_FIELDS
     if extra:
@@ -504,7 +571,7 @@ def validate_log(
         raise invalid(f"was_sanitized must be true or false; got {_kind(was_sanitized)}")
     return {
         "id": event_id,
-        "timestamp": parse_timestamp(message.get("timestamp"), now=now),
+        "timestamp": parse_timestamp(message.get("timestamp"), now=now, accepted=accepted),
         "device_id": hello.device_id,
         "user_id": user_id or hello.user_id,
         "organization_id": hello.organization_id,

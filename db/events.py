@@ -150,7 +150,7 @@ async def _insert_postgresql_skipping_stored(
             "ON CONFLICT (organization_id, id, timestamp) DO NOTHING"
         )
     )
-    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,28 @@ class UsageError(SettingsError):
 MIN_MAX_LINE_BYTES = 64 * 1024
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies(tuple[Network, ...]):
+    """The networks whose connections may carry a PROXY protocol header (``INGEST_TRUSTED_PROXIES``)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ",".join(str(network) for network in self)
+
+    def trust(self, host: str) -> bool:
+        """True if ``host`` (an address as the socket reports it) lies in one of the networks."""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d
+        return any(address in network for network in self)
+
+
 @dataclass(frozen=True)
 class IngestLimits:
     """Limits of the ingest server, each a named setting with its unit."""
@@ -86,11 +109,15 @@ class IngestLimits:
     stats_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
     db_retry_max_seconds: float = 5.0
-    #: Distinct keys (tools, users, entity types) per organisation, rollup bucket and dimension; the
-    #: events of further keys are counted under the overflow key, shown as "(other)" (db/rollups.py).
-    rollup_max_keys_per_bucket: int = 10_000
     #: New devices one organisation may register per hour; past it a new device's hello is refused.
     max_new_devices_per_hour: int = 1000
+    #: Every connection starts with a PROXY protocol header (v2 or v1) from a trusted load balancer,
+    #: which says the agent's real address (ingest/proxy_protocol.py).
+    proxy_protocol: bool = False
+    #: The load balancers allowed to send that header; required when ``proxy_protocol`` is on.
+    trusted_proxies: TrustedProxies | None = None
+    #: From the connection to the end of its PROXY header (the balancer writes it at once).
+    proxy_header_timeout_seconds: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -327,6 +354,27 @@ def _port(raw: str) -> int:
 
 def _text(raw: str) -> str:
     return raw.strip()
+
+
+def _trusted_proxies(raw: str) -> TrustedProxies:
+    """``10.0.0.0/8, 192.0.2.7, ::1`` as networks (a bare address is a /32 or /128).
+
+    A network with host bits set (``10.0.0.1/8``) is refused: such a typo would trust more than meant.
+    """
+    networks: list[Network] = []
+    for part in raw.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=True))
+        except ValueError as error:
+            raise ValueError(
+                f"must be addresses or networks (CIDR) separated by commas; {text!r}: {error}"
+            ) from None
+    if not networks:
+        raise ValueError(f"must name at least one address or network; got {raw!r}")
+    return TrustedProxies(networks)
 
 
 def _folder(raw: str) -> Path:
@@ -594,11 +642,25 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-new-devices-per-hour",
     ),
     Setting(
-        "ROLLUP_MAX_KEYS_PER_BUCKET",
-        "ingest.rollup_max_keys_per_bucket",
-        _whole(1),
-        "distinct keys per organisation, rollup bucket and dimension; more count as '(other)'",
-        "--rollup-max-keys-per-bucket",
+        "INGEST_PROXY_PROTOCOL",
+        "ingest.proxy_protocol",
+        _boolean,
+        "expect a PROXY protocol header (v2 or v1) first on every connection, from a trusted proxy",
+        "--proxy-protocol",
+    ),
+    Setting(
+        "INGEST_TRUSTED_PROXIES",
+        "ingest.trusted_proxies",
+        _trusted_proxies,
+        "addresses or networks (CIDR), comma-separated, of the load balancers allowed to send it",
+        "--trusted-proxies",
+    ),
+    Setting(
+        "INGEST_PROXY_HEADER_TIMEOUT_SECONDS",
+        "ingest.proxy_header_timeout_seconds",
+        _POSITIVE,
+        "seconds a connection has to send its PROXY protocol header",
+        "--proxy-header-timeout",
     ),
     Setting("AIFW_BCRYPT_ROUNDS", "bcrypt_rounds", _whole(4, 16), "bcrypt cost of new password hashes"),
     Setting(
@@ -658,6 +720,20 @@ def _check_tls_pair(settings: Settings) -> Settings:
     return settings
 
 
+def _check_proxy_protocol(settings: Settings) -> Settings:
+    if settings.ingest.proxy_protocol and settings.ingest.trusted_proxies is None:
+        raise SettingsError(
+            "INGEST_PROXY_PROTOCOL (--proxy-protocol) needs INGEST_TRUSTED_PROXIES (--trusted-proxies): "
+            "the addresses of the load balancers allowed to say who the client is"
+        )
+    return settings
+
+
+def _checked(settings: Settings) -> Settings:
+    """The checks of settings that go together (TLS files, the PROXY protocol and its proxies)."""
+    return _check_proxy_protocol(_check_tls_pair(settings))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting of the table; raise SettingsError naming the first bad variable."""
     env = os.environ if env is None else env
@@ -671,7 +747,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         create_data_dir(data_dir)
         values["database_url"] = normalize_database_url(default_sqlite_url(data_dir))
         values["database_url_is_default"] = True
-    return _check_tls_pair(_with_values(Settings(database_url=""), values))
+    return _checked(_with_values(Settings(database_url=""), values))
 
 
 def _flag_of(setting: Setting, program: str) -> str | None:
@@ -697,9 +773,17 @@ def add_server_options(
             dest=setting.attribute,
             type=setting.option_type,
             default=argparse.SUPPRESS,
-            metavar="N" if isinstance(setting.parse, Number) else flag.rsplit("-", 1)[-1].upper(),
+            metavar=_metavar(setting, flag),
             help=f"{setting.help} ({setting.env}; now {shown if shown is not None else 'unset'})",
         )
+
+
+def _metavar(setting: Setting, flag: str) -> str:
+    if isinstance(setting.parse, Number):
+        return "N"
+    if setting.parse is _boolean:
+        return "BOOL"
+    return flag.rsplit("-", 1)[-1].upper()
 
 
 def settings_with_options(
@@ -711,7 +795,7 @@ def settings_with_options(
         for s in SETTINGS
         if _flag_of(s, program) and hasattr(args, s.attribute)
     }
-    return _check_tls_pair(_with_values(settings, given))
+    return _checked(_with_values(settings, given))
 
 
 def value_of(settings: Settings, attribute: str) -> object:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +26,9 @@ from db.metadata_keys import Shape, shapes_from_agent
 from db.settings import IngestLimits
 from ingest.framing import READ_CHUNK_BYTES, TOO_LONG, LineReader, is_blank
 from ingest.protocol import (
+    HEALTH_LINE,
     EventRow,
+    EventTimes,
     ProtocolError,
     ack_line,
     check_hello,
@@ -40,6 +44,14 @@ from ingest.protocol import (
     timed_out,
     welcome_line,
 )
+from ingest.proxy_protocol import (
+    ProxyHeaderError,
+    describe,
+    proxy_refused,
+    read_proxy_header,
+    socket_reader,
+    untrusted,
+)
 from ingest.stats import IngestStats, RepeatedLog, short_reason
 from ingest.writer import EventQueue
 
@@ -49,6 +61,8 @@ log = logging.getLogger("aifw.ingest")
 DB_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 #: Lines a connection handles before letting other tasks (the writer above all) run.
 LINES_PER_TURN: Final = 16
+#: The first line of a load balancer's health check (docs/protocol.md, "Health probe").
+HEALTH_PROBE_TYPE: Final = "health"
 
 
 class Room(Protocol):
@@ -185,9 +199,14 @@ class Connection:
         self.hello: Hello | None = None
         #: The organisation's log_metadata keys, as told to the agent in welcome and config.
         self.metadata_keys: dict[str, Shape] | None = None
+        #: The timestamps accepted: the organisation's retention cutoff (re-read now and then) to a day ahead.
+        self.times: EventTimes | None = None
         self.token_key: tuple[str, str] | None = None
         self.peer = _describe_peer(writer)
         writer.transport.set_write_buffer_limits(high=self._limits.max_output_bytes)
+        if self._limits.proxy_protocol:
+            # Nothing is read into the stream before the PROXY header is taken from the socket.
+            cast(asyncio.Transport, writer.transport).pause_reading()
         if hasattr(writer.transport, "max_size"):
             # asyncio's socket transport receives up to 256 KiB at once into the stream's buffer:
             # one chunk at a time keeps a connection that is not being read at one chunk.
@@ -228,7 +247,8 @@ class Connection:
         self._repeated_log.info(
             code, "%s from %s on line %d: %s", code, self.peer, self.line_number, error.message
         )
-        self.send_line(error_line(error, self.line_number))
+        if not self._tls_pending:  # before the TLS handshake, nothing is written in clear
+            self.send_line(error_line(error, self.line_number))
 
     def acknowledge(self, ids: list[str]) -> None:
         """Called by the writer once these events are committed."""
@@ -368,13 +388,14 @@ class Connection:
         stats.connections += 1
         stats.connections_total += 1
         try:
+            if self._limits.proxy_protocol:
+                await self._read_proxy_header()
             if self._context.tls_context is not None:
                 await self._start_tls(self._context.tls_context)
             if await self._greet():
                 await self._stream()
         except ProtocolError as close:
-            if not self._tls_pending:
-                self.send_error(close)
+            self.send_error(close)
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
@@ -386,6 +407,63 @@ class Connection:
             stats.connections -= 1
             stats.max_line_buffer_bytes = max(stats.max_line_buffer_bytes, self._lines.high_water_bytes)
             await self.close()
+
+    async def _read_proxy_header(self) -> None:
+        """INGEST_PROXY_PROTOCOL: the balancer's header comes first (before TLS) and says who the agent
+        is; from then on ``peer`` (the log's name for it) is the agent's address, not the balancer's.
+
+        Raises ProtocolError ``proxy_refused`` for a peer outside INGEST_TRUSTED_PROXIES or a header
+        missing, malformed or late; a silent one when the peer closes before sending anything (a
+        plain TCP check is no abuse).
+        """
+        limits = self._limits
+        trusted = limits.trusted_proxies
+        peer = self._writer.get_extra_info("peername")
+        trusted_peer = trusted is not None and isinstance(peer, tuple) and trusted.trust(str(peer[0]))
+        # Counted within the hello's time too: a header slower than that is no balancer's.
+        deadline = self.opened_at + min(limits.proxy_header_timeout_seconds, limits.hello_timeout_seconds)
+        # The header is taken from the socket itself, byte-exact (the transport is paused since the
+        # connection opened): what follows it, a TLS ClientHello above all, stays for the transport.
+        sock = self._writer.get_extra_info("socket").dup()
+        sock.setblocking(False)
+        self._waiting_for = "proxy"
+        try:
+            async with asyncio.timeout_at(deadline):
+                header = await read_proxy_header(socket_reader(sock))
+        except TimeoutError:
+            raise self._proxy_refusal(
+                trusted_peer,
+                f"no PROXY protocol header within {limits.proxy_header_timeout_seconds:g} seconds",
+            ) from None
+        except asyncio.IncompleteReadError as ended:
+            if not ended.partial:
+                raise ProtocolError(None) from None
+            raise self._proxy_refusal(trusted_peer, "the connection ended inside its PROXY header") from None
+        except ProxyHeaderError as error:
+            _discard_arrived(sock)
+            raise self._proxy_refusal(
+                trusted_peer, f"{error} (this server expects the load balancer's header first)"
+            ) from None
+        except asyncio.CancelledError:
+            if not self._absorb_interrupt():
+                raise
+            raise ProtocolError(None) from None
+        finally:
+            self._waiting_for = ""
+            sock.close()
+        # Read only now, so that a refused peer's bytes are taken off the socket first: closing a
+        # socket with unread input resets it, and the client would lose the refusal.
+        if not trusted_peer:
+            raise untrusted(self.peer, trusted)
+        if header.source is not None:
+            self.peer = describe(header.source)
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _proxy_refusal(self, trusted_peer: bool, reason: str) -> ProtocolError:
+        # To a peer that may not send a header at all, who it is matters more than what it sent.
+        return proxy_refused(reason) if trusted_peer else untrusted(self.peer, self._limits.trusted_proxies)
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
         # TLS is started here rather than by the listener so that a pending handshake holds a
@@ -417,6 +495,11 @@ class Connection:
                 break
         try:
             message = parse_line(line, self._lines.max_line_bytes)
+            if message.get("type") == HEALTH_PROBE_TYPE:
+                # A load balancer's check: answered from memory and closed, neither logged nor counted
+                # as an error (the server is up; the database is every server's alike).
+                self.send_line(HEALTH_LINE)
+                return False
             if message.get("type") == "hello":
                 self._room.hello_received(self)
             # invalid_hello or content_not_allowed: either way the hello is refused and the connection closed.
@@ -452,12 +535,14 @@ class Connection:
         self.hello = hello
         self._lines.max_line_bytes = self._limits.max_line_bytes
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
+        self.times = EventTimes.from_config(config)
         self.send_line(welcome)
         return True
 
     async def _stream(self) -> None:
         assert self.hello is not None
-        hello = self.hello
+        assert self.times is not None
+        hello, times = self.hello, self.times
         lines = self._lines
         max_output = self._limits.max_output_bytes
         heartbeat = self._context.heartbeat
@@ -487,7 +572,9 @@ class Connection:
                 message = parse_line(line, lines.max_line_bytes)
                 kind = message.get("type")
                 if kind == "log":
-                    row = check_log(message, hello=hello, metadata_keys=self.metadata_keys)
+                    if times.refresh_due():  # the retention may have changed: re-read it, once a period
+                        await times.refresh(partial(self._context.current_config, hello.organization_id))
+                    row = check_log(message, hello=hello, metadata_keys=self.metadata_keys, times=times)
                 elif kind == "ping":
                     self.send_line(pong_line(message))
                     continue
@@ -590,7 +677,18 @@ class Connection:
             self.send_error(error)
             return
         self.metadata_keys = shapes_from_agent(config.get("metadata_keys"))
+        if self.times is not None:
+            self.times.follow(config)
         self.send_line(answer)
+
+
+def _discard_arrived(sock: socket.socket) -> None:
+    """Take what has already arrived off the socket, up to a chunk: a socket closed with unread input
+    is reset, and the client (an agent that skipped the balancer) would lose the line saying why."""
+    left = READ_CHUNK_BYTES
+    with contextlib.suppress(OSError):  # BlockingIOError: nothing more has arrived
+        while left > 0 and (data := sock.recv(left)):
+            left -= len(data)
 
 
 def _describe_peer(writer: asyncio.StreamWriter) -> str:

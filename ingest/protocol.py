@@ -7,7 +7,9 @@ vocabulary with plain bytes: :func:`parse_line` turns a line into a JSON object,
 or an :class:`EventRow`, :func:`refuse_type` answers a message of a type not expected here,
 and the ``*_line`` builders make each answer the server sends (welcome, config, pong, ack,
 error). Every refusal is one :class:`ProtocolError`; its ``code`` is one of
-``db.event_schema.ERROR_CODES``.
+``db.event_schema.ERROR_CODES``. :class:`EventTimes` keeps a connection's window of accepted
+timestamps (its organisation's retention cutoff to a day ahead) current at the cost of a
+clock read per event.
 
 Why validation stays in ``db/event_schema.py``: a validated ``log`` message *is* the row
 ``log_entries`` stores, and its rules (identifiers, vocabulary, metadata key shapes, the
@@ -21,14 +23,25 @@ protocol boundary: it calls them and turns their ``EventError`` (and the databas
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Final, TypedDict, cast
 
 import orjson
 
-from db.event_schema import CLOSING_CODES, EventError, Hello, validate_hello, validate_log
+from db.base import utcnow
+from db.event_schema import (
+    CLOSING_CODES,
+    MAX_EVENT_AGE,
+    AcceptedTimes,
+    EventError,
+    Hello,
+    validate_hello,
+    validate_log,
+)
 from db.metadata_keys import Shape
 from db.settings import IngestLimits
 from ingest.framing import TOO_LONG, TooLong
@@ -37,6 +50,13 @@ from ingest.framing import TOO_LONG, TooLong
 MESSAGE_TYPES: Final = ("hello", "log", "config", "ping")
 #: Longest event or ping id echoed back in an answer (a longer one is left out).
 MAX_ECHOED_ID_CHARS: Final = 64
+#: How often a connection re-reads its organisation's retention through the config path: a change
+#: made in the console applies to connected agents within this (read when an EventTimes is made).
+RETENTION_REFRESH_SECONDS: Final = 30.0
+#: How long a re-read of the retention may take before the last one is kept until the next period.
+RETENTION_REFRESH_TIMEOUT_SECONDS: Final = 2.0
+#: How often the accepted window moves with the clock: a timestamp this close to a bound may go either way.
+WINDOW_SLIDE_SECONDS: Final = 1.0
 
 
 class ProtocolError(Exception):
@@ -83,6 +103,90 @@ class EventRow(TypedDict):
     ack_id: str
 
 
+class EventTimes:
+    """Which event timestamps one connection accepts now: its organisation's retention cutoff to a day
+    ahead (:class:`~db.event_schema.AcceptedTimes`), kept current without per-event date arithmetic.
+
+    The window is recomputed from the wall clock at most every :data:`WINDOW_SLIDE_SECONDS`, so
+    an event costs a monotonic clock read and one comparison. The retention comes from the
+    organisation's configuration as agents get it (``log_retention_days`` of the welcome and of
+    each ``config`` answer, :meth:`follow`); :meth:`refresh_due` says, once every
+    :data:`RETENTION_REFRESH_SECONDS`, that the connection should re-read it (:meth:`refresh`),
+    so a change in the console reaches connected agents within that period without a reconnect.
+    """
+
+    __slots__ = ("_accepted", "_clock", "_refresh_at", "_refresh_seconds", "_slide_at", "_wall")
+
+    def __init__(
+        self,
+        retention_days: int | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utcnow,
+        refresh_seconds: float | None = None,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall
+        self._refresh_seconds = RETENTION_REFRESH_SECONDS if refresh_seconds is None else refresh_seconds
+        self._refresh_at = clock() + self._refresh_seconds
+        self._accepted = AcceptedTimes.at(wall(), retention_days)
+        self._slide_at = clock() + WINDOW_SLIDE_SECONDS
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **options: Any) -> EventTimes:
+        """The window of an organisation whose configuration (as agents get it) is ``config``."""
+        return cls(_retention_days(config), **options)
+
+    @property
+    def retention_days(self) -> int | None:
+        """The retention the cutoff follows (None: not known, MAX_EVENT_AGE bounds instead)."""
+        return self._accepted.retention_days
+
+    def current(self) -> AcceptedTimes:
+        """The window now (moved with the clock at most every WINDOW_SLIDE_SECONDS)."""
+        now = self._clock()
+        if now >= self._slide_at:
+            self._slide_at = now + WINDOW_SLIDE_SECONDS
+            self._accepted = AcceptedTimes.at(self._wall(), self._accepted.retention_days)
+        return self._accepted
+
+    def refresh_due(self) -> bool:
+        """True once per RETENTION_REFRESH_SECONDS: time to re-read the retention (a failed re-read waits for
+        the next period, so a database that is away costs one attempt per period)."""
+        now = self._clock()
+        if now < self._refresh_at:
+            return False
+        self._refresh_at = now + self._refresh_seconds
+        return True
+
+    def follow(self, config: Mapping[str, Any]) -> None:
+        """Take the retention of ``config`` (the organisation's configuration as agents get it)."""
+        days = _retention_days(config)
+        self._refresh_at = self._clock() + self._refresh_seconds
+        if days != self._accepted.retention_days:
+            self._accepted = AcceptedTimes.at(self._wall(), days)
+            self._slide_at = self._clock() + WINDOW_SLIDE_SECONDS
+
+    async def refresh(self, read_config: Callable[[], Awaitable[Mapping[str, Any]]]) -> bool:
+        """Re-read the configuration through ``read_config`` and follow its retention; False (the last
+        retention kept) if that fails or takes longer than RETENTION_REFRESH_TIMEOUT_SECONDS."""
+        try:
+            async with asyncio.timeout(RETENTION_REFRESH_TIMEOUT_SECONDS):
+                config = await read_config()
+        except Exception:  # noqa: BLE001 - the database away: the last retention holds until the next try
+            return False
+        self.follow(config)
+        return True
+
+
+def _retention_days(config: Mapping[str, Any]) -> int | None:
+    """``log_retention_days`` of an agent's configuration, or None if it is missing or not a sane number."""
+    days = config.get("log_retention_days")
+    if type(days) is not int or not 0 < days <= MAX_EVENT_AGE.days:
+        return None
+    return days
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 
@@ -123,15 +227,24 @@ def check_hello(message: dict[str, Any]) -> Hello:
 
 
 def check_log(
-    message: dict[str, Any], *, hello: Hello, metadata_keys: Mapping[str, Shape] | None
+    message: dict[str, Any],
+    *,
+    hello: Hello,
+    metadata_keys: Mapping[str, Shape] | None,
+    times: EventTimes | None = None,
 ) -> EventRow:
-    """A ``log`` message as the row to store; ProtocolError ``invalid_event`` or ``content_not_allowed``.
+    """A ``log`` message as the row to store; ProtocolError ``invalid_event``, ``content_not_allowed`` or
+    ``past_retention`` (its timestamp is before the retention cutoff of ``times``).
 
-    A fault of the validator itself becomes ``internal_error`` for this one event, with the
-    fault as the error's ``__cause__`` (the connection logs it and goes on).
+    Without ``times`` the timestamp is checked against the clock alone (at most a day ahead,
+    MAX_EVENT_AGE old). A fault of the validator itself becomes ``internal_error`` for this one
+    event, with the fault as the error's ``__cause__`` (the connection logs it and goes on).
     """
     try:
-        return cast(EventRow, validate_log(message, hello=hello, metadata_keys=metadata_keys))
+        accepted = times.current() if times is not None else None
+        return cast(
+            EventRow, validate_log(message, hello=hello, metadata_keys=metadata_keys, accepted=accepted)
+        )
     except EventError as error:
         raise ProtocolError(error.code, error.message, event_id=message.get("id")) from None
     except Exception as error:  # a validator bug must cost one event, not the connection
@@ -295,6 +408,10 @@ def config_line(config: dict[str, Any], limits: IngestLimits) -> bytes:
         return answer_line(config_message(config), limits)
     except ProtocolError as error:
         raise ProtocolError(error.code, f"{error.message}; keep the last configuration") from None
+
+
+#: The answer to a health probe's ``{"type":"health"}`` (docs/protocol.md), sent before the connection closes.
+HEALTH_LINE: Final = b'{"type":"health","status":"ok"}\n'
 
 
 def pong_line(ping: dict[str, Any]) -> bytes:

@@ -418,11 +418,13 @@ async def serve(
         await check_database(engine, settings)
         dispatcher = _new_dispatcher(settings, dispatch_engine)
         running = await server.start()
+        proxies = settings.ingest.trusted_proxies if settings.ingest.proxy_protocol else None
         log.info(
-            "ingest server listening on %s:%d%s, writing to %s",
+            "ingest server listening on %s:%d%s%s, writing to %s",
             running.host,
             running.port,
             " (TLS)" if running.tls else "",
+            f" (PROXY protocol from {proxies})" if proxies is not None else "",
             settings.describe_database(),
         )
         # Retention scheduler (ENABLE_RETENTION_SCHEDULER): started once the database is ready.

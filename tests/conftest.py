@@ -26,6 +26,7 @@ from tests.support.database import (
     new_database_url,
     settings_for,
 )
+from tests.support.haproxy import INSTALL_HINT as HAPROXY_INSTALL_HINT
 from tests.support.legacy import make_legacy
 from tests.support.rsyslog import INSTALL_HINT as RSYSLOG_INSTALL_HINT
 
@@ -104,3 +105,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
     if any("rsyslog tests skipped" in reason for reason in reasons):
         terminalreporter.write_line(RSYSLOG_INSTALL_HINT, yellow=True, bold=True)
+    if any("HAProxy tests skipped" in reason for reason in reasons):
+        terminalreporter.write_line(HAPROXY_INSTALL_HINT, yellow=True, bold=True)

@@ -68,7 +68,7 @@ async def test_stored_event_keeps_every_field(session: AsyncSession) -> None:
     (event,) = rows(1)
     await store_events(session=session, events=[event])
     await session.commit()
-    row = await session.get(LogEntry, (event["id"], event["organization_id"]))
+    row = await session.get(LogEntry, (event["organization_id"], event["id"], event["timestamp"]))
     assert row is not None
     for name in (
         "timestamp",

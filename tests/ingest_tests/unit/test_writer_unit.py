@@ -47,9 +47,7 @@ class FakeStore:
     refused: set[str] = field(default_factory=set)
     batches: list[list[str]] = field(default_factory=list)
 
-    async def __call__(
-        self, *, session: Any, events: Sequence[Mapping[str, Any]], max_rollup_keys: int
-    ) -> StoredBatch:
+    async def __call__(self, *, session: Any, events: Sequence[Mapping[str, Any]]) -> StoredBatch:
         ids = [event["ack_id"] for event in events]
         self.journal.append(f"store {','.join(ids)}")
         if self.failures:
