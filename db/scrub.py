@@ -18,6 +18,9 @@ holds a lock on millions of rows), and with ``apply`` repairs them:
   breaks a CHECK is left whole (any update of it would be refused).
 * Rollup keys (tool, user, entity) that break the rules are folded into the
   overflow key of their bucket (:data:`db.rollups.OVERFLOW_KEY`), so totals stay right.
+  ``tool_name`` and ``user_id`` are counted columns, whose update the database refuses
+  while it counts: the scrub rewrites them with counting paused
+  (:func:`db.rollups.counting_paused`), as it keeps the rollups right itself.
 
 A dry run (the default) changes nothing and reports the same counts. After an
 applied scrub, PostgreSQL VALIDATEs the ``NOT VALID`` identifier constraints of
@@ -31,7 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, delete, func, literal, select, text, tuple_, update
@@ -52,7 +55,7 @@ from db.identifiers import (
 from db.metadata_keys import Shape, metadata_problem, organization_shapes
 from db.models import Device, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor, require_admin
-from db.rollups import CAPPED_DIMENSIONS, OVERFLOW_KEY, ROLLUP_KEY
+from db.rollups import CAPPED_DIMENSIONS, OVERFLOW_KEY, ROLLUP_KEY, counting_paused
 
 RollupTable = type[LogHourlyCount] | type[LogDailyCount] | type[LogWeeklyCount]
 
@@ -166,33 +169,25 @@ async def _scrub_log_entries(
     session: AsyncSession, report: ScrubReport, apply: bool, batch_rows: int
 ) -> None:
     shapes_cache: dict[str, Mapping[str, Shape]] = {}
-    after: tuple[uuid.UUID, str] | None = None
-    columns = (
-        LogEntry.id,
-        LogEntry.organization_id,
-        LogEntry.tool_name,
-        LogEntry.user_id,
-        LogEntry.device_id,
-        LogEntry.log_metadata,
-    )
+    # The rows are walked in primary key order (organization_id, id, timestamp): an index range per batch.
+    after: tuple[str, uuid.UUID, datetime] | None = None
+    walk = (LogEntry.organization_id, LogEntry.id, LogEntry.timestamp)
+    columns = (*walk, LogEntry.tool_name, LogEntry.user_id, LogEntry.device_id, LogEntry.log_metadata)
     while True:
-        statement = select(*columns).order_by(LogEntry.id, LogEntry.organization_id).limit(batch_rows)
+        statement = select(*columns).order_by(*walk).limit(batch_rows)
         if after is not None:
-            statement = statement.where(
-                tuple_(LogEntry.id, LogEntry.organization_id)
-                > tuple_(
-                    literal(after[0], LogEntry.id.type), literal(after[1], LogEntry.organization_id.type)
-                )
-            )
+            bound = (literal(value, column.type) for value, column in zip(after, walk, strict=True))
+            statement = statement.where(tuple_(*walk) > tuple_(*bound))
         if report.organization_id is not None:
             statement = statement.where(LogEntry.organization_id == report.organization_id)
         rows = (await session.execute(statement)).all()
         if not rows:
             break
-        after = (rows[-1][0], rows[-1][1])
+        after = (rows[-1][0], rows[-1][1], rows[-1][2])
         report.log_rows_read += len(rows)
         metadata_only: list[dict[str, Any]] = []
-        for event_id, organization_id, tool_name, user_id, device_id, metadata in rows:
+        identifiers: list[tuple[uuid.UUID, str, datetime, dict[str, Any]]] = []
+        for organization_id, event_id, timestamp, tool_name, user_id, device_id, metadata in rows:
             changes: dict[str, Any] = {}
             where = f"{organization_id}/{event_id}"
             for name, value in (("tool_name", tool_name), ("user_id", user_id), ("device_id", device_id)):
@@ -234,13 +229,22 @@ async def _scrub_log_entries(
                     {"b_id": event_id, "b_org": organization_id, "log_metadata": changes["log_metadata"]}
                 )
             else:
-                await session.execute(
-                    update(LogEntry)
-                    .where(LogEntry.id == event_id, LogEntry.organization_id == organization_id)
-                    .values(**changes)
-                )
+                identifiers.append((event_id, organization_id, timestamp, changes))
         if metadata_only:
             await _update_metadata(session, metadata_only)
+        if identifiers:
+            # Counted columns: _scrub_rollups folds the refused keys of their buckets itself.
+            async with counting_paused(session):
+                for event_id, organization_id, timestamp, changes in identifiers:
+                    await session.execute(
+                        update(LogEntry)
+                        .where(
+                            LogEntry.organization_id == organization_id,
+                            LogEntry.id == event_id,
+                            LogEntry.timestamp == timestamp,
+                        )
+                        .values(**changes)
+                    )
         # Each batch its own transaction: a dry run holds no snapshot, an applied one no long locks.
         await (session.commit() if apply else session.rollback())
 
