@@ -37,7 +37,7 @@ from db.vocabulary import RISK_LEVELS
 #: The windows the overview shows, by label, in hours.
 WINDOWS: Final = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30}
 TOP_LIMIT = 5
-#: How the overview names the rollups' overflow key: the events of keys past rollup_settings.max_keys_per_bucket.
+#: How the overview names the rollups' overflow key: the events of keys past the cap (rollup_settings).
 OVERFLOW_LABEL: Final = "(other)"
 
 
