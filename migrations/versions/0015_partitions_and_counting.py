@@ -11,6 +11,13 @@ by the database, one index policy
   ``commit_seq`` and are neither counted again nor seen as new. An empty old table is dropped.
   Weekly partitions are created for every week from 365 days back to two weeks ahead; the
   ingest server's maintainer keeps creating them (db/partitions.py).
+- **The ingest pause** (docs/upgrading.md, bench/migration.py): the upgrade is one transaction that
+  holds ``log_entries`` from its first statement to its commit. At 10 M rows most of it is the
+  unique index on the new key, which an operator can build ahead while ingest runs (``CREATE UNIQUE
+  INDEX CONCURRENTLY log_entries_identity_0015``): this migration then makes it the partition's
+  primary key. The identifier CHECKs 0008 added NOT VALID stay NOT VALID on the old rows (and on
+  the parent) until the scrub validates them: the upgrade neither scans for them nor fails on an
+  old row that breaks one.
 - **Counting**: the rollups are kept by the database. PostgreSQL: a statement trigger with a
   transition table on the parent and on each partition (statement triggers fire only on the
   table a statement names, so each row is counted once); SQLite: a row trigger. Both cap the
@@ -83,6 +90,10 @@ KEPT_INDEXES = {
     "ix_log_entries_commit_seq": ["commit_seq"],
 }
 ENTITY_INDEX = "ix_log_entries_entity_types"
+IDENTITY_COLUMNS = ("organization_id", "id", "timestamp")
+#: The unique index on IDENTITY_COLUMNS an operator may build ahead, while ingest runs (docs/upgrading.md):
+#: CREATE UNIQUE INDEX CONCURRENTLY log_entries_identity_0015 ON log_entries (organization_id, id, timestamp)
+PREBUILT_IDENTITY_INDEX = "log_entries_identity_0015"
 ROLLUP_TABLES = {"hour": "log_hourly_counts", "day": "log_daily_counts", "week": "log_weekly_counts"}
 
 
@@ -336,13 +347,25 @@ def _partition_postgresql() -> None:
     for name in [*KEPT_INDEXES, ENTITY_INDEX]:
         op.execute(f"ALTER INDEX {name} RENAME TO {name}_legacy")
 
-    op.execute(f"CREATE TABLE log_entries (LIKE {LEGACY} INCLUDING DEFAULTS) PARTITION BY RANGE (timestamp)")
-    checks = bind.exec_driver_sql(
-        "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
-        f"WHERE conrelid = '{LEGACY}'::regclass AND contype = 'c' ORDER BY conname"
+    # INCLUDING CONSTRAINTS copies the CHECKs as parsed expressions (valid ones on the new, empty table):
+    # ATTACH compares them with the partition's, and a CHECK rewritten from its text may parse differently
+    # (an IN list of varchar comes back as = ANY (ARRAY[...]::text[]), which ATTACH refuses).
+    op.execute(
+        f"CREATE TABLE log_entries (LIKE {LEGACY} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
+        "PARTITION BY RANGE (timestamp)"
+    )
+    # The identifier CHECKs 0008 added NOT VALID over older rows stay NOT VALID: validating them here would
+    # scan the old table once each under the upgrade's lock, and fail on an old row that breaks one (the
+    # scrub repairs such rows and validates, as before). ATTACH refuses a NOT VALID CHECK on the partition
+    # under a valid one on the parent, so both sides lose it until the old table is attached, and it comes
+    # back from its text on the parent alone, which adds it NOT VALID to the partition (no scan).
+    not_valid = bind.exec_driver_sql(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        f"WHERE conrelid = '{LEGACY}'::regclass AND contype = 'c' AND NOT convalidated ORDER BY conname"
     ).all()
-    for name, definition, _ in checks:
-        op.execute(f"ALTER TABLE log_entries ADD CONSTRAINT {name} {definition.removesuffix(' NOT VALID')}")
+    for name, _ in not_valid:
+        op.execute(f"ALTER TABLE log_entries DROP CONSTRAINT {name}")
+        op.execute(f"ALTER TABLE {LEGACY} DROP CONSTRAINT {name}")
     op.execute(
         "ALTER TABLE log_entries ADD CONSTRAINT pk_log_entries PRIMARY KEY (organization_id, id, timestamp)"
     )
@@ -359,12 +382,13 @@ def _partition_postgresql() -> None:
         # The old rows stay where they are: the old table becomes one partition, up to the end of the
         # later of its newest row's week and this week; weekly partitions follow.
         end = max(week_start(newest), week_start(now)) + WEEK
-        for name, _, validated in checks:
-            if not validated:
-                _validate_legacy_check(name)
-        op.execute(f"CREATE UNIQUE INDEX pk_{LEGACY} ON {LEGACY} (organization_id, id, timestamp)")
+        identity = _prebuilt_identity_index()
+        if identity is None:
+            identity = f"pk_{LEGACY}"
+            op.execute(f"CREATE UNIQUE INDEX {identity} ON {LEGACY} ({', '.join(IDENTITY_COLUMNS)})")
         op.execute(f"ALTER TABLE {LEGACY} DROP CONSTRAINT pk_{LEGACY}_old")
-        op.execute(f"ALTER TABLE {LEGACY} ADD CONSTRAINT pk_{LEGACY} PRIMARY KEY USING INDEX pk_{LEGACY}")
+        # USING INDEX renames the index to the constraint's name.
+        op.execute(f"ALTER TABLE {LEGACY} ADD CONSTRAINT pk_{LEGACY} PRIMARY KEY USING INDEX {identity}")
         # Proves the range with one scan, so ATTACH need not scan again under its lock.
         op.execute(
             f"ALTER TABLE {LEGACY} ADD CONSTRAINT {LEGACY}_range CHECK (timestamp < {bound_literal(end)})"
@@ -375,6 +399,12 @@ def _partition_postgresql() -> None:
         )
         op.execute(f"ALTER TABLE {LEGACY} DROP CONSTRAINT {LEGACY}_range")
         weeks = [start for start in weeks if start >= end]
+    for name, definition in not_valid:
+        # Without old rows there is nothing left to validate.
+        op.execute(
+            f"ALTER TABLE log_entries ADD CONSTRAINT {name} "
+            f"{definition if newest is not None else definition.removesuffix(' NOT VALID')}"
+        )
     for start in weeks:
         op.execute(
             f"CREATE TABLE {partition_name(start)} PARTITION OF log_entries "
@@ -382,20 +412,38 @@ def _partition_postgresql() -> None:
         )
 
 
-def _validate_legacy_check(name: str) -> None:
-    try:
-        op.execute(f"ALTER TABLE {LEGACY} VALIDATE CONSTRAINT {name}")
-    except sa.exc.DBAPIError as error:
-        raise RuntimeError(
-            f"stored log entries break the constraint {name}: run `python -m console scrub --apply`, "
-            "then upgrade again"
-        ) from error
+def _prebuilt_identity_index() -> str | None:
+    """The unique index on the identity built ahead with CONCURRENTLY (docs/upgrading.md), if usable.
+
+    Building it here, under the upgrade's lock, is most of the ingest pause at millions of rows. A build
+    interrupted half way leaves an invalid index, which is dropped and built again.
+    """
+    bind = op.get_bind()
+    row = bind.execute(
+        sa.text(
+            "SELECT i.indisvalid AND i.indisready AND i.indisunique AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL AND i.indrelid = to_regclass(:table), "
+            "(SELECT array_agg(a.attname::text ORDER BY k.n) "
+            " FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+            " JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) "
+            "FROM pg_index AS i WHERE i.indexrelid = to_regclass(:index)"
+        ),
+        {"table": LEGACY, "index": PREBUILT_IDENTITY_INDEX},
+    ).first()
+    if row is None:
+        return None
+    usable, columns = row
+    if usable and list(columns) == list(IDENTITY_COLUMNS):
+        return PREBUILT_IDENTITY_INDEX
+    op.execute(f"DROP INDEX {PREBUILT_IDENTITY_INDEX}")
+    return None
 
 
 # -- downgrade ---------------------------------------------------------------------------------------
 
 
 def downgrade() -> None:
+    _refuse_ids_stored_twice()
     if op.get_bind().dialect.name == "postgresql":
         _unpartition_postgresql()
     else:
@@ -414,22 +462,44 @@ def downgrade() -> None:
     op.drop_table("rollup_settings")
 
 
-def _unpartition_postgresql() -> None:
-    bind = op.get_bind()
-    shared = bind.exec_driver_sql(
-        "SELECT count(*) FROM "
-        "(SELECT 1 FROM log_entries GROUP BY organization_id, id HAVING count(*) > 1) AS shared"
-    ).scalar()
+def _refuse_ids_stored_twice() -> None:
+    # Since 0015 one organisation may hold an id twice with two timestamps; 0014's key cannot, and which
+    # copy to keep is not ours to guess. Checked on both engines, before anything changes.
+    shared = (
+        op.get_bind()
+        .exec_driver_sql(
+            "SELECT count(*) FROM "
+            "(SELECT 1 FROM log_entries GROUP BY organization_id, id HAVING count(*) > 1) AS shared"
+        )
+        .scalar()
+    )
     if shared:
         raise RuntimeError(
             f"{shared} event ids are stored more than once in one organisation (with different timestamps); "
             "the schema before 0015 holds one event per id: delete the copies you do not need, then downgrade"
         )
+
+
+def _unpartition_postgresql() -> None:
     op.execute(
         "CREATE TABLE log_entries_unpartitioned (LIKE log_entries INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
     )
+    # LIKE made every CHECK valid; one still NOT VALID (old rows the scrub has not repaired) would refuse
+    # the copy of such a row: it is added back NOT VALID after the copy, as 0014 had it.
+    not_valid = (
+        op.get_bind()
+        .exec_driver_sql(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'log_entries'::regclass AND contype = 'c' AND NOT convalidated ORDER BY conname"
+        )
+        .all()
+    )
+    for name, _ in not_valid:
+        op.execute(f"ALTER TABLE log_entries_unpartitioned DROP CONSTRAINT {name}")
     # A plain copy: the new table has no triggers, so nothing is counted again.
     op.execute("INSERT INTO log_entries_unpartitioned SELECT * FROM log_entries")
+    for name, definition in not_valid:
+        op.execute(f"ALTER TABLE log_entries_unpartitioned ADD CONSTRAINT {name} {definition}")
     op.execute("DROP TABLE log_entries CASCADE")
     op.execute(f"DROP FUNCTION {COUNT_FUNCTION}()")
     op.execute(f"DROP FUNCTION {REFUSE_FUNCTION}()")
