@@ -25,8 +25,10 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Select,
     and_,
+    any_,
     exists,
     func,
     literal,
@@ -42,6 +44,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -49,10 +52,10 @@ from db.audit import record_change
 from db.base import as_utc
 from db.exports import ExportFile, check_export_path
 from db.field_lengths import max_length
-from db.models import AuditEvent, LogEntry, LogHourlyCount
+from db.models import AuditEvent, FirewallConfig, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor, require_active
 from db.settings import Settings
-from db.vocabulary import RISK_LEVELS
+from db.vocabulary import DEFAULT_ORGANIZATION_ID, RISK_LEVELS
 
 PAGE_SIZE = 50
 #: Counts up to this many matching rows are exact; beyond, the count is marked approximate.
@@ -226,11 +229,45 @@ def _starts_with(column_: Any, prefix: str) -> ColumnElement[bool]:
     return and_(column_ >= prefix, column_ < prefix + _MAX_CHAR, column_.startswith(prefix, autoescape=True))
 
 
-def search_options(term: str, *, postgresql: bool) -> list[ColumnElement[bool]]:
+def organizations_with_rows() -> CompoundSelect[tuple[str]]:
+    """Every organisation that can have log rows: configured ones, the default one, and every one the
+    rollups have counted (the database counts each inserted row, and rollups outlive retention).
+
+    The rollups' part reads the ``risk`` rows of the weekly counts, a few per organisation and week,
+    from their index; it finds the rows of an organisation that has no config row.
+    """
+    return union(
+        select(FirewallConfig.organization_id),
+        select(LogWeeklyCount.organization_id).where(LogWeeklyCount.dimension == "risk"),
+        select(literal(DEFAULT_ORGANIZATION_ID, LogEntry.organization_id.type)),
+    )
+
+
+def _is_event_id(event_id: uuid.UUID, *, organization: str | None, postgresql: bool) -> ColumnElement[bool]:
+    """The row(s) with this id, found through the primary key (organization_id, id, timestamp).
+
+    ``id`` alone has no index: each organisation that can have rows is one probe of the key (in each
+    partition on PostgreSQL). A filter that names the organisation already holds ``organization_id =``.
+    """
+    if organization is not None:
+        return LogEntry.id == event_id
+    organizations = organizations_with_rows()
+    if postgresql:
+        # ANY(ARRAY(…)) is computed once (an InitPlan) and becomes an index condition of the key in every
+        # partition; IN (SELECT …) would be planned as a join the planner may drive from a wide scan.
+        listed = any_(func.array(organizations.scalar_subquery()))
+        return and_(LogEntry.organization_id == listed, LogEntry.id == event_id)
+    return and_(LogEntry.organization_id.in_(organizations), LogEntry.id == event_id)
+
+
+def search_options(
+    term: str, *, postgresql: bool, organization: str | None = None
+) -> list[ColumnElement[bool]]:
     """What a search term may match, one condition per indexed way of finding it.
 
     A term matches a user, device or tool exactly (or by prefix when it ends
     with ``*``), an organisation or entity type exactly, or an event id.
+    ``organization`` is the filter's organisation, if any (the id is then looked up in it).
     """
     names = (LogEntry.user_id, LogEntry.device_id, LogEntry.tool_name)
     if term.endswith("*") and len(term) > 1:
@@ -239,9 +276,10 @@ def search_options(term: str, *, postgresql: bool) -> list[ColumnElement[bool]]:
         options = [name == term for name in names]
     options += [LogEntry.organization_id == term, _contains_entity(term, postgresql=postgresql)]
     try:
-        options.append(LogEntry.id == uuid.UUID(term))
+        event_id = uuid.UUID(term)
     except ValueError:
-        pass
+        return options
+    options.append(_is_event_id(event_id, organization=organization, postgresql=postgresql))
     return options
 
 
@@ -272,7 +310,9 @@ def conditions(
     if filters.sanitized is not None:
         terms.append(LogEntry.was_sanitized.is_(filters.sanitized))
     if with_search and filters.search:
-        terms.append(or_(*search_options(filters.search, postgresql=postgresql)))
+        terms.append(
+            or_(*search_options(filters.search, postgresql=postgresql, organization=filters.organization))
+        )
     return terms
 
 
@@ -311,9 +351,9 @@ def page_statement(
     risk_options: list[ColumnElement[bool] | None] = [LogEntry.risk_level == level for level in levels] or [
         None
     ]
-    search: list[ColumnElement[bool] | None] = (
-        list(search_options(filters.search, postgresql=postgresql)) if filters.search else [None]
-    )
+    search: list[ColumnElement[bool] | None] = [None]
+    if filters.search:
+        search = [*search_options(filters.search, postgresql=postgresql, organization=filters.organization)]
     branches = [
         [*base, *(term for term in (risk, match) if term is not None)]
         for risk in risk_options
@@ -321,23 +361,28 @@ def page_statement(
     ]
     if len(branches) == 1:
         return select(LogEntry).where(*branches[0]).order_by(*_order(older)).limit(limit)
+    # Each branch reads whole rows: joining back on the key would make the planner, which cannot count on
+    # run-time partition pruning, prefer a hash join over a sequential scan of every partition.
     parts = [
-        select(
-            select(LogEntry.id, LogEntry.organization_id, LogEntry.timestamp)
-            .where(*where)
-            .order_by(*_order(older))
-            .limit(limit)
-            .subquery()
-        )
+        select(select(LogEntry).where(*where).order_by(*_order(older)).limit(limit).subquery())
         for where in branches
     ]
-    # A row can match a search more than one way: UNION drops the duplicates.
-    combined = union(*parts) if filters.search else union_all(*parts)
-    ids = combined.subquery("page_ids")
-    ordering = (ids.c.timestamp.desc(), ids.c.id.desc()) if older else (ids.c.timestamp.asc(), ids.c.id.asc())
-    # Join on the whole identity: two organisations may store the same event id.
-    joined = (LogEntry.id == ids.c.id) & (LogEntry.organization_id == ids.c.organization_id)
-    return select(LogEntry).join(ids, joined).order_by(*ordering).limit(limit)
+    dedupe = bool(filters.search)  # a row can match a search more than one way
+    if dedupe and not postgresql:
+        combined = union(*parts)
+    else:
+        combined = union_all(*parts)
+    rows = aliased(LogEntry, combined.subquery("page_rows"))
+    ordering = (
+        (rows.timestamp.desc(), rows.id.desc(), rows.organization_id)
+        if older
+        else (rows.timestamp.asc(), rows.id.asc(), rows.organization_id)
+    )
+    statement = select(rows).order_by(*ordering).limit(limit)
+    if dedupe and postgresql:
+        # PostgreSQL cannot compare json values for UNION: DISTINCT ON the key instead.
+        statement = statement.distinct(rows.timestamp, rows.id, rows.organization_id)
+    return statement
 
 
 # -- pages, counts, follow mode ------------------------------------------------------------------
