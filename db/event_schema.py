@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from asyncpg.pgproto.pgproto import UUID as FastUUID
+
 from db.base import utcnow
 from db.configs import ConfigError, validate_organization_id
 from db.identifiers import (
@@ -378,6 +380,12 @@ def parse_event_id(value: object) -> uuid.UUID:
     if not isinstance(value, str) or len(value) > 45:
         raise invalid(f"id must be a UUID string; got {_kind(value)}")
     try:
+        # asyncpg's UUID (a uuid.UUID subclass, equal and hashing alike) parses in C, about 8x faster,
+        # and COPY writes its 16 bytes directly; it reads no braces or urn:uuid: prefix (uuid.UUID does).
+        return FastUUID(value)
+    except ValueError:
+        pass
+    try:
         return uuid.UUID(value)
     except ValueError:
         raise invalid(f"id must be a UUID; got {value!r}") from None
@@ -403,7 +411,9 @@ def parse_timestamp(
     try:
         # The profile is a subset of what fromisoformat reads, once T and Z are upper case.
         text = value.upper() if "t" in value or "z" in value else value
-        moment = datetime.fromisoformat(text).astimezone(UTC)
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is not UTC:  # "Z" and "+00:00" already read as UTC: no conversion needed
+            moment = moment.astimezone(UTC)
     except ValueError as error:
         raise invalid(f"timestamp {value!r} is not a real time: {error}") from None
     except OverflowError:
