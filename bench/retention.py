@@ -14,8 +14,15 @@ prints rows deleted per second for both, their ratio, and the worst (and
 99th percentile) insert latency during each. Targets (issue 4): batched within
 2x of the plain DELETE's rate; no insert stalled longer than 100 ms.
 
+``--mode partitions`` measures retention by partition (issue 14) instead: ``--partitions``
+weeks of ``--rows-per-partition`` rows each, every row past every cutoff, cleaned once by a
+run over all organisations (the partitions are detached and dropped, db/partitions.py) and
+once, on the same rows, by the batched deletes (a run per organisation). Targets: the drop at
+least 20x faster than the batched delete, no insert stalled longer than 100 ms meanwhile.
+
     .venv/bin/python bench/retention.py                 # 2,000,000 rows, a few minutes on 2 cores
     .venv/bin/python bench/retention.py --rows 5000000  # bigger
+    .venv/bin/python bench/retention.py --mode partitions                           # 2 x 1,000,000 rows
 
 PostgreSQL comes from ``TEST_POSTGRES_URL`` (default: the local server as
 postgres); the database is dropped at the end unless ``--keep``.
@@ -44,6 +51,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from db.engine import migrate, new_engine, new_sessionmaker  # noqa: E402
+from db.partition_layout import WEEK, week_start  # noqa: E402
 from db.retention import DEFAULT_BATCH_SIZES, cutoff_for, run_retention  # noqa: E402
 from db.rights import Actor  # noqa: E402
 from db.settings import Settings, load_settings  # noqa: E402
@@ -137,22 +145,27 @@ async def load_seed(connection: asyncpg.Connection, rows: int, days: int, now: d
 
 
 async def reload(connection: asyncpg.Connection) -> None:
-    """Give log_entries a fresh copy of the seed with every index, vacuumed and analysed."""
-    indexes = await connection.fetch(
-        "SELECT indexname, indexdef FROM pg_indexes"
-        " WHERE tablename = 'log_entries' AND indexname <> 'pk_log_entries'"
-    )
+    """Give log_entries (and its partitions) a fresh copy of the seed, vacuumed and analysed.
+
+    Counting is paused for the copy: the rows are the same events again, and the rollups are not
+    what is measured.
+    """
     await connection.execute("TRUNCATE log_entries")
-    for index in indexes:
-        await connection.execute(f'DROP INDEX "{index["indexname"]}"')
-    await connection.execute("ALTER TABLE log_entries DROP CONSTRAINT pk_log_entries")
-    await connection.execute("INSERT INTO log_entries SELECT * FROM log_entries_seed")
-    # Building indexes after the load is how bulk loads are done; the result is the same indexes.
-    await connection.execute("ALTER TABLE log_entries ADD CONSTRAINT pk_log_entries PRIMARY KEY (id)")
-    for index in indexes:
-        await connection.execute(index["indexdef"])
+    async with connection.transaction():
+        await connection.execute("SET LOCAL aifw.counting = 'off'")
+        await connection.execute("INSERT INTO log_entries SELECT * FROM log_entries_seed")
     await connection.execute("VACUUM (ANALYZE) log_entries")
     await connection.execute("CHECKPOINT")
+    # Autovacuum may still visit the partitions just loaded; a week that expired months ago is left
+    # alone, and a DROP would wait (1 s, deadlock_timeout) for the worker to be cancelled.
+    for _ in range(600):
+        workers = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            " AND datname = current_database()"
+        )
+        if not workers:
+            break
+        await asyncio.sleep(0.2)
 
 
 # --- the concurrent inserter -----------------------------------------------------------------------
@@ -284,6 +297,148 @@ async def expected_rows(connection: asyncpg.Connection, now: datetime) -> int:
     return total
 
 
+# --- retention by partition ------------------------------------------------------------------------
+
+#: Organisations of the partition measurement: every row is past both cutoffs.
+PARTITION_ORGANIZATIONS = (("acme", 30), ("globex", 60))
+PARTITION_DROP = "drop whole partitions (run over all organisations)"
+PARTITION_BATCHED = "batched delete of the same rows (a run per organisation)"
+#: Issue 14: the drop is at least this many times faster than the batched delete.
+DROP_SPEEDUP_TARGET = 20.0
+
+
+def generate_weeks(weeks: list[datetime], per_week: int, start: int, count: int) -> list[tuple[object, ...]]:
+    """Rows ``start .. start+count`` of the partition data set: ``per_week`` rows in each week."""
+    rng = random.Random(start)
+    records = []
+    for index in range(start, start + count):
+        week = weeks[index // per_week]
+        moment = week + timedelta(seconds=(index % per_week) * (7 * 86400 - 1) / per_week)
+        organization_id = PARTITION_ORGANIZATIONS[index % len(PARTITION_ORGANIZATIONS)][0]
+        tool, kind = TOOLS[index % len(TOOLS)]
+        entities = rng.randrange(4)
+        records.append(
+            (
+                uuid.uuid4(),
+                moment,
+                f"dev-{index % 5000}",
+                f"user-{index % 2000}",
+                tool,
+                kind,
+                RISK_LEVELS[min(entities, 2)],
+                rng.randrange(20, 4000),
+                json.dumps(["EMAIL"] * min(entities, 1)),
+                entities,
+                bool(entities and index % 3 == 0),
+                '{"os": "linux"}',
+                moment,
+                organization_id,
+            )
+        )
+    return records
+
+
+async def drop_partitions(settings: Settings, now: datetime) -> int:
+    engine = new_engine(settings)
+    try:
+        summary = await run_retention(sessions=new_sessionmaker(engine), actor=Actor.cli(), now=now)
+    finally:
+        await engine.dispose()
+    assert summary.status == "succeeded", summary
+    return summary.total_rows
+
+
+async def batched_per_organization(settings: Settings, now: datetime) -> int:
+    engine = new_engine(settings)
+    total = 0
+    try:
+        for org, _days in PARTITION_ORGANIZATIONS:
+            summary = await run_retention(
+                sessions=new_sessionmaker(engine), actor=Actor.cli(), organization_id=org, now=now
+            )
+            assert summary.status == "succeeded", summary
+            total += summary.total_rows
+    finally:
+        await engine.dispose()
+    return total
+
+
+async def run_partitions(args: argparse.Namespace) -> int:
+    admin_url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_ADMIN_URL)
+    name = f"aifw_bench_partitions_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn(admin_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    settings = load_settings({"DATABASE_URL": url})
+    rows = args.partitions * args.rows_per_partition
+    try:
+        engine = new_engine(settings)
+        await migrate(engine)
+        await engine.dispose()
+        now = datetime.now(UTC).replace(microsecond=0)
+        connection = await asyncpg.connect(dsn(url))
+        for org, days in PARTITION_ORGANIZATIONS:
+            await connection.execute(
+                "INSERT INTO firewall_configs (id, organization_id, monitored_tools,"
+                " sensitivity_thresholds, custom_patterns, log_retention_days, updated_at)"
+                " VALUES ($1, $2, '[]', '{}', '[]', $3, now())",
+                uuid.uuid4(),
+                org,
+                days,
+            )
+        oldest = week_start(now - timedelta(days=max(days for _org, days in PARTITION_ORGANIZATIONS) + 14))
+        weeks = [oldest - WEEK * index for index in range(args.partitions)]
+        print(f"loading {args.partitions} weeks x {args.rows_per_partition:,} rows (COPY)")
+        await connection.execute(
+            "CREATE UNLOGGED TABLE log_entries_seed (LIKE log_entries INCLUDING DEFAULTS)"
+        )
+        for start in range(0, rows, COPY_CHUNK):
+            records = generate_weeks(weeks, args.rows_per_partition, start, min(COPY_CHUNK, rows - start))
+            await connection.copy_records_to_table("log_entries_seed", records=records, columns=COLUMNS)
+            progress(f"copied {start + len(records):,} / {rows:,} rows")
+        methods: list[tuple[str, Any]] = [
+            (PARTITION_DROP, functools.partial(drop_partitions, settings, now)),
+            (PARTITION_BATCHED, functools.partial(batched_per_organization, settings, now)),
+        ]
+        results: dict[str, Measurement] = {}
+        for title, work in methods:
+            began = time.perf_counter()
+            await reload(connection)
+            progress(f"reloaded in {time.perf_counter() - began:.0f} s")
+            measurement = await measure(title, url, args.insert_every_ms, work)
+            assert measurement.rows == rows, (measurement.rows, rows)
+            results[title] = measurement
+            progress(f"{title}: {measurement.rows:,} rows in {measurement.seconds:.2f} s")
+        await connection.close()
+    finally:
+        if not args.keep:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    print()
+    print(
+        f"{args.partitions} weekly partitions x {args.rows_per_partition:,} rows, "
+        "every row past every cutoff; "
+        f"PostgreSQL, {os.cpu_count()} cores; a concurrent insert every {args.insert_every_ms:g} ms"
+    )
+    print(f"{'method':<58} {'seconds':>8} {'rows/s':>12} {'worst insert ms':>16} {'p99 insert ms':>14}")
+    for title, m in results.items():
+        print(
+            f"{title:<58} {m.seconds:>8.2f} {m.rate:>12,.0f} "
+            f"{m.worst_insert_ms:>16.1f} {m.p99_insert_ms:>14.1f}"
+        )
+    drop, batched = results[PARTITION_DROP], results[PARTITION_BATCHED]
+    speedup = batched.seconds / drop.seconds
+    print(
+        f"drop / batched delete: {speedup:.1f}x faster (target: at least {DROP_SPEEDUP_TARGET:g}x, "
+        f"{speedup / DROP_SPEEDUP_TARGET:.2f} of it)"
+    )
+    print(
+        f"worst concurrent insert during the drop: {drop.worst_insert_ms:.1f} ms "
+        f"(target: under 100 ms, {drop.worst_insert_ms / 100:.2f} of it)"
+    )
+    return 0
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 
@@ -376,7 +531,9 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="logs to load (default 2,000,000)")
-    parser.add_argument("--days", type=int, default=400, help="days the logs span (default 400)")
+    parser.add_argument(
+        "--days", type=int, default=360, help="days the logs span (default 360; partitions go back 365)"
+    )
     parser.add_argument(
         "--batch-size",
         type=lambda raw: [int(size) for size in raw.split(",")],
@@ -388,7 +545,23 @@ def main() -> int:
         "--rounds", type=int, default=2, help="measure each method this many times (default 2)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--mode",
+        choices=("batches", "partitions"),
+        default="batches",
+        help="batches: batched cleanup against plain DELETEs; partitions: drop against batched delete",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=2, help="partitions mode: weeks of rows (default 2)"
+    )
+    parser.add_argument(
+        "--rows-per-partition",
+        type=int,
+        default=1_000_000,
+        help="partitions mode: rows per week (default 1 M)",
+    )
+    args = parser.parse_args()
+    return asyncio.run(run_partitions(args) if args.mode == "partitions" else run(args))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from console.commands import admin, demo, orgs, rollups, scrub, secrets, simulate, tokens
+from console.commands import admin, demo, orgs, partitions, rollups, scrub, secrets, simulate, tokens
 from db.cli import EXIT_USAGE, fail
 from db.settings import OneLineArgumentParser, SettingsError, load_settings
 
-COMMAND_MODULES = (admin, orgs, tokens, scrub, rollups, simulate, demo, secrets)
+COMMAND_MODULES = (admin, orgs, tokens, scrub, rollups, partitions, simulate, demo, secrets)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,22 @@ organisation's logs are done, its alerts last updated before the cutoff, its
 alert changes made before it and its dead letters created before it are deleted,
 in batches of their own, each holding the retention like a log batch.
 
+Partitions (PostgreSQL, docs/partitions.md). A real run over all organisations first
+runs the partition maintenance (:func:`db.partitions.maintain_partitions`: it finishes an
+interrupted detach and creates the weeks ahead, so a deployment that only runs the cron
+job keeps its partitions), starts every organisation's run record, and then drops whole
+partitions before any batch: a partition whose upper bound is at or before the log
+cutoff (forwarding's hold applied) of every organisation with rows in it is marked,
+detached concurrently, its rows counted per organisation from the detached table and
+added to each run record (and audit row) in one transaction that also marks the table
+counted, and only then dropped. If rows turn up in the detached table that are not
+expired (an event arrived between the check and the detach), the table is attached
+back instead and left to the batches. Partly expired partitions, dry runs and runs
+for one organisation use the batched deletes only; the rollups are never touched. The
+partition DDL goes through the partition maintainer's connection and advisory lock (a
+detach cannot run inside the lock connection's transactions); the records, as ever,
+through the connection holding the retention lock, checked before each partition.
+
 Forwarding holds logs back. Events an enabled destination wants and has not
 received yet are not deleted silently: the organisation's log cutoff is held back
 to the oldest of them (:func:`log_cutoff_for`), but never more than
@@ -49,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +83,19 @@ from db.configs import ConfigError, validate_retention_days
 from db.destinations import count_undelivered_events_before, oldest_undelivered_event_at
 from db.engine import take_sqlite_write_lock
 from db.models import Alert, AlertChange, AuditEvent, DeadLetter, FirewallConfig, LogEntry, RetentionRun
+from db.partitions import (
+    LOCK_WAIT_SECONDS,
+    PartitionInfo,
+    attach_back,
+    clear_mark,
+    counted_mark_sql,
+    detach_concurrently,
+    drop_detached,
+    list_partitions,
+    maintain_partitions,
+    maintainer_connection,
+    mark_expiring,
+)
 from db.retention_lock import (
     LOST_LOCK_MESSAGE,
     HeldLock,
@@ -76,6 +106,8 @@ from db.retention_lock import (
 from db.rights import Actor, NotAllowed, require_admin
 from db.settings import DispatchSettings
 from db.vocabulary import DEFAULT_RETENTION_DAYS, RETENTION_TRIGGERS
+
+logger = logging.getLogger("aifw.retention")
 
 #: Rows per delete transaction, per engine. On PostgreSQL a batch locks only the
 #: rows it deletes, so ingest never waits on it, and 25,000 rows (about 30 ms
@@ -285,20 +317,19 @@ async def log_cutoff_for(
 
 # --- queries ---------------------------------------------------------------------------------------
 
-_ORGANIZATIONS_WITH_LOGS = text(
-    # A loose index scan over idx_org_timestamp: one index probe per organisation
-    # instead of reading every row, on both engines.
-    """
+#: A loose index scan over idx_org_timestamp of ``{table}`` (log_entries or one partition): one index
+#: probe per organisation instead of reading every row, on both engines.
+_ORGANIZATIONS_IN = """
     WITH RECURSIVE orgs(organization_id) AS (
-        SELECT min(organization_id) FROM log_entries
+        SELECT min(organization_id) FROM {table}
         UNION ALL
-        SELECT (SELECT min(l.organization_id) FROM log_entries AS l
+        SELECT (SELECT min(l.organization_id) FROM {table} AS l
                 WHERE l.organization_id > orgs.organization_id)
         FROM orgs WHERE orgs.organization_id IS NOT NULL
     )
     SELECT organization_id FROM orgs WHERE organization_id IS NOT NULL
-    """
-)
+"""
+_ORGANIZATIONS_WITH_LOGS = text(_ORGANIZATIONS_IN.format(table="log_entries"))
 
 # The mapped class declares __table__ as a FromClause; for log_entries it is the Table itself.
 _LOG_ENTRIES = cast(Table, LogEntry.__table__)
@@ -607,6 +638,8 @@ class _RunRecord:
     undelivered_expired: int = 0
     #: Rows of alerts, alert_changes and dead_letters deleted (or, in a dry run, to be).
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_EXPIRING_RECORDS, 0))
+    #: ``undelivered_expired`` as written by a partition's transaction, kept once that commits.
+    pending_undelivered: int = 0
 
     def audit_changes(self, *, rows: int, status: str, error: str | None = None) -> dict[str, Any]:
         """The audit row's ``changes``: the run's id and where it stands (JSON-ready)."""
@@ -925,9 +958,15 @@ _Bounds = tuple[datetime, list[datetime]] | BaseException
 
 
 async def _clean_organization(
-    run: _Run, *, organization_id: str, planned_days: int, bounds: _Bounds | None
+    run: _Run,
+    *,
+    organization_id: str,
+    planned_days: int,
+    bounds: _Bounds | None,
+    started: _RunRecord | None = None,
 ) -> OrganizationCleanup:
-    record = _RunRecord(
+    """Clean one organisation; ``started`` is its record if the partition phase already started it."""
+    record = started or _RunRecord(
         organization_id=organization_id,
         retention_days=planned_days,
         cutoff=cutoff_for(run.now, planned_days),
@@ -937,7 +976,13 @@ async def _clean_organization(
     try:
         if run.lock.lost:
             raise LostRetentionLock()
-        await _start_record(run, record)
+        if started is None:
+            await _start_record(run, record)
+        elif run.actor is not None:
+            # Started with the others before the partitions went: the person's rights are checked
+            # again as the organisation's turn comes, as for a record started now.
+            async with run.work() as session, session.begin():
+                await require_admin(session=session, actor=run.actor, what=RIGHTS_NEEDED)
         # The check constraint should make this impossible; if a value slipped past
         # it, this organisation fails loudly rather than being cleaned with it.
         validate_retention_days(record.retention_days)
@@ -1014,6 +1059,176 @@ async def _all_batch_bounds(
     return bounds
 
 
+# --- whole partitions (PostgreSQL) -------------------------------------------------------------------
+
+
+async def _start_all_records(run: _Run, plan: Sequence[tuple[str, int, bool]]) -> dict[str, _RunRecord]:
+    """Start the run record of every organisation of the plan (the partition phase adds to them).
+
+    An organisation whose start fails is left out: its own turn starts it again and records
+    the failure, and no partition holding its rows is dropped.
+    """
+    records: dict[str, _RunRecord] = {}
+    for organization_id, days, _has_config in plan:
+        record = _RunRecord(
+            organization_id=organization_id,
+            retention_days=days,
+            cutoff=cutoff_for(run.now, days),
+            has_config=True,
+            started_at=utcnow(),
+        )
+        try:
+            if run.lock.lost:
+                raise LostRetentionLock()
+            await _start_record(run, record)
+            validate_retention_days(record.retention_days)
+        except NotAllowed as error:
+            for started in records.values():
+                await _finish_record(run, started, FAILED, _describe_error(error))
+            raise
+        except Exception:
+            logger.exception("retention of %s: its run record could not start", organization_id)
+            continue
+        records[organization_id] = record
+    return records
+
+
+class _NotExpired(Exception):
+    """The detached partition holds rows a cutoff now keeps: it is attached back, not dropped."""
+
+
+async def _count_and_record(run: _Run, info: PartitionInfo, records: dict[str, _RunRecord]) -> dict[str, int]:
+    """In one transaction on the lock's connection: count the detached partition's rows per
+    organisation, check each is still past its organisation's log cutoff (the retention held
+    against change, as a batch does), add the counts to the run records and audit rows, and mark
+    the table counted. Raises :class:`_NotExpired` (nothing written) if a row is not expired."""
+    assert info.upper is not None
+    async with run.work() as session, session.begin():
+        counts: dict[str, int] = {
+            organization_id: int(rows)
+            for organization_id, rows in await session.execute(
+                text(f'SELECT organization_id, count(*) FROM "{info.name}" GROUP BY organization_id')
+            )
+        }
+        for organization_id in counts:
+            record = records.get(organization_id)
+            if record is None:
+                raise _NotExpired(f"{organization_id} has rows in {info.name} but no record in this run")
+            days, record.has_config = await _stored_retention(session, organization_id, hold=True)
+            validate_retention_days(days)
+            if days != record.retention_days:
+                record.retention_days, record.cutoff = days, cutoff_for(run.now, days)
+                await record.hold_logs(session, run.forward_hold_days)
+            if record.logs_cutoff < info.upper:
+                raise _NotExpired(f"{organization_id}'s rows in {info.name} are not all expired")
+        for organization_id, rows in counts.items():
+            record = records[organization_id]
+            undelivered = record.undelivered_expired
+            if record.undelivered_before:
+                # The detached rows are out of log_entries already: what is missing from the count is theirs.
+                left = await count_undelivered_events_before(
+                    session=session, organization_id=organization_id, before=record.logs_cutoff
+                )
+                undelivered = max(0, record.undelivered_before - left)
+            await session.execute(
+                update(RetentionRun)
+                .where(RetentionRun.id == record.run_id)
+                .values(
+                    rows_deleted=RetentionRun.rows_deleted + rows,
+                    undelivered_expired=undelivered,
+                    retention_days=record.retention_days,
+                    cutoff=record.cutoff,
+                )
+            )
+            if record.audit_id is not None:
+                record.undelivered_expired, before = undelivered, record.undelivered_expired
+                changes = record.audit_changes(rows=record.rows + rows, status=RUNNING)
+                record.undelivered_expired = before
+                await session.execute(
+                    update(AuditEvent).where(AuditEvent.id == record.audit_id).values(changes=changes)
+                )
+            record.pending_undelivered = undelivered
+        await session.execute(text(counted_mark_sql(info)))
+    return counts
+
+
+async def _drop_expired_partitions(
+    run: _Run, engine: AsyncEngine, records: dict[str, _RunRecord], dropped: list[str]
+) -> None:
+    """Detach and drop every partition past the log cutoff of each organisation with rows in it, the
+    counts recorded first (see the module docstring); each name dropped is added to ``dropped``."""
+    if not records:
+        return
+    latest = max(record.logs_cutoff for record in records.values())
+    async with maintainer_connection(engine, wait_seconds=LOCK_WAIT_SECONDS) as connection:
+        if connection is None:
+            logger.warning(
+                "retention: the partition maintainer stayed busy; expired partitions left to batches"
+            )
+            return
+        for info in await list_partitions(connection):
+            if run.cancelled or run.lock.lost:
+                break
+            if not info.attached or info.detach_pending or info.upper is None or info.upper > latest:
+                continue
+            organizations = list(
+                await connection.scalars(text(_ORGANIZATIONS_IN.format(table=f'"{info.name}"')))
+            )
+            await connection.commit()
+            if not organizations or any(
+                org not in records or records[org].logs_cutoff < info.upper for org in organizations
+            ):
+                continue  # empty (nothing to gain), or some rows stay: the batches take the expired ones
+            if not await mark_expiring(connection, info):
+                continue
+            try:
+                await detach_concurrently(connection, info.name)
+            except Exception:
+                await clear_mark(connection, info)
+                raise
+            try:
+                counts = await _count_and_record(run, info, records)
+            except _NotExpired as reason:
+                logger.info("retention: %s attached back: %s", info.name, reason)
+                await attach_back(connection, info)
+                continue
+            except Exception:
+                # Nothing was recorded (the lock's connection went, say): its rows go back, and the
+                # organisations' own turns record what happened to them.
+                logger.exception("retention: counting %s failed; it is attached back", info.name)
+                await attach_back(connection, info)
+                break
+            for organization_id, rows in counts.items():
+                record = records[organization_id]
+                record.rows += rows
+                record.undelivered_expired = record.pending_undelivered
+            if await drop_detached(connection, info.name):
+                dropped.append(info.name)
+            for organization_id in sorted(counts):
+                await _call(run.progress, organization_id, records[organization_id].rows)
+
+
+async def _drop_partitions_or_log(run: _Run, engine: AsyncEngine, records: dict[str, _RunRecord]) -> None:
+    """:func:`_drop_expired_partitions`, a failure logged: the batches then delete what it did not."""
+    dropped: list[str] = []
+    try:
+        await _drop_expired_partitions(run, engine, records, dropped)
+    except Exception:
+        logger.exception("retention: dropping expired partitions failed; the batches go on")
+    if dropped:
+        logger.info("retention: dropped %d expired partitions: %s", len(dropped), ", ".join(dropped))
+
+
+async def _maintain(engine: AsyncEngine) -> None:
+    """Partition maintenance for a run (create ahead, finish interrupted detaches): logged, never fatal."""
+    try:
+        report = await maintain_partitions(engine)
+    except Exception:
+        logger.exception("retention: partition maintenance failed; the cleanup goes on")
+    else:
+        logger.info("retention: %s", report.summary())
+
+
 async def _fail_interrupted_runs(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Mark ``running`` records (and their audit rows) failed: holding the lock proves no run is alive."""
     async with sessions() as session, session.begin():
@@ -1074,6 +1289,7 @@ async def run_retention(
     wait_timeout: float | None = None,
     now: datetime | None = None,
     forward_hold_days: int = DEFAULT_FORWARD_HOLD_DAYS,
+    by_partition: bool = True,
 ) -> RetentionSummary:
     """Clean one organisation (``organization_id``) or all of them, holding the retention lock.
 
@@ -1097,7 +1313,9 @@ async def run_retention(
     ``cancel`` is checked between batches (what is left is recorded as cancelled);
     ``now`` pins the clock (the console passes the one its confirmation counted with).
     ``forward_hold_days`` (FORWARD_HOLD_DAYS) is how long past its cutoff an event a destination has not
-    received is kept (see :func:`log_cutoff_for`).
+    received is kept (see :func:`log_cutoff_for`). ``by_partition`` false keeps a run over all
+    organisations on the batched deletes alone, as a run for one organisation is (the tests of the
+    batched path, and the benchmark's comparison); the partition maintenance still runs.
     """
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZES.get(_engine_of(sessions).dialect.name, 1_000)
@@ -1126,6 +1344,16 @@ async def run_retention(
                 await require_admin(session=session, actor=actor, what=RIGHTS_NEEDED)
             plan = await _retention_plan(session, organization_id)
         await _fail_interrupted_runs(lock.sessions)
+        engine = _engine_of(sessions)
+        started: dict[str, _RunRecord] = {}
+        if not dry_run and engine.dialect.name == "postgresql":
+            await _maintain(engine)
+            if organization_id is None and by_partition:
+                started = await _start_all_records(run, plan)
+                await _drop_partitions_or_log(run, engine, started)
+                # A dropped week may still be within some organisation's retention: it comes back empty
+                # (and a drop that timed out on its lock is finished).
+                await _maintain(engine)
         bounds = (
             {}
             if dry_run
@@ -1135,9 +1363,19 @@ async def run_retention(
         )
         results = []
         for org, planned_days, _has_config in plan:
-            result = await _clean_organization(
-                run, organization_id=org, planned_days=planned_days, bounds=bounds.get(org)
-            )
+            try:
+                result = await _clean_organization(
+                    run,
+                    organization_id=org,
+                    planned_days=planned_days,
+                    bounds=bounds.get(org),
+                    started=started.pop(org, None),
+                )
+            except NotAllowed as error:
+                # The records started ahead for the partitions end with the run, not as "interrupted".
+                for record in started.values():
+                    await _finish_record(run, record, FAILED, _describe_error(error))
+                raise
             results.append(result)
             await _call(on_result, result)
     return RetentionSummary(

@@ -16,6 +16,11 @@ an hour does not clean ten times.
 
 A failed run is logged here and recorded per organisation by :mod:`db.retention`;
 the job stays scheduled, so the next run still happens.
+
+The partition maintainer (:func:`run_partition_maintainer`) is a plain loop, not a job:
+the ingest server runs it at start and about hourly, whatever the retention settings,
+because without the weeks ahead the server could not store what it accepts. Several
+servers may run it; the advisory lock in :mod:`db.partitions` lets one work at a time.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from datetime import datetime, timedelta
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.base import utcnow
+from db.partitions import maintain_partitions
 from db.retention import (
     DEFAULT_FORWARD_HOLD_DAYS,
     SCHEDULER_TRIGGER,
@@ -50,6 +56,11 @@ STARTUP_DELAY_SECONDS = 30.0
 MAX_MISFIRE_GRACE_SECONDS = 3600
 #: How long shutdown() waits for a running cleanup to stop after its current batch.
 SHUTDOWN_GRACE_SECONDS = 10.0
+#: How often the ingest server runs the partition maintenance: partitions exist two weeks ahead
+#: (db.partition_layout.AHEAD), so an hour leaves hundreds of missed runs of slack.
+PARTITION_MAINTENANCE_SECONDS = 3600.0
+
+partition_logger = logging.getLogger("aifw.partitions.maintainer")
 
 
 class RetentionScheduler:
@@ -230,3 +241,28 @@ def maybe_start_retention_scheduler(
         seconds=seconds,
         forward_hold_days=settings.dispatch.forward_hold_days,
     )
+
+
+async def run_partition_maintainer(
+    engine: AsyncEngine, stop: asyncio.Event, *, interval: float = PARTITION_MAINTENANCE_SECONDS
+) -> None:
+    """Run :func:`db.partitions.maintain_partitions` now and then every ``interval`` seconds until
+    ``stop`` is set; returns at once on SQLite. A failed run is logged and the loop goes on; the
+    maintenance never blocks ingest (see db/partitions.py), so it can run beside it.
+
+    Start it as a task and set ``stop`` at shutdown (or cancel the task: it ends between steps).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    while not stop.is_set():
+        try:
+            report = await maintain_partitions(engine)
+        except Exception:
+            partition_logger.exception("partition maintenance failed; it runs again in %.0f s", interval)
+        else:
+            level = logging.WARNING if report.postponed or report.left_alone else logging.INFO
+            partition_logger.log(level, "%s", report.summary())
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass

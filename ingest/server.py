@@ -54,6 +54,8 @@ log = logging.getLogger("aifw.ingest")
 
 #: File descriptors the server needs besides its connections: listener, two database pools, logs.
 SPARE_FILE_DESCRIPTORS: Final = 128
+#: How long a stopping server waits for a partition maintenance step that is under way.
+PARTITIONS_STOP_SECONDS: Final = 10
 
 
 @dataclass(frozen=True)
@@ -411,11 +413,17 @@ async def serve(
     scheduler: Any = None
     stats_task: asyncio.Task[None] | None = None
     dispatcher: Dispatcher | None = None
+    partitions_stop = asyncio.Event()
+    partitions_task: asyncio.Task[None] | None = None
     # The dispatcher's own pool on PostgreSQL: its forwarders never hold up an agent's hello.
     dispatch_engine = new_engine(settings) if settings.is_postgresql else engine
     server = IngestServer(settings, engine)
     try:
         await check_database(engine, settings)
+        # PostgreSQL: the weeks ahead get their partitions now and hourly (db/partitions.py).
+        partitions_task = asyncio.create_task(
+            _maintain_partitions(engine, partitions_stop), name="partition-maintainer"
+        )
         dispatcher = _new_dispatcher(settings, dispatch_engine)
         running = await server.start()
         proxies = settings.ingest.trusted_proxies if settings.ingest.proxy_protocol else None
@@ -446,6 +454,10 @@ async def serve(
     finally:
         if stats_task is not None:
             stats_task.cancel()
+        partitions_stop.set()
+        if partitions_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(partitions_task, PARTITIONS_STOP_SECONDS)
         # After the writer's flush: what it committed last is the evaluator's to see next time.
         if dispatcher is not None:
             await dispatcher.stop_and_wait()
@@ -476,6 +488,12 @@ def _new_dispatcher(settings: Settings, engine: AsyncEngine) -> Dispatcher | Non
     except SecretKeyError as error:
         raise SettingsError(f"{error} (or set INGEST_DISPATCH=false)") from None
     return Dispatcher(new_sessionmaker(engine), settings.dispatch, secrets=box)
+
+
+async def _maintain_partitions(engine: AsyncEngine, stop: asyncio.Event) -> None:
+    from db.scheduler import run_partition_maintainer
+
+    await run_partition_maintainer(engine, stop)
 
 
 def _start_retention_scheduler(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Any:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import LogEntry
+from db.partitions import maintain_partitions
 from tests.support.retention import AddLogs
 
 #: The organisation whose deletes the ``refuse_deletes`` fixture makes fail for real.
@@ -53,11 +54,35 @@ def add_logs(sessions: async_sessionmaker[AsyncSession]) -> AddLogs:
     return add
 
 
+@pytest.fixture(autouse=True)
+async def partitions_kept(engine: AsyncEngine) -> None:
+    """The weeks a run before this test dropped (retention by partition) exist again, as the server's
+    maintainer would have them: the tests share one database."""
+    await maintain_partitions(engine)
+
+
 @pytest.fixture
 async def refuse_deletes(engine: AsyncEngine, backend: str) -> AsyncIterator[str]:
-    """A database trigger that makes deleting the ``broken`` organisation's logs fail, then removes it."""
+    """A database trigger that makes deleting the ``broken`` organisation's logs fail, then removes it.
+
+    On PostgreSQL an event trigger also refuses ``DETACH PARTITION``: a run over all organisations
+    would otherwise drop a week holding only expired rows without a DELETE.
+    """
     async with engine.begin() as connection:
         if backend == "postgresql":
+            await connection.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse_detach() RETURNS event_trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN IF current_query() ILIKE '%DETACH PARTITION%' THEN "
+                    "RAISE EXCEPTION 'detaches refused'; END IF; END $$"
+                )
+            )
+            await connection.execute(
+                text(
+                    "CREATE EVENT TRIGGER refuse_broken_detach ON ddl_command_start "
+                    "WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION refuse_detach()"
+                )
+            )
             await connection.execute(
                 text(
                     "CREATE OR REPLACE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS "
@@ -85,5 +110,7 @@ async def refuse_deletes(engine: AsyncEngine, backend: str) -> AsyncIterator[str
             if backend == "postgresql":
                 await connection.execute(text("DROP TRIGGER IF EXISTS refuse_broken_delete ON log_entries"))
                 await connection.execute(text("DROP FUNCTION IF EXISTS refuse_delete()"))
+                await connection.execute(text("DROP EVENT TRIGGER IF EXISTS refuse_broken_detach"))
+                await connection.execute(text("DROP FUNCTION IF EXISTS refuse_detach()"))
             else:
                 await connection.execute(text("DROP TRIGGER IF EXISTS refuse_broken_delete"))

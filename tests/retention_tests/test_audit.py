@@ -76,7 +76,14 @@ async def test_the_audit_row_exists_from_the_start_and_follows_every_batch(
             (after(audit.changes, "status"), after(audit.changes, "rows_deleted"), run.rows_deleted, rows)
         )
 
-    summary = await run_retention(sessions=sessions, actor=CLI, batch_size=3, now=now, progress=look)
+    summary = await run_retention(
+        by_partition=False,  # the batched path: a whole partition would go at once
+        sessions=sessions,
+        actor=CLI,
+        batch_size=3,
+        now=now,
+        progress=look,
+    )
 
     assert seen == [(RUNNING, 3, 3, 3), (RUNNING, 6, 6, 6), (RUNNING, 7, 7, 7)]
     [audit] = await audit_rows(sessions)
@@ -135,7 +142,13 @@ async def test_an_administrator_demoted_during_a_run_is_refused_at_the_next_orga
             await session.execute(update(User).where(User.username == "alice").values(is_admin=False))
 
     with pytest.raises(NotAllowed):
-        await run_retention(sessions=sessions, actor=alice, now=now, on_result=demote)
+        await run_retention(
+            by_partition=False,  # the batched path: a whole partition would go at once
+            sessions=sessions,
+            actor=alice,
+            now=now,
+            on_result=demote,
+        )
 
     assert (await count_events(engine, "acme"), await count_events(engine, "zeta")) == (0, 3)
     assert [(run.organization_id, run.status) for run in await run_records(sessions)] == [("acme", SUCCEEDED)]
@@ -169,6 +182,7 @@ async def test_a_cancelled_task_finishes_its_records_and_audit_rows_exactly(
 
     task = asyncio.create_task(
         run_retention(
+            by_partition=False,  # the batched path: a whole partition would go at once
             sessions=sessions,
             actor=CLI,
             batch_size=2,
@@ -196,7 +210,14 @@ async def test_a_run_whose_process_died_has_its_record_and_audit_row_failed_by_t
         raise ProcessDied
 
     with pytest.raises(ProcessDied):
-        await run_retention(sessions=sessions, actor=CLI, batch_size=2, now=now, progress=die)
+        await run_retention(
+            by_partition=False,  # the batched path: a whole partition would go at once
+            sessions=sessions,
+            actor=CLI,
+            batch_size=2,
+            now=now,
+            progress=die,
+        )
     [audit] = await audit_rows(sessions)
     assert (after(audit.changes, "status"), after(audit.changes, "rows_deleted")) == (RUNNING, 2)
 

@@ -144,6 +144,7 @@ async def test_tiny_batches_delete_every_expired_row(
     seen: list[int] = []
 
     summary = await run_retention(
+        by_partition=False,  # the batched path: a whole partition would go at once
         sessions=sessions,
         actor=CLI,
         batch_size=3,
@@ -169,7 +170,12 @@ async def test_more_rows_than_a_batch_sharing_one_timestamp_go_a_batch_at_a_time
     seen: list[int] = []
 
     summary = await run_retention(
-        sessions=sessions, actor=CLI, batch_size=3, now=now, progress=lambda _org, rows: seen.append(rows)
+        by_partition=False,  # the batched path: a whole partition would go at once
+        sessions=sessions,
+        actor=CLI,
+        batch_size=3,
+        now=now,
+        progress=lambda _org, rows: seen.append(rows),
     )
 
     assert summary.total_rows == 14
@@ -187,6 +193,7 @@ async def test_cancel_between_batches_keeps_a_consistent_state_and_a_cancelled_r
     cancel = asyncio.Event()
 
     summary = await run_retention(
+        by_partition=False,  # the batched path: a whole partition would go at once
         sessions=sessions,
         actor=CLI,
         batch_size=4,
@@ -344,7 +351,12 @@ async def test_retention_raised_to_the_maximum_during_a_run_stops_its_deletes(
             )
 
     summary = await run_retention(
-        sessions=sessions, actor=CLI, batch_size=4, now=now, progress=raise_to_365_days
+        by_partition=False,  # the batched path: a whole partition would go at once
+        sessions=sessions,
+        actor=CLI,
+        batch_size=4,
+        now=now,
+        progress=raise_to_365_days,
     )
 
     assert summary.total_rows == 4
@@ -370,7 +382,13 @@ async def test_retention_is_read_when_the_organisations_turn_comes(
                     .values(log_retention_days=90)
                 )
 
-    summary = await run_retention(sessions=sessions, actor=CLI, now=now, on_result=raise_zeta)
+    summary = await run_retention(
+        by_partition=False,  # the batched path: a whole partition would go at once
+        sessions=sessions,
+        actor=CLI,
+        now=now,
+        on_result=raise_zeta,
+    )
 
     assert [(r.organization_id, r.retention_days, r.rows) for r in summary.results] == [
         ("acme", 30, 1),

@@ -231,6 +231,7 @@ async def test_idle_session_timeout_cannot_free_the_lock_while_a_run_is_busy(
 
     try:
         summary = await run_retention(
+            by_partition=False,  # the batched path: a whole partition would go at once
             sessions=new_sessionmaker(impatient),
             actor=CLI,
             batch_size=2,
