@@ -20,22 +20,23 @@ An UPDATE of a counted column is refused. Work that moves or repairs rows
 
 :func:`rebuild` recomputes from the raw rows every bucket that starts at or after
 its organisation's retention cutoff (older buckets stay: retention keeps them
-past their rows), one bucket per short transaction that no insert's counting can
-interleave with (``python -m console rollups rebuild``). Past the cap it keeps the
-most frequent keys by name, where the trigger keeps the first to arrive.
+past their rows), one bucket per short transaction, without locking out ingest
+(``python -m console rollups rebuild``). Past the cap it keeps the most frequent
+keys by name, where the trigger keeps the first to arrive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import String, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import String, bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.audit import record_change
@@ -139,57 +140,257 @@ async def set_key_cap(*, session: AsyncSession, actor: Actor, max_keys: int) -> 
 # --- rebuilding from the raw rows -------------------------------------------------------------------
 
 DAY: Final = timedelta(days=1)
+HOUR: Final = timedelta(hours=1)
 WEEK: Final = timedelta(weeks=1)
-#: (bucket start, dimension, key, risk level) → events.
-Counts = Counter[tuple[datetime, str, str, str]]
 
-#: Each stored row's keys, as the counting trigger (migration 0015) reads them from its new rows: the
-#: risk level under the empty key, tool and user cut to the key's bound, each distinct entity type once.
-_KEYED_ROWS_POSTGRESQL = f"""
-    picked AS (
-        SELECT timestamp, risk_level, tool_name, user_id, detected_entity_types FROM log_entries
-        WHERE organization_id = :organization_id AND timestamp >= :start AND timestamp < :end
-    ),
-    keyed AS (
-        SELECT timestamp, 'risk' AS dim, '' AS key, risk_level FROM picked
-        UNION ALL SELECT timestamp, 'tool', left(tool_name, {MAX_KEY_LENGTH}), risk_level FROM picked
-        UNION ALL SELECT timestamp, 'user', left(user_id, {MAX_KEY_LENGTH}), risk_level FROM picked
-        UNION ALL
-        SELECT p.timestamp, 'entity', e.key, p.risk_level
-        FROM picked AS p
-        CROSS JOIN LATERAL (
-            SELECT DISTINCT left(value, {MAX_KEY_LENGTH}) AS key
-            FROM jsonb_array_elements_text(
-                CASE WHEN jsonb_typeof(p.detected_entity_types) = 'array'
-                     THEN p.detected_entity_types ELSE '[]'::jsonb END) AS value
-        ) AS e
-    )"""
-# SQLite has no LATERAL: an entity type is made distinct per event by the event's identity.
-_KEYED_ROWS_SQLITE = f"""
-    picked AS (
-        SELECT id, timestamp, risk_level, tool_name, user_id, detected_entity_types FROM log_entries
-        WHERE organization_id = :organization_id AND timestamp >= :start AND timestamp < :end
-    ),
-    keyed AS (
-        SELECT timestamp, 'risk' AS dim, '' AS key, risk_level FROM picked
-        UNION ALL SELECT timestamp, 'tool', substr(tool_name, 1, {MAX_KEY_LENGTH}), risk_level FROM picked
-        UNION ALL SELECT timestamp, 'user', substr(user_id, 1, {MAX_KEY_LENGTH}), risk_level FROM picked
-        UNION ALL
-        SELECT timestamp, 'entity', key, risk_level FROM (
-            SELECT DISTINCT p.id, p.timestamp, substr(j.value, 1, {MAX_KEY_LENGTH}) AS key, p.risk_level
+#: The hour of a row's timestamp, in UTC whatever the session's time zone. SQLite keeps UTC timestamps
+#: as canonical 'YYYY-MM-DD HH:MM:SS.ffffff' text (migration 0012).
+_HOUR_SQL: Final = {
+    "postgresql": "date_trunc('hour', timestamp, 'UTC')",
+    "sqlite": "substr(timestamp, 1, 13) || ':00:00.000000'",
+}
+#: Each row of ``picked`` once per distinct entity type (``key``), as the counting trigger reads them.
+_ENTITIES_SQL: Final = {
+    "postgresql": f"""
+            SELECT p.bucket, p.risk_level, e.key FROM picked AS p
+            CROSS JOIN LATERAL (
+                SELECT DISTINCT left(value, {MAX_KEY_LENGTH}) AS key
+                FROM jsonb_array_elements_text(
+                    CASE WHEN jsonb_typeof(p.detected_entity_types) = 'array'
+                         THEN p.detected_entity_types ELSE '[]'::jsonb END) AS value
+            ) AS e""",
+    # SQLite has no LATERAL: an entity type is made distinct per event by the event's identity.
+    "sqlite": f"""
+            SELECT DISTINCT p.id, p.timestamp, p.bucket, p.risk_level,
+                            substr(j.value, 1, {MAX_KEY_LENGTH}) AS key
             FROM picked AS p, json_each(
                 CASE WHEN json_type(p.detected_entity_types) = 'array'
-                     THEN p.detected_entity_types ELSE '[]' END) AS j
-        )
-    )"""
-#: The bucket of a row's timestamp, in UTC whatever the session's time zone.
-_BUCKET_SQL: Final = {
-    ("postgresql", "hour"): "date_trunc('hour', timestamp, 'UTC')",
-    ("postgresql", "week"): "date_trunc('week', timestamp, 'UTC')",
-    # SQLite keeps UTC timestamps as canonical 'YYYY-MM-DD HH:MM:SS.ffffff' text (migration 0012).
-    ("sqlite", "hour"): "substr(timestamp, 1, 13) || ':00:00.000000'",
-    ("sqlite", "week"): "date(substr(timestamp, 1, 10), 'weekday 0', '-6 days') || ' 00:00:00.000000'",
+                     THEN p.detected_entity_types ELSE '[]' END) AS j""",
 }
+#: The one bucket of a daily or weekly statement: the start of its range.
+_START_SQL: Final = {"postgresql": "CAST(:start AS timestamptz)", "sqlite": ":start"}
+#: Ties between keys as frequent as each other go by code point, as Python sorts them, whatever the locale.
+_CODE_POINT_ORDER: Final = {"postgresql": 'COLLATE "C"', "sqlite": "COLLATE BINARY"}
+_CAP_SQL: Final = (
+    f"coalesce((SELECT max_keys_per_bucket FROM rollup_settings WHERE id = 1), {DEFAULT_MAX_KEYS})"
+)
+Grain = Literal["hour", "day", "week"]
+_MODEL_OF: Final[dict[Grain, RollupTable]] = {
+    "hour": LogHourlyCount,
+    "day": LogDailyCount,
+    "week": LogWeeklyCount,
+}
+_TABLE_OF: Final = {grain: model.__tablename__ for grain, model in _MODEL_OF.items()}
+
+
+def _counts_sql(dialect: str, grain: Grain, finer: Grain | None = None) -> str:
+    """``<grain>_counts``: (bucket, dim, key, risk, n), the organisation's rows with ``:start <= timestamp
+    < :end`` counted per bucket as the trigger counts them (before the cap): the risk level under the
+    empty key, tool and user cut to the key's bound, each distinct entity type of a row once. Or
+    summed from the ``finer`` grain's counts of the same statement.
+
+    Each dimension is grouped on its own, so the planner estimates each from the rows it reads.
+    """
+    bucket = _HOUR_SQL[dialect] if grain == "hour" else _START_SQL[dialect]
+    if finer is not None:
+        return f"""
+    {grain}_counts AS (
+        SELECT {bucket} AS bucket, dim, key, risk, sum(n) AS n FROM {finer}_counts GROUP BY dim, key, risk
+    )"""
+    cut = "left({}, {})" if dialect == "postgresql" else "substr({}, 1, {})"
+    return f"""
+    {grain}_picked AS (
+        SELECT {"id, timestamp, " if dialect == "sqlite" else ""}{bucket} AS bucket, risk_level, tool_name,
+               user_id, detected_entity_types
+        FROM log_entries
+        WHERE organization_id = :organization_id AND timestamp >= :start AND timestamp < :end
+    ),
+    {grain}_counts AS (
+        SELECT bucket, 'risk' AS dim, '' AS key, risk_level AS risk, count(*) AS n
+        FROM {grain}_picked GROUP BY bucket, risk_level
+        UNION ALL
+        SELECT bucket, 'tool', {cut.format("tool_name", MAX_KEY_LENGTH)}, risk_level, count(*)
+        FROM {grain}_picked GROUP BY 1, 3, 4
+        UNION ALL
+        SELECT bucket, 'user', {cut.format("user_id", MAX_KEY_LENGTH)}, risk_level, count(*)
+        FROM {grain}_picked GROUP BY 1, 3, 4
+        UNION ALL
+        SELECT bucket, 'entity', key, risk_level, count(*)
+        FROM ({_ENTITIES_SQL[dialect].replace("picked", f"{grain}_picked")}
+        ) AS entities GROUP BY 1, 3, 4
+    )"""
+
+
+def _delta_sql(dialect: str, grain: Grain) -> str:
+    """``<grain>_delta``: what to add to each stored row of the range to make it the capped raw counts.
+
+    The cap keeps each bucket's most frequent keys per dimension (ties by key) and counts the rest
+    (``<grain>_refused``) under the overflow key. The stored rows are subtracted in the same
+    statement, so from the same snapshot as the raw rows: a transaction that inserted rows is seen
+    with its counts or not at all.
+    """
+    return f"""
+    {grain}_keys AS (
+        SELECT bucket, dim, key, sum(n) AS events FROM {grain}_counts
+        WHERE dim <> 'risk' AND key <> '' GROUP BY bucket, dim, key
+    ),
+    {grain}_refused AS (
+        SELECT bucket, dim, key FROM (
+            SELECT k.bucket, k.dim, k.key, row_number() OVER (
+                PARTITION BY k.bucket, k.dim ORDER BY k.events DESC, k.key {_CODE_POINT_ORDER[dialect]}
+            ) AS rank
+            FROM {grain}_keys AS k
+            -- Only the rare buckets past the cap are ranked (a sort); the others keep every key.
+            JOIN (SELECT bucket, dim FROM {grain}_keys GROUP BY bucket, dim HAVING count(*) > {_CAP_SQL})
+                AS full_bucket ON full_bucket.bucket = k.bucket AND full_bucket.dim = k.dim
+        ) AS ranked
+        WHERE rank > {_CAP_SQL}
+    ),
+    {grain}_delta AS (
+        SELECT bucket, dim, key, risk, sum(n) AS delta FROM (
+            SELECT c.bucket, c.dim,
+                   CASE WHEN (c.bucket, c.dim, c.key) IN (SELECT bucket, dim, key FROM {grain}_refused)
+                        THEN '' ELSE c.key END AS key,
+                   c.risk, c.n
+            FROM {grain}_counts AS c
+            UNION ALL
+            SELECT bucket_start, dimension, key, risk_level, -event_count FROM {_TABLE_OF[grain]}
+            WHERE organization_id = :organization_id AND bucket_start >= :start AND bucket_start < :end
+        ) AS both_sides
+        GROUP BY bucket, dim, key, risk
+        HAVING sum(n) <> 0
+    )"""
+
+
+def _upsert_sql(grain: Grain) -> str:
+    """Add ``<grain>_delta`` to the stored rows: ON CONFLICT adds it to the row's latest version, so counts
+    that inserts committed after the statement's snapshot are kept. Rows are taken in the counting
+    trigger's order (bucket, organisation, dimension, key, risk level), so neither waits for the other
+    in a cycle; the ORDER BY sorts every row before the first is written, so no row is locked while the
+    raw rows are read."""
+    return f"""
+        INSERT INTO {_TABLE_OF[grain]} AS t
+            (bucket_start, organization_id, dimension, key, risk_level, event_count)
+        SELECT bucket, :organization_id, dim, key, risk, delta FROM {grain}_delta WHERE true
+        ORDER BY bucket, dim, key, risk
+        ON CONFLICT (bucket_start, organization_id, dimension, key, risk_level)
+        DO UPDATE SET event_count = t.event_count + excluded.event_count"""
+
+
+def _rebuild_statements(dialect: str, grains: tuple[Grain, ...]) -> list[str]:
+    """The statements that recount ``grains`` (``("hour",)``, ``("hour", "day")`` or ``("week",)``) over
+    the rows of ``:organization_id`` with ``:start <= timestamp < :end``; the last one returns the events
+    counted into the first grain when ``dialect`` is PostgreSQL.
+
+    PostgreSQL: one statement, so one snapshot, the daily counts summed from the hourly ones. SQLite
+    cannot write in a WITH clause: one statement per grain, under the transaction's write lock.
+    """
+    if dialect == "postgresql":
+        ctes = []
+        for index, grain in enumerate(grains):
+            ctes.append(_counts_sql(dialect, grain, None if index == 0 else grains[0]))
+            ctes.append(_delta_sql(dialect, grain))
+        # Read in this order, the upserts lock hourly rows before daily ones, as the trigger does.
+        ctes += [
+            f"\n    {grain}_upsert AS ({_upsert_sql(grain)}\n"
+            "        RETURNING bucket_start, dimension, key, risk_level, event_count\n    )"
+            for grain in grains
+        ]
+        # Each grain's rows the difference brought to nothing, as JSON [[bucket, dimension, key, risk], ...].
+        zeros = ", ".join(
+            "(SELECT coalesce(json_agg(json_build_array(bucket_start, dimension, key, risk_level)), '[]') "
+            f"FROM {grain}_upsert WHERE event_count = 0)"
+            for grain in grains
+        )
+        return [
+            f"WITH {','.join(ctes)}\n"
+            f"SELECT (SELECT coalesce(sum(n), 0) FROM {grains[0]}_counts WHERE dim = 'risk'), {zeros}"
+        ]
+    return [
+        f"WITH {_counts_sql(dialect, grain)}, {_delta_sql(dialect, grain)}{_upsert_sql(grain)}"
+        for grain in grains
+    ]
+
+
+_SESSION_SETTINGS: Final = "SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
+#: Delete the rows a rebuild's upsert left at zero, by key (``:keys``: its JSON); the condition is checked
+#: again on the row's latest version, which the rebuild's transaction has held since its upsert.
+_DELETE_ZEROS_SQL: Final = """
+    DELETE FROM {table}
+    WHERE organization_id = :organization_id AND event_count = 0
+      AND (bucket_start, dimension, key, risk_level) IN (
+          SELECT CAST(k ->> 0 AS timestamptz), k ->> 1, k ->> 2, k ->> 3
+          FROM json_array_elements(CAST(:keys AS json)) AS k)
+"""
+#: The rebuild's advisory lock key (per database), derived from a name like the retention lock's.
+_ADVISORY_KEY: Final = int.from_bytes(
+    hashlib.sha256(b"ai-usage-firewall.rollups.rebuild").digest()[:8], "big", signed=True
+)
+
+
+async def _rebuild_range(
+    session: AsyncSession, organization_id: str, start: datetime, end: datetime, grains: tuple[Grain, ...]
+) -> int:
+    """One transaction: the organisation's buckets of ``grains`` in ``[start, end)`` recounted from the raw
+    rows in that range. Returns the events counted into the first grain's buckets.
+
+    No table is locked. PostgreSQL: an insert counts its rows in its own transaction, so in the one
+    snapshot of the rebuild's statement every insert's rows and counts are both seen or both not; the
+    statement writes the difference between the two, and an insert that commits meanwhile adds its
+    counts on top (READ COMMITTED). Two rebuilds take turns per bucket (an advisory lock no insert
+    takes), or both would write the same difference. SQLite: the same under its one write lock.
+    """
+    dialect = session.get_bind().dialect.name
+    parameters = {"organization_id": organization_id, "start": start, "end": end}
+    types = (
+        bindparam("organization_id", type_=String()),
+        bindparam("start", type_=UTCDateTime()),
+        bindparam("end", type_=UTCDateTime()),
+    )
+    statements = [text(statement).bindparams(*types) for statement in _rebuild_statements(dialect, grains)]
+    try:
+        if dialect == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+            # The plan's row estimates are far too high (a JSON array's elements), so PostgreSQL would spend
+            # a second compiling it (JIT); a day's keys fit in memory where 4 MB would spill them to disk.
+            await session.execute(text(_SESSION_SETTINGS))
+            events, *zeros = (await session.execute(statements[0], parameters)).one()
+            for grain, found in zip(grains, zeros, strict=True):
+                keys = json.loads(found) if isinstance(found, str) else found
+                if keys:
+                    # Only the rows just written, so the row locks are released soon after the upsert.
+                    await session.execute(
+                        text(_DELETE_ZEROS_SQL.format(table=_TABLE_OF[grain])).bindparams(types[0]),
+                        {"organization_id": organization_id, "keys": json.dumps(keys)},
+                    )
+        else:
+            await take_sqlite_write_lock(session, LogHourlyCount)
+            for statement in statements:
+                await session.execute(statement, parameters)
+            first = _MODEL_OF[grains[0]]
+            events = await session.scalar(
+                select(func.coalesce(func.sum(first.event_count), 0)).where(
+                    first.organization_id == organization_id,
+                    first.bucket_start >= start,
+                    first.bucket_start < end,
+                    first.dimension == "risk",
+                )
+            )
+            for grain in grains:
+                table = _MODEL_OF[grain]
+                await session.execute(
+                    delete(table).where(
+                        table.organization_id == organization_id,
+                        table.bucket_start >= start,
+                        table.bucket_start < end,
+                        table.event_count == 0,
+                    )
+                )
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    return int(events or 0)
 
 
 @dataclass(frozen=True)
@@ -245,140 +446,19 @@ class RebuildReport:
 ProgressCallback = Callable[[RebuildProgress], Awaitable[None] | None]
 
 
-def capped(counts: Mapping[tuple[datetime, str, str, str], int], max_keys: int) -> Counts:
-    """``counts`` with, in each bucket and capped dimension, the keys past the ``max_keys`` most frequent
-    (ties in key order) counted under :data:`OVERFLOW_KEY`; totals unchanged."""
-    totals: defaultdict[tuple[datetime, str], Counter[str]] = defaultdict(Counter)
-    for (bucket, dimension, key, _), events in counts.items():
-        if dimension in CAPPED_DIMENSIONS and key != OVERFLOW_KEY:
-            totals[(bucket, dimension)][key] += events
-    kept = {
-        group: {key for key, _ in sorted(keys.items(), key=lambda item: (-item[1], item[0]))[:max_keys]}
-        for group, keys in totals.items()
-    }
-    result: Counts = Counter()
-    for (bucket, dimension, key, risk_level), events in counts.items():
-        if dimension in CAPPED_DIMENSIONS and key != OVERFLOW_KEY and key not in kept[(bucket, dimension)]:
-            key = OVERFLOW_KEY
-        result[(bucket, dimension, key, risk_level)] += events
-    return result
-
-
-async def raw_counts(
-    *,
-    session: AsyncSession,
-    organization_id: str,
-    start: datetime,
-    end: datetime,
-    grain: Literal["hour", "week"],
-) -> Counts:
-    """The organisation's stored rows with ``start <= timestamp < end`` counted per ``grain`` bucket,
-    dimension, key and risk level, as the counting trigger counts them (before the cap)."""
-    dialect = session.get_bind().dialect.name
-    keyed = _KEYED_ROWS_POSTGRESQL if dialect == "postgresql" else _KEYED_ROWS_SQLITE
-    statement = (
-        text(
-            f"WITH {keyed} SELECT {_BUCKET_SQL[(dialect, grain)]} AS bucket, dim, key, risk_level, "
-            "count(*) AS events FROM keyed GROUP BY 1, 2, 3, 4"
-        )
-        .bindparams(
-            bindparam("organization_id", organization_id, type_=String()),
-            bindparam("start", start, type_=UTCDateTime()),
-            bindparam("end", end, type_=UTCDateTime()),
-        )
-        .columns(bucket=UTCDateTime())
-    )
-    counts: Counts = Counter()
-    for bucket, dimension, key, risk_level, events in (await session.execute(statement)).all():
-        counts[(bucket, dimension, key, risk_level)] += int(events)
-    return counts
-
-
-async def _lock_rollups(session: AsyncSession) -> None:
-    """Hold off every insert's counting until the transaction ends, so no count lands between the read of
-    the raw rows and the write of their buckets.
-
-    PostgreSQL: EXCLUSIVE mode lets the overview read (ACCESS SHARE) but not the trigger upsert
-    (ROW EXCLUSIVE); once granted, every transaction that counted has committed, and a statement
-    whose rows this transaction cannot see waits to count them after it. SQLite: the one write lock.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        names = ", ".join(table.__tablename__ for table in TABLES)
-        await session.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
-    else:
-        await take_sqlite_write_lock(session, LogHourlyCount)
-
-
-async def _replace(
-    session: AsyncSession,
-    table: RollupTable,
-    organization_id: str,
-    start: datetime,
-    end: datetime,
-    counts: Counts,
-) -> None:
-    """Replace the organisation's rows of ``table`` with ``start <= bucket_start < end`` by ``counts``."""
-    await session.execute(
-        delete(table).where(
-            table.organization_id == organization_id, table.bucket_start >= start, table.bucket_start < end
-        )
-    )
-    if counts:
-        await session.execute(
-            insert(table),
-            [
-                {
-                    "bucket_start": bucket,
-                    "organization_id": organization_id,
-                    "dimension": dimension,
-                    "key": key,
-                    "risk_level": risk_level,
-                    "event_count": events,
-                }
-                for (bucket, dimension, key, risk_level), events in sorted(counts.items())
-            ],
-        )
-
-
 async def _rebuild_day(session: AsyncSession, organization_id: str, day: datetime, cutoff: datetime) -> int:
-    """One transaction: the day's hourly buckets at or after ``cutoff`` and, if the day starts at or after
-    it, the daily bucket (the sum of its hours, as the trigger sums them). Returns the events counted."""
-    try:
-        await _lock_rollups(session)
-        cap = await key_cap(session=session)
-        hours = await raw_counts(
-            session=session, organization_id=organization_id, start=day, end=day + DAY, grain="hour"
-        )
-        kept = Counter({bucket_key: n for bucket_key, n in hours.items() if bucket_key[0] >= cutoff})
-        await _replace(
-            session, LogHourlyCount, organization_id, max(day, cutoff), day + DAY, capped(kept, cap)
-        )
-        if day >= cutoff:
-            whole: Counts = Counter()
-            for (_, dimension, key, risk_level), events in hours.items():
-                whole[(day, dimension, key, risk_level)] += events
-            await _replace(session, LogDailyCount, organization_id, day, day + DAY, capped(whole, cap))
-        await session.commit()
-    except BaseException:
-        await session.rollback()
-        raise
-    return sum(events for (_, dimension, _, _), events in kept.items() if dimension == "risk")
+    """The day's hourly buckets that start at or after ``cutoff`` and, if the day starts at or after it,
+    the daily bucket, in one transaction. Returns the events counted into the hourly buckets."""
+    first_hour = max(day, hour_of(cutoff) + (HOUR if cutoff > hour_of(cutoff) else timedelta(0)))
+    if first_hour >= day + DAY:
+        return 0
+    grains: tuple[Grain, ...] = ("hour", "day") if first_hour == day else ("hour",)
+    return await _rebuild_range(session, organization_id, first_hour, day + DAY, grains)
 
 
 async def _rebuild_week(session: AsyncSession, organization_id: str, week: datetime) -> int:
-    """One transaction: the weekly bucket starting at ``week``, from the week's raw rows."""
-    try:
-        await _lock_rollups(session)
-        cap = await key_cap(session=session)
-        counts = await raw_counts(
-            session=session, organization_id=organization_id, start=week, end=week + WEEK, grain="week"
-        )
-        await _replace(session, LogWeeklyCount, organization_id, week, week + WEEK, capped(counts, cap))
-        await session.commit()
-    except BaseException:
-        await session.rollback()
-        raise
-    return sum(events for (_, dimension, _, _), events in counts.items() if dimension == "risk")
+    """The weekly bucket starting at ``week``, in one transaction. Returns its events."""
+    return await _rebuild_range(session, organization_id, week, week + WEEK, ("week",))
 
 
 async def _starts(
@@ -478,11 +558,12 @@ async def rebuild(
     config row), advanced with the clock while the rebuild runs so a cleanup running meanwhile
     never leaves a rebuilt bucket short of rows it deleted. Each UTC day (its hourly buckets and
     the daily one) and then each week is rebuilt in its own short transaction, committed before
-    ``progress`` hears of it, with the rollups locked against every insert's counting
-    (:func:`_lock_rollups`): a rebuild running beside ingest ends exact. The result is what the
-    trigger counts for the rows inserted in one statement, except past the cap (see
-    :func:`capped`). Ends with an audit row (``rollups.rebuild``). Raises NotAllowed unless
-    ``actor`` is an administrator.
+    ``progress`` hears of it. No table is locked: one statement writes the difference between the
+    raw rows and the stored counts as one snapshot sees them, so a rebuild running beside ingest
+    neither stalls it nor loses its counts (:func:`_rebuild_range`). The result is what the trigger
+    counts for the rows inserted in one statement, except past the cap, where the rebuild keeps
+    each bucket's most frequent keys (ties by key). Ends with an audit row (``rollups.rebuild``).
+    Raises NotAllowed unless ``actor`` is an administrator.
     """
     await require_admin(session=session, actor=actor, what="rebuild the rollups")
     now = utcnow() if now is None else as_utc(now)

@@ -153,26 +153,32 @@ BEGIN
     END IF;
     SELECT max_keys_per_bucket INTO cap FROM rollup_settings WHERE id = 1;
     cap := coalesce(cap, {DEFAULT_MAX_KEYS});
-    WITH keyed AS (
-        SELECT timestamp, organization_id, 'risk' AS dim, '' AS key, risk_level FROM new_rows
+    -- The hour is computed once per row, from the epoch (whole UTC hours), and only rows that carry
+    -- entity types are expanded: both keep the trigger's cost per row low (docs/partitions.md).
+    WITH stamped AS MATERIALIZED (
+        SELECT to_timestamp(floor(date_part('epoch', timestamp) / 3600) * 3600) AS bucket,
+               organization_id AS org, risk_level AS risk, tool_name, user_id,
+               detected_entity_types AS entities
+        FROM new_rows
+    ),
+    keyed AS (
+        SELECT bucket, org, 'risk' AS dim, '' AS key, risk FROM stamped
         UNION ALL
-        SELECT timestamp, organization_id, 'tool', left(tool_name, {MAX_KEY_CHARS}), risk_level FROM new_rows
+        SELECT bucket, org, 'tool', left(tool_name, {MAX_KEY_CHARS}), risk FROM stamped
         UNION ALL
-        SELECT timestamp, organization_id, 'user', left(user_id, {MAX_KEY_CHARS}), risk_level FROM new_rows
+        SELECT bucket, org, 'user', left(user_id, {MAX_KEY_CHARS}), risk FROM stamped
         UNION ALL
-        SELECT n.timestamp, n.organization_id, 'entity', e.key, n.risk_level
-        FROM new_rows AS n
+        SELECT s.bucket, s.org, 'entity', e.key, s.risk
+        FROM stamped AS s
         CROSS JOIN LATERAL (
             SELECT DISTINCT left(value, {MAX_KEY_CHARS}) AS key
             FROM jsonb_array_elements_text(
-                CASE WHEN jsonb_typeof(n.detected_entity_types) = 'array'
-                     THEN n.detected_entity_types ELSE '[]'::jsonb END) AS value
+                CASE WHEN jsonb_typeof(s.entities) = 'array' THEN s.entities ELSE '[]'::jsonb END) AS value
         ) AS e
+        WHERE s.entities <> '[]'::jsonb
     ),
     hour_counts AS (
-        SELECT date_trunc('hour', timestamp, 'UTC') AS bucket, organization_id AS org, dim, key,
-               risk_level AS risk, count(*) AS n
-        FROM keyed GROUP BY 1, 2, 3, 4, 5
+        SELECT bucket, org, dim, key, risk, count(*) AS n FROM keyed GROUP BY 1, 2, 3, 4, 5
     ),
     day_counts AS (
         SELECT date_trunc('day', bucket, 'UTC') AS bucket, org, dim, key, risk, sum(n) AS n
@@ -230,18 +236,45 @@ _SQLITE_BUCKETS = {
     "day": "substr(NEW.timestamp, 1, 10) || ' 00:00:00.000000'",
     "week": "date(substr(NEW.timestamp, 1, 10), 'weekday 0', '-6 days') || ' 00:00:00.000000'",
 }
+#: SQLite's JSON array of a row's entity types (anything else has none).
+_SQLITE_ENTITY_ARRAY = (
+    "CASE WHEN json_type(NEW.detected_entity_types) = 'array' THEN NEW.detected_entity_types ELSE '[]' END"
+)
 _SQLITE_KEYS = f"""
     SELECT 'tool' AS dim, substr(NEW.tool_name, 1, {MAX_KEY_CHARS}) AS key
     UNION ALL SELECT 'user', substr(NEW.user_id, 1, {MAX_KEY_CHARS})
-    UNION ALL SELECT DISTINCT 'entity', substr(value, 1, {MAX_KEY_CHARS}) FROM json_each(
-        CASE WHEN json_type(NEW.detected_entity_types) = 'array' THEN NEW.detected_entity_types ELSE '[]' END)
+    UNION ALL
+    SELECT DISTINCT 'entity', substr(value, 1, {MAX_KEY_CHARS}) FROM json_each({_SQLITE_ENTITY_ARRAY})
 """
 
 
 def _sqlite_upserts(grain: str, table: str) -> str:
+    """The row trigger's upserts of one new row into ``table``: its risk, then its keys, past the cap folded.
+
+    A key already in its bucket is always admitted. A new key is admitted while the keys held plus its
+    number among the row's new keys of its dimension, in key order, stay within the cap, as the
+    PostgreSQL trigger admits a statement's new keys: a row brings one tool and one user but may bring
+    several entity types, which the bucket's last free place must not all take. SQLite computes the
+    whole SELECT before it inserts (it reads the table it writes), so every key sees the bucket as it
+    was before the row. Keys held and numbers are only computed for a new key, which is rare.
+    """
     bucket = _SQLITE_BUCKETS[grain]
-    in_bucket = (
-        f"t.bucket_start = {bucket} AND t.organization_id = NEW.organization_id AND t.dimension = k.dim"
+
+    def in_bucket(key: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {table} AS t WHERE t.bucket_start = {bucket} "
+            f"AND t.organization_id = NEW.organization_id AND t.dimension = k.dim AND t.key = {key})"
+        )
+
+    entity = f"substr(e.value, 1, {MAX_KEY_CHARS})"
+    # 1 + the row's distinct new entity types before this one in key order.
+    number = f"""CASE WHEN k.dim = 'entity' THEN 1 + (
+                          SELECT count(DISTINCT {entity}) FROM json_each({_SQLITE_ENTITY_ARRAY}) AS e
+                          WHERE {entity} < k.key AND {entity} <> '' AND NOT {in_bucket(entity)})
+                        ELSE 1 END"""
+    held = (
+        f"(SELECT count(DISTINCT t.key) FROM {table} AS t WHERE t.bucket_start = {bucket} "
+        "AND t.organization_id = NEW.organization_id AND t.dimension = k.dim AND t.key <> '')"
     )
     conflict = (
         "ON CONFLICT (bucket_start, organization_id, dimension, key, risk_level) "
@@ -253,11 +286,10 @@ def _sqlite_upserts(grain: str, table: str) -> str:
         {conflict};
         INSERT INTO {table} ({columns})
         SELECT {bucket}, NEW.organization_id, k.dim,
-               CASE WHEN k.key = ''
-                      OR EXISTS (SELECT 1 FROM {table} AS t WHERE {in_bucket} AND t.key = k.key)
-                      OR (SELECT count(DISTINCT t.key) FROM {table} AS t WHERE {in_bucket} AND t.key <> '')
-                         < coalesce((SELECT max_keys_per_bucket FROM rollup_settings WHERE id = 1),
-                                    {DEFAULT_MAX_KEYS})
+               CASE WHEN k.key = '' OR {in_bucket("k.key")} THEN k.key
+                    WHEN {held} + {number}
+                         <= coalesce((SELECT max_keys_per_bucket FROM rollup_settings WHERE id = 1),
+                                     {DEFAULT_MAX_KEYS})
                     THEN k.key ELSE '' END,
                NEW.risk_level, 1
         FROM ({_SQLITE_KEYS}) AS k

@@ -75,16 +75,23 @@ async def test_the_cap_is_per_organisation_and_dimension(session: AsyncSession) 
 
 
 async def test_one_rows_entity_types_past_the_cap_are_counted_under_the_overflow_key(
-    session: AsyncSession, backend: str
+    session: AsyncSession,
 ) -> None:
-    if backend == "sqlite":
-        # The SQLite row trigger reads the bucket's key count once for all of a row's keys: it admits
-        # them all while the bucket has one place (migration 0015; to fix there).
-        pytest.xfail("SQLite's trigger admits all of one row's new entity types while one place is left")
     await cap_at(session, 1)
     await insert_rows(session, rows(["a", "a"], entities=["EMAIL", "IBAN", "PHONE"]))
     await session.commit()
     assert await key_counts(session, LogHourlyCount, "entity") == {"EMAIL": 2, OVERFLOW: 4}
+
+
+async def test_a_rows_known_entity_types_take_no_place_from_its_new_ones(session: AsyncSession) -> None:
+    await cap_at(session, 2)
+    await insert_rows(session, rows(["a"], entities=["EMAIL"]))
+    await insert_rows(session, rows(["a"], entities=["PHONE", "EMAIL", "IBAN"]))
+    await session.commit()
+    # EMAIL was held; of the two new ones the first in key order takes the last place.
+    for table in (LogHourlyCount, LogDailyCount, LogWeeklyCount):
+        counts = await key_counts(session, table, "entity")
+        assert counts == {"EMAIL": 2, "IBAN": 1, OVERFLOW: 1}, table.__tablename__
 
 
 async def test_totals_stay_exact_past_the_cap(session: AsyncSession) -> None:

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db import rollups
 from db.base import utcnow
 from db.configs import create_organization
-from db.engine import new_sessionmaker
+from db.engine import new_engine, new_sessionmaker
 from db.models import AuditEvent, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor
+from db.settings import Settings
 from tests.db_tests.rollup_rows import ROLLUPS, expected_counts, insert_rows, log_row, stored_counts
 
 NOW = utcnow()
@@ -102,6 +103,10 @@ async def test_drifted_counts_are_put_right_and_other_organisations_untouched(se
         assert await stored_counts(session, table, "acme") == expected_counts(acme, table), (
             table.__tablename__
         )
+        # The bogus key's row is gone, not left at zero (a Counter compares zero as missing).
+        left_at_zero = select(func.count()).select_from(table).where(table.event_count == 0)
+        assert await session.scalar(left_at_zero) == 0, table.__tablename__
+    assert await session.scalar(select(func.count()).where(LogWeeklyCount.key == "Bogus")) == 0
     assert await counted(session, "globex") == before
 
 
@@ -159,6 +164,27 @@ async def test_past_the_cap_the_rebuild_keeps_the_most_frequent_keys(session: As
         assert keys.all() == [(rollups.OVERFLOW_KEY, 1), ("bison", 5), ("cougar", 3)], table.__tablename__
 
 
+async def test_past_the_cap_keys_as_frequent_as_each_other_are_kept_in_code_point_order(
+    session: AsyncSession,
+) -> None:
+    moment = rollups.hour_of(NOW - timedelta(days=1))
+    async with rollups.counting_paused(session):
+        await insert_rows(
+            session, [log_row(moment, tool_name=tool) for tool in ["beta", "Zeta", "alpha"] * 2]
+        )
+    await rollups.set_key_cap(session=session, actor=CLI, max_keys=2)
+    await session.commit()
+    await rollups.rebuild(session=session, actor=CLI, now=NOW)
+    for table in ROLLUPS:
+        keys = await session.execute(
+            select(table.key, table.event_count).where(table.dimension == "tool").order_by(table.event_count)
+        )
+        # "Zeta" < "alpha" < "beta" by code point, whatever the database's collation says.
+        assert sorted(keys.all()) == [(rollups.OVERFLOW_KEY, 2), ("Zeta", 2), ("alpha", 2)], (
+            table.__tablename__
+        )
+
+
 async def test_each_bucket_is_committed_before_its_progress_is_reported_and_the_run_audited(
     engine: AsyncEngine, session: AsyncSession
 ) -> None:
@@ -198,10 +224,16 @@ async def test_a_rebuild_beside_concurrent_inserts_ends_exact(engine: AsyncEngin
     if backend != "postgresql":
         pytest.skip("SQLite has one writer")
     batches = [spread_rows("acme", days=4, start_days_back=4) for _ in range(15)]
+    # Counts that drifted before the run: the rebuild writes differences into the rows the writer adds to.
+    async with new_sessionmaker(engine)() as session:
+        async with rollups.counting_paused(session):
+            await insert_rows(session, batches[0])
+        await session.execute(update(LogHourlyCount).values(event_count=LogHourlyCount.event_count + 2))
+        await session.commit()
 
     async def write() -> None:
         async with new_sessionmaker(engine)() as session:
-            for rows in batches:
+            for rows in batches[1:]:
                 await insert_rows(session, rows)
                 await session.commit()
                 await asyncio.sleep(0)
@@ -216,3 +248,47 @@ async def test_a_rebuild_beside_concurrent_inserts_ends_exact(engine: AsyncEngin
     async with new_sessionmaker(engine)() as session:
         for table in ROLLUPS:
             assert await stored_counts(session, table) == expected_counts(every, table), table.__tablename__
+
+
+@pytest.mark.postgres_only
+async def test_a_rebuild_takes_no_lock_an_open_insert_holds_and_both_end_exact(
+    engine: AsyncEngine, settings: Settings, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer")
+    moment = rollups.hour_of(NOW - timedelta(days=1)) + timedelta(minutes=10)
+    # Drifted: red rows stored without their counts.
+    drifted = [log_row(moment, tool_name="Claude", risk_level="red", entities=["EMAIL"]) for _ in range(3)]
+    async with new_sessionmaker(engine)() as session:
+        async with rollups.counting_paused(session):
+            await insert_rows(session, drifted)
+        await session.commit()
+    # An insert into the same hour, day and week, counted but not yet committed: it holds ROW EXCLUSIVE
+    # on log_entries and on every rollup table, and its own rollup rows.
+    pending = [log_row(moment, tool_name="Gemini", user_id="bob", entities=["IBAN"]) for _ in range(2)]
+    impatient = new_engine(
+        settings,
+        connect_args={
+            "timeout": 10,
+            "server_settings": {"lock_timeout": "200", "statement_timeout": "10000"},
+        },
+    )
+    try:
+        async with new_sessionmaker(engine)() as writer:
+            await insert_rows(writer, pending)
+            async with new_sessionmaker(impatient)() as session:
+                # A table lock (the old design's EXCLUSIVE mode) would wait for the writer and time out.
+                report = await rollups.rebuild(session=session, actor=CLI, organization_id="acme", now=NOW)
+                assert report.organizations[0].events == len(drifted)
+                for table in ROLLUPS:
+                    assert await stored_counts(session, table) == expected_counts(drifted, table), (
+                        table.__tablename__
+                    )
+            await writer.commit()
+    finally:
+        await impatient.dispose()
+    async with new_sessionmaker(engine)() as session:
+        for table in ROLLUPS:
+            assert await stored_counts(session, table) == expected_counts(drifted + pending, table), (
+                table.__tablename__
+            )
