@@ -107,7 +107,7 @@ def _capped_upsert_sql(grain: str, table: str) -> str:
     the bucket has room. ``<grain>_room`` reads each bucket's key count once per statement.
     """
     return f"""
-    {grain}_fresh AS (
+    {grain}_fresh AS MATERIALIZED (
         SELECT k.bucket, k.org, k.dim, k.key,
                dense_rank() OVER (PARTITION BY k.bucket, k.org, k.dim ORDER BY k.key) AS rank
         FROM (SELECT DISTINCT bucket, org, dim, key FROM {grain}_counts
@@ -117,12 +117,15 @@ def _capped_upsert_sql(grain: str, table: str) -> str:
             WHERE t.bucket_start = k.bucket AND t.organization_id = k.org AND t.dimension = k.dim
               AND t.key = k.key)
     ),
-    {grain}_room AS (
-        SELECT g.bucket, g.org, g.dim,
-               cap - (SELECT count(DISTINCT t.key) FROM {table} AS t
-                      WHERE t.bucket_start = g.bucket AND t.organization_id = g.org
-                        AND t.dimension = g.dim AND t.key <> '') AS room
+    {grain}_room AS MATERIALIZED (
+        SELECT g.bucket, g.org, g.dim, cap - held.keys AS room
         FROM (SELECT DISTINCT bucket, org, dim FROM {grain}_fresh) AS g
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS keys
+            FROM (SELECT DISTINCT t.key FROM {table} AS t
+                  WHERE t.bucket_start = g.bucket AND t.organization_id = g.org AND t.dimension = g.dim
+                    AND t.key <> '') AS k
+        ) AS held
     ),
     {grain}_refused AS (
         SELECT f.bucket, f.org, f.dim, f.key
@@ -144,7 +147,9 @@ def _capped_upsert_sql(grain: str, table: str) -> str:
 
 
 COUNT_FUNCTION_SQL = f"""
-CREATE FUNCTION {COUNT_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $function$
+-- No JIT: the statement's cost estimates (a transition table of unknown size) often pass jit_above_cost,
+-- and compiling it takes far longer than running it on one batch.
+CREATE FUNCTION {COUNT_FUNCTION}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $function$
 DECLARE
     cap integer;
 BEGIN
