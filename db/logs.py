@@ -40,7 +40,7 @@ from sqlalchemy import (
     union,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -381,7 +381,7 @@ def page_statement(
     statement = select(rows).order_by(*ordering).limit(limit)
     if dedupe and postgresql:
         # PostgreSQL cannot compare json values for UNION: DISTINCT ON the key instead.
-        statement = statement.distinct(rows.timestamp, rows.id, rows.organization_id)
+        statement = statement.ext(distinct_on(rows.timestamp, rows.id, rows.organization_id))
     return statement
 
 
