@@ -13,7 +13,8 @@ from forwarding.transport import DestinationDown, RetryLater, TransportConfig
 from forwarding.transports import open_transport
 from forwarding.transports.relp import WINDOW, read_frame, relp_frame
 from tests.forwarding_tests import make_alert, make_event, message_of
-from tests.support.rsyslog import Rsyslog, free_port, running_rsyslog
+from tests.support.programs import free_port
+from tests.support.rsyslog import Rsyslog, running_rsyslog
 
 OPTIONS = {"hostname": "fw-test", "timeout_seconds": 5}
 

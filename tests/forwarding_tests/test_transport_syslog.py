@@ -12,7 +12,8 @@ from forwarding.transport import DestinationDown, RetryLater, TransportConfig
 from forwarding.transports import open_transport
 from forwarding.transports.syslog import UDP_MAX_BYTES
 from tests.forwarding_tests import make_alert, make_event, message_of
-from tests.support.rsyslog import Rsyslog, free_port, make_ca, running_rsyslog
+from tests.support.programs import free_port
+from tests.support.rsyslog import Rsyslog, make_ca, running_rsyslog
 
 OPTIONS = {"hostname": "fw-test", "timeout_seconds": 5}
 

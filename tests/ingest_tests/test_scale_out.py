@@ -34,8 +34,9 @@ from db.settings import Settings, TrustedProxies
 from ingest.proxy_protocol import build_v2
 from simulation.fleet import Fleet, FleetOrganization, FleetPlan
 from tests.support.database import Organization
-from tests.support.haproxy import HEALTH_CHECK_LINES, Haproxy, free_port, require_haproxy, running_haproxy
+from tests.support.haproxy import HEALTH_CHECK_LINES, Haproxy, require_haproxy, running_haproxy
 from tests.support.ingest import RawClient, StartServer, hello_message, start_server
+from tests.support.programs import free_port
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

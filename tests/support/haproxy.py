@@ -15,16 +15,13 @@ import asyncio
 import contextlib
 import csv
 import io
-import os
-import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
+from tests.support.programs import free_port, require_program
 from tests.support.waiting import wait_until
 
 #: The text the run's summary looks for in skip reasons (tests/conftest.py).
@@ -40,31 +37,9 @@ HEALTH_CHECK_LINES = (
 )
 
 
-def haproxy_path() -> str | None:
-    """The haproxy binary on the PATH (or in /usr/sbin), or None."""
-    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
-
-
-def haproxy_required() -> bool:
-    """True in CI (AIFW_REQUIRE_HAPROXY=1): a missing haproxy fails the test instead of skipping it."""
-    return os.environ.get("AIFW_REQUIRE_HAPROXY", "").lower() in {"1", "true", "yes"}
-
-
 def require_haproxy() -> str:
-    """The haproxy path; skip the test without it (fail when it is required)."""
-    path = haproxy_path()
-    if path is None:
-        if haproxy_required():
-            pytest.fail("haproxy is required (AIFW_REQUIRE_HAPROXY=1) and not installed")
-        pytest.skip(SKIP_REASON)
-    return path
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (the kernel picks)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The haproxy path; skip the test without it (fail when AIFW_REQUIRE_HAPROXY=1)."""
+    return require_program("haproxy", required_variable="AIFW_REQUIRE_HAPROXY", skip_reason=SKIP_REASON)
 
 
 def haproxy_config(

@@ -18,8 +18,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import json
-import os
-import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -28,12 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.support.programs import free_port, program_path, require_program
 from tests.support.waiting import wait_until
 
 #: The text the run's summary looks for in skip reasons (tests/conftest.py).
@@ -43,33 +41,12 @@ INSTALL_HINT = "rsyslog tests skipped: install rsyslog rsyslog-gnutls rsyslog-re
 
 def rsyslog_available() -> bool:
     """True when rsyslogd is on the PATH (or in /usr/sbin)."""
-    return rsyslogd_path() is not None
-
-
-def rsyslogd_path() -> str | None:
-    return shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
-
-
-def rsyslog_required() -> bool:
-    """True in CI (AIFW_REQUIRE_RSYSLOG=1): a missing rsyslogd fails the test instead of skipping it."""
-    return os.environ.get("AIFW_REQUIRE_RSYSLOG", "").lower() in {"1", "true", "yes"}
+    return program_path("rsyslogd") is not None
 
 
 def require_rsyslog() -> str:
-    """The rsyslogd path; skip the test without it (fail when it is required)."""
-    path = rsyslogd_path()
-    if path is None:
-        if rsyslog_required():
-            pytest.fail("rsyslogd is required (AIFW_REQUIRE_RSYSLOG=1) and not installed")
-        pytest.skip(SKIP_REASON)
-    return path
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free right now on 127.0.0.1 (the kernel picks; each xdist worker asks on its own)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The rsyslogd path; skip the test without it (fail when AIFW_REQUIRE_RSYSLOG=1)."""
+    return require_program("rsyslogd", required_variable="AIFW_REQUIRE_RSYSLOG", skip_reason=SKIP_REASON)
 
 
 # --- certificates ----------------------------------------------------------------------------------
