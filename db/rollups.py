@@ -44,6 +44,7 @@ from db.base import UTCDateTime, as_utc, utcnow
 from db.engine import take_sqlite_write_lock
 from db.identifiers import MAX_ROLLUP_KEY_CHARS
 from db.models import FirewallConfig, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount, RollupSettings
+from db.partition_layout import WEEK, week_start
 from db.retention import cutoff_for
 from db.rights import Actor, require_admin
 from db.vocabulary import DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS
@@ -73,9 +74,8 @@ def day_of(moment: datetime) -> datetime:
 
 
 def week_of(moment: datetime) -> datetime:
-    """The start (Monday, midnight UTC) of the ISO week of ``moment``."""
-    day = day_of(moment)
-    return day - timedelta(days=day.weekday())
+    """The start (Monday, midnight UTC) of the ISO week of ``moment``: the week of its partition too."""
+    return week_start(moment)
 
 
 RollupTable = type[LogHourlyCount] | type[LogDailyCount] | type[LogWeeklyCount]
@@ -141,7 +141,6 @@ async def set_key_cap(*, session: AsyncSession, actor: Actor, max_keys: int) -> 
 
 DAY: Final = timedelta(days=1)
 HOUR: Final = timedelta(hours=1)
-WEEK: Final = timedelta(weeks=1)
 
 #: The hour of a row's timestamp, in UTC whatever the session's time zone. SQLite keeps UTC timestamps
 #: as canonical 'YYYY-MM-DD HH:MM:SS.ffffff' text (migration 0012).

@@ -15,25 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import as_utc, utcnow
+from db.events import EVENT_COLUMNS
 from db.models import LogDailyCount, LogHourlyCount, LogWeeklyCount
 from db.rollups import day_of, hour_of, week_of
 
-COLUMNS = (
-    "id",
-    "timestamp",
-    "device_id",
-    "user_id",
-    "organization_id",
-    "tool_name",
-    "tool_type",
-    "risk_level",
-    "prompt_length",
-    "detected_entity_types",
-    "entity_count",
-    "was_sanitized",
-    "log_metadata",
-    "created_at",
-)
+#: The columns every row is written with, in the order ingest's COPY uses.
+COLUMNS = EVENT_COLUMNS
 BUCKET_OF = {LogHourlyCount: hour_of, LogDailyCount: day_of, LogWeeklyCount: week_of}
 ROLLUPS = tuple(BUCKET_OF)
 #: Sunday 23:30 UTC three weeks ago: an hour, a day and an ISO week end half an hour later; inside the
