@@ -34,37 +34,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.alerts import add_load_options, finish_load, load_average, prepare_org, running, start_load  # noqa: E402
-from bench.forward import BENCH, ORG, LineCounter, Rsyslog, describe, settings_for, throwaway_database  # noqa: E402
-from db.destinations import DestinationSpec, create_destination  # noqa: E402
-from db.engine import new_engine, new_sessionmaker  # noqa: E402
-from dispatch.service import KeylessSecretBox  # noqa: E402
+from bench.forward import (  # noqa: E402
+    RED_AND_AMBER,
+    LineCounter,
+    Rsyslog,
+    add_destination,
+    describe,
+    throwaway_database,
+)
 
 TARGET = 0.10
 MODES = ("off", "on", "separate")
-
-
-async def add_destination(url: str, port: int) -> None:
-    """Forward alerts and red and amber events to rsyslog (syslog over TCP, our JSON)."""
-    engine = new_engine(settings_for(url))
-    try:
-        async with new_sessionmaker(engine)() as session:
-            await create_destination(
-                session=session,
-                organization_id=ORG,
-                spec=DestinationSpec(
-                    name="rsyslog",
-                    transport="syslog_tcp",
-                    format="json",
-                    address=f"127.0.0.1:{port}",
-                    forward_alerts=True,
-                    event_risk_levels=frozenset({"red", "amber"}),
-                ),
-                actor=BENCH,
-                secrets=KeylessSecretBox("bench"),
-            )
-            await session.commit()
-    finally:
-        await engine.dispose()
 
 
 async def measure(args: argparse.Namespace, mode: str, rsyslog: Rsyslog) -> dict[str, Any]:
@@ -72,7 +52,7 @@ async def measure(args: argparse.Namespace, mode: str, rsyslog: Rsyslog) -> dict
     async with throwaway_database(postgres=args.postgres, prefix="aifw_bench_cpu") as url:
         token = await prepare_org(url)
         if mode != "off":
-            await add_destination(url, rsyslog.port)
+            await add_destination(url, rsyslog.port, event_risk_levels=RED_AND_AMBER)
         async with running(url, mode=mode, poll_ms=args.dispatch_poll_ms, profile=args.profile) as processes:
             load = start_load(
                 processes.port,

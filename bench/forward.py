@@ -294,21 +294,36 @@ async def forward_round(
 # --- the run ---------------------------------------------------------------------------------------
 
 
-async def add_destination(url: str, port: int) -> None:
+#: What the ingest and dispatcher CPU benchmarks forward: alerts and the red and amber events.
+RED_AND_AMBER = frozenset({"red", "amber"})
+
+
+async def add_destination(
+    url: str,
+    port: int,
+    *,
+    organization_id: str = ORG,
+    name: str = "rsyslog",
+    event_risk_levels: frozenset[str] = frozenset({"green", "amber", "red"}),
+    new_organization: bool = False,
+) -> None:
+    """A syslog-over-TCP destination (our JSON) at 127.0.0.1:``port`` forwarding alerts and these events,
+    for ``organization_id`` (created first when ``new_organization``)."""
     engine = new_engine(settings_for(url))
     try:
         async with new_sessionmaker(engine)() as session:
-            await create_organization(session=session, organization_id=ORG, actor=BENCH)
+            if new_organization:
+                await create_organization(session=session, organization_id=organization_id, actor=BENCH)
             await create_destination(
                 session=session,
-                organization_id=ORG,
+                organization_id=organization_id,
                 spec=DestinationSpec(
-                    name="rsyslog",
+                    name=name,
                     transport="syslog_tcp",
                     format="json",
                     address=f"127.0.0.1:{port}",
                     forward_alerts=True,
-                    event_risk_levels=frozenset({"green", "amber", "red"}),
+                    event_risk_levels=event_risk_levels,
                 ),
                 actor=BENCH,
                 secrets=KeylessSecretBox("bench"),
@@ -326,7 +341,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
         rsyslog.start()
         try:
             async with throwaway_database(postgres=args.postgres, prefix="aifw_bench_forward") as url:
-                await add_destination(url, rsyslog.port)
+                await add_destination(url, rsyslog.port, new_organization=True)
                 counter = LineCounter(rsyslog.output)
                 raw_rates: list[float] = []
                 forward_rates: list[float] = []

@@ -64,16 +64,16 @@ from sqlalchemy.engine import make_url
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.forward import RED_AND_AMBER  # noqa: E402
+from bench.forward import add_destination as add_syslog_destination  # noqa: E402
 from db.base import utcnow  # noqa: E402
 from db.configs import ConfigError, create_organization  # noqa: E402
-from db.destinations import DestinationSpec, create_destination  # noqa: E402
 from db.engine import migrate, new_engine, new_sessionmaker  # noqa: E402
 from db.event_schema import Hello, validate_log  # noqa: E402
 from db.events import EVENT_COLUMNS  # noqa: E402
 from db.rights import Actor  # noqa: E402
 from db.settings import load_settings  # noqa: E402
 from db.tokens import create_token  # noqa: E402
-from dispatch.service import KeylessSecretBox  # noqa: E402
 from ingest.client import AgentClient  # noqa: E402
 from simulation.events import EventGenerator  # noqa: E402
 
@@ -253,26 +253,7 @@ async def prepare_org(url: str) -> str:
 async def add_destination(url: str, port: int) -> None:
     """Forward alerts and red and amber events to the sink (syslog over TCP, our JSON), as
     bench/dispatch_cpu.py does to rsyslog."""
-    engine = new_engine(settings_for(url))
-    try:
-        async with new_sessionmaker(engine)() as session:
-            await create_destination(
-                session=session,
-                organization_id=ORG,
-                spec=DestinationSpec(
-                    name="sink",
-                    transport="syslog_tcp",
-                    format="json",
-                    address=f"127.0.0.1:{port}",
-                    forward_alerts=True,
-                    event_risk_levels=frozenset({"red", "amber"}),
-                ),
-                actor=BENCH,
-                secrets=KeylessSecretBox("bench"),
-            )
-            await session.commit()
-    finally:
-        await engine.dispose()
+    await add_syslog_destination(url, port, organization_id=ORG, name="sink", event_risk_levels=RED_AND_AMBER)
 
 
 class DiscardSink:
