@@ -103,6 +103,28 @@ def progress(message: str) -> None:
 # --- data ------------------------------------------------------------------------------------------
 
 
+def _record(rng: random.Random, index: int, moment: datetime, organization_id: str) -> tuple[object, ...]:
+    """Row ``index`` of a data set at ``moment``, in COPY order (tool, user, device from ``index``)."""
+    tool, kind = TOOLS[index % len(TOOLS)]
+    entities = rng.randrange(4)
+    return (
+        uuid.uuid4(),
+        moment,
+        f"dev-{index % 5000}",
+        f"user-{index % 2000}",
+        tool,
+        kind,
+        RISK_LEVELS[min(entities, 2)],
+        rng.randrange(20, 4000),
+        json.dumps(["EMAIL"] * min(entities, 1)),
+        entities,
+        bool(entities and index % 3 == 0),
+        '{"os": "linux"}',
+        moment,
+        organization_id,
+    )
+
+
 def generate(rows: int, days: int, now: datetime, start: int, count: int) -> list[tuple[object, ...]]:
     """Rows ``start .. start+count`` of the data set: time order, organisations interleaved."""
     rng = random.Random(start)
@@ -112,26 +134,7 @@ def generate(rows: int, days: int, now: datetime, start: int, count: int) -> lis
     for index in range(start, start + count):
         organization_id = ORGANIZATIONS[index % len(ORGANIZATIONS)][0]
         moment = first + timedelta(seconds=span * index / rows)
-        tool, kind = TOOLS[index % len(TOOLS)]
-        entities = rng.randrange(4)
-        records.append(
-            (
-                uuid.uuid4(),
-                moment,
-                f"dev-{index % 5000}",
-                f"user-{index % 2000}",
-                tool,
-                kind,
-                RISK_LEVELS[min(entities, 2)],
-                rng.randrange(20, 4000),
-                json.dumps(["EMAIL"] * min(entities, 1)),
-                entities,
-                bool(entities and index % 3 == 0),
-                '{"os": "linux"}',
-                moment,
-                organization_id,
-            )
-        )
+        records.append(_record(rng, index, moment, organization_id))
     return records
 
 
@@ -315,26 +318,7 @@ def generate_weeks(weeks: list[datetime], per_week: int, start: int, count: int)
         week = weeks[index // per_week]
         moment = week + timedelta(seconds=(index % per_week) * (7 * 86400 - 1) / per_week)
         organization_id = PARTITION_ORGANIZATIONS[index % len(PARTITION_ORGANIZATIONS)][0]
-        tool, kind = TOOLS[index % len(TOOLS)]
-        entities = rng.randrange(4)
-        records.append(
-            (
-                uuid.uuid4(),
-                moment,
-                f"dev-{index % 5000}",
-                f"user-{index % 2000}",
-                tool,
-                kind,
-                RISK_LEVELS[min(entities, 2)],
-                rng.randrange(20, 4000),
-                json.dumps(["EMAIL"] * min(entities, 1)),
-                entities,
-                bool(entities and index % 3 == 0),
-                '{"os": "linux"}',
-                moment,
-                organization_id,
-            )
-        )
+        records.append(_record(rng, index, moment, organization_id))
     return records
 
 
