@@ -29,7 +29,8 @@ from textual.timer import Timer
 
 from console.context import ConsoleContext, SignedInUser
 from console.dialogs.confirm import confirm_then
-from console.dialogs.help import HelpScreen
+from console.dialogs.dialog import Dialog
+from console.dialogs.help import HelpScreen, keys_in_force
 from console.messages import DatabaseReachable, WorkerFailed
 from console.screens.login import LoginScreen
 from console.screens.shell import SECTIONS, ShellScreen, section_id
@@ -242,8 +243,23 @@ class FirewallConsole(App[None]):
     # -- shell actions ---------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        """``?``: the keys of the screen in front (the section shown, or the dialog) and what it is for."""
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return
+        shell = self._shell()
+        if isinstance(screen, ShellScreen):
+            section = screen.current
+            title, about = section.TITLE, section.HELP
+        elif isinstance(screen, Dialog):
+            title, about = screen.HELP_TITLE, screen.HELP
+        else:
+            title, about = (
+                "Sign in",
+                "Sign in with your console account (`python -m console create-admin` makes one).",
+            )
+        keys = keys_in_force(screen, anywhere_from=(self, *([shell] if shell is not None else [])))
+        self.push_screen(HelpScreen(title, about, keys))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
@@ -318,7 +334,7 @@ class FirewallConsole(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Help", "Keys, filters, follow mode and export", self.action_help)
+        yield SystemCommand("Help", "The keys of this screen and what it is for", self.action_help)
         yield SystemCommand(
             "Toggle light/dark theme", "Switch between the light and dark themes", self.action_toggle_theme
         )

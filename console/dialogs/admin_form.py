@@ -23,20 +23,27 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label
 
 from console.context import ConsoleContext
+from console.dialogs.dialog import Dialog
 from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
+from console.widgets.tick_box import TickBox
 from db.vocabulary import RISK_LEVELS
 
 ResultType = TypeVar("ResultType")
 
 
-class AdminForm(ForwardsWorkerFailures, ModalScreen[ResultType], Generic[ResultType]):
-    """A modal form that validates, saves through ``db/`` and shows errors next to fields."""
+class AdminForm(ForwardsWorkerFailures, Dialog[ResultType], Generic[ResultType]):
+    """A modal form that validates, saves through ``db/`` and shows errors next to fields.
+
+    Esc asks before throwing away what was typed (:class:`~console.dialogs.dialog.Dialog`); a form
+    that fills its fields after opening calls :meth:`mark_saved` once they are filled.
+    """
+
+    GUARDS_UNSAVED = True
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
@@ -70,7 +77,7 @@ class AdminForm(ForwardsWorkerFailures, ModalScreen[ResultType], Generic[ResultT
             with Horizontal(classes="form-row"):
                 yield Label(label, classes="form-label")
                 for level in RISK_LEVELS:
-                    yield Checkbox(level, value=level in ticked, id=f"risk-{level}", classes="risk-box")
+                    yield TickBox(level, value=level in ticked, id=f"risk-{level}", classes="risk-box")
             yield error_label("risk_levels-error")
 
     def ticked_risk_levels(self) -> list[str]:
@@ -130,7 +137,7 @@ class AdminForm(ForwardsWorkerFailures, ModalScreen[ResultType], Generic[ResultT
         self.action_cancel()
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.request_close(None)
 
     def action_submit(self) -> None:
         """Validate and save (subclasses)."""

@@ -1,65 +1,95 @@
-"""The help screen (``?``): every key, the filters, follow mode and export in one page."""
+"""The help screen (``?``): the keys of the screen it was opened over, what that screen is for, and the keys
+that work anywhere.
+
+It is built from the bindings in force where ``?`` was pressed (the focused table, the
+section, the shell, the app), so it lists exactly what works there, the keys the footer
+has no room for included, and nothing a viewer may not do (their keys are not in force).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Markdown, Static
 
-HELP = """\
-# AI Usage Firewall console
+from console.dialogs.dialog import Dialog
 
-**Anywhere**: `1`–`8` switch section (Overview, Logs, Users, Devices, Config, Cleanup, Alerts,
-Forwarding) ·
-`ctrl+p` command palette (every screen and action, Audit too) · `ctrl+t` light/dark theme ·
-`?` this help · `ctrl+r` retry the database · `q` quit (asks first if an export is running).
-
-**Overview** (`1`): events by risk for 24 h / 7 d / 30 d, events over time, top tools, top users by
-red events, frequent entity types, devices seen in the last day, last retention run. Refreshes
-every 5 s from pre-aggregated hourly counts. `w` window · `r` refresh.
-
-**Logs** (`2`): newest first, 50 rows a page. `n` older page · `p` newer page · `g` newest ·
-`f` filters · `c` clear filters · `/` search · `d` detail pane · `t` follow new rows ·
-`e` export · `x` stop an export.
-
-*Filters* combine: risk levels (several), tool, user, device, organisation, time (presets or
-From/Until in UTC), entity type, sanitised yes/no, and search (a user, device or tool name, or
-its start followed by `*`; an organisation; an entity type; an event id). The count is exact up to
-10,000 rows; beyond that it is shown as "10,000+" or "≈" (an estimate).
-
-*Follow* (`t`) shows rows newer than the top row as they arrive (on the newest page).
-*Export* (`e`) writes the filtered view, as it is when it starts, to CSV or JSON Lines,
-streamed (any size) with a progress bar.
-
-**Alerts** (`7`): alerts raised by the organisations' rules, newest change first; filter by state
-(open and acknowledged by default), organisation and rule. `enter` shows the alert's events in Logs
-(its organisation, time range, group and the rule's risk levels) · `a` acknowledge · `r` resolve
-(asks first; the rule's cooldown starts) · `n`/`p`/`g` older, newer, newest page · `d` detail pane.
-Refreshes every 5 s. The overview lists the open alerts too.
-
-**Forwarding** (`8`): where alerts and events go (syslog over TCP, TLS or UDP, RELP, Splunk HEC,
-signed webhooks), each with its state, lag (events and alert changes behind, the oldest undelivered),
-delivered count and last error. `n` new · `e` edit · `a` enable/disable · `t` send a test message ·
-`l` dead letters (`r` retry, `R` retry all, `del` discard, `X` discard all) · `del` delete.
-A secret (HEC token, webhook key, TLS client key) is never shown again: leave it empty to keep it.
-OCSF destinations forward red and amber events only (green events are not findings).
-
-**Config → Alert rules**: the organisation's rules (threshold, entity, silent agent, new tool,
-forwarding). `a` add · `e` edit · `t` enable/disable · `del` delete. Durations read `90s`, `10m`,
-`72h`, `3d`.
-
-Administrators may change things; viewers may only look.
-Press `escape` to close.
-"""
+ANYWHERE_ABOUT = (
+    "`ctrl+p` opens the command palette: every section and action by name (Audit too). "
+    "In a table: ←/→ column, `s` sort by it, `F` filter by the cell, `y` copy the cell, "
+    "Home/End first and last row, Enter opens the row. Esc leaves a box or closes a dialog."
+)
 
 
-class HelpScreen(ModalScreen[None]):
-    """Keys and concepts; escape or ? closes it."""
+@dataclass(frozen=True)
+class KeyHelp:
+    """One key and what it does; ``anywhere`` for the shell's and the app's keys."""
 
-    BINDINGS = [Binding("escape", "dismiss", "Close"), Binding("question_mark", "dismiss", "Close")]
+    key: str
+    description: str
+    anywhere: bool = False
+
+
+def keys_in_force(screen: Screen[object], *, anywhere_from: Iterable[object] = ()) -> list[KeyHelp]:
+    """The keys that work on ``screen`` now, with their descriptions, once each (first binding wins).
+
+    Bindings whose node is in ``anywhere_from`` (the app, the shell) are marked ``anywhere``.
+    """
+    general = {id(node) for node in anywhere_from}
+    seen: set[str] = set()
+    found: list[KeyHelp] = []
+    for key, active in screen.active_bindings.items():
+        binding: Binding = active.binding
+        if not active.enabled or not binding.description or key in seen:
+            continue
+        seen.add(key)
+        shown = screen.app.get_key_display(binding)
+        found.append(KeyHelp(shown, binding.description, id(active.node) in general))
+    return found
+
+
+def keys_table(title: str, keys: Iterable[KeyHelp]) -> Table:
+    table = Table(title=title, title_justify="left", box=None, show_header=False, expand=True)
+    table.add_column("Key", style="bold", no_wrap=True, min_width=8)
+    table.add_column("Does")
+    for entry in keys:
+        table.add_row(Text(entry.key), Text(entry.description))
+    return table
+
+
+class HelpScreen(Dialog[None]):
+    """The keys of the screen below and what it is for; Esc or ``?`` closes it."""
+
+    BINDINGS = [Binding("escape", "close_dialog", "Close"), Binding("question_mark", "close_dialog", "Close")]
+
+    def __init__(self, title: str, about: str, keys: list[KeyHelp]) -> None:
+        super().__init__()
+        self.help_title = title
+        self.about = about
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog", classes="dialog"), VerticalScroll():
-            yield Markdown(HELP)
+        with VerticalScroll(id="help-dialog", classes="dialog") as frame:
+            frame.border_title = f"Help: {self.help_title}"
+            if self.about:
+                yield Markdown(self.about, id="help-about")
+            here = [entry for entry in self.keys if not entry.anywhere]
+            yield Static(keys_table("Keys here", here), id="help-keys")
+            anywhere = [entry for entry in self.keys if entry.anywhere]
+            yield Static(keys_table("Keys anywhere", anywhere), id="help-anywhere")
+            yield Markdown(ANYWHERE_ABOUT)
+
+    def focus_first_field(self) -> None:
+        self.query_one("#help-dialog").focus()
+
+    @property
+    def key_names(self) -> list[str]:
+        """The keys listed, for tests."""
+        return [entry.key for entry in self.keys]

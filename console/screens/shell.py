@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import AwaitMount
-from textual.widgets import ContentSwitcher, Footer, Header, Tab, Tabs
+from textual.widgets import ContentSwitcher, Footer, Header, Input, Select, Tab, Tabs, TextArea
 
 from console.context import ConsoleContext
 from console.messages import DatabaseReachable
@@ -51,6 +51,7 @@ class ShellScreen(Screen[None]):
             if section.KEY
         ),
         Binding("ctrl+r", "app.retry_database", "Retry DB", show=False),
+        Binding("escape", "leave_input", "Leave the box", show=False),
     ]
 
     def __init__(self, context: ConsoleContext) -> None:
@@ -128,6 +129,19 @@ class ShellScreen(Screen[None]):
         section.reload()
         self.shown.add(identifier)
         section.focus_first()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_input":
+            return isinstance(self.focused, Input | TextArea | Select)
+        return super().check_action(action, parameters)
+
+    def action_leave_input(self) -> None:
+        """Esc in a search box or a field: back to the section's main view, keeping what was applied.
+
+        As in k9s, the keys typed next are commands again, not text; what the box holds stays
+        (Enter applied it; a box is cleared with ctrl+u, the Logs filters with c).
+        """
+        self.current.focus_first()
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         identifier = (event.tab.id or "").removeprefix("tab-")

@@ -201,7 +201,7 @@ class AlertsSection(Section):
             yield Select([(ANY, ANY)], value=ANY, allow_blank=False, id="alerts-org")
             yield Select([(ANY, ANY)], value=ANY, allow_blank=False, id="alerts-rule")
         yield Static("", id="alerts-summary", classes="admin-summary")
-        yield KeyedTable(*COLUMNS, id="alerts-table")
+        yield KeyedTable(*COLUMNS, id="alerts-table", paged=True)
         with VerticalScroll(id="alert-detail"):
             yield Static("Select an alert to see its details.", id="alert-detail-text")
 

@@ -77,7 +77,7 @@ class AuditSection(Section):
                 id="audit-source",
             )
         yield Static("", id="audit-summary", classes="admin-summary")
-        yield KeyedTable(*COLUMNS, id="audit-table")
+        yield KeyedTable(*COLUMNS, id="audit-table", paged=True)
         yield Static("", id="audit-detail", classes="admin-detail-line")
 
     def focus_first(self) -> None:

@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from textual import on
 from textual.containers import Vertical
 from textual.timer import Timer
-from textual.widgets import Select
+from textual.widgets import Input, Select
 from textual.worker import Worker
 
 from console.context import ConsoleContext
@@ -36,12 +37,54 @@ class Section(ForwardsWorkerFailures, Vertical):
     TITLE: ClassVar[str] = ""
     KEY: ClassVar[str | None] = None
     COMMANDS: ClassVar[tuple[SectionCommand, ...]] = ()
+    #: Actions only administrators may run: their keys are hidden from viewers (footer and ``?``);
+    #: the admin-only COMMANDS' actions are added to these.
+    ADMIN_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: What ``?`` says about this section above its list of keys (Markdown, the console's own words).
+    HELP: ClassVar[str] = ""
+
+    @classmethod
+    def admin_actions(cls) -> frozenset[str]:
+        """Every action of this section that only administrators may run."""
+        return cls.ADMIN_ACTIONS | {command.action for command in cls.COMMANDS if command.admin_only}
 
     def __init__(self, context: ConsoleContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_class("section")
         self.context = context
         self._refresh_timer: Timer | None = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Viewers see only what they can do: an administrator's key is neither shown nor run.
+        if action in self.admin_actions() and not self.context.user.is_admin:
+            return False
+        return super().check_action(action, parameters)
+
+    @on(KeyedTable.FilterRequested)
+    def _filter_requested(self, request: KeyedTable.FilterRequested) -> None:
+        request.stop()
+        self.filter_by_cell(request)
+
+    def filter_by_cell(self, request: KeyedTable.FilterRequested) -> None:
+        """Narrow the view to rows whose ``request.column`` is ``request.value`` (``F``).
+
+        By default the value goes into the section's search box (``search_box``), which is
+        submitted; a section with filters of its own overrides this.
+        """
+        box = self.search_box()
+        if box is None:
+            self.context.notify("This list cannot be filtered by a cell.", severity="warning")
+            return
+        box.value = request.value
+        box.post_message(Input.Submitted(box, box.value))
+        self.context.notify(f"Searching for {request.value!r} (an empty search shows all).", timeout=3)
+
+    def search_box(self) -> Input | None:
+        """The section's search box (the first Input whose id ends in ``-search``), if it has one."""
+        for box in self.query(Input):
+            if (box.id or "").endswith("-search"):
+                return box
+        return None
 
     def reload(self) -> None:
         """Fetch what the section shows (start workers); called when shown and after reconnecting."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from textual.binding import Binding
-
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.risk import risk_text
@@ -41,14 +39,8 @@ def row_key(entry: LogEntry) -> str:
 class LogTable(KeyedTable):
     """Shows a page of log rows with a row cursor (DataTable.RowHighlighted carries the row's key)."""
 
-    # Home and End go to the first and last row of the page (in other tables they scroll sideways).
-    BINDINGS = [
-        Binding("home", "scroll_top", "First", show=False),
-        Binding("end", "scroll_bottom", "Last", show=False),
-    ]
-
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(*COLUMNS, id=id)
+        super().__init__(*COLUMNS, id=id, paged=True)
 
     def show_entries(self, entries: Sequence[LogEntry]) -> None:
         """Replace the rows; the cursor goes back to the top (a new page starts at its first row)."""

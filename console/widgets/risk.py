@@ -9,8 +9,11 @@ from rich.text import Text
 RISK_COLORS: dict[str, str] = {"green": "green", "amber": "yellow", "red": "red"}
 #: Style of each risk level in tables: red also bold, so it reads without colour.
 RISK_STYLES: dict[str, str] = {"green": "green", "amber": "yellow", "red": "bold red"}
+#: A glyph per level, fuller as the risk rises, so risk reads without colour (``NO_COLOR``, monochrome).
+RISK_GLYPHS: dict[str, str] = {"green": "○", "amber": "◐", "red": "●"}
 
 
 def risk_text(level: str) -> Text:
-    """``level`` as a table cell in its style (an unknown level unstyled)."""
-    return Text(level, style=RISK_STYLES.get(level, ""), end="")
+    """``level`` as a table cell: its glyph and name in its style (an unknown level unstyled, no glyph)."""
+    glyph = RISK_GLYPHS.get(level)
+    return Text(f"{glyph} {level}" if glyph else level, style=RISK_STYLES.get(level, ""), end="")

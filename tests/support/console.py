@@ -172,3 +172,22 @@ async def audit_rows(engine: AsyncEngine, action: str | None = None) -> Sequence
         if action is not None:
             statement = statement.where(AuditEvent.action == action)
         return (await session.scalars(statement)).all()
+
+
+# -- the footer ------------------------------------------------------------------------------------
+
+
+def footer_keys_cut_off(pilot: Pilot[Any]) -> list[str]:
+    """The footer's keys that do not fit its width whole (beside the palette key): [] when all fit."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    footer = pilot.app.screen.query_one(Footer)
+    keys = list(footer.query(FooterKey))
+    palette = [key for key in keys if key.has_class("-command-palette")]
+    right = palette[0].region.x if palette else footer.region.right
+    return [
+        f"{key.key_display} {key.description}"
+        for key in keys
+        if key not in palette and (key.region.right > right or key.region.width == 0)
+    ]
