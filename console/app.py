@@ -60,8 +60,9 @@ class FirewallConsole(App[None]):
     TITLE = "AI Usage Firewall"
     CSS_PATH = "app.tcss"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Help"),
+        # Always shown in the shell's tab bar, so the footer keeps its room for the section's keys.
+        Binding("q", "quit", "Quit", show=False),
+        Binding("question_mark", "help", "Help: every key here", show=False),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
         Binding("ctrl+r", "retry_database", "Retry DB", show=False),
     ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widget import AwaitMount
-from textual.widgets import ContentSwitcher, Footer, Header, Input, Select, Tab, Tabs, TextArea
+from textual.widgets import ContentSwitcher, Footer, Header, Input, Select, Static, Tab, Tabs, TextArea
 
 from console.context import ConsoleContext
 from console.messages import DatabaseReachable
@@ -63,20 +64,23 @@ class ShellScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Tabs(
-            *(
-                Tab(
-                    f"{section.KEY} {section.TITLE}" if section.KEY else section.TITLE,
-                    id=f"tab-{section_id(section)}",
-                )
-                for section in SECTIONS
-            ),
-            id="section-tabs",
-        )
+        with Horizontal(id="tab-bar"):
+            yield Tabs(
+                *(
+                    Tab(
+                        f"{section.KEY} {section.TITLE}" if section.KEY else section.TITLE,
+                        id=f"tab-{section_id(section)}",
+                    )
+                    for section in SECTIONS
+                ),
+                id="section-tabs",
+            )
+            # As k9s keeps "<?> Help" in view: the footer shows the section's keys, ? lists them all.
+            yield Static("? keys  q quit", id="tab-bar-keys")
         yield DatabaseBanner(id="db-banner")
         # Sections are built the first time they are shown: opening the shell stays quick.
         yield ContentSwitcher(id="sections")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         user = self.context.user
