@@ -24,6 +24,9 @@ from console.sections.users import UsersSection
 from console.widgets.banner import DatabaseBanner
 from db.identifiers import visible
 
+#: Below this width the tabs other than the shown one show only their number key (the tab bar fits 80).
+FULL_TAB_LABELS_WIDTH = 112
+
 #: Every section, in tab order; the ones with a KEY get a number key.
 SECTIONS: tuple[type[Section], ...] = (
     OverviewSection,
@@ -130,9 +133,26 @@ class ShellScreen(Screen[None]):
         tabs = self.query_one("#section-tabs", Tabs)
         if tabs.active != f"tab-{identifier}":
             tabs.active = f"tab-{identifier}"
+        self.label_tabs()
         section.reload()
         self.shown.add(identifier)
         section.focus_first()
+
+    def on_resize(self) -> None:
+        self.label_tabs()
+
+    def label_tabs(self) -> None:
+        """Every tab's number and title; in a narrow terminal the tabs not shown keep only their number."""
+        narrow = self.size.width < FULL_TAB_LABELS_WIDTH
+        switcher = self.query_one("#sections", ContentSwitcher)
+        for section in SECTIONS:
+            identifier = section_id(section)
+            full = f"{section.KEY} {section.TITLE}" if section.KEY else section.TITLE
+            short = narrow and section.KEY is not None and switcher.current != identifier
+            tab = self.query_one(f"#tab-{identifier}", Tab)
+            label = section.KEY if short and section.KEY else full
+            if str(tab.label) != label:
+                tab.label = label
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "leave_input":
