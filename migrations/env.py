@@ -16,12 +16,13 @@ from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from db import models  # noqa: F401  (registers every table on Base.metadata)
 from db.base import Base, UTCDateTime
-from db.engine import check_connectable, new_engine
-from db.errors import DatabaseError
+from db.engine import new_engine
+from db.errors import DatabaseError, describe_database_error
 from db.partition_layout import is_partition
 from db.settings import SettingsError, load_settings
 
@@ -30,6 +31,8 @@ if config.config_file_name is not None and "connection" not in config.attributes
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+#: What failing to connect raises (as db.engine.check_connectable catches): told as one line, not a traceback.
+CONNECT_ERRORS = (TimeoutError, OperationalError, DBAPIError, OSError)
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
@@ -77,10 +80,17 @@ async def run_async_migrations() -> None:
     settings = replace(settings, database_url=url)
     engine = new_engine(settings, poolclass=NullPool)
     try:
-        await check_connectable(engine, settings)
-        async with engine.connect() as connection:
+        # Connect here rather than through db.engine.check_connectable: its revision check builds a
+        # second migration context, which logged alembic's "Context impl" lines a second time.
+        try:
+            connection = await engine.connect()
+        except CONNECT_ERRORS as error:
+            sys.exit(f"error: {describe_database_error(settings, error)}")
+        try:
             await connection.run_sync(do_run_migrations)
             await connection.commit()
+        finally:
+            await connection.close()
     except DatabaseError as error:
         sys.exit(f"error: {error}")
     finally:

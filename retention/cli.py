@@ -39,6 +39,7 @@ from db.retention import (
 )
 from db.rights import Actor
 from db.settings import OneLineArgumentParser, Settings, SettingsError, load_settings
+from db.wording import counted
 
 #: Progress lines appear only after a run has gone on this long, and at most this often.
 PROGRESS_AFTER_SECONDS = 1.0
@@ -129,22 +130,24 @@ class TextReport:
         if now - self.started < PROGRESS_AFTER_SECONDS or now - self.last_progress < PROGRESS_EVERY_SECONDS:
             return
         self.last_progress = now
-        sys.stdout.write(f"\r\033[K{stamp()} {visible(organization_id)}: {rows} rows deleted so far...")
+        deleted = counted(rows, "row")
+        sys.stdout.write(f"\r\033[K{stamp()} {visible(organization_id)}: {deleted} deleted so far...")
         sys.stdout.flush()
         self.progress_shown = True
 
     def result(self, result: OrganizationCleanup) -> None:
-        retention = f"retention {result.retention_days} days" + ("" if result.has_config else " (default)")
+        default = "" if result.has_config else " (default)"
+        retention = f"retention {counted(result.retention_days, 'day')}{default}"
         verb = "would delete" if result.dry_run else "deleted"
         where = f"{result.organization_id}: {retention}, cutoff {stamp(result.cutoff)}"
         if result.held and result.log_cutoff is not None:
             where += f" (logs held back to {stamp(result.log_cutoff)} for forwarding)"
         if result.status == SUCCEEDED:
-            self.line(f"{where}, {verb} {result.rows} rows{_also(result)}")
+            self.line(f"{where}, {verb} {counted(result.rows, 'row')}{_also(result)}")
         elif result.status == FAILED:
-            self.line(f"{where}, FAILED after {result.rows} rows deleted: {result.error}")
+            self.line(f"{where}, FAILED after {counted(result.rows, 'row')} deleted: {result.error}")
         else:
-            self.line(f"{where}, {result.status.upper()} after {result.rows} rows deleted")
+            self.line(f"{where}, {result.status.upper()} after {counted(result.rows, 'row')} deleted")
 
     def summary(self, summary: RetentionSummary) -> None:
         seconds = (summary.finished_at - summary.started_at).total_seconds()
@@ -153,10 +156,10 @@ class TextReport:
         tail = f", {failed} failed" if failed else ""
         undelivered = sum(result.undelivered_expired for result in summary.results)
         if undelivered:
-            tail += f", {undelivered} of them undelivered to forwarding"
+            tail += f", {undelivered:,} of them undelivered to forwarding"
         self.line(
-            f"{summary.status}: {len(summary.results)} organisations, "
-            f"{summary.total_rows} rows {verb}{tail}, in {seconds:.1f} s"
+            f"{summary.status}: {counted(len(summary.results), 'organisation')}, "
+            f"{counted(summary.total_rows, 'row')} {verb}{tail}, in {seconds:.1f} s"
         )
 
 
@@ -165,15 +168,15 @@ def _also(result: OrganizationCleanup) -> str:
     parts = []
     if result.undelivered_expired:
         parts.append(
-            f"{result.undelivered_expired} of them never received by a forwarding destination "
+            f"{result.undelivered_expired:,} of them never received by a forwarding destination "
             "(FORWARD_HOLD_DAYS ran out)"
         )
     records = (
-        (result.alerts_deleted, "alerts"),
-        (result.alert_changes_deleted, "alert changes"),
-        (result.dead_letters_deleted, "dead letters"),
+        (result.alerts_deleted, "alert"),
+        (result.alert_changes_deleted, "alert change"),
+        (result.dead_letters_deleted, "dead letter"),
     )
-    named = [f"{count} {name}" for count, name in records if count]
+    named = [counted(count, name) for count, name in records if count]
     if named:
         parts.append(", ".join(named))
     return "".join(f"; {part}" for part in parts)

@@ -54,6 +54,7 @@ from db.secrets import secret_box_for
 from db.settings import REPO_ROOT, Settings, data_dir_of, load_settings, normalize_database_url
 from db.tokens import create_token, list_tokens, revoke_token
 from db.users import create_administrator, get_by_username
+from db.wording import counted
 from simulation.fleet import FleetOrganization
 
 #: The demo organisations and their retention in days (all within the allowed 30..365).
@@ -139,6 +140,8 @@ class DemoSetup:
     #: The administrator's password if known (created now, or saved by an earlier run).
     admin_password: str | None
     created_organizations: list[str] = field(default_factory=list)
+    #: Each demo organisation's retention in days as stored now (an operator may have changed it since).
+    retention_days: dict[str, int] = field(default_factory=dict)
 
 
 async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
@@ -150,15 +153,18 @@ async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
         async with new_sessionmaker(engine)() as session:
             created: list[str] = []
             organizations: list[FleetOrganization] = []
+            retention: dict[str, int] = {}
             for organization_id, retention_days in DEMO_ORGANIZATIONS:
-                if await get_config(session=session, organization_id=organization_id) is None:
-                    await create_organization(
+                config = await get_config(session=session, organization_id=organization_id)
+                if config is None:
+                    config = await create_organization(
                         session=session,
                         organization_id=organization_id,
                         actor=actor,
                         log_retention_days=retention_days,
                     )
                     created.append(organization_id)
+                retention[organization_id] = config.log_retention_days
                 # The clear token of an earlier run is gone: revoke it and make a new one.
                 for old in await list_tokens(session=session, organization_id=organization_id):
                     if old.name == DEMO_TOKEN_NAME and old.revoked_at is None:
@@ -182,7 +188,9 @@ async def _prepare(settings: Settings, admin_password: str) -> DemoSetup:
             await session.commit()
     finally:
         await engine.dispose()
-    return DemoSetup(organizations, admin_created, admin_password if admin_created else None, created)
+    return DemoSetup(
+        organizations, admin_created, admin_password if admin_created else None, created, retention
+    )
 
 
 def prepare_database(database: DemoDatabase, *, admin_password: str | None = None) -> DemoSetup:
@@ -513,7 +521,8 @@ class DemoProcesses:
             env=self.child_env(),
         )
         self.say(
-            f"demo: simulator pid {self.simulator.pid} ({traffic.devices} devices, {traffic.rate:g} events/s)"
+            f"demo: simulator pid {self.simulator.pid} ({counted(traffic.devices, 'device')}, "
+            f"{traffic.rate:g} events/s)"
         )
 
     def check(self) -> None:
@@ -580,7 +589,10 @@ def prepare_demo(
     stored = count_events(database.settings)
     if stored and traffic.backfill_days:
         traffic = replace(traffic, backfill_days=0)
-        say(f"demo: keeping the {stored} events of earlier runs (no new history; --reset starts afresh)")
+        say(
+            f"demo: keeping the {counted(stored, 'event')} of earlier runs "
+            "(no new history; --reset starts afresh)"
+        )
     return setup, traffic
 
 
@@ -597,16 +609,18 @@ def describe_setup(database: DemoDatabase, setup: DemoSetup, traffic: TrafficPla
         if database.embedded
         else " (given by --database-url)"
     )
-    organizations = ", ".join(f"{name} ({days} days)" for name, days in DEMO_ORGANIZATIONS)
+    organizations = ", ".join(
+        f"{name} ({counted(days, 'day')})" for name, days in setup.retention_days.items()
+    )
     return [
         "",
         "  AI Usage Firewall: DEMO (simulated agents and data, not for production)",
         f"  database  {database.settings.describe_database()}{where}",
         f"  sign in   {credentials}",
         f"  orgs      {organizations}",
-        f"  traffic   {traffic.devices} simulated devices, {traffic.rate:g} events/s live, "
+        f"  traffic   {counted(traffic.devices, 'simulated device')}, {traffic.rate:g} events/s live, "
         + (
-            f"{traffic.backfill_days} days of history arriving now"
+            f"{counted(traffic.backfill_days, 'day')} of history arriving now"
             if traffic.backfill_days
             else "no new history"
         ),
@@ -680,5 +694,8 @@ def run_demo(
     except Exception as error:  # the summary must not hide the exit code
         say(f"demo: cannot count the stored events: {' '.join(str(error).split())[:200]}")
     else:
-        say(f"demo: the demo database holds {stored} log events; `python -m console demo` opens it again")
+        say(
+            f"demo: the demo database holds {counted(stored, 'log event')}; "
+            "`python -m console demo` opens it again"
+        )
     return code

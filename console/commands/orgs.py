@@ -18,6 +18,7 @@ from db.configs import ConfigError, create_organization
 from db.rights import Actor
 from db.settings import Settings
 from db.vocabulary import DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+from db.wording import counted
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +59,6 @@ def create_org(args: argparse.Namespace, settings: Settings) -> int:
         return fail(str(error), code=EXIT_USAGE)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    print(f"created organisation {organization!r} ({args.retention_days} days retention)")
+    print(f"created organisation {organization!r} ({counted(args.retention_days, 'day')} retention)")
     print(f"next: python -m console ingest-token create --organization {organization}")
     return EXIT_OK

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from db.cli import EXIT_FAILED, EXIT_OK, DatabaseError, fail, run_in_session
 from db.partitions import MaintenanceReport, PartitionInfo, list_partitions, maintain_partitions
 from db.settings import Settings
+from db.wording import counted
 
 NOT_PARTITIONED = "log_entries is not partitioned on SQLite: nothing to list or maintain"
 
@@ -89,5 +90,5 @@ def describe_partitions(partitions: list[PartitionInfo]) -> list[str]:
             f"{info.name:<24} {lower:<16} {upper:<16} {rows:>12} {_size(info.size_bytes):>10}  {info.state}"
         )
     total = sum(info.size_bytes for info in partitions)
-    lines.append(f"{len(partitions)} tables, {_size(total)}")
+    lines.append(f"{counted(len(partitions), 'table')}, {_size(total)}")
     return lines

@@ -19,6 +19,7 @@ from db.identifiers import visible
 from db.rights import Actor
 from db.rollups import RebuildProgress, RebuildReport, key_cap, rebuild, set_key_cap
 from db.settings import Settings
+from db.wording import counted
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,15 +52,16 @@ def describe_progress(step: RebuildProgress) -> str:
     what = "day" if step.grain == "day" else "week of"
     return (
         f"{visible(step.organization_id)}: {what} {step.bucket_start:%Y-%m-%d} rebuilt, "
-        f"{step.events:,} events ({step.done}/{step.total})"
+        f"{counted(step.events, 'event')} ({step.done}/{step.total})"
     )
 
 
 def describe(report: RebuildReport) -> list[str]:
     """The closing lines: one per organisation, then the total."""
     lines = [
-        f"{visible(org.organization_id)}: {org.days:,} days and {org.weeks:,} weeks rebuilt from "
-        f"{org.cutoff:%Y-%m-%d %H:%M} UTC ({org.retention_days} days retention), {org.events:,} events"
+        f"{visible(org.organization_id)}: {counted(org.days, 'day')} and {counted(org.weeks, 'week')} "
+        f"rebuilt from {org.cutoff:%Y-%m-%d %H:%M} UTC ({counted(org.retention_days, 'day')} retention), "
+        f"{counted(org.events, 'event')}"
         for org in report.organizations
     ]
     if not report.organizations:

@@ -18,6 +18,7 @@ from db.identifiers import visible
 from db.rights import Actor
 from db.scrub import ScrubReport, scrub
 from db.settings import Settings
+from db.wording import counted
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,11 +57,13 @@ def describe(report: ScrubReport) -> list[str]:
     lines = [f"scrub of {scope} ({'applied' if report.applied else 'dry run: nothing changed'})"]
     lines.append(f"  log entries read: {report.log_rows_read:,}")
     lines.append(
-        f"  metadata: {verb} {report.metadata_rows:,} rows, "
-        f"removing {report.metadata_entries:,} refused entries"
+        f"  metadata: {verb} {counted(report.metadata_rows, 'row')}, "
+        f"removing {counted(report.metadata_entries, 'refused entry', 'refused entries')}"
     )
     for column, count in sorted(report.identifiers.items()):
-        lines.append(f"  {column}: {verb} {count:,} values (refused characters written as visible escapes)")
+        lines.append(
+            f"  {column}: {verb} {counted(count, 'value')} (refused characters written as visible escapes)"
+        )
     if report.organization_ids:
         lines.append(
             f"  organisation ids breaking the rules: {report.organization_ids:,} (reported, never changed)"
@@ -71,8 +74,9 @@ def describe(report: ScrubReport) -> list[str]:
             f"{report.left:,}"
         )
     lines.append(
-        f"  rollups: {verb} {report.rollup_rows:,} rows of {report.rollup_keys:,} refused keys, "
-        f"folding {report.rollup_events:,} events into '(other)'"
+        f"  rollups: {verb} {counted(report.rollup_rows, 'row')} of "
+        f"{counted(report.rollup_keys, 'refused key')}, "
+        f"folding {counted(report.rollup_events, 'event')} into '(other)'"
     )
     for example in report.examples:
         lines.append(f"    e.g. {visible(example)}")

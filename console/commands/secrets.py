@@ -16,6 +16,7 @@ from db.identifiers import visible
 from db.rights import Actor
 from db.secrets import SecretKeyError, secret_box_for
 from db.settings import Settings
+from db.wording import counted
 
 
 def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +48,7 @@ def rotate_command(args: argparse.Namespace, settings: Settings) -> int:
         result = run_in_session(settings, work)
     except DatabaseError as error:
         return fail(str(error), code=EXIT_FAILED)
-    print(f"re-encrypted {result.rotated} destination secret(s) with the first key")
+    print(f"re-encrypted {counted(result.rotated, 'destination secret')} with the first key")
     for row in result.unreadable:
         print(
             f"cannot decrypt the secret of destination {visible(repr(row.name))} "

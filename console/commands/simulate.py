@@ -21,6 +21,7 @@ from pathlib import Path
 
 from db.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from db.settings import Settings, port_number
+from db.wording import counted
 from simulation.fleet import (
     Fleet,
     FleetError,
@@ -112,8 +113,8 @@ def organizations_from(args: argparse.Namespace) -> list[FleetOrganization]:
     """The organisations to send as, from ``--organization/--token`` pairs and ``--tokens-file``."""
     if len(args.organization) != len(args.token):
         raise ValueError(
-            f"give one --token per --organization (got {len(args.organization)} organisations, "
-            f"{len(args.token)} tokens)"
+            f"give one --token per --organization (got {counted(len(args.organization), 'organisation')}, "
+            f"{counted(len(args.token), 'token')})"
         )
     organizations = [
         FleetOrganization(org, token) for org, token in zip(args.organization, args.token, strict=True)
@@ -174,8 +175,8 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else settings.ingest_port
     fleet = Fleet(host, port, organizations, plan, ssl_context=context)
     names = ", ".join(org.organization_id for org in organizations)
-    history = f", backfilling {plan.backfill_days} days" if plan.backfill_days else ""
-    say(f"{plan.devices} devices of {names} → {host}:{port}, {plan.rate:g} events/s{history}")
+    history = f", backfilling {counted(plan.backfill_days, 'day')}" if plan.backfill_days else ""
+    say(f"{counted(plan.devices, 'device')} of {names} → {host}:{port}, {plan.rate:g} events/s{history}")
     progress = (lambda stats: say(stats.line())) if args.progress > 0 else None
     try:
         stats = asyncio.run(
@@ -195,6 +196,7 @@ def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
         print("error: some devices were refused by the server (see 'refused' above)", file=sys.stderr)
         return EXIT_FAILED
     if stats.unacked:
-        print(f"error: {stats.unacked} events were not acknowledged before stopping", file=sys.stderr)
+        unacked = counted(stats.unacked, "event was", "events were")
+        print(f"error: {unacked} not acknowledged before stopping", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

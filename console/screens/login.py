@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, cast
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Center, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from console.context import SignedInUser
+from console.dialogs.help import HelpScreen, keys_in_force
 from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
 from db.sign_in import SignInOutcome, sign_in
@@ -28,10 +30,34 @@ if TYPE_CHECKING:
     from console.app import FirewallConsole
 
 
+class UsernameInput(Input):
+    """The username field: a username cannot hold "?", so there ``?`` opens the help instead of being typed
+    (in the password it is typed: a password may hold one)."""
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        return character != "?" and super().check_consume_key(key, character)
+
+
 class LoginScreen(ForwardsWorkerFailures, Screen[None]):
     """Signs a user in (or creates the first administrator) and hands the user to the app."""
 
-    BINDINGS = [("ctrl+q", "app.quit", "Quit")]
+    BINDINGS = [
+        # Priority: before the app's own (hidden) ctrl+q, so the footer shows it.
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        # In the username field (see UsernameInput) and on the button; typed in the other fields, which
+        # consume it (Textual then leaves the binding out). Priority: before the field's own key handler.
+        Binding("question_mark", "help", "Help", priority=True),
+        Binding("f1", "help_anywhere", "Help, from any field (? is typed in the password)", show=False),
+        Binding("escape", "leave_field", "Leave the field for the button (then ? help, q quit)", show=False),
+    ]
+    HELP = (
+        "Sign in with your console account: **Tab** or **Enter** moves to the next field, **Enter** in "
+        "the last one signs in. After a few wrong passwords the screen asks you to wait a few seconds "
+        "before the next try, longer after each failure (kept in the database, for every console).\n\n"
+        "No account yet? An administrator makes one in Users, or on the server: "
+        "`python -m console create-admin NAME --email ADDRESS`. On an empty database this screen "
+        "creates the first administrator instead."
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,14 +73,14 @@ class LoginScreen(ForwardsWorkerFailures, Screen[None]):
         with Center(), Vertical(id="login-box"):
             yield Static("[b]Sign in[/b]", id="login-title")
             yield Static("", id="login-intro")
-            yield Input(placeholder="username", id="username")
+            yield UsernameInput(placeholder="username", id="username")
             yield Input(placeholder="email", id="email", classes="first-admin")
             yield Input(placeholder="full name (optional)", id="full-name", classes="first-admin")
             yield Input(placeholder="password", password=True, id="password")
             yield Input(
                 placeholder="repeat password", password=True, id="password-again", classes="first-admin"
             )
-            yield Button("Sign in", id="sign-in", variant="primary")
+            yield Button("Sign in", id="sign-in", variant="primary", compact=True)
             yield Label("", id="login-message")
         yield Footer()
 
@@ -146,6 +172,23 @@ class LoginScreen(ForwardsWorkerFailures, Screen[None]):
 
     def worker_failed(self, error: BaseException) -> None:
         self.message("The database cannot be reached; try again in a moment.")
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """``?`` (F1 in any field): what this screen is for and its keys."""
+        # keys_in_force reads any screen; Screen is invariant in its result type, this one's is None.
+        keys = keys_in_force(cast("Screen[object]", self), anywhere_from=(self.app,))
+        title = "Create the first administrator" if self.first_admin else "Sign in"
+        self.app.push_screen(HelpScreen(title, self.HELP, keys))
+
+    def action_help_anywhere(self) -> None:
+        self.action_help()
+
+    def action_leave_field(self) -> None:
+        """Esc: from a field to the button, where ``?`` and ``q`` work again (the field keeps its text)."""
+        if isinstance(self.focused, Input):
+            self.query_one("#sign-in", Button).focus()
 
     # -- input ---------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -59,3 +60,18 @@ async def test_cap_shows_sets_and_refuses_a_cap_below_one(
     assert "at least 1" in refused.stderr
     session.expire_all()
     assert await key_cap(session=session) == 500
+
+
+async def test_rebuild_of_one_event_speaks_in_the_singular(
+    subprocess_env: dict[str, str], session: AsyncSession
+) -> None:
+    await insert_rows(session, [log_row(utcnow() - timedelta(days=1), organization_id="acme")])
+    await session.commit()
+
+    done = console_command(subprocess_env, "rollups", "rebuild", "--organization", "acme")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" rebuilt, ")[1] for line in lines[:2]] == ["1 event (1/2)", "1 event (2/2)"]
+    summary = r"acme: 1 day and 1 week rebuilt from .+ UTC \(90 days retention\), 1 event"
+    assert re.fullmatch(summary, lines[2])

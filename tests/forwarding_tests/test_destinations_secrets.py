@@ -38,7 +38,7 @@ async def test_rotate_re_encrypts_every_secret_with_the_first_key(
         {**subprocess_env, "AIFW_SECRET_KEY": f"{new_key},{SECRET_KEY}"}, "secrets", "rotate"
     )
     assert result.returncode == 1, result.stderr
-    assert "re-encrypted 1 destination secret(s) with the first key" in result.stdout
+    assert "re-encrypted 1 destination secret with the first key" in result.stdout
     assert (
         "cannot decrypt the secret of destination 'hook' (organisation 'acme'): enter it again"
         in result.stdout
@@ -69,7 +69,7 @@ async def test_rotate_with_nothing_stored_says_so(
 ) -> None:
     result = console_command({**subprocess_env, "AIFW_SECRET_KEY": SECRET_KEY}, "secrets", "rotate")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "re-encrypted 0 destination secret(s) with the first key"
+    assert result.stdout.strip() == "re-encrypted 0 destination secrets with the first key"
 
 
 async def test_rotate_with_a_bad_key_setting_is_a_usage_error(

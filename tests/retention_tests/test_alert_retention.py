@@ -299,4 +299,4 @@ def test_the_command_lines_line_says_what_was_held_expired_undelivered_and_delet
     line = capsys.readouterr().out
     assert f"(logs held back to {stamp(days_ago(now, 37))} for forwarding)" in line
     assert "deleted 12 rows; 4 of them never received by a forwarding destination" in line
-    assert line.rstrip().endswith("; 2 alerts, 1 dead letters")
+    assert line.rstrip().endswith("; 2 alerts, 1 dead letter")

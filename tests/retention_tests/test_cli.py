@@ -62,7 +62,7 @@ async def test_cleans_all_organisations_and_says_cutoff_and_count_per_line(
     assert all(LINE_STAMP.match(line) for line in lines)
     assert any(re.search(r" acme: retention 30 days, cutoff \S+Z, deleted 2 rows$", line) for line in lines)
     assert any(
-        re.search(r" legacy: retention 90 days \(default\), cutoff \S+Z, deleted 1 rows$", line)
+        re.search(r" legacy: retention 90 days \(default\), cutoff \S+Z, deleted 1 row$", line)
         for line in lines
     )
     assert "succeeded: 2 organisations, 3 rows deleted" in lines[-1]
@@ -261,7 +261,7 @@ async def test_long_run_on_a_terminal_shows_a_progress_line(
     code, output = await run
 
     assert code == 0
-    assert re.search(r"\r\x1b\[K\S+Z acme: \d+ rows deleted so far\.\.\.", output), output
+    assert re.search(r"\r\x1b\[K\S+Z acme: \d+ rows? deleted so far\.\.\.", output), output
     assert "deleted 20 rows" in output
 
 
