@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from db.alert_rules import HOUR, RuleProblem, validate_rule
 from db.audit import apply_changes, record_change
@@ -314,21 +315,56 @@ async def list_alerts(
     alert_filter: AlertFilter = AlertFilter(),
     limit: int = ALERT_PAGE_SIZE,
     before: tuple[datetime, uuid.UUID] | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    oldest_first: bool = False,
 ) -> Sequence[Alert]:
-    """Alerts newest change first (``updated_at``, ``id``), keyset-paged: ``before`` is the last row seen."""
-    statement = select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc()).limit(limit)
-    if alert_filter.states:
-        statement = statement.where(Alert.state.in_(sorted(alert_filter.states)))
+    """Alerts by their last change (``updated_at``, then ``id``), newest first (``oldest_first``: oldest
+    first), keyset-paged: ``before`` keeps those changed before that (updated_at, id), ``after`` those
+    changed after it. The oldest page is the first ``oldest_first`` page, reversed by the caller.
+
+    Each state asked for is its own walk of ``ix_alerts_state_updated_at`` (several states: a
+    ``UNION ALL`` of one ordered, limited walk each, merged and cut to ``limit``); an organisation
+    walks ``ix_alerts_organization_updated_at`` (with states, ``ix_alerts_organization_state``
+    finds them); a rule's alerts are found through ``ix_alerts_rule_group_resolved``. Every state
+    of every organisation has no index of its own: the matching alerts are read and the ``limit``
+    first kept.
+    """
+    where: list[Any] = []
     if alert_filter.organization_id is not None:
-        statement = statement.where(Alert.organization_id == alert_filter.organization_id)
+        where.append(Alert.organization_id == alert_filter.organization_id)
     if alert_filter.rule_id is not None:
-        statement = statement.where(Alert.rule_id == alert_filter.rule_id)
+        where.append(Alert.rule_id == alert_filter.rule_id)
     if before is not None:
         at, alert_id = before
-        statement = statement.where(
-            or_(Alert.updated_at < at, and_(Alert.updated_at == at, Alert.id < alert_id))
+        where.append(or_(Alert.updated_at < at, and_(Alert.updated_at == at, Alert.id < alert_id)))
+    if after is not None:
+        at, alert_id = after
+        where.append(or_(Alert.updated_at > at, and_(Alert.updated_at == at, Alert.id > alert_id)))
+
+    def ordered(updated_at: Any, alert_id: Any) -> tuple[Any, Any]:
+        if oldest_first:
+            return updated_at.asc(), alert_id.asc()
+        return updated_at.desc(), alert_id.desc()
+
+    states = sorted(alert_filter.states)
+    if len(states) <= 1 or alert_filter.organization_id is not None:
+        if states:
+            where.append(Alert.state.in_(states))
+        statement = select(Alert).where(*where).order_by(*ordered(Alert.updated_at, Alert.id)).limit(limit)
+        return (await session.scalars(statement)).all()
+    parts = [
+        select(
+            select(Alert)
+            .where(*where, Alert.state == state)
+            .order_by(*ordered(Alert.updated_at, Alert.id))
+            .limit(limit)
+            .subquery()
         )
-    return (await session.scalars(statement)).all()
+        for state in states
+    ]
+    rows = aliased(Alert, union_all(*parts).subquery("page_alerts"))
+    merged = select(rows).order_by(*ordered(rows.updated_at, rows.id)).limit(limit)
+    return (await session.scalars(merged)).all()
 
 
 async def get_alert(*, session: AsyncSession, alert_id: uuid.UUID) -> Alert:

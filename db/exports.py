@@ -30,6 +30,8 @@ DATABASE_SIDE_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_FILE_SUFFIX)
 #: Exports hold who used which AI tool: readable by their owner only.
 EXPORT_FILE_MODE = 0o600
 PARTIAL_SUFFIX = ".partial"
+#: The folder under the home folder where browsers and desktops put downloaded files.
+DOWNLOADS_FOLDER = "Downloads"
 
 
 class ExportPathError(ValueError):
@@ -45,12 +47,21 @@ class ExportFileExists(ExportPathError):
 
 
 def default_export_dir(settings: Settings) -> Path:
-    """Where exports go unless the person names another folder: AIFW_EXPORT_DIR, else their home."""
-    return settings.export_dir if settings.export_dir is not None else Path.home()
+    """Where exports go unless the person names another folder.
+
+    ``AIFW_EXPORT_DIR`` when set; else the user's Downloads folder (``~/Downloads``) when it exists,
+    where people look for files they saved; else their home folder. Never the current directory,
+    which is often the repository the console was started from.
+    """
+    if settings.export_dir is not None:
+        return settings.export_dir
+    home = Path.home()
+    downloads = home / DOWNLOADS_FOLDER
+    return downloads if downloads.is_dir() else home
 
 
 def default_export_path(settings: Settings, fmt: str) -> Path:
-    """A fresh, dated file name in :func:`default_export_dir`, e.g. ``~/aifw-logs-20260105-0930.csv``."""
+    """A fresh, dated file name in :func:`default_export_dir`, e.g. ``aifw-logs-20260105-093000.csv``."""
     return default_export_dir(settings) / f"aifw-logs-{utcnow():%Y%m%d-%H%M%S}.{fmt}"
 
 

@@ -1,8 +1,9 @@
 """Queries of the log browser: filters, keyset pages, counts, follow mode and streamed export.
 
-Pages are keyed on ``(timestamp, id)``, newest first, and never use OFFSET nor
-load more than a page: :func:`page` walks an index from a :class:`Cursor` in
-either direction. Several risk levels are one index range each, merged in order
+Pages are keyed on ``(timestamp, id)``, newest first (or oldest first when
+asked), and never use OFFSET nor load more than a page: :func:`page` walks an
+index from a :class:`Cursor` in either direction, and :func:`last_page` (the
+oldest rows) walks it from its other end. Several risk levels are one index range each, merged in order
 (``UNION ALL`` of per-level pages), so no filter needs a sort of the matches.
 :func:`count` is exact when that is cheap and says when it is not.
 :func:`iter_entries` streams the filtered view in keyset chunks for
@@ -52,6 +53,7 @@ from db.audit import record_change
 from db.base import as_utc
 from db.exports import ExportFile, check_export_path
 from db.field_lengths import max_length
+from db.log_json import entry_to_dict
 from db.models import AuditEvent, FirewallConfig, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor, require_active
 from db.settings import Settings
@@ -158,7 +160,7 @@ class LogFilter:
 
 @dataclass(frozen=True, order=True)
 class Cursor:
-    """A position in the newest-first order: the (timestamp, id) of one row."""
+    """A position in the (timestamp, id) order of the rows: the timestamp and id of one row."""
 
     timestamp: datetime
     id: uuid.UUID
@@ -170,11 +172,16 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Page:
-    """Up to a page of rows, newest first, and whether rows exist beyond each end."""
+    """Up to a page of rows in the order shown, and whether rows exist beyond each end (in time).
+
+    ``newest_first`` is the order of ``rows`` (and of the whole view); ``first`` and ``last``
+    are the top and bottom rows as shown, the cursors of the previous and next pages.
+    """
 
     rows: Sequence[LogEntry]
     has_newer: bool
     has_older: bool
+    newest_first: bool = True
 
     @property
     def first(self) -> Cursor | None:
@@ -183,6 +190,16 @@ class Page:
     @property
     def last(self) -> Cursor | None:
         return Cursor.of(self.rows[-1]) if self.rows else None
+
+    @property
+    def has_next(self) -> bool:
+        """Rows come after the bottom row in the order shown (older when newest first)."""
+        return self.has_older if self.newest_first else self.has_newer
+
+    @property
+    def has_previous(self) -> bool:
+        """Rows come before the top row in the order shown (newer when newest first)."""
+        return self.has_newer if self.newest_first else self.has_older
 
 
 @dataclass(frozen=True)
@@ -397,6 +414,13 @@ async def _fetch(
     return list((await session.scalars(statement)).all())
 
 
+def _page_of(rows: list[LogEntry], *, newest_first: bool, before_exists: bool, after_exists: bool) -> Page:
+    """A page of ``rows`` (in the order shown), told whether rows exist above its top and below its end."""
+    if newest_first:
+        return Page(rows=rows, has_newer=before_exists, has_older=after_exists, newest_first=True)
+    return Page(rows=rows, has_newer=after_exists, has_older=before_exists, newest_first=False)
+
+
 async def page(
     *,
     session: AsyncSession,
@@ -404,23 +428,52 @@ async def page(
     after: Cursor | None = None,
     before: Cursor | None = None,
     limit: int = PAGE_SIZE,
+    newest_first: bool = True,
 ) -> Page:
-    """One page, newest first: the newest rows, rows older than ``after`` or newer than ``before``.
+    """One page in the order asked (newest first unless ``newest_first`` is false).
 
-    Going newer past the top returns the first page, so "previous" never shows
-    a short page above rows the user has already seen.
+    With no cursor it is the first page of that order (the newest rows, or the oldest);
+    ``after`` gives the rows that follow that row in the order, ``before`` those that
+    precede it. Going back past the top returns the first page, so "previous" never
+    shows a short page above rows the user has already seen. Each order is a keyset
+    walk of the same index, one way or the other (docs/index-policy.md).
     """
     if after is not None and before is not None:
         raise ValueError("give after or before, not both")
     if before is None:
-        rows = await _fetch(session, filters, after, older=True, limit=limit + 1)
-        return Page(rows=rows[:limit], has_newer=after is not None, has_older=len(rows) > limit)
-    rows = await _fetch(session, filters, before, older=False, limit=limit + 1)
+        rows = await _fetch(session, filters, after, older=newest_first, limit=limit + 1)
+        return _page_of(
+            rows[:limit],
+            newest_first=newest_first,
+            before_exists=after is not None,
+            after_exists=len(rows) > limit,
+        )
+    rows = await _fetch(session, filters, before, older=not newest_first, limit=limit + 1)
     if len(rows) <= limit:
-        return await page(session=session, filters=filters, limit=limit)
+        return await page(session=session, filters=filters, limit=limit, newest_first=newest_first)
     rows = rows[:limit]
     rows.reverse()
-    return Page(rows=rows, has_newer=True, has_older=True)
+    return _page_of(rows, newest_first=newest_first, before_exists=True, after_exists=True)
+
+
+async def last_page(
+    *, session: AsyncSession, filters: LogFilter, limit: int = PAGE_SIZE, newest_first: bool = True
+) -> Page:
+    """The last page of the order asked: the oldest rows when newest first (``G``), else the newest.
+
+    The index is walked from the other end (``ORDER BY timestamp, id`` ascending for the
+    oldest rows, ``LIMIT`` a page) and the rows turned round to be shown in the order asked:
+    the same indexes as the first page serve it, and ``page(before=…)`` goes on from there.
+    """
+    rows = await _fetch(session, filters, None, older=not newest_first, limit=limit + 1)
+    shown = rows[:limit]
+    shown.reverse()
+    return _page_of(shown, newest_first=newest_first, before_exists=len(rows) > limit, after_exists=False)
+
+
+async def oldest_page(*, session: AsyncSession, filters: LogFilter, limit: int = PAGE_SIZE) -> Page:
+    """The oldest rows that match, shown newest first (:func:`last_page` of the newest-first order)."""
+    return await last_page(session=session, filters=filters, limit=limit, newest_first=True)
 
 
 async def rows_after(
@@ -512,26 +565,6 @@ async def count(
 
 
 # -- export --------------------------------------------------------------------------------------
-
-
-def entry_to_dict(entry: LogEntry) -> dict[str, Any]:
-    """Every column of a row as JSON-ready values (times in ISO 8601 UTC)."""
-    return {
-        "id": str(entry.id),
-        "timestamp": as_utc(entry.timestamp).isoformat(),
-        "organization_id": entry.organization_id,
-        "device_id": entry.device_id,
-        "user_id": entry.user_id,
-        "tool_name": entry.tool_name,
-        "tool_type": entry.tool_type,
-        "risk_level": entry.risk_level,
-        "prompt_length": entry.prompt_length,
-        "entity_count": entry.entity_count,
-        "detected_entity_types": list(entry.detected_entity_types or []),
-        "was_sanitized": bool(entry.was_sanitized),
-        "log_metadata": dict(entry.log_metadata or {}),
-        "created_at": as_utc(entry.created_at).isoformat() if entry.created_at else None,
-    }
 
 
 async def iter_entries(
@@ -765,6 +798,8 @@ __all__ = [
     "export",
     "iter_entries",
     "known_values",
+    "last_page",
+    "oldest_page",
     "page",
     "page_statement",
     "rows_after",

@@ -16,11 +16,14 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.context import ConsoleContext
 from console.dialogs.admin_form import AdminForm, error_label, field_named_in, form_title
+from console.widgets.tick_box import TickBox
 from db.alerts import AlertError, AlertRuleSpec, create_rule, update_rule
 from db.models import ALERT_GROUP_KEYS, ALERT_RULE_KINDS, ALERT_SEVERITIES, AlertRule
 
@@ -100,6 +103,27 @@ def _names(text: str) -> list[str]:
 class AlertRuleFormScreen(AdminForm[str | None]):
     """Add (``rule`` None) or edit an alert rule of ``organization_id``; returns the rule's id once saved."""
 
+    HELP = """\
+What raises an alert. **Kinds**: *threshold* (N matching events within the window, per group),
+*entity* (any event carrying one of the entity types), *silent agent* (devices that sent nothing for
+the window), *new tool* (the first event of a tool that is not monitored; at most N alerts an hour),
+*forwarding* (a destination that stopped taking messages; one per organisation, built in). The fields
+shown follow the kind; a rule's kind cannot change once saved.
+
+**Group by**: one alert per user, device, tool or organisation. **Cooldown**: once an alert is
+resolved, its rule raises nothing more for that group until the cooldown has passed. Durations read
+`90s`, `10m`, `72h` or `3d` (a bare number is seconds). The filters (risk levels, entity types, tools,
+users, devices, sanitised) narrow the events a threshold or entity rule counts; empty means any.
+
+`ctrl+s` saves (checked first: a refusal is shown under its field); Esc closes, asking first when
+something was changed. The evaluator uses a saved rule from its next pass.
+"""
+    HELP_TITLE = "Alert rule"
+    BINDINGS = [
+        # A modal screen does not see the app's keys: ? (outside a text field) is the app's help.
+        Binding("question_mark", "app.help", "Help: these keys", show=False),
+    ]
+
     def __init__(self, context: ConsoleContext, organization_id: str, rule: AlertRule | None = None) -> None:
         super().__init__(context)
         self.organization_id = organization_id
@@ -110,7 +134,7 @@ class AlertRuleFormScreen(AdminForm[str | None]):
         filters: dict[str, Any] = dict(rule.filters or {}) if rule is not None else {}
         title = f"Edit the alert rule {rule.name}" if rule else f"New alert rule for {self.organization_id}"
         with Vertical(id="alert-rule-form", classes="dialog"):
-            yield Label(form_title(title, "ctrl+s save · escape cancel"))
+            yield Label(form_title(title, "ctrl+s save · escape cancel"), id="alert-rule-title")
             with VerticalScroll(id="alert-rule-fields"):
                 yield from self.field_row("Name", "name", Input(rule.name if rule else "", id="name"))
                 yield from self.field_row(
@@ -133,7 +157,7 @@ class AlertRuleFormScreen(AdminForm[str | None]):
                 yield from self.field_row(
                     "State",
                     "enabled",
-                    Checkbox("enabled", value=rule.enabled if rule else True, id="enabled"),
+                    TickBox("enabled", value=rule.enabled if rule else True, id="enabled"),
                 )
                 yield from self.field_row(
                     "Severity",
@@ -196,8 +220,12 @@ class AlertRuleFormScreen(AdminForm[str | None]):
             yield from self.form_buttons("Save")
 
     def on_mount(self) -> None:
+        # Before the dialog marks what it holds as saved (after the first refresh) and focuses the name.
         self._follow_kind()
-        self.query_one("#name", Input).focus()
+
+    def scrollables(self) -> list[Widget]:
+        """The frame and the fields' scroll (one-line inputs scroll too, but hold no more below)."""
+        return [self.query_one("#alert-rule-form"), self.query_one("#alert-rule-fields")]
 
     @property
     def kind(self) -> str:

@@ -1,54 +1,72 @@
-"""The dead letters of one forwarding destination (modal): messages its receiver refused on their own
+"""The dead letters of one forwarding destination (a dialog): messages its receiver refused on their own
 (a HEC 400, a 413 for one event), with the receiver's reason — retry or discard, confirmed.
 
 Retrying marks the letters for the destination's forwarder, which sends them again; discarding
 deletes them for good. Both are admin-only (checked again in :mod:`db.destinations`, which audits
-them). The receiver's reasons are untrusted text.
+them); a viewer is shown neither key. What cannot be done is said before anything is asked (a
+letter already marked to be sent again). The receiver's reasons are untrusted text.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import ClassVar
 
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Label, Static
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Label, Static
 
 from console.context import ConsoleContext
-from console.dialogs.admin_form import form_title
 from console.dialogs.confirm import confirm_then
+from console.dialogs.dialog import Dialog
 from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.time_format import when
 from db.destinations import discard_dead_letters, list_dead_letters, retry_dead_letters
 from db.models import DeadLetter
+from db.wording import counted
 
 COLUMNS = (
-    TableColumn("Refused"),
-    TableColumn("Stream"),
-    TableColumn("Item"),
-    TableColumn("Rev"),
-    TableColumn("Tries"),
-    TableColumn("Retry"),
-    TableColumn("Error", stretch=True),
+    TableColumn("Refused (UTC)", width=11, key="refused"),
+    TableColumn("Stream", key="stream"),
+    TableColumn("Item", width=8, key="item"),
+    TableColumn("Rev", key="revision"),
+    TableColumn("Tries", key="tries"),
+    TableColumn("Retry", key="retry"),
+    TableColumn("Error", width=10, stretch=True, key="error"),
 )
-ADMIN_ACTIONS = ("retry_selected", "retry_all", "discard_selected", "discard_all")
+ADMIN_ACTIONS = frozenset({"retry_selected", "retry_all", "discard_selected", "discard_all"})
+#: The keys line under the title, for administrators and for viewers.
+ADMIN_KEYS = "r retry · R retry all · del discard · X discard all · ? help · esc close"
+VIEWER_KEYS = "↑/↓ choose a letter · y copy a cell · ? help · esc close"
 
 
-class DeadLettersScreen(ForwardsWorkerFailures, ModalScreen[None]):
+class DeadLettersScreen(ForwardsWorkerFailures, Dialog[None]):
     """One destination's dead letters, newest first."""
 
-    BINDINGS = [
-        Binding("escape", "close", "Close"),
+    HELP = """\
+Messages this destination's receiver refused one by one (a Splunk HEC 400 for a malformed event, a
+413 for an event too large), newest first, with the receiver's reason below the list. The rest of
+the stream went on: a dead letter holds nothing back.
+
+Administrators: `r` marks the selected letter to be **sent again** by the destination's forwarder
+(`R`: every letter listed), `del` **discards** it for good (`X`: every letter listed); both are
+asked first and audited. *Retry* says "asked" for a letter waiting to be sent again.
+"""
+    HELP_TITLE = "Dead letters"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close_dialog", "Close"),
         Binding("r", "retry_selected", "Retry"),
         Binding("R", "retry_all", "Retry all"),
         Binding("delete", "discard_selected", "Discard"),
         Binding("X", "discard_all", "Discard all"),
+        # A modal screen does not see the app's keys: ? is bound here to the app's help.
+        Binding("question_mark", "app.help", "Help: these keys", show=False),
     ]
 
     def __init__(self, context: ConsoleContext, destination_id: uuid.UUID, name: str) -> None:
@@ -59,20 +77,29 @@ class DeadLettersScreen(ForwardsWorkerFailures, ModalScreen[None]):
         self.letters: dict[str, DeadLetter] = {}
 
     def compose(self) -> ComposeResult:
-        keys = "r retry · R retry all · del discard · X discard all · " if self.context.user.is_admin else ""
+        keys = ADMIN_KEYS if self.context.user.is_admin else VIEWER_KEYS
         with Vertical(id="dead-letters", classes="dialog"):
-            yield Label(form_title(f"Dead letters of {self.destination_name}", f"{keys}escape close"))
+            yield Label(
+                Text.assemble("Dead letters of ", plain(self.destination_name, "bold")),
+                id="dead-letters-title",
+            )
+            yield Static(keys, id="dead-letters-keys", markup=False)
             yield KeyedTable(*COLUMNS, id="dead-letters-table")
-            yield Static("", id="dead-letter-error", classes="admin-detail-line")
+            with VerticalScroll(id="dead-letter-reason"):
+                yield Static("", id="dead-letter-error")
 
     def on_mount(self) -> None:
-        self.query_one(KeyedTable).focus()
         self.load()
 
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#dead-letters-table", KeyedTable)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Viewers see only what they can do: the keys that change letters are neither shown nor run.
         if action in ADMIN_ACTIONS and not self.context.user.is_admin:
             return False
-        return True
+        return super().check_action(action, parameters)
 
     @work(exclusive=True, group="dead-letters-load", exit_on_error=False)
     async def load(self) -> None:
@@ -82,12 +109,12 @@ class DeadLettersScreen(ForwardsWorkerFailures, ModalScreen[None]):
 
     def show(self, rows: Sequence[DeadLetter]) -> None:
         self.letters = {str(letter.id): letter for letter in rows}
-        self.query_one(KeyedTable).show(
+        self.table.show(
             (
                 (
                     str(letter.id),
                     (
-                        when(letter.created_at, precision="second"),
+                        when(letter.created_at, precision="second")[5:],
                         plain(letter.stream),
                         plain(letter.item_id),
                         "" if letter.revision is None else str(letter.revision),
@@ -102,36 +129,45 @@ class DeadLettersScreen(ForwardsWorkerFailures, ModalScreen[None]):
         )
         self._show_error()
 
-    def on_data_table_row_highlighted(self) -> None:
+    @on(DataTable.RowHighlighted, "#dead-letters-table")
+    def _highlighted(self) -> None:
         self._show_error()
 
     def _show_error(self) -> None:
-        key = self.query_one(KeyedTable).selected_key
+        key = self.table.selected_key
         letter = self.letters.get(key) if key is not None else None
         line = self.query_one("#dead-letter-error", Static)
         if letter is None:
             line.update("No dead letters: every message this destination refused was retried or discarded.")
         else:
-            line.update(plain(letter.error))
+            line.update(Text.assemble(("Refused: ", "bold"), plain(letter.error)))
 
-    def _selected_ids(self, every: bool) -> list[uuid.UUID]:
+    def _chosen(self, every: bool) -> list[DeadLetter]:
         if every:
-            return [letter.id for letter in self.letters.values()]
-        key = self.query_one(KeyedTable).selected_key
-        return [self.letters[key].id] if key is not None and key in self.letters else []
+            return list(self.letters.values())
+        key = self.table.selected_key
+        return [self.letters[key]] if key is not None and key in self.letters else []
 
     def _ask(self, verb: str, every: bool) -> None:
         if not self.context.require_admin(f"{verb} dead letters"):
             return
-        ids = self._selected_ids(every)
-        if not ids:
-            self.context.notify("No dead letter selected.", severity="warning")
+        letters = self._chosen(every)
+        if not letters:
+            self.context.notify("There is no dead letter to " + verb + ".", severity="warning")
             return
-        what = f"all {len(ids)} dead letters" if every else "the selected dead letter"
+        if verb == "retry":
+            letters = [letter for letter in letters if not letter.retry_requested]
+            if not letters:
+                already = "Every letter listed is" if every else "That letter is"
+                self.context.notify(f"{already} already waiting to be sent again.", severity="warning")
+                return
+        what = counted(len(letters), "dead letter") if every else "the selected dead letter"
         if verb == "retry":
             question = f"Send {what} of {self.destination_name!r} again?"
         else:
-            question = f"Discard {what} of {self.destination_name!r} for good? They are not sent."
+            gone = "They are" if len(letters) > 1 else "It is"
+            question = f"Discard {what} of {self.destination_name!r} for good? {gone} not sent."
+        ids = [letter.id for letter in letters]
         confirm_then(self.app, question, lambda: self.change(verb, ids))
 
     def action_retry_selected(self) -> None:
@@ -155,8 +191,5 @@ class DeadLettersScreen(ForwardsWorkerFailures, ModalScreen[None]):
                 count = await discard_dead_letters(session=session, ids=ids, actor=self.context.actor)
             await session.commit()
         done = "marked to be sent again" if verb == "retry" else "discarded"
-        self.context.notify(f"{count} dead letter(s) {done}.")
+        self.context.notify(f"{counted(count, 'dead letter')} {done}.")
         self.load()
-
-    def action_close(self) -> None:
-        self.dismiss(None)

@@ -14,11 +14,14 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.context import ConsoleContext
 from console.dialogs.admin_form import AdminForm, field_named_in, form_title
+from console.widgets.tick_box import TickBox
 from db.destinations import (
     DEFAULT_SD_ID,
     FORMATS_BY_TRANSPORT,
@@ -99,6 +102,24 @@ def spec_of(destination: ForwardDestination, **changes: Any) -> DestinationSpec:
 class DestinationFormScreen(AdminForm[str | None]):
     """Add (``destination`` None) or edit a destination; returns its id once saved."""
 
+    HELP = """\
+Where an organisation's alerts and events go. **Transport**: syslog over TCP, TLS or UDP (UDP promises
+no delivery), RELP (acknowledged), Splunk HEC, or a signed webhook; the **format** (JSON, CEF, OCSF)
+and the options below follow it. **Address**: `host:port` for syslog and RELP, a URL for HEC and
+webhooks. **Events**: the risk levels forwarded (OCSF takes no green).
+
+The **secret** (HEC token, webhook signing key, TLS client key) is stored encrypted and never shown
+again, not even here: on an edit, leave it empty to keep the stored one.
+
+`ctrl+s` saves (checked first: a refusal is shown under its field), Tab and shift+Tab move between
+fields, PgDn/PgUp scroll; Esc closes, asking first when something was changed.
+"""
+    HELP_TITLE = "Forwarding destination"
+    BINDINGS = [
+        # A modal screen does not see the app's keys: ? (outside a text field) is the app's help.
+        Binding("question_mark", "app.help", "Help: these keys", show=False),
+    ]
+
     def __init__(
         self,
         context: ConsoleContext,
@@ -118,7 +139,7 @@ class DestinationFormScreen(AdminForm[str | None]):
         options = dict(current.options or {}) if current else {}
         title = f"Edit the destination {current.name}" if current else "Add a forwarding destination"
         with Vertical(id="destination-form", classes="dialog"):
-            yield Label(form_title(title, "ctrl+s save · escape cancel"))
+            yield Label(form_title(title, "ctrl+s save · escape cancel"), id="destination-title")
             with VerticalScroll(id="destination-fields"):
                 yield from self.field_row("Name", "name", Input(current.name if current else "", id="name"))
                 organizations = self.organizations or ([self.organization_id] if self.organization_id else [])
@@ -176,7 +197,7 @@ class DestinationFormScreen(AdminForm[str | None]):
                 yield from self.field_row(
                     "Alerts",
                     "forward_alerts",
-                    Checkbox(
+                    TickBox(
                         "forward alerts",
                         value=current.forward_alerts if current else True,
                         id="forward_alerts",
@@ -194,13 +215,17 @@ class DestinationFormScreen(AdminForm[str | None]):
                 yield from self.field_row(
                     "HEC ack",
                     "hec_ack",
-                    Checkbox("indexer acknowledgement", value=bool(options.get("hec_ack")), id="hec_ack"),
+                    TickBox("indexer acknowledgement", value=bool(options.get("hec_ack")), id="hec_ack"),
                 )
             yield from self.form_buttons("Save")
 
     def on_mount(self) -> None:
+        # Before the dialog marks what it holds as saved (after the first refresh) and focuses the name.
         self._follow_transport(self.transport)
-        self.query_one("#name", Input).focus()
+
+    def scrollables(self) -> list[Widget]:
+        """The frame and the fields' scroll (one-line inputs scroll too, but hold no more below)."""
+        return [self.query_one("#destination-form"), self.query_one("#destination-fields")]
 
     @property
     def transport(self) -> str:

@@ -50,7 +50,11 @@ def field_value(widget: Widget) -> Any:
 class Dialog(ModalScreen[ResultType]):
     """A modal dialog: see the module. Subclasses put their content in a container of class ``dialog``."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close_dialog", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close_dialog", "Close"),
+        # A modal screen does not pass keys on to the app's bindings: ? is bound here again.
+        Binding("question_mark", "app.help", "Help: these keys", show=False),
+    ]
     #: Ask before Esc throws away changed fields (forms that edit something).
     GUARDS_UNSAVED: ClassVar[bool] = False
     #: What ``?`` says about this dialog above its keys (Markdown, the console's own words), and its title.
@@ -86,7 +90,9 @@ class Dialog(ModalScreen[ResultType]):
     def scrollables(self) -> list[Widget]:
         """The dialog's frame and the containers inside it that scroll."""
         frames = list(self.query(".dialog"))
-        return [*frames[:1], *self.query(ScrollableContainer)]
+        # A one-line Input is a ScrollableContainer too (it scrolls sideways): it is no place with more below.
+        inner = [widget for widget in self.query(ScrollableContainer) if not isinstance(widget, Input)]
+        return [*frames[:1], *(widget for widget in inner if widget.display)]
 
     def update_scroll_hint(self) -> None:
         """Say in the frame's bottom edge that there is more below (or above) what is shown."""

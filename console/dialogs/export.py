@@ -2,7 +2,8 @@
 
 The path rules are :func:`db.exports.check_export_path`'s: the dialog refuses what the
 export would refuse, and asks before replacing an existing file. A bare file name goes
-to the export folder (``AIFW_EXPORT_DIR``, else the home folder), never the current one.
+to the export folder (``AIFW_EXPORT_DIR``, else Downloads, else the home folder), never the
+current one (the console is often started from the repository).
 The filter it describes and the file name are what someone typed: shown as plain text.
 """
 
@@ -17,10 +18,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from console.dialogs.confirm import confirm_then
+from console.dialogs.dialog import Dialog
 from console.untrusted import plain
 from db.exports import (
     ExportFileExists,
@@ -44,10 +45,17 @@ class ExportChoice:
     replace: bool = False
 
 
-class ExportScreen(ModalScreen[ExportChoice | None]):
+class ExportScreen(Dialog[ExportChoice | None]):
     """Choose where and how to export the current filtered view."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("ctrl+s", "start", "Export")]
+    HELP_TITLE = "Export logs"
+    HELP = (
+        "Writes the filtered view, as it is when the export starts, to a file readable by you only. "
+        "A bare file name goes to the export folder (`AIFW_EXPORT_DIR`, else your Downloads folder, "
+        "else your home); type a path to write elsewhere. An existing file is replaced only after you "
+        "confirm. Enter or ctrl+s exports; Esc cancels; `x` in Logs stops a running export."
+    )
 
     def __init__(self, description: str, settings: Settings) -> None:
         super().__init__()
@@ -60,11 +68,12 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
             title = Text.assemble(("Export logs", "bold"), ": ", plain(self.description))
             yield Label(title, id="export-title")
             with Horizontal(classes="form-row"):
-                yield Label("Format", classes="form-label")
-                yield Select(formats, value="csv", allow_blank=False, id="export-format")
-            with Horizontal(classes="form-row"):
                 yield Label("File", classes="form-label")
                 yield Input(value=str(default_export_path(self.settings, "csv")), id="export-path")
+            with Horizontal(classes="form-row"):
+                yield Label("Format", classes="form-label")
+                yield Select(formats, value="csv", allow_blank=False, id="export-format")
+            yield Label(plain(f"A bare name goes to {default_export_dir(self.settings)}"), id="export-folder")
             yield Label("", id="export-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Export", variant="primary", id="export-start")
@@ -79,6 +88,9 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
 
     def _error(self, message: str) -> None:
         self.query_one("#export-error", Label).update(plain(message))
+
+    def action_start(self) -> None:
+        self.start()
 
     @on(Button.Pressed, "#export-start")
     @on(Input.Submitted)
@@ -119,4 +131,4 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
 
     @on(Button.Pressed, "#export-cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.request_close()

@@ -1,18 +1,23 @@
-"""The filter form of the log browser (a modal): returns a new LogFilter, or None when cancelled."""
+"""The filter form of the log browser (a dialog): returns a new LogFilter, or None when cancelled.
+
+It opens with the cursor in its first field; every field is reached with Tab and scrolled into
+view, the frame's edge saying when more is below; Esc asks before throwing away changed fields.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
-from textual.widgets import Button, Checkbox, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select
 
+from console.dialogs.dialog import Dialog
 from console.untrusted import plain
+from console.widgets.tick_box import TickBox
 from console.widgets.time_format import when
 from db.base import as_utc, utcnow
 from db.logs import LogFilter
@@ -27,6 +32,8 @@ TIME_PRESETS: dict[str, timedelta | None] = {
     "explicit range": None,
 }
 SANITISED_CHOICES = (("any", None), ("yes", True), ("no", False))
+#: Rows of the dialog around its fields (title, a two-line error, buttons, frame): the fields get the rest.
+AROUND_FIELDS = 12
 
 
 def parse_moment(text: str, field: str) -> datetime | None:
@@ -42,13 +49,19 @@ def parse_moment(text: str, field: str) -> datetime | None:
     raise ValueError(f"{field}: write a UTC time as YYYY-MM-DD or YYYY-MM-DD HH:MM, not {text!r}")
 
 
-class LogFilterScreen(ModalScreen[LogFilter | None]):
+class LogFilterScreen(Dialog[LogFilter | None]):
     """Edit every filter at once; Apply (ctrl+s) returns the filter, Escape cancels."""
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "apply", "Apply"),
-    ]
+    BINDINGS = [Binding("ctrl+s", "apply", "Apply")]
+    GUARDS_UNSAVED = True
+    HELP_TITLE = "Filter logs"
+    HELP = (
+        "Each field narrows the rows; empty fields and no ticked risk level mean any. Tool, user, device, "
+        "organisation and entity type match exactly. **Time**: a preset fills From, or type From and "
+        "Until as `YYYY-MM-DD` or `YYYY-MM-DD HH:MM` in UTC (From included, Until not). **Search**: a "
+        "user, device or tool (a prefix with a trailing `*`), an organisation, an entity type or an event "
+        "id. Tab moves between fields (the list scrolls); ctrl+s or Enter applies; Esc cancels."
+    )
 
     def __init__(self, current: LogFilter, suggestions: dict[str, list[str]]) -> None:
         super().__init__()
@@ -61,13 +74,15 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
 
     def compose(self) -> ComposeResult:
         current = self.current
-        with Vertical(id="filter-dialog", classes="dialog"):
-            yield Label("[b]Filter logs[/b]  (ctrl+s apply · escape cancel · times in UTC)")
-            with VerticalScroll():
+        with Vertical(id="filter-dialog", classes="dialog compact-form"):
+            yield Label("[b]Filter logs[/b]  (ctrl+s apply · Esc cancel · times in UTC)", id="filter-title")
+            with VerticalScroll(id="filter-fields"):
                 with Horizontal(classes="form-row"):
                     yield Label("Risk", classes="form-label")
                     for level in RISK_LEVELS:
-                        yield Checkbox(level, value=level in current.risk_levels, id=f"risk-{level}")
+                        yield TickBox(
+                            level, value=level in current.risk_levels, id=f"risk-{level}", classes="risk-box"
+                        )
                 for name, label, value in (
                     ("tool", "Tool", current.tool),
                     ("user", "User", current.user),
@@ -116,6 +131,10 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
                 yield Button("Clear all", id="filter-clear")
                 yield Button("Cancel", id="filter-cancel")
 
+    def on_resize(self, event: events.Resize) -> None:
+        # The fields take the height the terminal leaves around the title, the error and the buttons.
+        self.query_one("#filter-fields").styles.max_height = max(4, event.size.height - AROUND_FIELDS)
+
     @on(Select.Changed, "#filter-time")
     def _preset_chosen(self, event: Select.Changed) -> None:
         delta = TIME_PRESETS.get(str(event.value))
@@ -139,7 +158,7 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
         sanitized_label = self.query_one("#filter-sanitized", Select).value
         return LogFilter(
             risk_levels=frozenset(
-                level for level in RISK_LEVELS if self.query_one(f"#risk-{level}", Checkbox).value
+                level for level in RISK_LEVELS if self.query_one(f"#risk-{level}", TickBox).value
             ),
             since=since,
             until=until,
@@ -166,4 +185,4 @@ class LogFilterScreen(ModalScreen[LogFilter | None]):
 
     @on(Button.Pressed, "#filter-cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.request_close()

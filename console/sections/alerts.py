@@ -5,15 +5,18 @@ Reads and changes go through :mod:`db.alerts`; acknowledging and resolving are
 admin-only (checked again in ``db/`` as of now) and audited there; resolving is
 confirmed, as it starts the rule's cooldown. The list refreshes itself every few
 seconds while shown (armed again only when the last refresh finished) and keeps
-the cursor on the same alert. Rule names, group keys and details come from users
-and agents: they are shown as :func:`~console.untrusted.plain` text.
+the cursor on the same alert. Pages are keyset pages of the alerts' last change
+(``updated_at``), walked either way: ``g``/``G`` the newest and oldest page, ``s`` on
+the Updated column flips the order. Rule names, group keys and details come from
+users and agents: they are shown as :func:`~console.untrusted.plain` text.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -44,6 +47,7 @@ from db.configs import list_configs
 from db.logs import LogFilter
 from db.models import Alert, AlertRule
 from db.vocabulary import RISK_LEVELS
+from db.wording import counted
 
 if TYPE_CHECKING:
     from console.screens.shell import ShellScreen
@@ -66,18 +70,66 @@ STATE_STYLES: dict[str, str] = {"open": "bold", "acknowledged": "", "resolved": 
 STATE_LABELS: dict[str, str] = {"acknowledged": "ack'd"}
 #: Which log filter field an alert's group key fills, by its rule's ``group_by``.
 GROUP_FILTER_FIELDS: dict[str, str] = {"user": "user", "device": "device", "tool": "tool"}
+#: The column the pages are ordered by (the alert's last change), the only one ``s`` sorts.
+TIME_COLUMN = "updated"
 COLUMNS = (
-    TableColumn("Severity"),
-    TableColumn("State"),
-    TableColumn("Rule", width=14, stretch=True),
-    TableColumn("Org"),
-    TableColumn("Group", width=14, stretch=True),
-    TableColumn("Count"),
-    TableColumn("First–last event (UTC)"),
-    TableColumn("Rev"),
+    TableColumn("Sev", key="severity"),
+    TableColumn("State", key="state"),
+    TableColumn("Rule", width=10, stretch=True, key="rule"),
+    TableColumn("Org", key="org"),
+    TableColumn("Group", width=10, stretch=True, key="group"),
+    TableColumn("Events", key="count"),
+    TableColumn("Updated", width=11, key=TIME_COLUMN),
 )
-#: Cursor of a page: the last alert of the page before it (updated_at, id); None for the newest page.
-PageCursor = tuple[datetime, uuid.UUID] | None
+#: What ``F`` says on the columns that are not filters.
+NOT_A_FILTER = (
+    "F filters by the State, Rule or Org column (the boxes above the table); "
+    "move to one with ←/→. c clears the filters."
+)
+NOT_SORTED = (
+    "Alerts are paged by their last change, the order their indexes serve (ix_alerts_state_updated_at, "
+    "ix_alerts_organization_updated_at); s on the Updated column flips it."
+)
+#: The width of the detail's labels.
+LABEL_WIDTH = 13
+
+HELP = """\
+Alerts raised by the organisations' rules (Config → Alert rules), **newest change first**, 200 a
+page: `n` the next page, `p` the previous one, `g` the newest page, `G` the oldest. Home/End go to the
+first and last row of the page. The list refreshes itself every 5 s and keeps the cursor on its alert.
+
+**States**: *open* (raised, nobody has looked), *ack'd* (acknowledged: someone is on it; it still
+counts matches), *resolved* (closed; the rule raises nothing more for that group until its
+**cooldown** has passed). The box at the top shows open and acknowledged alerts; choose *any state*
+to see resolved ones too.
+
+**Filters**: the three boxes (state, organisation, rule); `F` on the State, Rule or Org column filters
+by that cell; `c` clears the filters.
+
+**Sorting**: pages walk the alerts by their last change (the Updated column, UTC) along an index:
+`ix_alerts_state_updated_at`, once per state chosen (merged), or `ix_alerts_organization_updated_at`
+for one organisation (`ix_alerts_organization_state` with states too); only *any state* of every
+organisation reads them all. `s` on Updated flips newest first / oldest first; no index orders alerts
+by another column, so the others do not sort.
+
+**The alert**: the pane below shows the selected alert (`d` shows or hides it, `z` gives it the whole
+section; Tab moves into it to scroll): severity, state and who changed it, times in UTC and local
+time, the first event ids. Enter opens the alert's events in Logs.
+
+**Changes** (administrators): `a` acknowledges an open alert, `r` resolves one (confirmed). Both
+are audited and forwarded to the SIEM destinations as updates.
+"""
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page to read: the rows after ``anchor`` in the order shown (``forward``) or before it.
+
+    ``anchor`` None is an end of the list: forward from it is the first page, backward the last.
+    """
+
+    anchor: tuple[datetime, uuid.UUID] | None = None
+    forward: bool = True
 
 
 def alert_filter_for_logs(alert: Alert, rule: AlertRule | None) -> LogFilter:
@@ -114,38 +166,62 @@ def event_span(first: datetime, last: datetime) -> str:
     return f"{start[5:16]}–{end[5:16]}"
 
 
+def short_time(moment: datetime) -> str:
+    """``MM-DD HH:MM`` in UTC: a table's time (the detail has the year and the seconds)."""
+    return when(moment)[5:]
+
+
+def utc_and_local(moment: datetime | None) -> str:
+    """``2026-12-05 21:46:02 UTC (22:46:02 local)``: the local date too when it is another day; "—"."""
+    if moment is None:
+        return "—"
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    local = utc.astimezone()
+    shown = local.strftime("%H:%M:%S") if local.date() == utc.date() else local.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when(utc, precision='second')} UTC ({shown} local)"
+
+
+def _line(text: Text, label: str, value: Text | str) -> None:
+    """One ``label value`` line of the detail (the label padded, so values line up)."""
+    if text.plain:
+        text.append("\n")
+    text.append(label.ljust(LABEL_WIDTH), style="bold")
+    text.append_text(value if isinstance(value, Text) else Text(value))
+
+
 def alert_detail(alert: Alert) -> Text:
-    """Every field of ``alert`` a person needs, compactly, as plain text (names and keys are untrusted)."""
-    text = Text.assemble(plain(alert.rule_name, "bold"), " · ")
-    text.append_text(severity_text(alert.severity)).append(f" · {alert.state} · {alert.rule_kind} rule · ")
-    text.append_text(plain(alert.organization_id)).append(" · group ").append_text(
-        plain(alert.group_key or "—", "bold")
-    )
-    events = f"{alert.event_count:,} event{'' if alert.event_count == 1 else 's'}"
-    text.append(
-        f"\n{events} from {when(alert.first_event_at, precision='second')} to "
-        f"{when(alert.last_event_at, precision='second')} UTC · opened {when(alert.opened_at)} · "
-        f"updated {when(alert.updated_at)} · revision {alert.revision}"
-    )
-    for verb, at, by in (
-        ("acknowledged", alert.acknowledged_at, alert.acknowledged_by),
-        ("resolved", alert.resolved_at, alert.resolved_by),
+    """Every field of ``alert`` a person needs, one per line, as plain text (names and keys are untrusted)."""
+    text = Text(end="")
+    _line(text, "Rule", Text.assemble(plain(alert.rule_name, "bold"), f"  ({alert.rule_kind} rule)"))
+    _line(text, "Severity", severity_text(alert.severity))
+    _line(text, "State", Text(alert.state, style=STATE_STYLES.get(alert.state, "")))
+    _line(text, "Org", plain(alert.organization_id))
+    _line(text, "Group", plain(alert.group_key or "—", "bold"))
+    _line(text, "Events", counted(alert.event_count, "event"))
+    _line(text, "First event", utc_and_local(alert.first_event_at))
+    _line(text, "Last event", utc_and_local(alert.last_event_at))
+    _line(text, "Opened", utc_and_local(alert.opened_at))
+    _line(text, "Updated", f"{utc_and_local(alert.updated_at)} · revision {alert.revision}")
+    for label, at, by in (
+        ("Acknowledged", alert.acknowledged_at, alert.acknowledged_by),
+        ("Resolved", alert.resolved_at, alert.resolved_by),
     ):
         if at is not None or by:
-            text.append(f"\n{verb} {when(at)} UTC by ").append_text(plain(by or "—", "bold"))
+            _line(text, label, Text.assemble(f"{utc_and_local(at)} by ", plain(by or "—", "bold")))
     details = alert.details if isinstance(alert.details, dict) else {}
     for key, value in details.items():
         items = value if isinstance(value, list) else [value]
-        text.append("\n").append_text(plain(key, "bold")).append(": ")
+        name = plain(key, "bold")
+        name.append(" " * max(1, LABEL_WIDTH - name.cell_len))
+        text.append("\n").append_text(name)
         text.append_text(Text(", ", end="").join(plain(item) for item in items))
     event_ids = alert.event_ids if isinstance(alert.event_ids, list) else []
-    text.append("\nevent ids", style="bold")
     if event_ids:
-        text.append(f" (the first {len(event_ids)}): ").append_text(
-            Text(", ", end="").join(plain(event_id) for event_id in event_ids)
-        )
+        _line(text, "Event ids", f"the first {len(event_ids)} (Enter shows every event in Logs)")
+        for event_id in event_ids:
+            text.append("\n" + " " * LABEL_WIDTH).append_text(plain(event_id))
     else:
-        text.append(": none")
+        _line(text, "Event ids", "none")
     return text
 
 
@@ -154,6 +230,7 @@ class AlertsSection(Section):
 
     TITLE = "Alerts"
     KEY = "7"
+    HELP = HELP
     COMMANDS = (
         SectionCommand(
             "Alerts: acknowledge the selected alert",
@@ -169,15 +246,25 @@ class AlertsSection(Section):
         ),
         SectionCommand("Alerts: open the events", "Show the selected alert's events in Logs", "open_events"),
         SectionCommand("Alerts: show resolved alerts too", "List alerts in every state", "all_states"),
+        SectionCommand(
+            "Alerts: clear the filters", "Open and acknowledged alerts of every rule", "clear_filters"
+        ),
+        SectionCommand("Alerts: newest page", "Go to the alerts changed last", "newest_page"),
+        SectionCommand("Alerts: oldest page", "Go to the alerts changed first", "oldest_page"),
+        SectionCommand("Alerts: oldest or newest first", "Flip the order of the alerts", "flip_order"),
     )
+    ADMIN_ACTIONS = frozenset({"acknowledge", "resolve"})
     BINDINGS = [
-        Binding("enter", "open_events", "Events", show=False),
-        Binding("a", "acknowledge", "Acknowledge"),
+        Binding("a", "acknowledge", "Ack"),
         Binding("r", "resolve", "Resolve"),
-        Binding("n", "older_page", "Older"),
-        Binding("p", "newer_page", "Newer"),
+        Binding("n", "next_page", "Next page"),
+        Binding("p", "previous_page", "Prev page"),
         Binding("g", "newest_page", "Newest"),
+        Binding("G", "oldest_page", "Oldest"),
         Binding("d", "toggle_detail", "Detail"),
+        Binding("enter", "open_events", "Events in Logs", show=False),
+        Binding("z", "zoom_detail", "Detail: whole section (again: back)", show=False),
+        Binding("c", "clear_filters", "Clear the filters", show=False),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -186,9 +273,16 @@ class AlertsSection(Section):
         self.alerts: dict[str, Alert] = {}
         self.rules: dict[str, AlertRule] = {}
         self._organizations: list[str] = []
-        #: The cursors of the pages before the one shown (the last is the shown page's own).
-        self._pages: list[PageCursor] = [None]
-        self.has_older = False
+        #: The order shown: newest change first (else oldest first).
+        self.newest_first = True
+        #: The page shown, as it is read again on each refresh.
+        self.page_request = PageRequest()
+        #: Where the page shown is: its number counted from the top of the order shown, or the bottom.
+        self.page_number = 1
+        self.page_from_top = True
+        #: Whether there are rows after the page (in the order shown) and before it.
+        self.has_next = False
+        self.has_previous = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
@@ -207,10 +301,17 @@ class AlertsSection(Section):
 
     def on_mount(self) -> None:
         self.query_one("#alert-detail").display = self.app.size.height >= DETAIL_MIN_HEIGHT
+        self.table.order_shown = (TIME_COLUMN, True)
+        self.table.label_headers()
 
     @property
     def table(self) -> KeyedTable:
         return self.query_one("#alerts-table", KeyedTable)
+
+    @property
+    def has_older(self) -> bool:
+        """Whether older alerts than the page's exist (for the tests and the tmux eye)."""
+        return self.has_next if self.newest_first else self.has_previous
 
     def focus_first(self) -> None:
         self.table.focus()
@@ -218,12 +319,6 @@ class AlertsSection(Section):
     def reload(self) -> None:
         self.load_choices()
         self.load_alerts()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # A viewer is not shown the keys that change alerts (db/ would refuse them anyway).
-        if action in ("acknowledge", "resolve") and not self.context.user.is_admin:
-            return False
-        return True
 
     # -- filters ---------------------------------------------------------------------------------
 
@@ -243,11 +338,45 @@ class AlertsSection(Section):
         filters = self.read_filters()
         if filters != self.filters:
             self.filters = filters
-            self._pages = [None]
-            self.load_alerts()
+            self._go_to(PageRequest(), page_from_top=True)
 
     def action_all_states(self) -> None:
         self.query_one("#alerts-state", Select).value = "any state"
+
+    def action_clear_filters(self) -> None:
+        self.query_one("#alerts-state", Select).value = DEFAULT_STATES
+        self.query_one("#alerts-org", Select).value = ANY
+        self.query_one("#alerts-rule", Select).value = ANY
+
+    def filter_by_cell(self, request: KeyedTable.FilterRequested) -> None:
+        """``F``: the State, Rule and Org columns set their box above the table; the others say so."""
+        alert = self.alerts.get(request.row_key)
+        if alert is None:
+            return
+        if request.column == "state":
+            label = alert.state if alert.state in STATE_CHOICES else "any state"
+            self.query_one("#alerts-state", Select).value = label
+            self.context.notify(f"Showing {label} alerts (c clears the filters).", timeout=3)
+        elif request.column == "org":
+            if alert.organization_id not in self._organizations:
+                self.context.notify("That organisation is not listed (deleted?).", severity="warning")
+                return
+            self.query_one("#alerts-org", Select).value = alert.organization_id
+            self.context.notify(
+                f"Showing the alerts of {alert.organization_id} (c clears the filters).", timeout=3
+            )
+        elif request.column == "rule":
+            if str(alert.rule_id) not in self.rules:
+                self.context.notify(
+                    "That alert's rule was deleted: its alerts cannot be chosen by rule.", severity="warning"
+                )
+                return
+            self.query_one("#alerts-rule", Select).value = str(alert.rule_id)
+            self.context.notify(
+                f"Showing the alerts of the rule {alert.rule_name!r} (c clears the filters).", timeout=3
+            )
+        else:
+            self.context.notify(NOT_A_FILTER, timeout=5)
 
     @work(exclusive=True, group="alerts-choices", exit_on_error=False)
     async def load_choices(self) -> None:
@@ -277,10 +406,14 @@ class AlertsSection(Section):
     def _set_options(self, selector: str, options: list[tuple[Any, str]], values: list[str]) -> None:
         self.replace_options(self.query_one(selector, Select), options, values, fallback=ANY)
 
-    # -- the list --------------------------------------------------------------------------------
+    # -- pages and order -------------------------------------------------------------------------
 
     @work(exclusive=True, group="alerts-load", exit_on_error=False)
     async def load_alerts(self, select: str | None = None) -> None:
+        request = self.page_request
+        # Walking toward older rows reads newest first from the anchor; toward newer, oldest first.
+        toward_older = request.forward == self.newest_first
+        anchor = request.anchor
         try:
             async with self.context.sessions() as session:
                 rows = list(
@@ -288,13 +421,26 @@ class AlertsSection(Section):
                         session=session,
                         alert_filter=self.filters,
                         limit=ALERT_PAGE_SIZE + 1,
-                        before=self._pages[-1],
+                        before=anchor if toward_older else None,
+                        after=None if toward_older else anchor,
+                        oldest_first=not toward_older,
                     )
                 )
         finally:
             self.refresh_while_shown(REFRESH_SECONDS, self.load_alerts)
-        self.has_older = len(rows) > ALERT_PAGE_SIZE
-        self.show(rows[:ALERT_PAGE_SIZE], select=select)
+        more = len(rows) > ALERT_PAGE_SIZE
+        rows = rows[:ALERT_PAGE_SIZE]
+        if not request.forward:
+            rows.reverse()
+        self.has_next = more if request.forward else anchor is not None
+        self.has_previous = anchor is not None if request.forward else more
+        self.show(rows, select=select)
+
+    def _go_to(self, request: PageRequest, *, page_from_top: bool, page_number: int = 1) -> None:
+        self.page_request = request
+        self.page_from_top = page_from_top
+        self.page_number = page_number
+        self.load_alerts()
 
     def show(self, rows: Sequence[Alert], *, select: str | None = None) -> None:
         self.alerts = {str(alert.id): alert for alert in rows}
@@ -303,7 +449,7 @@ class AlertsSection(Section):
                 (
                     str(alert.id),
                     (
-                        severity_text(alert.severity),
+                        severity_text(alert.severity, short=True),
                         Text(
                             STATE_LABELS.get(alert.state, alert.state),
                             style=STATE_STYLES.get(alert.state, ""),
@@ -313,42 +459,80 @@ class AlertsSection(Section):
                         plain(alert.organization_id),
                         plain(alert.group_key),
                         f"{alert.event_count:,}",
-                        event_span(alert.first_event_at, alert.last_event_at),
-                        str(alert.revision),
+                        short_time(alert.updated_at),
                     ),
                 )
                 for alert in rows
             ),
             select=select,
         )
-        page = len(self._pages)
-        more = " · n older" if self.has_older else ""
-        newer = " · p newer" if page > 1 else ""
-        actions = " · a acknowledge · r resolve" if self.context.user.is_admin else ""
-        empty = "no alert matches · " if not rows else ""
-        self.query_one("#alerts-summary", Static).update(
-            f"{empty}{len(rows)} alerts · page {page}{more}{newer} · enter events{actions}"
-        )
+        self._summary(len(rows))
         self._show_detail()
 
-    def action_older_page(self) -> None:
-        if not self.has_older or not self.alerts:
-            self.context.notify("This is the oldest page.", timeout=2)
+    def _summary(self, count: int) -> None:
+        order = "newest first" if self.newest_first else "oldest first"
+        if self.page_number == 1 and not self.page_from_top:
+            page = "the last page"
+        elif self.page_from_top:
+            page = f"page {self.page_number}"
+        else:
+            page = f"page {self.page_number} from the end"
+        if count == 0:
+            summary = f"No alert matches these filters · {order} · c clears the filters"
+        else:
+            moves = [
+                key for key, more in (("n next", self.has_next), ("p previous", self.has_previous)) if more
+            ]
+            summary = " · ".join([counted(count, "alert"), order, page, *moves, "enter events in Logs"])
+        self.query_one("#alerts-summary", Static).update(summary)
+
+    def action_next_page(self) -> None:
+        if not self.has_next or not self.alerts:
+            self.context.notify("This is the last page.", timeout=2)
             return
         last = list(self.alerts.values())[-1]
-        self._pages.append((last.updated_at, last.id))
-        self.load_alerts()
+        number = self.page_number + 1 if self.page_from_top else max(1, self.page_number - 1)
+        self._go_to(
+            PageRequest((last.updated_at, last.id), forward=True),
+            page_from_top=self.page_from_top,
+            page_number=number,
+        )
 
-    def action_newer_page(self) -> None:
-        if len(self._pages) == 1:
-            self.context.notify("This is the newest page.", timeout=2)
+    def action_previous_page(self) -> None:
+        if not self.has_previous or not self.alerts:
+            self.context.notify("This is the first page.", timeout=2)
             return
-        self._pages.pop()
-        self.load_alerts()
+        first = next(iter(self.alerts.values()))
+        number = max(1, self.page_number - 1) if self.page_from_top else self.page_number + 1
+        self._go_to(
+            PageRequest((first.updated_at, first.id), forward=False),
+            page_from_top=self.page_from_top,
+            page_number=number,
+        )
 
     def action_newest_page(self) -> None:
-        self._pages = [None]
-        self.load_alerts()
+        self._go_to(PageRequest(forward=self.newest_first), page_from_top=self.newest_first)
+
+    def action_oldest_page(self) -> None:
+        self._go_to(PageRequest(forward=not self.newest_first), page_from_top=not self.newest_first)
+
+    def action_flip_order(self) -> None:
+        """Newest first ↔ oldest first, from the top of the new order."""
+        self.newest_first = not self.newest_first
+        self.table.order_shown = (TIME_COLUMN, self.newest_first)
+        self.table.label_headers()
+        self._go_to(PageRequest(), page_from_top=True)
+        self.context.notify(
+            f"Alerts {'newest' if self.newest_first else 'oldest'} first (s again flips it).", timeout=2
+        )
+
+    @on(KeyedTable.SortRequested, "#alerts-table")
+    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
+        request.stop()
+        if request.column == TIME_COLUMN:
+            self.action_flip_order()
+        else:
+            self.context.notify(NOT_SORTED, timeout=5)
 
     # -- details and events ----------------------------------------------------------------------
 
@@ -365,6 +549,23 @@ class AlertsSection(Section):
     def action_toggle_detail(self) -> None:
         detail = self.query_one("#alert-detail")
         detail.display = not detail.display
+        if not detail.display:
+            self._zoom(False)
+
+    def action_zoom_detail(self) -> None:
+        detail = self.query_one("#alert-detail")
+        self._zoom(not detail.has_class("-whole"))
+
+    def _zoom(self, whole: bool) -> None:
+        """The detail takes the whole section (the table hidden; focus in the detail to scroll) or not."""
+        detail = self.query_one("#alert-detail")
+        detail.set_class(whole, "-whole")
+        self.table.display = not whole
+        if whole:
+            detail.display = True
+            detail.focus()
+        else:
+            self.table.focus()
 
     def _selected(self, what: str) -> Alert | None:
         return self.selected_row(self.table, self.alerts, f"an alert to {what}")

@@ -14,21 +14,22 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Select, Static
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Label, Select, Static
 
 from console.dialogs.confirm import confirm_then
 from console.dialogs.dead_letters import DeadLettersScreen
 from console.dialogs.destination_form import DestinationFormScreen, spec_of
+from console.dialogs.dialog import Dialog
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
-from console.widgets.keyed_table import KeyedTable, TableColumn
+from console.widgets.keyed_table import KeyedTable, TableColumn, cell_text
 from console.widgets.time_format import when
 from db.configs import list_configs
 from db.destinations import (
@@ -42,6 +43,8 @@ from db.destinations import (
 )
 from db.models import ForwardDestination
 from db.secrets import SecretKeyError, SecretUnreadable, secret_box_for
+from db.vocabulary import RISK_LEVELS
+from db.wording import counted
 from forwarding.transport import DestinationDown, RetryLater
 
 REFRESH_SECONDS = 5.0
@@ -55,16 +58,42 @@ STATE_STYLES: dict[str, str] = {
     "disabled": "dim",
 }
 COLUMNS = (
-    TableColumn("Name", stretch=True),
-    TableColumn("Org"),
-    TableColumn("Transport/format"),
-    TableColumn("State"),
-    TableColumn("Behind"),
-    TableColumn("Oldest unsent"),
-    TableColumn("Delivered"),
-    TableColumn("Last error", stretch=True),
+    TableColumn("Name", width=10, stretch=True, key="name"),
+    TableColumn("Org", key="org"),
+    TableColumn("State", width=8, key="state"),
+    TableColumn("Behind", key="behind"),
+    TableColumn("Unsent since", width=6, key="oldest"),
+    TableColumn("Via", key="via"),
+    TableColumn("Address", width=10, stretch=True, key="address"),
+    TableColumn("Last error", width=10, stretch=True, key="error"),
 )
-ADMIN_ACTIONS = ("new_destination", "edit_destination", "delete_destination", "toggle_enabled", "send_test")
+#: Each column's place in a row, by key.
+COLUMN_INDEX = {spec.column_key: index for index, spec in enumerate(COLUMNS)}
+#: The width of the detail's labels.
+LABEL_WIDTH = 13
+
+HELP = """\
+Where each organisation's alerts and events are forwarded (syslog over TCP, TLS or UDP, RELP, Splunk
+HEC, signed webhooks), one destination a row. The list refreshes itself every 5 s.
+
+**States**: *active* (sending as events arrive), *retrying* (a passing fault: a timeout, 429 or 5xx;
+tried again with a growing delay), *paused* (the receiver refused the destination itself: connection
+refused, TLS, a rejected token; an alert is raised and delivery is tried again, slower), *disabled*
+(switched off with `a`; nothing is sent until it is enabled again).
+
+**Lag**: *Behind* counts the events (ev) and alert changes (al) not delivered yet, *Unsent since* the
+oldest of them (UTC). What a destination has not received is held back from the cleanup up to the
+retention hold. `i` shows a destination's every setting, its lag and how many messages it took.
+
+**Dead letters** (`l`): messages the receiver refused one by one (a HEC 400, a 413 for one event),
+with its reason. Administrators send them again (`r`, `R` all) or discard them (`del`, `X` all).
+
+**Changes** (administrators): `n` adds a destination, Enter or `e` edits it, `a` disables (asked
+first) or enables it, `t` sends a test message and shows the answer, `del` deletes it (asked first).
+A secret (HEC token, webhook signing key, TLS client key) is stored encrypted and **never shown
+again**: leave it empty on an edit to keep it. For a viewer, Enter shows the settings (as `i`).
+`F` on the Org column shows one organisation's destinations; `s` sorts by the cursor's column.
+"""
 
 
 @dataclass(frozen=True)
@@ -79,11 +108,88 @@ def one_line(value: str | None) -> str:
     return " ".join((value or "").split())
 
 
+def behind(lag: DestinationLag) -> str:
+    """``12 ev + 1 al``: the events and alert changes a destination has not received."""
+    shown = f"{lag.events_behind:,} ev"
+    if lag.alerts_behind:
+        shown += f" + {lag.alerts_behind:,} al"
+    return shown
+
+
+def _line(text: Text, label: str, value: Text | str) -> None:
+    if text.plain:
+        text.append("\n")
+    text.append(label.ljust(LABEL_WIDTH), style="bold")
+    text.append_text(value if isinstance(value, Text) else Text(value))
+
+
+def destination_detail(item: ShownDestination) -> Text:
+    """Every setting and the state of a destination, one per line (the secret only as stored or not)."""
+    row, lag = item.row, item.lag
+    levels = [level for level in RISK_LEVELS if level in (row.event_risk_levels or ())]
+    text = Text(end="")
+    _line(text, "Name", plain(row.name, "bold"))
+    _line(text, "Organisation", plain(row.organization_id))
+    _line(text, "State", Text(row.state, style=STATE_STYLES.get(row.state, "")))
+    _line(text, "Enabled", "yes" if row.enabled else "no (a enables it)")
+    _line(text, "Transport", plain(f"{row.transport}, {row.format} format"))
+    _line(text, "Address", plain(row.address))
+    _line(
+        text,
+        "Forwards",
+        f"alerts {'yes' if row.forward_alerts else 'no'} · events {', '.join(levels) or 'none'}",
+    )
+    _line(text, "Secret", "stored (never shown)" if row.secret_ciphertext else "none")
+    for key, value in sorted((row.options or {}).items()):
+        _line(text, "Option", Text.assemble(plain(key, "bold"), " = ", plain(value)))
+    _line(text, "Behind", behind(lag))
+    _line(
+        text, "Unsent since", f"{when(lag.oldest_undelivered_at)} UTC" if lag.oldest_undelivered_at else "—"
+    )
+    delivered = row.last_delivered_at
+    _line(
+        text,
+        "Delivered",
+        f"{row.delivered_count:,} · last {when(delivered) + ' UTC' if delivered else 'never'}",
+    )
+    if row.last_error:
+        _line(
+            text,
+            "Last error",
+            Text.assemble(f"{when(row.last_error_at)} UTC: ", plain(one_line(row.last_error), "red")),
+        )
+    return text
+
+
+class DestinationDetailScreen(Dialog[None]):
+    """One destination's settings and state, read-only (Enter for a viewer)."""
+
+    HELP = "A forwarding destination as stored: its settings, state and lag. The secret is never shown."
+    HELP_TITLE = "Destination"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # A modal screen does not see the app's keys: ? is bound here to the app's help.
+        Binding("question_mark", "app.help", "Help: these keys", show=False),
+    ]
+
+    def __init__(self, item: ShownDestination) -> None:
+        super().__init__()
+        self.item = item
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="destination-detail", classes="dialog"):
+            yield Label(
+                Text.assemble(plain(self.item.row.name, "bold"), "  (escape closes)"),
+                id="destination-detail-title",
+            )
+            yield Static(destination_detail(self.item), id="destination-detail-text")
+
+
 class ForwardingSection(Section):
     """Forwarding destinations: state, lag, errors; add, edit, delete, enable, test; dead letters."""
 
     TITLE = "Forwarding"
     KEY = "8"
+    HELP = HELP
     COMMANDS = (
         SectionCommand(
             "Forwarding: add a destination",
@@ -118,15 +224,22 @@ class ForwardingSection(Section):
         SectionCommand(
             "Forwarding: dead letters", "Messages the selected destination refused", "dead_letters"
         ),
+        SectionCommand(
+            "Forwarding: the destination's settings", "Every setting and the state, read-only", "show_detail"
+        ),
+    )
+    ADMIN_ACTIONS = frozenset(
+        {"new_destination", "edit_destination", "delete_destination", "toggle_enabled", "send_test"}
     )
     BINDINGS = [
         Binding("n", "new_destination", "New"),
         Binding("e", "edit_destination", "Edit"),
-        Binding("a", "toggle_enabled", "Enable/disable"),
-        Binding("t", "send_test", "Test message"),
+        Binding("a", "toggle_enabled", "On/off"),
+        Binding("t", "send_test", "Test"),
         Binding("l", "dead_letters", "Dead letters"),
         Binding("delete", "delete_destination", "Delete"),
-        Binding("r", "reload", "Reload"),
+        Binding("i", "show_detail", "Settings (read-only)", show=False),
+        Binding("r", "reload", "Reload", show=False),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -141,7 +254,7 @@ class ForwardingSection(Section):
         with Horizontal(classes="admin-bar"):
             yield Select([(ANY, ANY)], value=ANY, allow_blank=False, id="forwarding-org")
             yield Static("", id="forwarding-summary", classes="admin-summary")
-        yield KeyedTable(*COLUMNS, id="forwarding-table")
+        yield KeyedTable(*COLUMNS, id="forwarding-table", sort_value=self._sort_value)
         yield Static("", id="forwarding-detail", classes="admin-detail-line")
 
     @property
@@ -157,11 +270,6 @@ class ForwardingSection(Section):
 
     def action_reload(self) -> None:
         self.reload()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ADMIN_ACTIONS and not self.context.user.is_admin:
-            return False
-        return True
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -185,6 +293,22 @@ class ForwardingSection(Section):
             self.organization_id = chosen
             self.load_destinations()
 
+    def filter_by_cell(self, request: KeyedTable.FilterRequested) -> None:
+        """``F`` on the Org column shows that organisation's destinations; the others say so."""
+        item = self.destinations.get(request.row_key)
+        if item is None:
+            return
+        if request.column != "org":
+            self.context.notify(
+                "F filters by the Org column (the box above the table); s sorts by any column.", timeout=4
+            )
+            return
+        if item.row.organization_id not in self.organizations:
+            self.context.notify("That organisation is not listed (deleted?).", severity="warning")
+            return
+        self.query_one("#forwarding-org", Select).value = item.row.organization_id
+        self.context.notify(f"Showing the destinations of {item.row.organization_id}.", timeout=3)
+
     @work(exclusive=True, group="forwarding-load", exit_on_error=False)
     async def load_destinations(self, select: str | None = None) -> None:
         try:
@@ -204,33 +328,43 @@ class ForwardingSection(Section):
             ((str(item.row.id), self._cells(item)) for item in shown),
             select=select,
         )
-        admin = (
-            " · n new · e edit · a enable/disable · t test · del delete" if self.context.user.is_admin else ""
-        )
         paused = sum(item.row.state == "paused" for item in shown)
-        trouble = f" · {paused} paused" if paused else ""
-        empty = "no destination yet · " if not shown else ""
-        self.query_one("#forwarding-summary", Static).update(
-            f"{empty}{len(shown)} destinations{trouble} · l dead letters{admin}"
-        )
+        parts = [counted(len(shown), "destination")]
+        if paused:
+            parts.append(f"{paused:,} paused")
+        if not shown:
+            parts.append("n adds one" if self.context.user.is_admin else "none yet")
+        else:
+            parts.append("enter edits" if self.context.user.is_admin else "enter shows the settings")
+            parts.append("l dead letters")
+        self.query_one("#forwarding-summary", Static).update(" · ".join(parts))
         self._show_detail()
 
     @staticmethod
     def _cells(item: ShownDestination) -> tuple[Text | str, ...]:
         row, lag = item.row, item.lag
-        behind = f"{lag.events_behind:,} ev"
-        if lag.alerts_behind:
-            behind += f" + {lag.alerts_behind:,} al"
         return (
             plain(row.name),
             plain(row.organization_id),
-            plain(f"{row.transport}/{row.format}"),
             Text(row.state, style=STATE_STYLES.get(row.state, ""), end=""),
-            behind,
-            when(lag.oldest_undelivered_at),
-            f"{row.delivered_count:,}",
+            behind(lag),
+            when(lag.oldest_undelivered_at)[5:] if lag.oldest_undelivered_at else "—",
+            plain(f"{row.transport}/{row.format}"),
+            plain(row.address),
             plain(one_line(row.last_error)),
         )
+
+    def _sort_value(self, column: str, key: str) -> Any:
+        """What ``s`` orders by: numbers and times by value (never-seen last), the rest by their text."""
+        item = self.destinations.get(key)
+        if item is None:
+            return (1, "")
+        if column == "behind":
+            return (0, item.lag.events_behind + item.lag.alerts_behind)
+        if column == "oldest":
+            at = item.lag.oldest_undelivered_at
+            return (0, when(at, precision="second")) if at is not None else (1, "")
+        return (0, cell_text(self._cells(item)[COLUMN_INDEX[column]]).casefold())
 
     # -- the detail line -------------------------------------------------------------------------
 
@@ -247,20 +381,12 @@ class ForwardingSection(Section):
             line.update(f"Select a destination to see its settings. {hint}")
             return
         row = item.row
-        levels = ",".join(
-            level for level in ("red", "amber", "green") if level in (row.event_risk_levels or ())
-        )
-        options = " ".join(f"{key}={value}" for key, value in sorted((row.options or {}).items()))
         text = Text.assemble(
             plain(row.name, "bold"),
             " → ",
             plain(row.address),
-            f" · alerts {'yes' if row.forward_alerts else 'no'} · events {levels or 'none'}",
-            f" · secret {'stored' if row.secret_ciphertext else 'none'}",
             f" · {'enabled' if row.enabled else 'disabled'}",
         )
-        if options:
-            text.append(" · ").append_text(plain(options))
         delivered = row.last_delivered_at
         text.append(f"\nlast delivered {when(delivered) + ' UTC' if delivered else 'never'}")
         if row.last_error:
@@ -272,6 +398,19 @@ class ForwardingSection(Section):
     def _selected(self, what: str) -> ForwardDestination | None:
         item = self.selected_row(self.table, self.destinations, f"a destination to {what}")
         return item.row if item is not None else None
+
+    @on(DataTable.RowSelected, "#forwarding-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if self.context.user.is_admin:
+            self.action_edit_destination()
+        else:
+            self.action_show_detail()
+
+    def action_show_detail(self) -> None:
+        item = self.selected_row(self.table, self.destinations, "a destination to see")
+        if item is not None:
+            self.app.push_screen(DestinationDetailScreen(item))
 
     # -- changes ---------------------------------------------------------------------------------
 

@@ -1,43 +1,67 @@
-"""The detail pane: every field of the selected log row, as pretty JSON."""
+"""The detail pane beside the log table: the selected row as labelled fields (raw JSON only when asked).
+
+It takes focus (Tab from the table), so ↑/↓, PgUp/PgDn and Home/End scroll a long
+record; :func:`console.widgets.log_record.record_view` draws it.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.highlighter import JSONHighlighter
-from rich.text import Text
+from rich.console import RenderableType
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from console.untrusted import plain
+from console.widgets.log_record import as_plain_text, record_view
+from db.log_json import entry_to_dict
 
-_HIGHLIGHT = JSONHighlighter()
+if TYPE_CHECKING:
+    from db.models import LogEntry
 
-
-def detail_text(record: dict[str, Any]) -> Text:
-    """``record`` as indented, highlighted JSON; what agents wrote stays text (:mod:`console.untrusted`)."""
-    # json.dumps escapes C0 controls inside strings, so every newline left is the layout's own; each line
-    # goes through plain(), which also shows DEL, C1 and bidi characters as escapes.
-    dumped = json.dumps(record, indent=2, ensure_ascii=False, default=str)
-    text = Text("\n").join(plain(line) for line in dumped.split("\n"))
-    _HIGHLIGHT.highlight(text)
-    return text
+NOTHING_SELECTED = "Select a row to see its details."
 
 
 class LogDetail(VerticalScroll):
-    """Shows one row's metadata (or a hint when nothing is selected)."""
+    """Shows one row (or a hint when nothing is selected); ``raw`` shows it as JSON instead."""
 
-    can_focus = False
+    can_focus = True
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.entry: LogEntry | None = None
+        #: The row shown, as its JSON-ready dict (None when nothing is selected).
+        self.record: dict[str, Any] | None = None
+        self.raw = False
+        self._renderable: RenderableType = NOTHING_SELECTED
 
     def compose(self) -> ComposeResult:
-        yield Static("Select a row to see its details.", id="log-detail-body")
+        yield Static(NOTHING_SELECTED, id="log-detail-body")
 
-    def show(self, record: dict[str, Any] | None) -> None:
-        body = self.query_one("#log-detail-body", Static)
-        self.record = record
-        if record is None:
-            body.update("Select a row to see its details.")
-            return
-        body.update(detail_text(record))
+    def show(self, entry: LogEntry | None) -> None:
+        """Show ``entry`` (None: the hint), from the top."""
+        changed = entry is not self.entry
+        self.entry = entry
+        self.record = entry_to_dict(entry) if entry is not None else None
+        self._draw()
+        if changed:
+            self.scroll_home(animate=False)
+
+    def set_raw(self, raw: bool) -> None:
+        """Show the row as raw JSON (``J``) or as labelled fields."""
+        self.raw = raw
+        self._draw()
+
+    def _draw(self) -> None:
+        self._renderable = NOTHING_SELECTED if self.entry is None else record_view(self.entry, raw=self.raw)
+        self.query_one("#log-detail-body", Static).update(self._renderable)
+
+    @property
+    def renderable(self) -> RenderableType:
+        """What the pane shows now (the fields, the raw JSON or the hint)."""
+        return self._renderable
+
+    @property
+    def text(self) -> str:
+        """What the pane reads, without styles, at its width (for tests)."""
+        return as_plain_text(self._renderable, self.scrollable_content_region.width or 40)

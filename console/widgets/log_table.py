@@ -1,8 +1,10 @@
-"""The table of log rows: one page, newest first, keyed by organisation and event id.
+"""The table of log rows: one page, in the order by time the section asked for, keyed by organisation and id.
 
 A :class:`~console.widgets.keyed_table.KeyedTable` with the log columns; what an
 agent wrote reaches it as :func:`console.untrusted.plain` text (control
-characters made visible, never markup) and the risk level in its colour.
+characters made visible, never markup) and the risk level in its colour and glyph.
+The rows come in the order the section asked the database for (newest or oldest
+first): the table never sorts a page itself (``s`` goes to the section).
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from console.widgets.time_format import when
 if TYPE_CHECKING:
     from db.models import LogEntry
 
-#: The columns, each as wide as its values usually are; the user and the entity types take any room left.
+#: The columns: each as wide as its widest value (up to its cap), never narrower than its floor when room
+#: is short (Time, Risk and User stay readable at 80 columns); the user and the entity types take room left.
 COLUMNS = (
-    TableColumn("Time (UTC)", 19),
-    TableColumn("Risk", 5),
-    TableColumn("User", 24, stretch=True),
-    TableColumn("Tool", 14),
-    TableColumn("Device", 12),
-    TableColumn("Org", 8),
-    TableColumn("Entities", 18, stretch=True),
-    TableColumn("San.", 4),
+    TableColumn("Time (UTC)", 19, key="time"),
+    TableColumn("Risk", 7, key="risk"),
+    TableColumn("User", 14, stretch=True, key="user", max_width=64),
+    TableColumn("Tool", 8, key="tool", max_width=40),
+    TableColumn("Device", 8, key="device", max_width=64),
+    TableColumn("Org", 5, key="org", max_width=40),
+    TableColumn("Entities", 8, stretch=True, key="entities", max_width=80),
+    TableColumn("San.", 4, key="sanitised"),
 )
+#: The column the rows are ordered by (the only one an index orders: docs/index-policy.md).
+TIME_COLUMN = "time"
 
 
 def row_key(entry: LogEntry) -> str:

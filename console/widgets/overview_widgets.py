@@ -58,7 +58,7 @@ class OpenAlertsView(Static):
         if alerts.total:
             title.append(": ")
             counts = [
-                severity_text(f"{alerts.by_severity[level]:,} {level}")
+                severity_text(level, label=f"{alerts.by_severity[level]:,} {level}")
                 for level in ALERT_SEVERITY_STYLES
                 if alerts.by_severity.get(level)
             ]

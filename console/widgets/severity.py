@@ -13,8 +13,15 @@ ALERT_SEVERITY_STYLES: dict[str, str] = {
     "low": "cyan",
     "informational": "dim",
 }
+#: The short words narrow tables use (the detail and the Overview say the whole word).
+SHORT_SEVERITIES: dict[str, str] = {"critical": "crit", "medium": "med", "informational": "info"}
 
 
-def severity_text(severity: str) -> Text:
-    """An alert's ``severity`` as a cell, in its style (an unknown one unstyled)."""
-    return Text(severity, style=ALERT_SEVERITY_STYLES.get(severity, ""), end="")
+def severity_text(severity: str, *, label: str | None = None, short: bool = False) -> Text:
+    """An alert's ``severity`` as a cell in its style (an unknown one unstyled).
+
+    The cell reads ``label`` if given ("3 high"), else the severity, shortened for a narrow
+    column when ``short`` ("crit", "med", "info").
+    """
+    words = label if label is not None else (SHORT_SEVERITIES.get(severity, severity) if short else severity)
+    return Text(words, style=ALERT_SEVERITY_STYLES.get(severity, ""), end="")

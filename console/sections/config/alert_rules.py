@@ -12,13 +12,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from textual import work
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Static
 
-from console.dialogs.alert_rule_form import AlertRuleFormScreen, format_duration
+from console.dialogs.alert_rule_form import KIND_FIELDS, KIND_LABELS, AlertRuleFormScreen, format_duration
 from console.dialogs.confirm import confirm_then
 from console.sections.config.pane import ConfigHost, TablePane
 from console.untrusted import plain
-from console.widgets.keyed_table import TableColumn
+from console.widgets.keyed_table import KeyedTable, TableColumn
+from console.widgets.severity import severity_text
+from console.widgets.time_format import when
 from db.alerts import AlertError, AlertRuleSpec, delete_rule, list_rules, update_rule
 from db.models import AlertRule
 
@@ -46,6 +51,28 @@ def filters_summary(filters: dict[str, Any] | None) -> str:
     return " ".join(parts) or "—"
 
 
+def rule_detail(rule: AlertRule) -> Text:
+    """The rule in full, in two lines: its name and what it does, then its filters and last change."""
+    kind = KIND_LABELS.get(rule.kind, rule.kind)
+    text = Text.assemble(
+        plain(rule.name, "bold"),
+        " · ",
+        severity_text(rule.severity),
+        f" · {'enabled' if rule.enabled else 'disabled'} · {kind}",
+    )
+    fields = KIND_FIELDS.get(rule.kind, frozenset())
+    if "threshold" in fields:
+        text.append(f" · N={rule.threshold}")
+    if "window" in fields:
+        text.append(f" · window {format_duration(rule.window_seconds)}")
+    text.append(f" · one alert per {rule.group_by} · cooldown {format_duration(rule.cooldown_seconds)}")
+    text.append("\nfilters ").append_text(plain(filters_summary(rule.filters)))
+    text.append(f" · changed {when(rule.updated_at)} UTC")
+    if rule.updated_by:
+        text.append(" by ").append_text(plain(rule.updated_by))
+    return text
+
+
 def spec_of(rule: AlertRule, **changes: Any) -> AlertRuleSpec:
     """The spec a stored rule has, with ``changes``."""
     values: dict[str, Any] = {
@@ -68,23 +95,30 @@ class AlertRulesPane(TablePane[None]):
 
     NAME = "alert-rules"
     TITLE = "Alert rules"
-    HINT = "a add · e edit · t enable/disable · del delete"
+    HINT = "a add · Enter/e edit · t enable/disable · del delete · the selected rule in full below"
+    VIEWER_HINT = "What raises this organisation's alerts (only administrators change rules)."
     COLUMNS = (
-        TableColumn("Name", stretch=True),
-        TableColumn("Kind"),
+        TableColumn("Name", width=12, stretch=True),
+        TableColumn("Kind", width=6),
         TableColumn("On"),
-        TableColumn("Severity"),
+        TableColumn("Sev"),
         TableColumn("N"),
         TableColumn("Window"),
-        TableColumn("Group"),
-        TableColumn("Cooldown"),
-        TableColumn("Filters", stretch=True),
+        TableColumn("Group", width=5),
+        TableColumn("Cooldown", width=5),
+        TableColumn("Filters", width=8, stretch=True),
     )
 
     def __init__(self, host: ConfigHost) -> None:
         super().__init__(host)
         self.rules: dict[str, AlertRule] = {}
         self._shown_for: str | None = None
+
+    def compose(self) -> ComposeResult:
+        admin = self.host.context.user.is_admin
+        yield Static(self.HINT if admin else self.VIEWER_HINT, classes="admin-hint", markup=False)
+        yield KeyedTable(*self.COLUMNS, id=f"{self.NAME}-table")
+        yield Static("", id="alert-rule-detail", classes="admin-detail-line")
 
     def read(self, row: Any) -> None:
         """Rules are not part of the configuration row: :meth:`allow_saving` reads them."""
@@ -117,7 +151,7 @@ class AlertRulesPane(TablePane[None]):
                         plain(rule.name),
                         plain(rule.kind),
                         "yes" if rule.enabled else "[b]off[/b]",
-                        plain(rule.severity),
+                        severity_text(rule.severity, short=True),
                         str(rule.threshold),
                         format_duration(rule.window_seconds),
                         plain(rule.group_by),
@@ -130,6 +164,17 @@ class AlertRulesPane(TablePane[None]):
             select=select,
             keep="row",
         )
+        self._show_detail()
+
+    @on(DataTable.RowHighlighted, "#alert-rules-table")
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        key = self.table.selected_key
+        rule = self.rules.get(key) if key is not None else None
+        detail = self.query_one("#alert-rule-detail", Static)
+        detail.update(rule_detail(rule) if rule is not None else "No alert rule selected.")
 
     def _selected(self, what: str) -> AlertRule | None:
         if self.table.selected_key is None:
