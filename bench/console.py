@@ -395,7 +395,7 @@ async def measure_pilot(url: str, results: list[dict[str, Any]]) -> list[float]:
         idle = []
         for _ in range(5):
             started = time.perf_counter()
-            await pilot.press("z")  # bound to nothing: Pilot's own cost of one key press
+            await pilot.press("k")  # bound to nothing: Pilot's own cost of one key press
             await pilot.pause()
             idle.append((time.perf_counter() - started) * 1000)
         log(f"  (Pilot's own round trip for a key bound to nothing: {statistics.median(idle):.1f} ms)")
@@ -404,21 +404,25 @@ async def measure_pilot(url: str, results: list[dict[str, Any]]) -> list[float]:
             section.apply_filters(row["filters"])
             await app.workers.wait_for_complete()
             await pilot.pause()
-            firsts, nexts = [], []
+            firsts, nexts, oldests, flips = [], [], [], []
             for _ in range(5):
                 firsts.append(await press("g"))
                 if section.page_state.has_older:
                     nexts.append(await press("n"))
-            first = [statistics.median(part) for part in zip(*firsts, strict=True)]
-            following = (
-                [statistics.median(part) for part in zip(*nexts, strict=True)]
-                if nexts
-                else [float("nan")] * 2
-            )
-            pressed.extend(value for value in (first[0], following[0]) if value == value)
+                oldests.append(await press("G"))
+                flips.append(await press("s"))  # on the Time column: oldest first, then back
+                flips.append(await press("s"))
+
+            def median_of(samples: list[tuple[float, float]]) -> list[float]:
+                if not samples:
+                    return [float("nan")] * 2
+                return [statistics.median(part) for part in zip(*samples, strict=True)]
+
+            first, following, oldest, flip = (median_of(part) for part in (firsts, nexts, oldests, flips))
+            pressed.extend(value for value in (first[0], following[0], oldest[0], flip[0]) if value == value)
             log(
-                f"  {row['scenario']:<22} newest page {first[0]:6.1f} ms (Pilot {first[1]:6.1f})"
-                f"   next page {following[0]:6.1f} ms (Pilot {following[1]:6.1f})"
+                f"  {row['scenario']:<22} g newest {first[0]:6.1f} ms (Pilot {first[1]:6.1f})"
+                f"   n next {following[0]:6.1f} ms   G oldest {oldest[0]:6.1f} ms   s order {flip[0]:6.1f} ms"
             )
     return pressed
 

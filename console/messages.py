@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.worker import Worker, WorkerState
+
+if TYPE_CHECKING:
+    from db.logs import LogFilter
 
 
 @dataclass
@@ -20,6 +24,13 @@ class WorkerFailed(Message):
 @dataclass
 class DatabaseReachable(Message):
     """The database answered again after a failure (the shell hides its banner and reloads)."""
+
+
+@dataclass
+class ShowLogs(Message):
+    """A section asks the shell to show Logs under ``filters`` (a device's events, an alert's events)."""
+
+    filters: LogFilter
 
 
 class ForwardsWorkerFailures(MessagePump):

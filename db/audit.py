@@ -104,21 +104,31 @@ class AuditFilter:
 
 @dataclass(frozen=True)
 class AuditPage:
-    """One page of audit rows, newest first, and whether older rows follow."""
+    """One page of audit rows in the order asked for (newest first unless ``oldest_first``), and whether
+    more rows follow in that order."""
 
     rows: Sequence[AuditEvent]
-    has_older: bool
+    has_more: bool
+    oldest_first: bool = False
 
 
 async def list_changes(
     *,
     session: AsyncSession,
     filters: AuditFilter,
-    before: tuple[datetime, Any] | None = None,
+    past: tuple[datetime, Any] | None = None,
+    oldest_first: bool = False,
     limit: int = AUDIT_PAGE_SIZE,
 ) -> AuditPage:
-    """Audit rows matching ``filters``, newest first, older than the ``before`` (occurred_at, id) cursor."""
-    statement = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    """Audit rows matching ``filters``, a page at a time: newest first, or oldest first.
+
+    ``past`` is the (occurred_at, id) of the last row of the previous page: the page goes on
+    beyond it in the same order. Either order is a walk of ``ix_audit_events_occurred_at``
+    (forwards or backwards), so the first page and the oldest one are as quick as any.
+    """
+    time, row_id = AuditEvent.occurred_at, AuditEvent.id
+    order = (time.asc(), row_id.asc()) if oldest_first else (time.desc(), row_id.desc())
+    statement = select(AuditEvent).order_by(*order)
     if filters.search:
         like = f"%{filters.search.lower()}%"
         statement = statement.where(
@@ -134,16 +144,15 @@ async def list_changes(
         statement = statement.where(AuditEvent.source == filters.source)
     if filters.since is not None:
         statement = statement.where(AuditEvent.occurred_at >= filters.since)
-    if before is not None:
-        moment, row_id = before
-        statement = statement.where(
-            or_(
-                AuditEvent.occurred_at < moment,
-                and_(AuditEvent.occurred_at == moment, AuditEvent.id < row_id),
-            )
-        )
+    if past is not None:
+        moment, last_id = past
+        if oldest_first:
+            beyond = or_(time > moment, and_(time == moment, row_id > last_id))
+        else:
+            beyond = or_(time < moment, and_(time == moment, row_id < last_id))
+        statement = statement.where(beyond)
     rows = (await session.scalars(statement.limit(limit + 1))).all()
-    return AuditPage(rows=rows[:limit], has_older=len(rows) > limit)
+    return AuditPage(rows=rows[:limit], has_more=len(rows) > limit, oldest_first=oldest_first)
 
 
 def describe_changes(changes: dict[str, Any]) -> list[str]:

@@ -19,12 +19,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select, Static
 
 from console.context import ConsoleContext
 from console.dialogs.admin_form import AdminForm, form_title
+from console.dialogs.dialog import Dialog
 from console.untrusted import plain
+from console.widgets.tick_box import TickBox
 from db.configs import (
     ConfigError,
     create_organization,
@@ -114,29 +115,51 @@ class OrganizationFormScreen(AdminForm[str | None]):
 
 
 class ToolFormScreen(AdminForm[str | None]):
-    """Add a monitored tool to an organisation; returns its name once saved."""
+    """Add a monitored tool (``index`` None) or edit one of ``tools``; returns its name once saved."""
 
-    def __init__(self, context: ConsoleContext, organization_id: str) -> None:
+    def __init__(
+        self,
+        context: ConsoleContext,
+        organization_id: str,
+        tools: list[dict[str, Any]] | None = None,
+        index: int | None = None,
+    ) -> None:
         super().__init__(context)
         self.organization_id = organization_id
+        self.tools = list(tools or [])
+        self.index = index
 
     def compose(self) -> ComposeResult:
+        current = self.tools[self.index] if self.index is not None else {}
         with Vertical(id="tool-form", classes="dialog"):
-            title = f"Monitor a tool in {self.organization_id}"
-            yield Label(form_title(title, "ctrl+s save · escape cancel"))
-            yield from self.field_row("Name", "name", Input(id="name", placeholder="e.g. Le Chat"))
+            verb = "Edit a monitored tool of" if self.index is not None else "Monitor a tool in"
+            yield Label(form_title(f"{verb} {self.organization_id}", "ctrl+s save · escape cancel"))
+            yield from self.field_row(
+                "Name", "name", Input(str(current.get("name", "")), id="name", placeholder="e.g. Le Chat")
+            )
+            tool_type = current.get("tool_type")
             yield from self.field_row(
                 "Type",
                 "tool_type",
-                Select([(kind, kind) for kind in TOOL_TYPES], value="web", allow_blank=False, id="tool_type"),
+                Select(
+                    [(kind, kind) for kind in TOOL_TYPES],
+                    value=tool_type if tool_type in TOOL_TYPES else "web",
+                    allow_blank=False,
+                    id="tool_type",
+                ),
             )
-            yield from self.form_buttons("Add")
+            yield from self.field_row(
+                "Monitored",
+                "enabled",
+                TickBox("report its use", value=bool(current.get("enabled", True)), id="enabled"),
+            )
+            yield from self.form_buttons("Save" if self.index is not None else "Add")
 
     def action_submit(self) -> None:
         tool = {
             "name": self.query_one("#name", Input).value.strip(),
             "tool_type": str(self.query_one("#tool_type", Select).value),
-            "enabled": True,
+            "enabled": self.query_one("#enabled", TickBox).value,
         }
         try:
             validate_monitored_tools([tool])
@@ -144,10 +167,15 @@ class ToolFormScreen(AdminForm[str | None]):
             self.show_errors({error_field(str(error), ("tool_type", "name")): str(error)})
             return
         if self.context.require_admin("change the configuration"):
-            self.save(tool)
+            self.save(tool, self.tools[self.index].get("name") if self.index is not None else None)
 
     @work(exclusive=True, group="tool-form", exit_on_error=False)
-    async def save(self, tool: dict[str, Any]) -> None:
+    async def save(self, tool: dict[str, Any], replacing: str | None) -> None:
+        def edit(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if replacing is None:
+                return [*tools, tool]
+            return [{**t, **tool} if t.get("name") == replacing else t for t in tools]
+
         async with self.context.sessions() as session:
             try:
                 await save_config_change(
@@ -155,7 +183,7 @@ class ToolFormScreen(AdminForm[str | None]):
                     session,
                     organization_id=self.organization_id,
                     field="monitored_tools",
-                    edit=lambda tools: [*tools, tool],
+                    edit=edit,
                 )
             except ConfigError as error:
                 self.show_errors({error_field(str(error), ("tool_type",)) or "name": str(error)})
@@ -288,10 +316,17 @@ class TokenFormScreen(AdminForm[tuple[str, str] | None]):
         self.dismiss((str(row.id), clear))
 
 
-class TokenShownScreen(ModalScreen[None]):
-    """Shows a new token once: it is not stored anywhere and cannot be shown again."""
+class TokenShownScreen(Dialog[None]):
+    """Shows a new token once, read-only: it is not stored anywhere and cannot be shown again.
 
-    BINDINGS = [Binding("escape", "close", "Close")]
+    ``y`` (or the Copy button) sends it to the terminal's clipboard (OSC 52); typing cannot change it.
+    """
+
+    BINDINGS = [
+        Binding("y", "copy_token", "Copy the token"),
+    ]
+    HELP = "The new ingest token, shown only this once: `y` copies it (OSC 52), Esc closes."
+    HELP_TITLE = "the new token"
 
     def __init__(self, organization_id: str, token: str) -> None:
         super().__init__()
@@ -303,16 +338,34 @@ class TokenShownScreen(ModalScreen[None]):
             yield Label(plain(f"Ingest token for {self.organization_id}", "bold"))
             yield Label(
                 "Copy it now into the agents' configuration: it is shown only this once "
-                "(only its hash is stored)."
+                "(only its hash is stored). y copies it to the terminal's clipboard."
             )
-            yield Input(self.token, id="token-value")
+            yield Static(plain(self.token, "reverse"), id="token-value")
             with Horizontal(classes="buttons"):
-                yield Button("I have copied it", variant="primary", id="token-close")
+                yield Button("Copy (y)", variant="primary", id="token-copy")
+                yield Button("I have copied it", id="token-close")
 
-    def on_mount(self) -> None:
-        self.query_one("#token-value", Input).focus()
+    def focus_first_field(self) -> None:
+        self.query_one("#token-copy", Button).focus()
+
+    @property
+    def shown_token(self) -> str:
+        """What the read-only field shows (for tests and the tmux eye)."""
+        return str(self.query_one("#token-value", Static).render())
+
+    @on(Button.Pressed, "#token-copy")
+    def action_copy_token(self) -> None:
+        if not self.token:
+            return
+        self.app.copy_to_clipboard(self.token)
+        self.app.notify(
+            "Sent the token to the terminal's clipboard (OSC 52; the terminal may not confirm it).", timeout=5
+        )
 
     @on(Button.Pressed, "#token-close")
     def action_close(self) -> None:
         self.token = ""
         self.dismiss(None)
+
+    def action_close_dialog(self) -> None:
+        self.action_close()

@@ -16,12 +16,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.context import ConsoleContext
 from console.dialogs.admin_form import AdminForm, form_title
 from console.dialogs.confirm import confirm_then
+from console.dialogs.dialog import Dialog
 from console.messages import ForwardsWorkerFailures
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
@@ -51,7 +51,7 @@ COLUMNS = (
 )
 
 
-class MetadataKeysScreen(ForwardsWorkerFailures, ModalScreen[None]):
+class MetadataKeysScreen(ForwardsWorkerFailures, Dialog[None]):
     """The keys an organisation added to the standard ones; ``a`` adds one, ``delete`` removes one."""
 
     DEFAULT_CSS = """
@@ -61,8 +61,12 @@ class MetadataKeysScreen(ForwardsWorkerFailures, ModalScreen[None]):
     BINDINGS = [
         Binding("a", "add", "Add"),
         Binding("delete", "remove_key", "Remove"),
-        Binding("escape", "close", "Close"),
     ]
+    HELP = (
+        "The `log_metadata` keys this organisation's agents may send besides the standard ones. "
+        "`a` allows one more (administrators), `del` removes the selected one, Esc closes."
+    )
+    HELP_TITLE = "metadata keys"
 
     def __init__(self, context: ConsoleContext, organization_id: str) -> None:
         super().__init__()
@@ -72,9 +76,8 @@ class MetadataKeysScreen(ForwardsWorkerFailures, ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="metadata-keys-dialog", classes="dialog"):
-            yield Label(
-                form_title(f"Metadata keys of {self.organization_id}", "a add · del remove · escape close")
-            )
+            keys = "a add · del remove · escape close" if self.context.user.is_admin else "escape close"
+            yield Label(form_title(f"Metadata keys of {self.organization_id}", keys))
             yield Static(
                 plain(
                     "Standard keys, always accepted: " + ", ".join(STANDARD_KEYS) + ". Agents get the list "
@@ -89,6 +92,12 @@ class MetadataKeysScreen(ForwardsWorkerFailures, ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.load()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Viewers see only what they can do: adding and removing keys are an administrator's.
+        if action in ("add", "remove_key") and not self.context.user.is_admin:
+            return False
+        return super().check_action(action, parameters)
 
     @work(exclusive=True, group="metadata-keys-load", exit_on_error=False)
     async def load(self) -> None:
@@ -114,7 +123,6 @@ class MetadataKeysScreen(ForwardsWorkerFailures, ModalScreen[None]):
             ),
             keep="top",
         )
-        table.focus()
 
     @on(Button.Pressed, "#metadata-keys-add")
     def action_add(self) -> None:

@@ -9,17 +9,58 @@ shown under that field. Unticking "active" asks first, as the users list's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Checkbox, Input, Label
+from textual.widgets import Input, Label
 
 from console.context import ConsoleContext
 from console.dialogs.admin_form import AdminForm, form_title
 from console.dialogs.confirm import confirm_then
+from console.widgets.tick_box import TickBox
 from db.models import User
 from db.security import validate_password
-from db.users import UserError, create_user, reset_password, update_user, validate_email, validate_username
+from db.users import (
+    UserError,
+    create_user,
+    list_users,
+    reset_password,
+    update_user,
+    validate_email,
+    validate_username,
+)
+
+
+def still_administrator(users: Sequence[User], actor: str) -> bool:
+    """Whether ``actor`` is an active administrator among ``users`` (read now).
+
+    When they are not, ``db/`` refuses any change of theirs (NotAllowed, which signs them out or
+    drops them to a viewer's keys): the console then asks no question and lets ``db/`` refuse.
+    """
+    return any(
+        user.username.casefold() == actor.casefold() and user.is_admin and user.is_active for user in users
+    )
+
+
+def admin_loss_refusal(users: Sequence[User], *, username: str, actor: str, what: str) -> str | None:
+    """Why ``db/`` would refuse to ``what`` (deactivate, demote, delete) ``username``, asked by ``actor``,
+    given every user as ``users``; None if it would not.
+
+    The console asks this before any "are you sure?", so a refusal comes first and alone;
+    :mod:`db.users` still refuses on its own when the change is made.
+    """
+    if username.casefold() == actor.casefold():
+        return f"You cannot {what} yourself; ask another administrator."
+    target = next((user for user in users if user.username.casefold() == username.casefold()), None)
+    if target is None or not (target.is_admin and target.is_active):
+        return None
+    if not any(user.is_admin and user.is_active for user in users if user is not target):
+        return (
+            f"{target.username!r} is the last active administrator: make someone else an administrator first."
+        )
+    return None
 
 
 def _password_errors(
@@ -67,16 +108,13 @@ class UserFormScreen(AdminForm[str | None]):
             yield from self.field_row(
                 "Role",
                 "is_admin",
-                Checkbox("administrator", value=bool(user and user.is_admin), id="is_admin"),
+                TickBox("administrator", value=bool(user and user.is_admin), id="is_admin"),
             )
             if user is not None:
                 yield from self.field_row(
-                    "State", "is_active", Checkbox("active", value=user.is_active, id="is_active")
+                    "State", "is_active", TickBox("active", value=user.is_active, id="is_active")
                 )
             yield from self.form_buttons("Save")
-
-    def on_mount(self) -> None:
-        self.query_one("#email" if self.user else "#username", Input).focus()
 
     def action_submit(self) -> None:
         values = {
@@ -111,21 +149,50 @@ class UserFormScreen(AdminForm[str | None]):
                 values["email"],
                 values["full_name"],
                 self.query_one("#password", Input).value,
-                self.query_one("#is_admin", Checkbox).value,
+                self.query_one("#is_admin", TickBox).value,
             )
         else:
             if not self.context.require_admin("change users"):
                 return
             assert self.user is not None
-            is_admin = self.query_one("#is_admin", Checkbox).value
-            is_active = self.query_one("#is_active", Checkbox).value
+            is_admin = self.query_one("#is_admin", TickBox).value
+            is_active = self.query_one("#is_active", TickBox).value
             email, full_name = values["email"], values["full_name"]
-            if self.user.is_active and not is_active:
-                # Asked as the users list's ``a`` key asks: deactivation locks someone out.
-                question = f"Deactivate {self.user.username!r}? They can no longer sign in."
-                confirm_then(self.app, question, lambda: self.save(email, full_name, is_admin, is_active))
+            deactivating = self.user.is_active and not is_active
+            if deactivating or (self.user.is_admin and not is_admin):
+                # A refusal comes before the question; deactivation is asked as the list's ``a`` key asks.
+                self.refuse_or_confirm(email, full_name, is_admin, is_active)
                 return
             self.save(email, full_name, is_admin, is_active)
+
+    @work(exclusive=True, group="user-form-check", exit_on_error=False)
+    async def refuse_or_confirm(self, email: str, full_name: str, is_admin: bool, is_active: bool) -> None:
+        """Refuse at once a demotion or deactivation ``db/`` would refuse; else ask before deactivating."""
+        assert self.user is not None
+        user = self.user
+        async with self.context.sessions() as session:
+            everyone = await list_users(session=session)
+        actor = self.context.user.username
+        if not still_administrator(everyone, actor):
+            self.save(email, full_name, is_admin, is_active)  # db/ refuses it: NotAllowed
+            return
+        for field, what, losing in (
+            ("is_active", "deactivate", user.is_active and not is_active),
+            ("is_admin", "demote", user.is_admin and not is_admin),
+        ):
+            reason = (
+                admin_loss_refusal(everyone, username=user.username, actor=actor, what=what)
+                if losing
+                else None
+            )
+            if reason is not None:
+                self.show_errors({field: reason})
+                return
+        if user.is_active and not is_active:
+            question = f"Deactivate {user.username!r}? They can no longer sign in."
+            confirm_then(self.app, question, lambda: self.save(email, full_name, is_admin, is_active))
+            return
+        self.save(email, full_name, is_admin, is_active)
 
     @work(exclusive=True, group="user-form", exit_on_error=False)
     async def create(self, username: str, email: str, full_name: str, password: str, is_admin: bool) -> None:
@@ -184,9 +251,6 @@ class PasswordFormScreen(AdminForm[str | None]):
             yield from self.field_row("Password", "password", Input(password=True, id="password"))
             yield from self.field_row("Again", "password_again", Input(password=True, id="password_again"))
             yield from self.form_buttons("Save")
-
-    def on_mount(self) -> None:
-        self.query_one("#password", Input).focus()
 
     def action_submit(self) -> None:
         password = self.query_one("#password", Input).value

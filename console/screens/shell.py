@@ -10,7 +10,7 @@ from textual.widget import AwaitMount
 from textual.widgets import ContentSwitcher, Footer, Header, Input, Select, Static, Tab, Tabs, TextArea
 
 from console.context import ConsoleContext
-from console.messages import DatabaseReachable
+from console.messages import DatabaseReachable, ShowLogs
 from console.sections.alerts import AlertsSection
 from console.sections.audit import AuditSection
 from console.sections.cleanup import CleanupSection
@@ -172,6 +172,13 @@ class ShellScreen(Screen[None]):
         switcher = self.query_one("#sections", ContentSwitcher)
         if identifier and switcher.current != identifier:
             self.action_show_section(identifier)
+
+    async def on_show_logs(self, message: ShowLogs) -> None:
+        """Show Logs under the filters a section asked for (Enter on a device, on an alert)."""
+        logs = await self.mounted(LogsSection)
+        assert isinstance(logs, LogsSection)
+        self.action_show_section(section_id(LogsSection))
+        logs.apply_filters(message.filters)
 
     def database_lost(self, reason: str) -> None:
         self.query_one(DatabaseBanner).show_lost(reason)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -27,7 +27,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Select, Static
 
 from console.dialogs.confirm import confirm_then
-from console.sections.logs import LogsSection
+from console.messages import ShowLogs
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
@@ -48,9 +48,6 @@ from db.logs import LogFilter
 from db.models import Alert, AlertRule
 from db.vocabulary import RISK_LEVELS
 from db.wording import counted
-
-if TYPE_CHECKING:
-    from console.screens.shell import ShellScreen
 
 REFRESH_SECONDS = 5.0
 #: Below this terminal height the detail pane starts hidden (d shows it).
@@ -589,11 +586,7 @@ class AlertsSection(Section):
             except AlertError:
                 rule = None
         filters = alert_filter_for_logs(alert, rule)
-        shell: ShellScreen = self.screen  # type: ignore[assignment]
-        logs = await shell.mounted(LogsSection)
-        assert isinstance(logs, LogsSection)
-        shell.action_show_section(logs.id or "")
-        logs.apply_filters(filters)
+        self.post_message(ShowLogs(filters))
         if alert.rule_kind == "silent_agent":
             self.context.notify("A silent-agent alert has no events: its details list the silent devices.")
 

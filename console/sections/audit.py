@@ -2,7 +2,8 @@
 before/after of each changed field (never a password or a token) — newest first, filterable.
 
 Reads go through :func:`db.audit.list_changes` a page at a time (keyset on
-``occurred_at``, id); the detail line under the table shows the selected row's changes.
+``occurred_at``, id, newest or oldest first: the occurred-at index serves both); the
+detail line under the table shows the selected row's changes, Enter all of them.
 """
 
 from __future__ import annotations
@@ -11,27 +12,32 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Select, Static
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, DataTable, Input, Select, Static
 
+from console.dialogs.dialog import Dialog
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.time_format import when
 from db.audit import AUDIT_ENTITY_TYPES, AUDIT_SOURCES, AuditFilter, AuditPage, describe_changes, list_changes
 from db.models import AuditEvent
+from db.wording import counted
 
 ANY = "any"
+#: The one column an index serves an order for (``ix_audit_events_occurred_at``): the time.
+TIME_COLUMN = "When (UTC)"
 COLUMNS = (
-    TableColumn("When (UTC)"),
-    TableColumn("Actor"),
-    TableColumn("Source"),
-    TableColumn("Action"),
-    TableColumn("Entity"),
-    TableColumn("Id", stretch=True),
+    TableColumn(TIME_COLUMN, width=19),
+    TableColumn("Actor", width=8, max_width=32),
+    TableColumn("Source", width=7),
+    TableColumn("Action", width=12, max_width=40),
+    TableColumn("Entity", width=8),
+    TableColumn("Id", width=8, stretch=True),
 )
 
 
@@ -44,22 +50,37 @@ class AuditSection(Section):
         SectionCommand(
             "Audit: search", "Filter the audit trail by actor, action or entity id", "focus_search"
         ),
-        SectionCommand("Audit: older changes", "The next page of older changes", "older_page"),
+        SectionCommand("Audit: next page", "The next page in the order shown", "next_page"),
         SectionCommand("Audit: newest changes", "Back to the newest changes", "newest_page"),
+        SectionCommand("Audit: oldest changes", "The oldest changes first", "oldest_page"),
     )
     BINDINGS = [
-        Binding("slash", "focus_search", "Search"),
-        Binding("n", "older_page", "Older"),
+        Binding("n", "next_page", "Next page"),
         Binding("g", "newest_page", "Newest"),
-        Binding("r", "newest_page", "Reload"),
+        Binding("G", "oldest_page", "Oldest"),
+        Binding("slash", "focus_search", "Search"),
+        Binding("r", "reload", "Reload", show=False),
     ]
+    HELP = """\
+Every change made from the console or the command line: who, when, where, what, and below the
+table the before and after of each field (never a password or a token). Enter shows a change
+in full. `/` searches actors, actions and entity ids (`F` on a cell searches for its value);
+the boxes filter by entity and source. The trail is read a page at a time: `n` the next page,
+`g` the newest changes, `G` the oldest first. `s` on the time column flips the order (the
+occurred-at index serves both); the other columns have no index to sort the whole trail by.
+"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.filters = AuditFilter()
-        self.page = AuditPage(rows=(), has_older=False)
+        self.page = AuditPage(rows=(), has_more=False)
         self.page_number = 1
         self.rows: dict[str, AuditEvent] = {}
+
+    @property
+    def oldest_first(self) -> bool:
+        """The order of the pages shown: oldest first (``G``) or newest first (``g``, the default)."""
+        return self.page.oldest_first
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
@@ -80,24 +101,58 @@ class AuditSection(Section):
         yield KeyedTable(*COLUMNS, id="audit-table", paged=True)
         yield Static("", id="audit-detail", classes="admin-detail-line")
 
+    @property
+    def table(self) -> KeyedTable:
+        return self.query_one("#audit-table", KeyedTable)
+
     def focus_first(self) -> None:
-        self.query_one("#audit-table", KeyedTable).focus()
+        self.table.focus()
 
     def reload(self) -> None:
-        self.load_page(None, number=1)
+        self.load_page(None, number=1, oldest_first=self.oldest_first)
+
+    def action_reload(self) -> None:
+        self.reload()
 
     def action_focus_search(self) -> None:
         self.query_one("#audit-search", Input).focus()
 
     def action_newest_page(self) -> None:
-        self.load_page(None, number=1)
+        self.load_page(None, number=1, oldest_first=False)
 
-    def action_older_page(self) -> None:
-        if self.page.has_older and self.page.rows:
+    def action_oldest_page(self) -> None:
+        self.load_page(None, number=1, oldest_first=True)
+
+    def action_next_page(self) -> None:
+        if self.page.has_more and self.page.rows:
             last = self.page.rows[-1]
-            self.load_page((last.occurred_at, last.id), number=self.page_number + 1)
+            self.load_page(
+                (last.occurred_at, last.id), number=self.page_number + 1, oldest_first=self.oldest_first
+            )
         else:
-            self.context.notify("These are the oldest changes.", timeout=2)
+            edge = "newest" if self.oldest_first else "oldest"
+            self.context.notify(f"These are the {edge} changes.", timeout=2)
+
+    @on(KeyedTable.SortRequested, "#audit-table")
+    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
+        request.stop()
+        if request.column != TIME_COLUMN:
+            self.context.notify(
+                f"The audit trail sorts by time only: no index serves an order by {request.column}. "
+                "Search (/) or filter by a cell (F) instead.",
+                severity="warning",
+                timeout=4,
+            )
+            return
+        self.load_page(None, number=1, oldest_first=not self.oldest_first)
+
+    @on(DataTable.RowSelected, "#audit-table")
+    def _row_opened(self, event: DataTable.RowSelected) -> None:
+        """Enter shows the change in full (every field's before and after)."""
+        event.stop()
+        row = self.rows.get(str(event.row_key.value)) if event.row_key is not None else None
+        if row is not None:
+            self.app.push_screen(AuditDetailScreen(row))
 
     @on(Input.Submitted, "#audit-search")
     @on(Select.Changed)
@@ -109,16 +164,22 @@ class AuditSection(Section):
             entity_type=None if entity in (ANY, Select.BLANK) else str(entity),
             source=None if source in (ANY, Select.BLANK) else str(source),
         )
-        self.load_page(None, number=1)
+        self.load_page(None, number=1, oldest_first=self.oldest_first)
 
     @work(exclusive=True, group="audit-page", exit_on_error=False)
-    async def load_page(self, before: tuple[datetime, uuid.UUID] | None, *, number: int) -> None:
+    async def load_page(
+        self, past: tuple[datetime, uuid.UUID] | None, *, number: int, oldest_first: bool = False
+    ) -> None:
         async with self.context.sessions() as session:
-            page = await list_changes(session=session, filters=self.filters, before=before)
+            page = await list_changes(
+                session=session, filters=self.filters, past=past, oldest_first=oldest_first
+            )
         self.page = page
         self.page_number = number
         self.rows = {str(row.id): row for row in page.rows}
-        self.query_one("#audit-table", KeyedTable).show(
+        table = self.table
+        table.order_shown = (TIME_COLUMN, not oldest_first)
+        table.show(
             (
                 (
                     str(row.id),
@@ -135,9 +196,11 @@ class AuditSection(Section):
             ),
             keep="top",
         )
-        more = " · n older" if page.has_older else ""
+        table.label_headers()
+        order = "oldest first" if oldest_first else "newest first"
+        more = " · n next page" if page.has_more else " · the last page"
         self.query_one("#audit-summary", Static).update(
-            f"page {number}: {len(page.rows)} changes{more} · / search · g newest"
+            f"page {number}, {order}: {counted(len(page.rows), 'change')}{more}"
         )
         if not page.rows:
             self.query_one("#audit-detail", Static).update("No change recorded matches.")
@@ -150,3 +213,37 @@ class AuditSection(Section):
             self.query_one("#audit-detail", Static).update(
                 plain(f"{row.action} {row.entity_type} {row.entity_id} by {row.actor}: " + " · ".join(lines))
             )
+
+
+class AuditDetailScreen(Dialog[None]):
+    """One audit row in full: who, when, where, what, and each field's before and after."""
+
+    HELP = "One change of the audit trail in full. Esc closes."
+    HELP_TITLE = "an audit change"
+
+    def __init__(self, row: AuditEvent) -> None:
+        super().__init__()
+        self.row = row
+
+    def compose(self) -> ComposeResult:
+        row = self.row
+        text = Text()
+        for label, value in (
+            ("When", f"{when(row.occurred_at, precision='second')} UTC"),
+            ("Actor", row.actor),
+            ("Source", row.source),
+            ("Action", row.action),
+            ("Entity", f"{row.entity_type} {row.entity_id}"),
+        ):
+            text.append(f"{label:<8}", style="bold").append(plain(value)).append("\n")
+        text.append("\nChanges\n", style="bold")
+        for line in describe_changes(row.changes or {}) or ["(no field changes recorded)"]:
+            text.append("  ").append(plain(line)).append("\n")
+        with VerticalScroll(id="audit-detail-dialog", classes="dialog"):
+            yield Static(text, id="audit-detail-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Close", variant="primary", id="audit-detail-close")
+
+    @on(Button.Pressed, "#audit-detail-close")
+    def _close_pressed(self) -> None:
+        self.dismiss(None)

@@ -43,26 +43,28 @@ from db.retention import (
     retention_preview,
     run_retention,
 )
+from db.wording import counted
 
 #: How long quitting or signing out waits for a stopped cleanup to finish its batch and records.
 STOP_WAIT_SECONDS = 15.0
 PREVIEW_COLUMNS = (
-    TableColumn("Organisation"),
+    TableColumn("Organisation", width=8),
     TableColumn("Retention"),
-    TableColumn("Cutoff (UTC)"),
+    TableColumn("Cutoff (UTC)", width=16),
     TableColumn("Would delete"),
     TableColumn("Undelivered"),
     TableColumn("Config"),
 )
+#: At 80 columns the dates stay readable (titles give way); wider, every value whole.
 HISTORY_COLUMNS = (
-    TableColumn("Started"),
-    TableColumn("Organisation"),
+    TableColumn("Started", width=10),
+    TableColumn("Organisation", width=6),
     TableColumn("Kind"),
     TableColumn("Trigger"),
     TableColumn("Status"),
     TableColumn("Rows"),
-    TableColumn("Undelivered expired"),
-    TableColumn("Cutoff"),
+    TableColumn("Undelivered expired", width=5),
+    TableColumn("Cutoff", width=10),
     TableColumn("Error", stretch=True),
 )
 
@@ -104,6 +106,15 @@ class CleanupSection(Section):
         Binding("x", "cancel_cleanup", "Stop"),
         Binding("r", "reload", "Count again"),
     ]
+    ADMIN_ACTIONS = frozenset({"clean_selected", "run_cleanup", "cancel_cleanup"})
+    HELP = """\
+What the log cleanup would delete now, per organisation (a dry run: counted, nothing deleted),
+and the past runs below, newest first. `r` counts again; `s` sorts a table by the cursor's
+column. Administrators: `c` cleans the organisation under the cursor, `A` cleans all of them,
+each after a question that gives the number of logs to delete; `x` stops a running cleanup
+after its current batch. Events a forwarding destination has not received yet wait a few days
+longer (the "Undelivered" column counts those that expire anyway).
+"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,10 +130,8 @@ class CleanupSection(Section):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cleanup-scheduler", classes="admin-summary")
-        yield Label(
-            "[b]Would be deleted now[/b] (dry run: counted, nothing deleted) · c clean selected · A clean all"
-        )
-        yield KeyedTable(*PREVIEW_COLUMNS, id="cleanup-preview")
+        yield Label("[b]Would be deleted now[/b] (dry run: counted, nothing deleted)")
+        yield KeyedTable(*PREVIEW_COLUMNS, id="cleanup-preview", sort_value=self._preview_sort_value)
         with Horizontal(id="cleanup-bar"):
             yield Label("", id="cleanup-label")
             yield ProgressBar(id="cleanup-progress", show_eta=False)
@@ -132,6 +141,20 @@ class CleanupSection(Section):
 
     def on_mount(self) -> None:
         self.query_one("#cleanup-bar").display = False
+
+    def _preview_sort_value(self, column: str, key: str) -> Any:
+        """The preview sorts by numbers where its cells are counts (\"90 days\" by 90)."""
+        preview = self.previews.get(key)
+        if preview is None:
+            return (1, "")
+        numbers = {
+            "Retention": preview.retention_days,
+            "Would delete": preview.rows_to_delete,
+            "Undelivered": preview.undelivered_to_expire or 0,
+        }
+        if column in numbers:
+            return (0, numbers[column])
+        return (0, (self.query_one("#cleanup-preview", KeyedTable).cell_value(key, column) or "").casefold())
 
     def focus_first(self) -> None:
         self.query_one("#cleanup-preview", KeyedTable).focus()
@@ -202,7 +225,7 @@ class CleanupSection(Section):
                     preview.organization_id,
                     (
                         plain(preview.organization_id),
-                        f"{preview.retention_days} days",
+                        counted(preview.retention_days, "day"),
                         when(preview.cutoff),
                         f"{preview.rows_to_delete:,}",
                         _undelivered(preview.undelivered_to_expire),
@@ -284,11 +307,12 @@ class CleanupSection(Section):
             return
         total = sum(preview.rows_to_delete for preview in previews)
         if organization_id is None:
-            question = f"Delete the {total:,} expired logs of all {len(previews)} organisations now?"
+            organisations = counted(len(previews), "organisation")
+            question = f"Delete the {counted(total, 'expired log')} of all {organisations} now?"
         else:
             [preview] = previews
             question = (
-                f"Delete the {total:,} logs of {organization_id!r} older than "
+                f"Delete the {counted(total, 'log')} of {organization_id!r} older than "
                 f"{preview.retention_days} days (before {when(preview.cutoff)} UTC)?"
             )
         confirm_then(self.app, question, lambda: self.run_cleanup(organization_id, now=now, expected=total))
@@ -311,7 +335,7 @@ class CleanupSection(Section):
             progress.update(total=done)
         progress.update(progress=done)
         label = self.query_one("#cleanup-label", Label)
-        label.update(plain(f"Cleaning {organization_id}: {done:,} rows deleted"))
+        label.update(plain(f"Cleaning {organization_id}: {counted(done, 'row')} deleted"))
 
     @work(exclusive=True, group="cleanup-run", exit_on_error=False)
     async def run_cleanup(self, organization_id: str | None, *, now: datetime, expected: int) -> None:
@@ -347,8 +371,8 @@ class CleanupSection(Section):
         undelivered = sum(result.undelivered_expired for result in summary.results)
         unsent = f", {undelivered:,} of them never forwarded (the hold ran out)" if undelivered else ""
         self.context.notify(
-            f"Cleanup {summary.status}: {summary.total_rows:,} rows deleted in {len(summary.results)} "
-            f"organisation(s){unsent}.",
+            f"Cleanup {summary.status}: {counted(summary.total_rows, 'row')} deleted in "
+            f"{counted(len(summary.results), 'organisation')}{unsent}.",
             severity="warning" if undelivered else severity,
         )
         self.load_preview()

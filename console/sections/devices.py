@@ -18,8 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets.select import InvalidSelectValueError
 
 from console.dialogs.confirm import confirm_then
+from console.messages import ShowLogs
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
@@ -35,8 +37,10 @@ from db.devices import (
     list_devices,
     set_device_active,
 )
+from db.logs import LogFilter
 from db.models import Device
 from db.vocabulary import DEVICE_TYPES, RISK_LEVELS
+from db.wording import counted
 
 ANY = "any"
 #: The "seen" filter: label → days (None: any; -1: never sent an event).
@@ -48,16 +52,19 @@ SEEN_CHOICES: dict[str, int | None] = {
     "never sent an event": -1,
 }
 ACTIVE_CHOICES: dict[str, bool | None] = {"active or not": None, "active": True, "inactive": False}
+#: At 80 columns (the activity pane hidden) device ids and dates stay readable; wider, every value whole.
 COLUMNS = (
-    TableColumn("Device"),
-    TableColumn("User", stretch=True),
-    TableColumn("Type"),
-    TableColumn("Org"),
+    TableColumn("Device", width=10),
+    TableColumn("User", width=8, stretch=True),
+    TableColumn("Type", width=7),
+    TableColumn("Org", width=6),
     TableColumn("Version"),
-    TableColumn("Registered"),
-    TableColumn("Last seen"),
+    TableColumn("Registered", width=10),
+    TableColumn("Last seen", width=10),
     TableColumn("State"),
 )
+#: Below this width the activity pane is hidden (``i`` shows it), so the table keeps the room.
+ACTIVITY_MIN_WIDTH = 130
 
 
 class DevicesSection(Section):
@@ -87,11 +94,23 @@ class DevicesSection(Section):
         SectionCommand("Devices: search", "Focus the search box", "focus_search"),
     )
     BINDINGS = [
+        Binding("l", "open_logs", "Logs"),
         Binding("a", "toggle_active", "(De)activate"),
         Binding("delete", "delete_device", "Delete"),
         Binding("slash", "focus_search", "Search"),
-        Binding("r", "reload", "Reload"),
+        Binding("i", "toggle_activity", "Activity pane", show=False),
+        Binding("r", "reload", "Reload", show=False),
     ]
+    ADMIN_ACTIONS = frozenset({"toggle_active", "deactivate_device", "delete_device"})
+    HELP = """\
+The agents that said hello, and beside them the activity of the one under the cursor (events
+by risk, last event, last hello; `i` shows or hides it, hidden below 130 columns). `/` searches
+device and user ids; the boxes at the top filter by type, organisation, state and when last
+seen. `F` on a cell filters by its value (the Type and Org columns set their box, the others
+search). `s` sorts by the cursor's column. Enter or `l` shows the device's logs.
+Administrators: `a` deactivates (asked first: its agent is refused from its next hello) or
+activates; `del` forgets the registration (its logs stay; it registers again at its next hello).
+"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,6 +118,8 @@ class DevicesSection(Section):
         self.devices: dict[str, Device] = {}
         self.activity: DeviceActivity | None = None
         self._organizations: list[str] = []
+        #: Whether ``i`` asked for the activity pane (None: shown when there is room).
+        self._activity_wanted: bool | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="admin-bar"):
@@ -136,6 +157,22 @@ class DevicesSection(Section):
     def focus_first(self) -> None:
         self.table.focus()
 
+    def on_mount(self) -> None:
+        self.show_activity()
+
+    def on_resize(self) -> None:
+        self.show_activity()
+
+    def show_activity(self) -> None:
+        """The activity pane beside the table: as ``i`` last set it, else only when there is room."""
+        wanted = self._activity_wanted
+        shown = wanted if wanted is not None else self.app.size.width >= ACTIVITY_MIN_WIDTH
+        self.query_one("#device-activity").display = shown
+
+    def action_toggle_activity(self) -> None:
+        self._activity_wanted = not self.query_one("#device-activity").display
+        self.show_activity()
+
     def reload(self) -> None:
         self.load_organizations()
         self.load_devices()
@@ -145,6 +182,38 @@ class DevicesSection(Section):
 
     def action_focus_search(self) -> None:
         self.query_one("#devices-search", Input).focus()
+
+    @on(DataTable.RowSelected, "#devices-table")
+    def _row_opened(self, event: DataTable.RowSelected) -> None:
+        """Enter opens the device: its logs."""
+        event.stop()
+        self.action_open_logs()
+
+    def action_open_logs(self) -> None:
+        device = self._selected("see the logs of")
+        if device is not None:
+            self.open_logs(device.device_id)
+
+    def open_logs(self, device_id: str) -> None:
+        """Switch to Logs, filtered to ``device_id``'s events."""
+        self.post_message(ShowLogs(LogFilter(device=device_id)))
+
+    def filter_by_cell(self, request: KeyedTable.FilterRequested) -> None:
+        """``F``: the Type and Org columns set their box; the others search for the value."""
+        boxes = {"Type": "#devices-type", "Org": "#devices-org"}
+        if request.column not in boxes:
+            super().filter_by_cell(request)
+            return
+        select: Select[str] = self.query_one(boxes[request.column], Select)
+        try:
+            select.value = request.value
+        except InvalidSelectValueError:
+            super().filter_by_cell(request)
+            return
+        self.context.notify(
+            f"Showing {request.column.lower()} {request.value!r} only (set the box to any for all).",
+            timeout=3,
+        )
 
     # -- filters -------------------------------------------------------------------------------
 
@@ -204,16 +273,14 @@ class DevicesSection(Section):
                         plain(device.agent_version or ""),
                         when(device.registered_at, precision="day"),
                         when(device.last_seen),
-                        "active" if device.is_active else "[b]inactive[/b]",
+                        Text("active") if device.is_active else Text("inactive", style="bold"),
                     ),
                 )
                 for device in rows
             ),
             select=select,
         )
-        self.query_one("#devices-summary", Static).update(
-            f"{len(rows)} devices · a (de)activate · del delete · / search"
-        )
+        self.query_one("#devices-summary", Static).update(counted(len(rows), "device"))
         if not rows:
             self.query_one("#device-activity-text", Static).update("No device matches.")
 

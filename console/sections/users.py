@@ -7,32 +7,39 @@ in ``db/`` as of now), audited there, and deletion and deactivation are confirme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from console.dialogs.confirm import confirm_then
-from console.dialogs.user_forms import PasswordFormScreen, UserFormScreen
+from console.dialogs.user_forms import (
+    PasswordFormScreen,
+    UserFormScreen,
+    admin_loss_refusal,
+    still_administrator,
+)
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.time_format import when
 from db.models import User
 from db.users import UserError, delete_user, list_users, update_user
+from db.wording import counted
 
+#: At 80 columns the date of creation and the sign-in time stay readable; wider, every value whole.
 COLUMNS = (
-    TableColumn("Username"),
-    TableColumn("Full name", stretch=True),
-    TableColumn("Email", stretch=True),
-    TableColumn("Role"),
-    TableColumn("State"),
-    TableColumn("Created"),
-    TableColumn("Last sign-in"),
+    TableColumn("Username", width=10),
+    TableColumn("Full name", width=4, stretch=True),
+    TableColumn("Email", width=12, stretch=True),
+    TableColumn("Role", width=6),
+    TableColumn("State", width=6),
+    TableColumn("Created", width=10),
+    TableColumn("Last sign-in", width=16),
 )
 
 
@@ -75,8 +82,16 @@ class UsersSection(Section):
         Binding("p", "reset_password", "Password"),
         Binding("delete", "delete_user", "Delete"),
         Binding("slash", "focus_search", "Search"),
-        Binding("r", "reload", "Reload"),
+        Binding("r", "reload", "Reload", show=False),
     ]
+    ADMIN_ACTIONS = frozenset({"create_user", "edit_user", "toggle_active", "reset_password", "delete_user"})
+    HELP = """\
+The people who may sign in to this console. `/` searches usernames, emails and names (`F` on a
+cell searches for its value); `s` sorts by the cursor's column. Administrators: Enter or `e`
+edits the user under the cursor, `n` creates one, `a` deactivates (asked first) or activates,
+`p` sets a new password, `del` deletes (asked first). Nobody can deactivate, demote or delete
+themselves or the last active administrator: that is refused at once, with the reason.
+"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,6 +119,13 @@ class UsersSection(Section):
 
     def action_focus_search(self) -> None:
         self.query_one("#users-search", Input).focus()
+
+    @on(DataTable.RowSelected, "#users-table")
+    def _row_opened(self, event: DataTable.RowSelected) -> None:
+        """Enter opens the user: the edit form for an administrator."""
+        event.stop()
+        if self.context.user.is_admin:
+            self.action_edit_user()
 
     @on(Input.Submitted, "#users-search")
     def _search(self, event: Input.Submitted) -> None:
@@ -137,10 +159,8 @@ class UsersSection(Section):
             ),
             select=select,
         )
-        found = f"{len(rows)} users" + (f" matching {self.search!r}" if self.search else "")
-        self.query_one("#users-summary", Static).update(
-            plain(f"{found} · n new · e edit · a (de)activate · p password · del delete")
-        )
+        found = counted(len(rows), "user") + (f" matching {self.search!r}" if self.search else "")
+        self.query_one("#users-summary", Static).update(plain(found))
 
     def _selected(self, what: str) -> User | None:
         return self.selected_row(self.table, self.users, f"a user to {what}")
@@ -173,7 +193,9 @@ class UsersSection(Section):
             return
         if user.is_active:
             question = f"Deactivate {user.username!r}? They can no longer sign in."
-            confirm_then(self.app, question, lambda: self.set_active(user.username, False))
+            self.refuse_or_confirm(
+                user.username, "deactivate", question, lambda: self.set_active(user.username, False)
+            )
         else:
             self.set_active(user.username, True)
 
@@ -183,7 +205,24 @@ class UsersSection(Section):
         user = self._selected("delete")
         if user is not None:
             question = f"Delete the user {user.username!r}? This cannot be undone."
-            confirm_then(self.app, question, lambda: self.delete(user.username))
+            self.refuse_or_confirm(user.username, "delete", question, lambda: self.delete(user.username))
+
+    @work(exclusive=True, group="users-check", exit_on_error=False)
+    async def refuse_or_confirm(
+        self, username: str, what: str, question: str, then: Callable[[], object]
+    ) -> None:
+        """Refuse at once what ``db/`` would refuse (``what`` yourself, the last administrator), with the
+        reason; otherwise ask ``question`` and ``then`` act. ``db/`` still refuses on its own when acting."""
+        async with self.context.sessions() as session:
+            everyone = await list_users(session=session)
+        if not still_administrator(everyone, self.context.user.username):
+            then()  # db/ refuses it (NotAllowed): no question for a change that cannot happen
+            return
+        reason = admin_loss_refusal(everyone, username=username, actor=self.context.user.username, what=what)
+        if reason is not None:
+            self.context.notify(reason, severity="error", markup=False)
+            return
+        confirm_then(self.app, question, then)
 
     @work(exclusive=True, group="users-change", exit_on_error=False)
     async def set_active(self, username: str, active: bool) -> None:

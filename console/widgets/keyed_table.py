@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
@@ -136,6 +137,8 @@ class KeyedTable(DataTable[Cell]):
         self.sort_value: SortValue | None = sort_value
         self._rows: dict[str, Sequence[Cell]] = {}
         self._sorted_by: tuple[str, bool] | None = None
+        #: The natural width of each column for the rows shown (computed once per set of rows).
+        self._natural: list[int] | None = None
         #: A paged table's order as its section reports it (column, descending), shown in the header.
         self.order_shown: tuple[str, bool] | None = None
         for spec in columns:
@@ -152,6 +155,7 @@ class KeyedTable(DataTable[Cell]):
             raise DuplicateKey(f"two rows have the key {twice!r}")
         previous_key, previous_row = self.selected_key, self.cursor_row
         self._rows = keyed
+        self._natural = None
         self.clear()
         for key in self._ordered_keys():
             self.add_row(*(_cut_with_ellipsis(cell) for cell in self._rows[key]), key=key)
@@ -161,8 +165,8 @@ class KeyedTable(DataTable[Cell]):
             self.move_cursor(row=self.get_row_index(select))
         elif keep == "row" and self.row_count:
             self.move_cursor(row=min(previous_row, self.row_count - 1))
-        self.apply_widths()
-        self.call_after_refresh(self.apply_widths)
+        if not self.apply_widths():
+            self.call_after_refresh(self.apply_widths)
 
     @property
     def row_keys(self) -> list[str]:
@@ -345,13 +349,11 @@ class KeyedTable(DataTable[Cell]):
 
     def wanted_widths(self, room: int) -> list[int]:
         """Each column's width for ``room`` cells of content (padding aside): see the module's policy."""
-        natural = []
-        for index, spec in enumerate(self.specs):
-            widest = max((Text(cell_text(cells[index])).cell_len for cells in self._rows.values()), default=0)
-            title = Text(spec.title).cell_len + 2  # room for the sort arrow
-            natural.append(max(title, min(widest, spec.max_width), spec.width or 0))
+        if self._natural is None:
+            self._natural = self._natural_widths()
+        natural = self._natural
         floors = [
-            min(spec.width or Text(spec.title).cell_len, width)
+            min(spec.width or cell_len(spec.title), width)
             for spec, width in zip(self.specs, natural, strict=True)
         ]
         widths = list(natural)
@@ -371,14 +373,25 @@ class KeyedTable(DataTable[Cell]):
                 widths[i] += share + (1 if position < left else 0)
         return widths
 
-    def apply_widths(self) -> None:
-        """Fit the columns to the table's width and its rows (on resize and new rows)."""
+    def _natural_widths(self) -> list[int]:
+        """Each column as wide as its widest value (capped) and its title with room for the sort arrow."""
+        widest = [0] * len(self.specs)
+        for cells in self._rows.values():
+            for index, cell in enumerate(cells[: len(widest)]):
+                widest[index] = max(widest[index], cell_len(cell_text(cell)))
+        return [
+            max(cell_len(spec.title) + 2, min(width, spec.max_width), spec.width or 0)
+            for spec, width in zip(self.specs, widest, strict=True)
+        ]
+
+    def apply_widths(self) -> bool:
+        """Fit the columns to the table's width and its rows (on resize and new rows); False before layout."""
         if not self.is_mounted or not self.specs:
-            return
+            return False
         padding = 2 * self.cell_padding * len(self.specs)
         room = self.scrollable_content_region.width - padding
         if room <= 0:
-            return
+            return False
         changed = False
         for spec, width in zip(self.specs, self.wanted_widths(room), strict=True):
             column = self.columns[ColumnKey(spec.column_key)]
@@ -390,6 +403,7 @@ class KeyedTable(DataTable[Cell]):
             self._clear_caches()
             self.check_idle()
             self.refresh()
+        return True
 
 
 def _natural(text: str) -> tuple[int, float, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from console.sections.audit import AuditSection
+from console.sections.audit import AuditDetailScreen, AuditSection
 from db.audit import AuditFilter, describe_changes, list_changes, record_change
 from db.engine import new_sessionmaker
 from db.rights import Actor, ActorSource
@@ -64,13 +64,13 @@ async def test_audit_pages_walk_back_through_every_change_once(session) -> None:
         )
     await session.commit()
     seen: list[str] = []
-    before = None
+    past = None
     while True:
-        page = await list_changes(session=session, filters=AuditFilter(), before=before, limit=2)
+        page = await list_changes(session=session, filters=AuditFilter(), past=past, limit=2)
         seen += [row.entity_id for row in page.rows]
-        if not page.has_older:
+        if not page.has_more:
             break
-        before = (page.rows[-1].occurred_at, page.rows[-1].id)
+        past = (page.rows[-1].occurred_at, page.rows[-1].id)
     assert sorted(seen) == [f"org-{i}" for i in range(5)]
     assert len(seen) == 5
 
@@ -90,3 +90,100 @@ def test_described_changes_show_before_and_after_and_hide_secrets() -> None:
         "password: changed",
         "user_id was 'u1'",
     ]
+
+
+async def record_five(engine: AsyncEngine) -> None:
+    for index in range(5):
+        await record(
+            engine,
+            actor="ops",
+            source="cli",
+            action="config.update",
+            entity_type="config",
+            entity_id=f"org-{index}",
+        )
+
+
+async def test_oldest_first_pages_walk_forward_through_every_change_once(session) -> None:
+    for index in range(5):
+        await record_change(
+            session=session,
+            actor=Actor("ops", "cli"),
+            action="config.update",
+            entity_type="config",
+            entity_id=f"org-{index}",
+        )
+    await session.commit()
+    seen: list[str] = []
+    past = None
+    while True:
+        page = await list_changes(
+            session=session, filters=AuditFilter(), past=past, oldest_first=True, limit=2
+        )
+        seen += [row.entity_id for row in page.rows]
+        if not page.has_more:
+            break
+        past = (page.rows[-1].occurred_at, page.rows[-1].id)
+    assert seen == [f"org-{i}" for i in range(5)]
+
+
+async def test_big_g_shows_the_oldest_changes_and_g_the_newest(engine: AsyncEngine, app_factory) -> None:
+    await record_five(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, AuditSection)
+        table = section.query_one("#audit-table")
+        table.focus()
+        newest = [row.entity_id for row in section.page.rows]
+        assert newest[0] == "org-4"
+        await pilot.press("G")
+        await settle(pilot)
+        assert [row.entity_id for row in section.page.rows][0] == "org-0"
+        assert table.order_shown == ("When (UTC)", False)
+        await pilot.press("g")
+        await settle(pilot)
+        assert [row.entity_id for row in section.page.rows] == newest
+        assert table.order_shown == ("When (UTC)", True)
+
+
+async def test_s_on_the_time_column_flips_the_order_and_elsewhere_says_why_not(
+    engine: AsyncEngine, app_factory
+) -> None:
+    await record_five(engine)
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, AuditSection)
+        table = section.query_one("#audit-table")
+        table.focus()
+        before = [row.entity_id for row in section.page.rows]
+        await pilot.press("s")  # the column cursor starts on the time
+        await settle(pilot)
+        assert [row.entity_id for row in section.page.rows] == list(reversed(before))
+        await pilot.press("right", "s")
+        await settle(pilot)
+        assert [row.entity_id for row in section.page.rows] == list(reversed(before))
+        assert any("no index" in n.message for n in pilot.app._notifications)
+        await pilot.press("left", "s")
+        await settle(pilot)
+        assert [row.entity_id for row in section.page.rows] == before
+
+
+async def test_enter_shows_an_audit_change_in_full(engine: AsyncEngine, app_factory) -> None:
+    await record(
+        engine,
+        actor="ops",
+        source="cli",
+        action="organization.create",
+        entity_type="organization",
+        entity_id="acme",
+        changes={"log_retention_days": {"after": 90}},
+    )
+    async with signed_in(app_factory(), engine) as pilot:
+        section = await open_section(pilot, AuditSection)
+        section.query_one("#audit-table").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        detail = pilot.app.screen
+        assert isinstance(detail, AuditDetailScreen)
+        assert "log_retention_days = 90" in str(detail.query_one("#audit-detail-text").render())
+        await pilot.press("escape")
+        await settle(pilot)
+        assert pilot.app.screen is not detail

@@ -259,7 +259,7 @@ async def test_token_is_shown_once_accepted_at_hello_and_refused_once_revoked(
         await settle(pilot)
         shown = pilot.app.screen
         assert isinstance(shown, TokenShownScreen)
-        token = shown.query_one("#token-value").value
+        token = shown.shown_token
         await pilot.click("#token-close")
         await settle(pilot)
         assert (await hello(server.port, Organization("acme", token)))["type"] == "welcome"

@@ -119,13 +119,15 @@ async def test_an_administrator_cannot_demote_or_deactivate_themselves(
         assert "cannot demote yourself" in form.error_of("is_admin")
         fill(pilot, is_admin=True, is_active=False)
         await submit(pilot)
-        assert isinstance(pilot.app.screen, ConfirmScreen)
-        await confirm(pilot)
+        # Refused at once, with the reason: no "are you sure?" first.
+        assert pilot.app.screen is form
         assert "cannot deactivate yourself" in form.error_of("is_active")
-        await pilot.press("escape")
+        form.dismiss(None)
         await settle(pilot)
         section.action_delete_user()
-        await confirm(pilot)
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmScreen)
+        assert any("cannot delete yourself" in n.message for n in pilot.app._notifications)
     async with new_sessionmaker(engine)() as session:
         alice = await get_by_username(session=session, username="alice")
         assert alice is not None
@@ -147,7 +149,9 @@ async def test_an_administrator_demoted_elsewhere_cannot_deactivate_anyone_and_g
         section = await open_section(pilot, UsersSection)
         await select_user(pilot, section, "bob")
         section.action_toggle_active()
-        await confirm(pilot)
+        await settle(pilot)
+        # No question for a change db/ refuses: she is told at once and gets a viewer's keys.
+        assert not isinstance(pilot.app.screen, ConfirmScreen)
         assert pilot.app.user is not None
         assert not pilot.app.user.is_admin
         assert any("only administrators can" in n.message for n in pilot.app._notifications)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, Static, TabPane
+from textual.widgets import DataTable, Input, Label, Static, TabPane
 
 from console.messages import ForwardsWorkerFailures
 from console.widgets.keyed_table import KeyedTable, Row, TableColumn
@@ -108,8 +109,12 @@ class TablePane(ConfigPane[Shown]):
     def __init__(self, host: ConfigHost) -> None:
         super().__init__(self.TITLE, host, id=f"pane-{self.NAME}")
 
+    #: What the hint line says to a viewer, who may not change anything here.
+    VIEWER_HINT: ClassVar[str] = "Read only: administrators make the changes."
+
     def compose(self) -> ComposeResult:
-        yield Static(self.HINT, classes="admin-hint")
+        # Viewers see only what they can do: the keys that change things are an administrator's.
+        yield Static(self.HINT if self.host.context.user.is_admin else self.VIEWER_HINT, classes="admin-hint")
         yield KeyedTable(*self.COLUMNS, id=f"{self.NAME}-table")
 
     @property
@@ -118,6 +123,12 @@ class TablePane(ConfigPane[Shown]):
 
     def clear(self) -> None:
         self.table.show([], keep="top")
+
+    @on(DataTable.RowSelected)
+    def _row_opened(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row edits it (where the tab can edit: tools, patterns)."""
+        event.stop()
+        self.edit_entry()
 
     def fill_rows(self, rows: list[Row]) -> None:
         """Show ``rows``, the cursor staying on the same row index (after an edit, on the edited entry)."""

@@ -19,7 +19,8 @@ class PatternsPane(TablePane[list[Row]]):
 
     NAME = "patterns"
     TITLE = "Patterns"
-    HINT = "a add · e edit · del remove · the Tester tab tries them on a sample"
+    HINT = "a add · Enter/e edit · del remove · the Tester tab tries them on a sample"
+    VIEWER_HINT = "Read only: administrators make the changes. The Tester tab tries them on a sample."
     COLUMNS = (
         TableColumn("Name"),
         TableColumn("Regex", stretch=True),

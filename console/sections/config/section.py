@@ -38,6 +38,7 @@ from console.widgets.time_format import when
 from db.configs import ConfigError, get_config, list_configs
 from db.models import FirewallConfig
 from db.tokens import list_tokens
+from db.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,28 @@ class ConfigSection(Section):
         ),
     )
     BINDINGS = [
-        Binding("o", "new_organization", "New org"),
+        Binding("left_square_bracket", "next_tab(-1)", "Prev tab"),
+        Binding("right_square_bracket", "next_tab(1)", "Next tab"),
         Binding("a", "add_entry", "Add"),
         Binding("e", "edit_entry", "Edit"),
-        Binding("t", "toggle_entry", "Enable/disable"),
-        Binding("delete", "remove_entry", "Remove/revoke"),
-        Binding("r", "reload", "Reload"),
-        Binding("m", "metadata_keys", "Metadata keys"),
-        Binding("right_square_bracket", "next_tab(1)", "Next tab"),
-        Binding("left_square_bracket", "next_tab(-1)", "Prev tab", show=False),
+        Binding("t", "toggle_entry", "On/off"),
+        Binding("delete", "remove_entry", "Remove"),
+        Binding("m", "metadata_keys", "Metadata keys", show=False),
+        Binding("o", "new_organization", "New organisation", show=False),
+        Binding("r", "reload", "Reload", show=False),
     ]
+    ADMIN_ACTIONS = frozenset({"add_entry", "edit_entry", "toggle_entry", "remove_entry", "new_organization"})
+    HELP = """\
+One organisation's configuration at a time (choose it in the box at the top left); `[` and `]`
+switch tabs. **Tools**: the monitored tools (`a` add, Enter or `e` edit, `t` monitor or not,
+`del` remove). **Thresholds** and **Retention**: small forms, saved with their button or Enter.
+**Patterns**: custom patterns (`a`, Enter/`e`, `del`); the **Tester** tab runs them on a sample
+that is never stored. **Tokens**: ingest tokens (`a` creates one, shown once, `y` copies it;
+`del` revokes). **Alert rules**: what raises the organisation's alerts (`a` add, Enter/`e` edit,
+`t` on/off, `del` delete); the selected rule is shown whole below the list. `m` lists the
+organisation's extra metadata keys. Agents get a saved change on their next config request; every
+change is audited.
+"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -235,7 +248,8 @@ class ConfigSection(Section):
         shown_thresholds, days = thresholds.read(row), retention.read(row)
         summary = (
             f"updated {when(row.updated_at, missing='never')} UTC by {row.updated_by or '—'} · "
-            f"{len(shown_tools)} tools · {len(shown_patterns)} patterns · {days} days · o new organisation"
+            f"{counted(len(shown_tools), 'tool')} · {counted(len(shown_patterns), 'pattern')} · "
+            f"kept {counted(int(days), 'day')}"
         )
         thresholds.fill(shown_thresholds)
         retention.fill(days)

@@ -13,6 +13,7 @@ from textual.widgets import Button, Static, TextArea
 from console.sections.config.pane import ConfigHost, ConfigPane
 from console.untrusted import plain
 from db.pattern_tester import MAX_SAMPLE_CHARS, PatternTestError, PatternTestResult, try_organization_patterns
+from db.wording import counted
 
 if TYPE_CHECKING:
     from db.models import FirewallConfig
@@ -76,7 +77,7 @@ def describe_result(result: PatternTestResult) -> Text:
         text = Text("No pattern matched.", style="bold")
     else:
         text = Text.assemble(
-            (f"{len(result.matched)} pattern(s) matched", "bold"),
+            (f"{counted(len(result.matched), 'pattern')} matched", "bold"),
             plain(f"; highest severity: {result.highest_severity}"),
         )
     for hit in result.hits:
@@ -84,7 +85,7 @@ def describe_result(result: PatternTestResult) -> Text:
             text.append("\n  ").append(plain(hit.name)).append(": ").append("regex error", style="bold")
             text.append(": ").append(plain(hit.error))
             continue
-        found = f"{hit.name} ({hit.entity_type}, {hit.severity}): {hit.count} match(es)"
+        found = f"{hit.name} ({hit.entity_type}, {hit.severity}): {counted(hit.count, 'match', 'matches')}"
         text.append("\n  ").append(plain(found))
         for start, end, sample in hit.matches[:5]:
             text.append(f"\n      {start}–{end}: ").append(plain(repr(sample)))

@@ -27,7 +27,7 @@ class ToolsPane(TablePane[list[Row]]):
 
     NAME = "tools"
     TITLE = "Tools"
-    HINT = "a add · t enable/disable · del remove · palette: restore the default tools"
+    HINT = "a add · Enter/e edit · t monitor or not · del remove · palette: restore the default tools"
     COLUMNS = (TableColumn("Tool", stretch=True), TableColumn("Type"), TableColumn("Monitored"))
 
     def read(self, row: FirewallConfig) -> list[Row]:
@@ -45,8 +45,23 @@ class ToolsPane(TablePane[list[Row]]):
         if self.host.ready(CHANGE_CONFIGURATION):
             assert self.host.organization_id is not None
             self.app.push_screen(
-                ToolFormScreen(self.host.context, self.host.organization_id), self.reload_after
+                ToolFormScreen(self.host.context, self.host.organization_id, self._tools()), self.reload_after
             )
+
+    def _tools(self) -> list[dict[str, Any]]:
+        row = self.host.row
+        return list(row.monitored_tools or []) if row is not None else []
+
+    def edit_entry(self) -> None:
+        name = self.selected_entry(CHANGE_CONFIGURATION)
+        if name is None:
+            return
+        assert self.host.organization_id is not None
+        tools = self._tools()
+        index = next((i for i, tool in enumerate(tools) if tool.get("name") == name), None)
+        if index is not None:
+            form = ToolFormScreen(self.host.context, self.host.organization_id, tools, index)
+            self.app.push_screen(form, self.reload_after)
 
     def toggle_entry(self) -> None:
         name = self.selected_entry(CHANGE_CONFIGURATION)
