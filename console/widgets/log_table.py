@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 COLUMNS = (
     TableColumn("Time (UTC)", 19, key="time"),
     TableColumn("Risk", 7, key="risk"),
-    TableColumn("User", 14, stretch=True, key="user", max_width=64),
-    TableColumn("Tool", 8, key="tool", max_width=40),
-    TableColumn("Device", 8, key="device", max_width=64),
-    TableColumn("Org", 5, key="org", max_width=40),
-    TableColumn("Entities", 8, stretch=True, key="entities", max_width=80),
+    TableColumn("User", 10, stretch=True, key="user", max_width=64),
+    TableColumn("Tool", 6, key="tool", max_width=40),
+    TableColumn("Device", 6, key="device", max_width=64),
+    TableColumn("Org", 4, key="org", max_width=40),
+    TableColumn("Entities", 6, stretch=True, key="entities", max_width=80),
     TableColumn("San.", 4, key="sanitised"),
 )
 #: The column the rows are ordered by (the only one an index orders: docs/index-policy.md).
