@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich.text import Text
@@ -32,7 +32,7 @@ from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.severity import severity_text
-from console.widgets.time_format import when
+from console.widgets.time_format import utc_and_local, when
 from db.alerts import (
     ALERT_PAGE_SIZE,
     AlertError,
@@ -161,21 +161,6 @@ def event_span(first: datetime, last: datetime) -> str:
     if start[:10] == end[:10]:
         return f"{start[5:16]}–{end[11:16]}"
     return f"{start[5:16]}–{end[5:16]}"
-
-
-def short_time(moment: datetime) -> str:
-    """``MM-DD HH:MM`` in UTC: a table's time (the detail has the year and the seconds)."""
-    return when(moment)[5:]
-
-
-def utc_and_local(moment: datetime | None) -> str:
-    """``2026-12-05 21:46:02 UTC (22:46:02 local)``: the local date too when it is another day; "—"."""
-    if moment is None:
-        return "—"
-    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    local = utc.astimezone()
-    shown = local.strftime("%H:%M:%S") if local.date() == utc.date() else local.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when(utc, precision='second')} UTC ({shown} local)"
 
 
 def _line(text: Text, label: str, value: Text | str) -> None:
@@ -456,7 +441,7 @@ class AlertsSection(Section):
                         plain(alert.organization_id),
                         plain(alert.group_key),
                         f"{alert.event_count:,}",
-                        short_time(alert.updated_at),
+                        when(alert.updated_at, precision="short"),
                     ),
                 )
                 for alert in rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -22,8 +21,7 @@ from rich.text import Text
 
 from console.untrusted import plain
 from console.widgets.risk import risk_text
-from console.widgets.time_format import when
-from db.base import as_utc
+from console.widgets.time_format import local_time, when
 from db.log_json import entry_to_dict
 from db.wording import counted
 
@@ -34,11 +32,6 @@ _HIGHLIGHT = JSONHighlighter()
 #: How an entity type chip looks: reversed, so it reads as a tag in any theme and without colour.
 CHIP_STYLE = "reverse"
 LABEL_STYLE = "bold"
-
-
-def local_time(moment: datetime) -> str:
-    """``moment`` in this machine's time zone, with the zone's name, e.g. ``2026-01-05 10:30:00 CET``."""
-    return as_utc(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
 def chips(values: list[str]) -> Text:
@@ -120,4 +113,4 @@ def as_plain_text(renderable: RenderableType, width: int) -> str:
     return console.export_text()
 
 
-__all__ = ["as_plain_text", "chips", "local_time", "metadata_table", "raw_json", "record_view"]
+__all__ = ["as_plain_text", "chips", "metadata_table", "raw_json", "record_view"]

@@ -33,6 +33,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from console.widgets.risk import RISK_GLYPHS
+from console.widgets.time_format import when
+from db.base import as_utc
 
 if TYPE_CHECKING:
     from db.overview import Timeline
@@ -66,12 +68,8 @@ class Bars:
         return [sum(values) for values in zip(*(self.series[level] for level in STACK), strict=True)]
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _epoch_hour(moment: datetime) -> int:
-    return int(_utc(moment).timestamp()) // 3600
+    return int(as_utc(moment).timestamp()) // 3600
 
 
 def regroup(timeline: Timeline, columns: int) -> Bars:
@@ -199,10 +197,6 @@ def _fit(variants: Sequence[Row], width: int) -> Row:
     return cut
 
 
-def _when(moment: datetime) -> str:
-    return _utc(moment).strftime("%m-%d %H:%M")
-
-
 def _header(bars: Bars, window: str, log: bool, width: int, lines: int) -> list[Row]:
     scale, other = ("log", "linear") if log else ("linear", "log")
     per_bar = f"{bars.hours} h per bar" if bars.hours < 24 else f"{bars.hours // 24} d per bar"
@@ -235,7 +229,7 @@ def _header(bars: Bars, window: str, log: bool, width: int, lines: int) -> list[
     if peak:
         at = bars.starts[peaks.index(peak)]
         key = [
-            legend + [(f"  · peak {peak:,} at {_when(at)}", "muted")],
+            legend + [(f"  · peak {peak:,} at {when(at, precision='short')}", "muted")],
             legend + [(f"  · peak {peak:,}", "muted")],
             legend,
             short + [(f" · peak {peak:,}", "muted")],
@@ -265,7 +259,7 @@ def _time_labels(bars: Bars, edges: list[int], width: int) -> tuple[list[int], R
     # Whole weeks start on Mondays (1970-01-01, hour 0, was a Thursday).
     offset = 72 if every % 168 == 0 else 0
     marks = [
-        (edges[index], _utc(start))
+        (edges[index], as_utc(start))
         for index, start in enumerate(bars.starts)
         if (_epoch_hour(start) + offset) % every == 0
     ]
