@@ -83,10 +83,6 @@ NOT_A_FILTER = (
     "F filters by the State, Rule or Org column (the boxes above the table); "
     "move to one with ←/→. c clears the filters."
 )
-NOT_SORTED = (
-    "Alerts are paged by their last change, the order their indexes serve (ix_alerts_state_updated_at, "
-    "ix_alerts_organization_updated_at); s on the Updated column flips it."
-)
 #: The width of the detail's labels.
 LABEL_WIDTH = 13
 
@@ -211,6 +207,8 @@ class AlertsSection(Section):
     """Alerts, newest change first: details, their events in the log browser, acknowledge and resolve."""
 
     TITLE = "Alerts"
+    ORDER_COLUMN = TIME_COLUMN
+    ORDER_INDEXES = "ix_alerts_state_updated_at and ix_alerts_organization_updated_at"
     KEY = "7"
     HELP = HELP
     COMMANDS = (
@@ -498,6 +496,9 @@ class AlertsSection(Section):
     def action_oldest_page(self) -> None:
         self._go_to(PageRequest(forward=not self.newest_first), page_from_top=not self.newest_first)
 
+    def flip_order(self) -> None:
+        self.action_flip_order()
+
     def action_flip_order(self) -> None:
         """Newest first ↔ oldest first, from the top of the new order."""
         self.newest_first = not self.newest_first
@@ -507,14 +508,6 @@ class AlertsSection(Section):
         self.context.notify(
             f"Alerts {'newest' if self.newest_first else 'oldest'} first (s again flips it).", timeout=2
         )
-
-    @on(KeyedTable.SortRequested, "#alerts-table")
-    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
-        request.stop()
-        if request.column == TIME_COLUMN:
-            self.action_flip_order()
-        else:
-            self.context.notify(NOT_SORTED, timeout=5)
 
     # -- details and events ----------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class AuditSection(Section):
     """The audit trail of changes made from the console and the CLI."""
 
     TITLE = "Audit"
+    ORDER_COLUMN = TIME_COLUMN
+    ORDER_INDEXES = "ix_audit_events_occurred_at"
     KEY = None
     COMMANDS = (
         SectionCommand(
@@ -133,17 +135,7 @@ occurred-at index serves both); the other columns have no index to sort the whol
             edge = "newest" if self.oldest_first else "oldest"
             self.context.notify(f"These are the {edge} changes.", timeout=2)
 
-    @on(KeyedTable.SortRequested, "#audit-table")
-    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
-        request.stop()
-        if request.column != TIME_COLUMN:
-            self.context.notify(
-                f"The audit trail sorts by time only: no index serves an order by {request.column}. "
-                "Search (/) or filter by a cell (F) instead.",
-                severity="warning",
-                timeout=4,
-            )
-            return
+    def flip_order(self) -> None:
         self.load_page(None, number=1, oldest_first=not self.oldest_first)
 
     @on(DataTable.RowSelected, "#audit-table")

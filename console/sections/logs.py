@@ -29,7 +29,7 @@ from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.log_detail import LogDetail
-from console.widgets.log_table import COLUMNS, TIME_COLUMN, LogTable, row_key
+from console.widgets.log_table import TIME_COLUMN, LogTable, row_key
 from db import logs
 from db.base import utcnow
 from db.exports import ExportPathError
@@ -78,6 +78,8 @@ class LogsSection(Section):
     """Browse ``log_entries`` newest (or oldest) first, a page at a time, under any combination of filters."""
 
     TITLE = "Logs"
+    ORDER_COLUMN = TIME_COLUMN
+    ORDER_INDEXES = "ix_log_entries_timestamp_id and the *_timestamp composites"
     KEY = "2"
     HELP = HELP
     COMMANDS = (
@@ -245,8 +247,14 @@ class LogsSection(Section):
         else:
             self.load_page(None)
 
+    def flip_order(self) -> None:
+        self.action_flip_order()
+
     def action_flip_order(self) -> None:
         """Newest first ⇄ oldest first, for the whole result: the first page of the new order."""
+        if self.following:
+            self.notify("Follow mode shows the newest rows first: t stops it.", severity="warning")
+            return
         self.set_order(newest_first=not self.newest_first)
         self.load_page(None)
         first = "newest" if self.newest_first else "oldest"
@@ -258,23 +266,6 @@ class LogsSection(Section):
         table = self.query_one(LogTable)
         table.order_shown = (TIME_COLUMN, newest_first)
         table.label_headers()
-
-    @on(KeyedTable.SortRequested, "#log-table")
-    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
-        request.stop()
-        if request.column == TIME_COLUMN:
-            if self.following:
-                self.notify("Follow mode shows the newest rows first: t stops it.", severity="warning")
-                return
-            self.action_flip_order()
-            return
-        title = next(column.title for column in COLUMNS if column.column_key == request.column)
-        self.notify(
-            f"Logs sort by time only: no index orders millions of rows by {title}, so sorting by it "
-            "would read every matching row (docs/index-policy.md). s on Time flips newest/oldest "
-            f"first; F filters by the {title} under the cursor.",
-            timeout=6,
-        )
 
     @work(exclusive=True, group="logs-page", exit_on_error=False)
     async def load_page(

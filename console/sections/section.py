@@ -42,6 +42,10 @@ class Section(ForwardsWorkerFailures, Vertical):
     ADMIN_ACTIONS: ClassVar[frozenset[str]] = frozenset()
     #: What ``?`` says about this section above its list of keys (Markdown, the console's own words).
     HELP: ClassVar[str] = ""
+    #: A paged section's one sortable column (its time), and the indexes that order its pages by it:
+    #: ``s`` there flips the order (:meth:`flip_order`), ``s`` elsewhere says why it does not sort.
+    ORDER_COLUMN: ClassVar[str | None] = None
+    ORDER_INDEXES: ClassVar[str] = ""
 
     @classmethod
     def admin_actions(cls) -> frozenset[str]:
@@ -64,6 +68,24 @@ class Section(ForwardsWorkerFailures, Vertical):
     def _filter_requested(self, request: KeyedTable.FilterRequested) -> None:
         request.stop()
         self.filter_by_cell(request)
+
+    @on(KeyedTable.SortRequested)
+    def _sort_requested(self, request: KeyedTable.SortRequested) -> None:
+        request.stop()
+        if request.column == self.ORDER_COLUMN:
+            self.flip_order()
+            return
+        titles = {spec.column_key: spec.title for spec in request.table.specs}
+        title, by = titles.get(request.column, request.column), titles.get(self.ORDER_COLUMN or "", "time")
+        self.context.notify(
+            f"{self.TITLE} sort by time only: no index orders every row by {title}, so sorting by it would "
+            f"read all the matches ({self.ORDER_INDEXES} order them by time; docs/index-policy.md). "
+            f"s on {by} flips the order; F filters by the cell.",
+            timeout=6,
+        )
+
+    def flip_order(self) -> None:
+        """Newest first ⇄ oldest first for the whole view (paged sections with an ``ORDER_COLUMN``)."""
 
     def filter_by_cell(self, request: KeyedTable.FilterRequested) -> None:
         """Narrow the view to rows whose ``request.column`` is ``request.value`` (``F``).
