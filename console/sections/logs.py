@@ -43,7 +43,7 @@ STOP_WAIT_SECONDS = 5.0
 #: Below this terminal width the detail pane starts hidden (d shows it).
 DETAIL_MIN_WIDTH = 110
 #: The detail pane takes a quarter of the terminal's width, within these bounds (the table the rest).
-DETAIL_WIDTH_MIN = 40
+DETAIL_WIDTH_MIN = 36
 DETAIL_WIDTH_MAX = 80
 
 HELP = f"""\

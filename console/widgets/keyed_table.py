@@ -389,7 +389,12 @@ class KeyedTable(DataTable[Cell]):
         if not self.is_mounted or not self.specs:
             return False
         padding = 2 * self.cell_padding * len(self.specs)
-        room = self.scrollable_content_region.width - padding
+        # Room for the vertical scroll bar when the rows will need one: it appears after the rows are
+        # added, and the table's size does not change then, so no resize would fit the columns again.
+        scrollbar = (
+            self.styles.scrollbar_size_vertical if self.row_count + 1 > self.content_region.height else 0
+        )
+        room = self.content_region.width - scrollbar - padding
         if room <= 0:
             return False
         changed = False
