@@ -255,10 +255,10 @@ class LogsSection(Section):
         if self.following:
             self.notify("Follow mode shows the newest rows first: t stops it.", severity="warning")
             return
+        # No toast: the Time header's arrow and the summary ("oldest first") say it, and a toast to draw
+        # would slow the key press down.
         self.set_order(newest_first=not self.newest_first)
         self.load_page(None)
-        first = "newest" if self.newest_first else "oldest"
-        self.notify(f"Sorted by time, {first} first (s on Time flips it).", timeout=3)
 
     def set_order(self, *, newest_first: bool) -> None:
         """Order the pages by time this way from the next page read; the Time header shows the arrow."""
