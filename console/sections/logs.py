@@ -261,11 +261,10 @@ class LogsSection(Section):
         self.load_page(None)
 
     def set_order(self, *, newest_first: bool) -> None:
-        """Order the pages by time this way from the next page read; the Time header shows the arrow."""
+        """Order the pages by time this way from the next page read; the Time header shows the arrow with
+        that page's rows (one redraw of the table, not two)."""
         self.newest_first = newest_first
-        table = self.query_one(LogTable)
-        table.order_shown = (TIME_COLUMN, newest_first)
-        table.label_headers()
+        self.query_one(LogTable).order_shown = (TIME_COLUMN, newest_first)
 
     @work(exclusive=True, group="logs-page", exit_on_error=False)
     async def load_page(

@@ -165,6 +165,7 @@ class KeyedTable(DataTable[Cell]):
             self.move_cursor(row=self.get_row_index(select))
         elif keep == "row" and self.row_count:
             self.move_cursor(row=min(previous_row, self.row_count - 1))
+        self.label_headers()
         if not self.apply_widths():
             self.call_after_refresh(self.apply_widths)
 
