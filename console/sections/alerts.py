@@ -30,6 +30,7 @@ from console.dialogs.confirm import confirm_then
 from console.messages import ShowLogs
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
+from console.widgets.detail_lines import LABEL_WIDTH, add_line
 from console.widgets.keyed_table import KeyedTable, TableColumn
 from console.widgets.severity import severity_text
 from console.widgets.time_format import utc_and_local, when
@@ -83,8 +84,6 @@ NOT_A_FILTER = (
     "F filters by the State, Rule or Org column (the boxes above the table); "
     "move to one with ←/→. c clears the filters."
 )
-#: The width of the detail's labels.
-LABEL_WIDTH = 13
 
 HELP = """\
 Alerts raised by the organisations' rules (Config → Alert rules), **newest change first**, 200 a
@@ -159,33 +158,25 @@ def event_span(first: datetime, last: datetime) -> str:
     return f"{start[5:16]}–{end[5:16]}"
 
 
-def _line(text: Text, label: str, value: Text | str) -> None:
-    """One ``label value`` line of the detail (the label padded, so values line up)."""
-    if text.plain:
-        text.append("\n")
-    text.append(label.ljust(LABEL_WIDTH), style="bold")
-    text.append_text(value if isinstance(value, Text) else Text(value))
-
-
 def alert_detail(alert: Alert) -> Text:
     """Every field of ``alert`` a person needs, one per line, as plain text (names and keys are untrusted)."""
     text = Text(end="")
-    _line(text, "Rule", Text.assemble(plain(alert.rule_name, "bold"), f"  ({alert.rule_kind} rule)"))
-    _line(text, "Severity", severity_text(alert.severity))
-    _line(text, "State", Text(alert.state, style=STATE_STYLES.get(alert.state, "")))
-    _line(text, "Org", plain(alert.organization_id))
-    _line(text, "Group", plain(alert.group_key or "—", "bold"))
-    _line(text, "Events", counted(alert.event_count, "event"))
-    _line(text, "First event", utc_and_local(alert.first_event_at))
-    _line(text, "Last event", utc_and_local(alert.last_event_at))
-    _line(text, "Opened", utc_and_local(alert.opened_at))
-    _line(text, "Updated", f"{utc_and_local(alert.updated_at)} · revision {alert.revision}")
+    add_line(text, "Rule", Text.assemble(plain(alert.rule_name, "bold"), f"  ({alert.rule_kind} rule)"))
+    add_line(text, "Severity", severity_text(alert.severity))
+    add_line(text, "State", Text(alert.state, style=STATE_STYLES.get(alert.state, "")))
+    add_line(text, "Org", plain(alert.organization_id))
+    add_line(text, "Group", plain(alert.group_key or "—", "bold"))
+    add_line(text, "Events", counted(alert.event_count, "event"))
+    add_line(text, "First event", utc_and_local(alert.first_event_at))
+    add_line(text, "Last event", utc_and_local(alert.last_event_at))
+    add_line(text, "Opened", utc_and_local(alert.opened_at))
+    add_line(text, "Updated", f"{utc_and_local(alert.updated_at)} · revision {alert.revision}")
     for label, at, by in (
         ("Acknowledged", alert.acknowledged_at, alert.acknowledged_by),
         ("Resolved", alert.resolved_at, alert.resolved_by),
     ):
         if at is not None or by:
-            _line(text, label, Text.assemble(f"{utc_and_local(at)} by ", plain(by or "—", "bold")))
+            add_line(text, label, Text.assemble(f"{utc_and_local(at)} by ", plain(by or "—", "bold")))
     details = alert.details if isinstance(alert.details, dict) else {}
     for key, value in details.items():
         items = value if isinstance(value, list) else [value]
@@ -195,11 +186,11 @@ def alert_detail(alert: Alert) -> Text:
         text.append_text(Text(", ", end="").join(plain(item) for item in items))
     event_ids = alert.event_ids if isinstance(alert.event_ids, list) else []
     if event_ids:
-        _line(text, "Event ids", f"the first {len(event_ids)} (Enter shows every event in Logs)")
+        add_line(text, "Event ids", f"the first {len(event_ids)} (Enter shows every event in Logs)")
         for event_id in event_ids:
             text.append("\n" + " " * LABEL_WIDTH).append_text(plain(event_id))
     else:
-        _line(text, "Event ids", "none")
+        add_line(text, "Event ids", "none")
     return text
 
 

@@ -29,6 +29,7 @@ from console.dialogs.destination_form import DestinationFormScreen, spec_of
 from console.dialogs.dialog import Dialog
 from console.sections.section import Section, SectionCommand
 from console.untrusted import plain
+from console.widgets.detail_lines import add_line
 from console.widgets.keyed_table import KeyedTable, TableColumn, cell_text
 from console.widgets.time_format import when
 from db.configs import list_configs
@@ -69,8 +70,6 @@ COLUMNS = (
 )
 #: Each column's place in a row, by key.
 COLUMN_INDEX = {spec.column_key: index for index, spec in enumerate(COLUMNS)}
-#: The width of the detail's labels.
-LABEL_WIDTH = 13
 
 HELP = """\
 Where each organisation's alerts and events are forwarded (syslog over TCP, TLS or UDP, RELP, Splunk
@@ -116,44 +115,37 @@ def behind(lag: DestinationLag) -> str:
     return shown
 
 
-def _line(text: Text, label: str, value: Text | str) -> None:
-    if text.plain:
-        text.append("\n")
-    text.append(label.ljust(LABEL_WIDTH), style="bold")
-    text.append_text(value if isinstance(value, Text) else Text(value))
-
-
 def destination_detail(item: ShownDestination) -> Text:
     """Every setting and the state of a destination, one per line (the secret only as stored or not)."""
     row, lag = item.row, item.lag
     levels = [level for level in RISK_LEVELS if level in (row.event_risk_levels or ())]
     text = Text(end="")
-    _line(text, "Name", plain(row.name, "bold"))
-    _line(text, "Organisation", plain(row.organization_id))
-    _line(text, "State", Text(row.state, style=STATE_STYLES.get(row.state, "")))
-    _line(text, "Enabled", "yes" if row.enabled else "no (a enables it)")
-    _line(text, "Transport", plain(f"{row.transport}, {row.format} format"))
-    _line(text, "Address", plain(row.address))
-    _line(
+    add_line(text, "Name", plain(row.name, "bold"))
+    add_line(text, "Organisation", plain(row.organization_id))
+    add_line(text, "State", Text(row.state, style=STATE_STYLES.get(row.state, "")))
+    add_line(text, "Enabled", "yes" if row.enabled else "no (a enables it)")
+    add_line(text, "Transport", plain(f"{row.transport}, {row.format} format"))
+    add_line(text, "Address", plain(row.address))
+    add_line(
         text,
         "Forwards",
         f"alerts {'yes' if row.forward_alerts else 'no'} · events {', '.join(levels) or 'none'}",
     )
-    _line(text, "Secret", "stored (never shown)" if row.secret_ciphertext else "none")
+    add_line(text, "Secret", "stored (never shown)" if row.secret_ciphertext else "none")
     for key, value in sorted((row.options or {}).items()):
-        _line(text, "Option", Text.assemble(plain(key, "bold"), " = ", plain(value)))
-    _line(text, "Behind", behind(lag))
-    _line(
+        add_line(text, "Option", Text.assemble(plain(key, "bold"), " = ", plain(value)))
+    add_line(text, "Behind", behind(lag))
+    add_line(
         text, "Unsent since", f"{when(lag.oldest_undelivered_at)} UTC" if lag.oldest_undelivered_at else "—"
     )
     delivered = row.last_delivered_at
-    _line(
+    add_line(
         text,
         "Delivered",
         f"{row.delivered_count:,} · last {when(delivered) + ' UTC' if delivered else 'never'}",
     )
     if row.last_error:
-        _line(
+        add_line(
             text,
             "Last error",
             Text.assemble(f"{when(row.last_error_at)} UTC: ", plain(one_line(row.last_error), "red")),
