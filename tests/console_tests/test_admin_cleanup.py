@@ -26,7 +26,11 @@ KEPT = 7
 
 
 async def seed(engine: AsyncEngine) -> None:
-    """acme keeps 30 days: EXPIRED rows older than that, KEPT rows newer; globex keeps 90 days, all young."""
+    """acme keeps 30 days: EXPIRED rows older than that, KEPT rows newer; globex keeps 90 days, all young.
+
+    globex's rows lie among acme's expired ones, at both ends of their span: every week (partition) that
+    holds acme's expired rows also holds a row to keep, so on PostgreSQL the run deletes them in batches
+    whatever the weekday, never by dropping a week whole."""
     async with new_sessionmaker(engine)() as session:
         await create_organization(session=session, organization_id="acme", actor=SETUP, log_retention_days=30)
         await create_organization(session=session, organization_id="globex", actor=SETUP)
@@ -40,7 +44,12 @@ async def seed(engine: AsyncEngine) -> None:
         make_event(i, organization_id="acme", timestamp=now - timedelta(days=29, minutes=i))
         for i in range(KEPT)
     ]
-    other = [make_event(i, organization_id="globex", timestamp=now - timedelta(days=60)) for i in range(5)]
+    other = [
+        make_event(
+            i, organization_id="globex", timestamp=now - timedelta(days=31, minutes=i * (EXPIRED - 1) / 4)
+        )
+        for i in range(5)
+    ]
     await store_logs(engine, old + young + other)
 
 
