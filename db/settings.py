@@ -153,7 +153,7 @@ class Settings:
     ingest_tls_key: str | None = None
     #: The data folder (AIFW_DATA_DIR): the embedded database lives here, and no export may write here.
     data_dir: Path = DEFAULT_DATA_DIR
-    #: Where the console proposes to export logs (AIFW_EXPORT_DIR); None means the user's home folder.
+    #: Where the console proposes to export logs (AIFW_EXPORT_DIR); None: ~/Downloads if it exists, else ~.
     export_dir: Path | None = None
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     #: Fernet keys for destination secrets (AIFW_SECRET_KEY, comma-separated, the first encrypts);
