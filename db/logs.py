@@ -51,8 +51,10 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from db.audit import record_change
 from db.base import as_utc
+from db.configs import ORGANIZATION_ID_PATTERN
 from db.exports import ExportFile, check_export_path
 from db.field_lengths import max_length
+from db.identifiers import ENTITY_TYPE_PATTERN
 from db.log_json import entry_to_dict
 from db.models import AuditEvent, FirewallConfig, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor, require_active
@@ -285,13 +287,19 @@ def search_options(
     A term matches a user, device or tool exactly (or by prefix when it ends
     with ``*``), an organisation or entity type exactly, or an event id.
     ``organization`` is the filter's organisation, if any (the id is then looked up in it).
+    A term is looked up as an organisation or an entity type only when it has their shape
+    (``acme``, ``API_KEY``): on PostgreSQL each condition is a branch planned in every weekly
+    partition, and a prefix search (``user12*``) is neither.
     """
     names = (LogEntry.user_id, LogEntry.device_id, LogEntry.tool_name)
     if term.endswith("*") and len(term) > 1:
         options = [_starts_with(name, term[:-1]) for name in names]
     else:
         options = [name == term for name in names]
-    options += [LogEntry.organization_id == term, _contains_entity(term, postgresql=postgresql)]
+    if ORGANIZATION_ID_PATTERN.match(term):
+        options.append(LogEntry.organization_id == term)
+    if ENTITY_TYPE_PATTERN.fullmatch(term):
+        options.append(_contains_entity(term, postgresql=postgresql))
     try:
         event_id = uuid.UUID(term)
     except ValueError:

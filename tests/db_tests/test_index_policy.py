@@ -325,7 +325,11 @@ async def _used_without_asserting(session: AsyncSession, filters: logs.LogFilter
     return _plan_indexes(plan["Plan"])[0]
 
 
-def test_an_unknown_id_is_never_a_search_branch() -> None:
-    options = logs.search_options("not-a-uuid", postgresql=True)
-    assert len(options) == 5
-    assert len(logs.search_options(str(uuid.uuid4()), postgresql=True)) == 6
+def test_a_term_is_a_search_branch_only_where_it_could_be_found() -> None:
+    # user, device and tool; an organisation id can look like this, an entity type cannot
+    assert len(logs.search_options("not-a-uuid", postgresql=True)) == 4
+    assert len(logs.search_options(str(uuid.uuid4()), postgresql=True)) == 5  # and the event id
+    assert len(logs.search_options("API_KEY", postgresql=True)) == 5  # both shapes at once
+    # a prefix, an e-mail address: neither an organisation id nor an entity type
+    assert len(logs.search_options("user12*", postgresql=True)) == 3
+    assert len(logs.search_options("ada@example.com", postgresql=True)) == 3
