@@ -19,9 +19,9 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from sqlalchemy import (
@@ -279,6 +279,11 @@ def _is_event_id(event_id: uuid.UUID, *, organization: str | None, postgresql: b
     return and_(LogEntry.organization_id.in_(organizations), LogEntry.id == event_id)
 
 
+def is_prefix_search(term: str) -> bool:
+    """True for a search term that matches names by prefix (``user12*``)."""
+    return term.endswith("*") and len(term) > 1
+
+
 def search_options(
     term: str, *, postgresql: bool, organization: str | None = None
 ) -> list[ColumnElement[bool]]:
@@ -292,7 +297,7 @@ def search_options(
     partition, and a prefix search (``user12*``) is neither.
     """
     names = (LogEntry.user_id, LogEntry.device_id, LogEntry.tool_name)
-    if term.endswith("*") and len(term) > 1:
+    if is_prefix_search(term):
         options = [_starts_with(name, term[:-1]) for name in names]
     else:
         options = [name == term for name in names]
@@ -413,13 +418,54 @@ def page_statement(
 # -- pages, counts, follow mode ------------------------------------------------------------------
 
 
-async def _fetch(
+#: The time windows a prefix search walks before it reads without a bound (see :func:`_fetch`).
+PREFIX_SEARCH_WINDOWS: Final = (timedelta(days=7), timedelta(days=35))
+
+
+async def _fetch_rows(
     session: AsyncSession, filters: LogFilter, cursor: Cursor | None, *, older: bool, limit: int
 ) -> list[LogEntry]:
     statement = page_statement(
         filters, postgresql=_is_postgresql(session), cursor=cursor, older=older, limit=limit
     )
     return list((await session.scalars(statement)).all())
+
+
+async def _fetch(
+    session: AsyncSession, filters: LogFilter, cursor: Cursor | None, *, older: bool, limit: int
+) -> list[LogEntry]:
+    """Up to ``limit`` matching rows past ``cursor``, going older (or newer), in that order.
+
+    A prefix search cannot walk an index in time order: ``user12*`` matches many users, and each
+    branch reads every row of all of them to keep the newest. Without a bound in the walking
+    direction it reads them first in a window next to where the page starts (the cursor, or the
+    newest or oldest row), widened through :data:`PREFIX_SEARCH_WINDOWS`: a window that holds
+    ``limit`` rows holds the page exactly, since every row outside it lies further along.
+    """
+    bounded = filters.since if older else filters.until
+    if not is_prefix_search(filters.search) or bounded is not None:
+        return await _fetch_rows(session, filters, cursor, older=older, limit=limit)
+    if cursor is not None:
+        anchor: datetime | None = cursor.timestamp
+    elif older and filters.until is not None:
+        anchor = filters.until
+    else:
+        anchor = await _edge_timestamp(session, newest=older)
+    if anchor is None:
+        return []
+    for width in PREFIX_SEARCH_WINDOWS:
+        window = replace(filters, since=anchor - width) if older else replace(filters, until=anchor + width)
+        rows = await _fetch_rows(session, window, cursor, older=older, limit=limit)
+        if len(rows) >= limit:
+            return rows
+    return await _fetch_rows(session, filters, cursor, older=older, limit=limit)
+
+
+async def _edge_timestamp(session: AsyncSession, *, newest: bool) -> datetime | None:
+    """The newest (or oldest) timestamp of any row: one probe of the (timestamp, id) index."""
+    order = LogEntry.timestamp.desc() if newest else LogEntry.timestamp.asc()
+    moment = await session.scalar(select(LogEntry.timestamp).order_by(order).limit(1))
+    return None if moment is None else as_utc(moment)
 
 
 def _page_of(rows: list[LogEntry], *, newest_first: bool, before_exists: bool, after_exists: bool) -> Page:

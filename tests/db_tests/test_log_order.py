@@ -129,3 +129,41 @@ async def test_the_oldest_page_of_a_search_lists_a_row_matching_it_two_ways_once
         )
     assert [row.id for row in oldest.rows] == newest_first([both, *others])[-3:]
     assert [row.id for row in ascending.rows] == list(reversed(newest_first([both, *others])))[:3]
+
+
+async def test_a_prefix_search_pages_exactly_across_its_time_windows(engine: AsyncEngine) -> None:
+    """A prefix search reads in widening windows (a week, five weeks, then all): sparse matches months
+    apart, rows sharing a timestamp and a row a day ahead are paged in both orders as without them."""
+    now = utcnow().replace(microsecond=0)
+    days = [-1, 0, 0, 2, 6, 8, 20, 36, 37, 60, 79, 79]
+    matches = [
+        make_event(i, user_id=f"ann{i % 3}", timestamp=now - timedelta(days=day))
+        for i, day in enumerate(days)
+    ]
+    others = [make_event(i, user_id="bob", timestamp=now - timedelta(days=i * 5)) for i in range(16)]
+    await store_logs(engine, matches + others)
+    order = newest_first(matches)
+    search = LogFilter(search="ann*")
+    async with new_sessionmaker(engine)() as session:
+        current = await logs.page(session=session, filters=search, limit=PAGE)
+        walked = [row.id for row in current.rows]
+        while current.has_next:
+            current = await logs.page(session=session, filters=search, after=current.last, limit=PAGE)
+            walked += [row.id for row in current.rows]
+        oldest = await logs.oldest_page(session=session, filters=search, limit=PAGE)
+        back = [row.id for row in oldest.rows]
+        current = oldest
+        while current.has_previous:
+            current = await logs.page(session=session, filters=search, before=current.first, limit=PAGE)
+            back = [row.id for row in current.rows] + back
+        ascending = await logs.page(session=session, filters=search, limit=PAGE, newest_first=False)
+        until = LogFilter(search="ann*", until=now - timedelta(days=7))
+        bounded = await logs.page(session=session, filters=until, limit=PAGE)
+    assert walked == order
+    assert back == order
+    assert [row.id for row in ascending.rows] == list(reversed(order))[:PAGE]
+    assert [row.id for row in bounded.rows] == [
+        e["id"]
+        for e in sorted(matches, key=lambda e: (e["timestamp"], e["id"]), reverse=True)
+        if e["timestamp"] < now - timedelta(days=7)
+    ][:PAGE]
