@@ -9,7 +9,7 @@ from console.sections.audit import AuditDetailScreen, AuditSection
 from db.audit import AuditFilter, describe_changes, list_changes, record_change
 from db.engine import new_sessionmaker
 from db.rights import Actor, ActorSource
-from tests.support.console import open_section, settle, signed_in
+from tests.support.console import open_section, press_and_settle, settle, signed_in
 
 
 async def record(engine: AsyncEngine, *, actor: str, source: ActorSource, **row) -> None:
@@ -135,12 +135,10 @@ async def test_big_g_shows_the_oldest_changes_and_g_the_newest(engine: AsyncEngi
         table.focus()
         newest = [row.entity_id for row in section.page.rows]
         assert newest[0] == "org-4"
-        await pilot.press("G")
-        await settle(pilot)
+        await press_and_settle(pilot, "G")
         assert [row.entity_id for row in section.page.rows][0] == "org-0"
         assert table.order_shown == ("When (UTC)", False)
-        await pilot.press("g")
-        await settle(pilot)
+        await press_and_settle(pilot, "g")
         assert [row.entity_id for row in section.page.rows] == newest
         assert table.order_shown == ("When (UTC)", True)
 
@@ -157,12 +155,10 @@ async def test_s_on_the_time_column_flips_the_order_and_elsewhere_says_why_not(
         await pilot.press("s")  # the column cursor starts on the time
         await settle(pilot)
         assert [row.entity_id for row in section.page.rows] == list(reversed(before))
-        await pilot.press("right", "s")
-        await settle(pilot)
+        await press_and_settle(pilot, "right", "s")
         assert [row.entity_id for row in section.page.rows] == list(reversed(before))
         assert any("no index" in n.message for n in pilot.app._notifications)
-        await pilot.press("left", "s")
-        await settle(pilot)
+        await press_and_settle(pilot, "left", "s")
         assert [row.entity_id for row in section.page.rows] == before
 
 
@@ -179,11 +175,9 @@ async def test_enter_shows_an_audit_change_in_full(engine: AsyncEngine, app_fact
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, AuditSection)
         section.query_one("#audit-table").focus()
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         detail = pilot.app.screen
         assert isinstance(detail, AuditDetailScreen)
         assert "log_retention_days = 90" in str(detail.query_one("#audit-detail-text").render())
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert pilot.app.screen is not detail

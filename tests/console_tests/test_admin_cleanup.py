@@ -17,7 +17,16 @@ from db.base import utcnow
 from db.configs import create_organization
 from db.engine import new_sessionmaker
 from db.models import LogEntry, RetentionRun
-from tests.support.console import audit_rows, confirm, open_section, pump_until, running, settle, signed_in
+from tests.support.console import (
+    audit_rows,
+    confirm,
+    open_section,
+    press_and_settle,
+    pump_until,
+    running,
+    settle,
+    signed_in,
+)
 from tests.support.database import SETUP, make_event, store_logs
 from tests.support.waiting import wait_until
 
@@ -124,8 +133,7 @@ async def test_the_run_is_confirmed_first_and_refused_to_viewers(engine: AsyncEn
     await seed(engine)
     async with signed_in(app_factory(), engine, "victor", is_admin=False) as pilot:
         section = await open_section(pilot, CleanupSection)
-        await pilot.press("A")
-        await settle(pilot)
+        await press_and_settle(pilot, "A")
         assert pilot.app.screen.__class__.__name__ == "ShellScreen"
     async with signed_in(app_factory(), engine, "alice") as pilot:
         section = await open_section(pilot, CleanupSection)
@@ -255,8 +263,7 @@ async def test_signing_out_during_a_cleanup_asks_then_leaves_exact_final_records
         assert section.running  # "no" changes nothing
         pilot.app.action_sign_out()
         await pilot.pause()
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         assert isinstance(pilot.app.screen, LoginScreen)
         assert pilot.app.context is None
         await assert_records_are_exact_and_final(engine)
@@ -285,8 +292,7 @@ async def test_the_run_deletes_the_number_the_confirmation_asked_about(
         )
         last_crossing = max(event["timestamp"] for event in crossing)
         await wait_until(lambda: utcnow() - timedelta(days=30) > last_crossing, timeout=5)
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         assert section.last_summary is not None
         assert section.last_summary.total_rows == EXPIRED
     assert (await counts(engine))["acme"] == KEPT + 3

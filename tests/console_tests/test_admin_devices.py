@@ -15,7 +15,7 @@ from db.engine import new_sessionmaker
 from db.models import Device
 from db.settings import Settings
 from db.tokens import create_token
-from tests.support.console import audit_rows, confirm, open_section, settle, signed_in
+from tests.support.console import audit_rows, confirm, open_section, press_and_settle, settle, signed_in
 from tests.support.database import SETUP, Organization, make_event, store_logs
 from tests.support.ingest import hello, serving
 
@@ -77,8 +77,7 @@ async def test_search_box_filters_the_list(engine: AsyncEngine, app_factory) -> 
         section = await open_section(pilot, DevicesSection)
         section.query_one("#devices-search").value = "browser"
         section.query_one("#devices-search").focus()
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         assert set(section.devices) == {"browser-2"}
 
 

@@ -21,6 +21,7 @@ from tests.support.console import (
     confirm,
     fill,
     open_section,
+    press_and_settle,
     settle,
     signed_in,
     submit,
@@ -261,8 +262,7 @@ async def test_a_viewer_cannot_open_the_user_forms(engine: AsyncEngine, app_fact
         section.action_create_user()
         await settle(pilot)
         assert not isinstance(pilot.app.screen, UserFormScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert not isinstance(pilot.app.screen, UserFormScreen)
 
 

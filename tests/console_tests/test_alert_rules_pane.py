@@ -15,7 +15,17 @@ from db.engine import new_sessionmaker
 from db.identifiers import visible
 from db.models import AlertRule
 from tests.console_tests.naughty_strings import NAUGHTY, WITH_CONTROLS
-from tests.support.console import add_org, audit_rows, confirm, fill, open_section, settle, signed_in, submit
+from tests.support.console import (
+    add_org,
+    audit_rows,
+    confirm,
+    fill,
+    open_section,
+    press_and_settle,
+    settle,
+    signed_in,
+    submit,
+)
 
 
 async def rules_of(engine: AsyncEngine, organization_id: str = "acme") -> dict[str, AlertRule]:
@@ -83,8 +93,7 @@ async def test_an_admin_adds_a_rule_and_db_refusals_land_under_their_field(
     await add_org(engine)
     async with signed_in(app_factory(), engine) as pilot:
         _, pane = await open_rules(pilot)
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         form = pilot.app.screen
         assert isinstance(form, AlertRuleFormScreen)
         fill(pilot, name="Amber storm", threshold="0", window="5m", cooldown="1h")
@@ -111,8 +120,7 @@ async def test_an_admin_adds_a_rule_and_db_refusals_land_under_their_field(
         assert rule.filters == {"risk_levels": ["amber"], "tool_names": ["ChatGPT", "Claude"]}
         assert pane.table.selected_key == str(rule.id)
         # An entity rule without entity types is refused by db, under the entity types.
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         form = pilot.app.screen
         fill(pilot, name="Secrets", kind="entity")
         await settle(pilot)
@@ -134,8 +142,7 @@ async def test_an_admin_edits_disables_and_deletes_a_rule(engine: AsyncEngine, a
     async with signed_in(app_factory(), engine) as pilot:
         _, pane = await open_rules(pilot)
         pane.table.select_key(str(silent.id))
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         form = pilot.app.screen
         assert isinstance(form, AlertRuleFormScreen)
         assert form.query_one("#window").value == "3d"
@@ -153,8 +160,7 @@ async def test_an_admin_edits_disables_and_deletes_a_rule(engine: AsyncEngine, a
             "high",
             "organization",
         )
-        await pilot.press("t")
-        await settle(pilot)
+        await press_and_settle(pilot, "t")
         assert isinstance(pilot.app.screen, ConfirmScreen)
         await confirm(pilot)
         assert (await rules_of(engine))["Silent agents"].enabled is False
@@ -176,8 +182,7 @@ async def test_a_viewer_is_refused_changes_to_rules(engine: AsyncEngine, app_fac
         _, pane = await open_rules(pilot)
         assert len(pane.rules) == len(await rules_of(engine))
         for key in ("a", "e", "t", "delete"):
-            await pilot.press(key)
-            await settle(pilot)
+            await press_and_settle(pilot, key)
             assert not isinstance(pilot.app.screen, AlertRuleFormScreen | ConfirmScreen)
         assert await audit_rows(engine) == []
 
@@ -205,10 +210,8 @@ async def test_hostile_rule_names_stay_text(engine: AsyncEngine, app_factory) ->
             assert cells[0].plain == visible(name)
             assert visible(name) in cells[8].plain
         pane.table.select_key(by_name[names[0]])
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         assert isinstance(pilot.app.screen, AlertRuleFormScreen)
         assert pilot.app.screen.query_one("#name").value == names[0]
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert pilot.app.is_running

@@ -14,7 +14,7 @@ from console.sections.alerts import DEFAULT_STATES, NOT_A_FILTER, TIME_COLUMN, A
 from db.base import utcnow
 from db.models import Alert
 from tests.console_tests.test_alerts_section import add_alert, rule_named
-from tests.support.console import add_org, open_section, settle, signed_in
+from tests.support.console import add_org, open_section, press_and_settle, settle, signed_in
 
 
 def notifications(app: Any) -> list[str]:
@@ -61,21 +61,17 @@ async def test_g_and_G_go_to_the_newest_and_oldest_page(
         section = await open_section(pilot, AlertsSection)
         section.table.focus()
         assert section.table.row_keys == ids(made[0:2])
-        await pilot.press("G")
-        await settle(pilot)
+        await press_and_settle(pilot, "G")
         assert section.table.row_keys == ids(made[3:5])  # the oldest two, still newest first
         assert (section.has_next, section.has_previous) == (False, True)
         assert "the last page" in str(section.query_one("#alerts-summary").render())
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert section.table.row_keys == ids(made[3:5])
         assert "This is the last page." in notifications(pilot.app)
-        await pilot.press("p")
-        await settle(pilot)
+        await press_and_settle(pilot, "p")
         assert section.table.row_keys == ids(made[1:3])
         assert "page 2 from the end" in str(section.query_one("#alerts-summary").render())
-        await pilot.press("g")
-        await settle(pilot)
+        await press_and_settle(pilot, "g")
         assert section.table.row_keys == ids(made[0:2])
         assert section.has_previous is False
 
@@ -88,19 +84,16 @@ async def test_s_on_the_time_column_flips_the_order_and_elsewhere_says_why_not(
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, AlertsSection)
         await to_column(pilot, section, "rule")
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert any("sort by time only" in said for said in notifications(pilot.app))
         assert section.table.row_keys == ids(made[0:2])
         await to_column(pilot, section, TIME_COLUMN)
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert section.newest_first is False
         assert section.table.order_shown == (TIME_COLUMN, False)
         assert section.table.row_keys == [str(made[4].id), str(made[3].id)]
         assert "▲" in section.table.columns[TIME_COLUMN].label.plain  # type: ignore[index]
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert section.table.row_keys == [str(made[2].id), str(made[1].id)]
         await pilot.press("g")  # the newest page: now the last one, oldest first
         await settle(pilot)
@@ -108,8 +101,7 @@ async def test_s_on_the_time_column_flips_the_order_and_elsewhere_says_why_not(
         await pilot.press("G")  # the oldest page: the first
         await settle(pilot)
         assert section.table.row_keys == [str(made[4].id), str(made[3].id)]
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert section.newest_first is True
         assert section.table.row_keys == ids(made[0:2])
 
@@ -134,35 +126,28 @@ async def test_F_filters_by_state_rule_and_org_and_explains_the_other_columns(
         assert len(section.table.row_keys) == 4
         section.table.select_key(str(acked_burst.id))
         await to_column(pilot, section, "state")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.query_one("#alerts-state").value == "acknowledged"
         assert section.table.row_keys == [str(acked_burst.id)]
-        await pilot.press("c")
-        await settle(pilot)
+        await press_and_settle(pilot, "c")
         assert section.query_one("#alerts-state").value == DEFAULT_STATES
         section.table.select_key(str(open_burst.id))
         await to_column(pilot, section, "rule")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.filters.rule_id == burst.id
         assert section.table.row_keys == [str(open_burst.id), str(acked_burst.id)]
-        await pilot.press("c")
-        await settle(pilot)
+        await press_and_settle(pilot, "c")
         section.table.select_key(str(globex.id))
         await to_column(pilot, section, "org")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.filters.organization_id == "globex"
         assert section.table.row_keys == [str(globex.id)]
-        await pilot.press("c")
-        await settle(pilot)
+        await press_and_settle(pilot, "c")
         assert set(section.table.row_keys) == {
             str(a.id) for a in (open_burst, acked_burst, open_silent, globex)
         }
         await to_column(pilot, section, "group")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert NOT_A_FILTER in notifications(pilot.app)
         assert len(section.table.row_keys) == 4
 

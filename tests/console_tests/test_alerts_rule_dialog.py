@@ -16,7 +16,15 @@ from console.sections.config import ConfigSection
 from console.sections.config.alert_rules import AlertRulesPane
 from console.widgets.tick_box import TickBox
 from tests.console_tests.test_alert_rules_pane import rules_of
-from tests.support.console import add_console_user, add_org, open_section, running, settle, sign_in
+from tests.support.console import (
+    add_console_user,
+    add_org,
+    open_section,
+    press_and_settle,
+    running,
+    settle,
+    sign_in,
+)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -38,8 +46,7 @@ async def test_a_new_rule_opens_in_its_name_with_the_hint_and_asks_before_discar
     async with running(app_factory(), size=(80, 24)) as pilot:
         await sign_in(pilot, "alice")
         await rules_pane(pilot)
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         form = pilot.app.screen
         assert isinstance(form, AlertRuleFormScreen)
         assert isinstance(pilot.app.focused, Input)
@@ -48,17 +55,13 @@ async def test_a_new_rule_opens_in_its_name_with_the_hint_and_asks_before_discar
         enabled = form.query_one("#enabled", TickBox)
         assert "[✓]" in str(enabled.render())
         await pilot.press("Q")
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert pilot.app.screen is form
         assert form.query_one("#name", Input).value == "Q"
-        await pilot.press("escape")
-        await settle(pilot)
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
+        await press_and_settle(pilot, "y")
         assert isinstance(pilot.app.screen, ShellScreen)
 
 
@@ -78,8 +81,7 @@ async def test_an_edited_rule_closes_without_asking_when_nothing_changed_and_fit
         assert isinstance(form, AlertRuleFormScreen)
         assert pilot.app.focused is form.query_one("#name")
         assert form.scroll_hint == ""  # a forwarding rule has five fields: they fit
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)
 
 

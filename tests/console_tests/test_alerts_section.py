@@ -22,7 +22,15 @@ from db.identifiers import visible
 from db.models import Alert, AlertRule
 from db.rights import Actor, NotAllowed
 from tests.console_tests.naughty_strings import NAUGHTY, WITH_CONTROLS
-from tests.support.console import add_org, audit_rows, confirm, open_section, settle, signed_in
+from tests.support.console import (
+    add_org,
+    audit_rows,
+    confirm,
+    open_section,
+    press_and_settle,
+    settle,
+    signed_in,
+)
 from tests.support.database import BASE_TIME, make_event, store_logs
 
 
@@ -104,13 +112,11 @@ async def test_pages_go_older_and_back_newer(engine: AsyncEngine, app_factory, m
         section = await open_section(pilot, AlertsSection)
         pages = [section.table.row_keys]
         for _ in range(2):
-            await pilot.press("n")
-            await settle(pilot)
+            await press_and_settle(pilot, "n")
             pages.append(section.table.row_keys)
         assert pages == [[str(a.id) for a in made[i : i + 2]] for i in (0, 2, 4)]
         assert section.has_older is False
-        await pilot.press("p")
-        await settle(pilot)
+        await press_and_settle(pilot, "p")
         assert section.table.row_keys == pages[1]
 
 
@@ -122,13 +128,11 @@ async def test_an_admin_acknowledges_then_resolves_after_confirming_both_audited
     async with signed_in(app_factory(), engine, "ada") as pilot:
         section = await open_section(pilot, AlertsSection)
         section.table.focus()
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         acknowledged = await alert_state(engine, alert.id)
         assert (acknowledged.state, acknowledged.acknowledged_by) == ("acknowledged", "ada")
         assert "acknowledged" in str(section.query_one("#alert-detail-text").render())
-        await pilot.press("r")
-        await settle(pilot)
+        await press_and_settle(pilot, "r")
         assert isinstance(pilot.app.screen, ConfirmScreen)
         await confirm(pilot, yes=False)
         assert (await alert_state(engine, alert.id)).state == "acknowledged"
@@ -154,8 +158,7 @@ async def test_a_viewer_has_no_action_keys_and_db_refuses_their_changes(
         assert "n" in keys
         assert not {"a", "r"} & keys
         await pilot.press("a")
-        await pilot.press("r")
-        await settle(pilot)
+        await press_and_settle(pilot, "r")
         assert (await alert_state(engine, alert.id)).state == "open"
     async with new_sessionmaker(engine)() as session:
         with pytest.raises(NotAllowed):
@@ -181,8 +184,7 @@ async def test_enter_opens_the_alerts_events_in_logs(engine: AsyncEngine, app_fa
         section = await open_section(pilot, AlertsSection)
         section.table.focus()
         section.table.select_key(str(alert.id))
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         shell = pilot.app.screen
         assert shell.current.TITLE == "Logs"
         logs = shell.query_one(LogsSection)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.screens.shell import ShellScreen
 from db.settings import Settings
-from tests.support.console import add_console_user, open_logs, running, settle, sign_in
+from tests.support.console import add_console_user, open_logs, press_and_settle, running, settle, sign_in
 from tests.support.database import make_event, store_logs
 
 
@@ -128,8 +128,7 @@ async def test_losing_the_database_shows_a_banner_and_retry_recovers(
             assert "Database unavailable" in str(shell.query_one("#db-banner").render())
 
             await restore(switch)
-            await pilot.press("ctrl+r")
-            await settle(pilot)
+            await press_and_settle(pilot, "ctrl+r")
             assert not shell.database_banner_shown
             assert not pilot.app.database_down
             assert len(section.page_state.rows) == 10

@@ -30,6 +30,7 @@ from tests.support.console import (
     add_console_user,
     newest_first,
     open_logs,
+    press_and_settle,
     pump_until,
     running,
     settle,
@@ -65,16 +66,14 @@ async def test_export_from_the_logs_screen_writes_exactly_the_filtered_rows(
         section = await open_logs(pilot)
         section.apply_filters(LogFilter(risk_levels=frozenset({"red"})))
         await settle(pilot)
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         dialog = pilot.app.screen
         assert isinstance(dialog, ExportScreen)
         dialog.query_one("#export-format").value = fmt
         await settle(pilot)
         dialog.query_one("#export-path").value = str(target)
         dialog.query_one("#export-path").focus()
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         assert section.last_export == (target, len(expected))
     by_id = {str(e["id"]): e for e in expected}
     if fmt == "csv":
@@ -120,8 +119,7 @@ async def test_export_streams_in_chunks_with_progress_and_the_same_content(
 
 async def open_export_dialog(pilot: Pilot[Any]) -> tuple[LogsSection, ExportScreen]:
     section = await open_logs(pilot)
-    await pilot.press("e")
-    await settle(pilot)
+    await press_and_settle(pilot, "e")
     dialog = pilot.app.screen
     assert isinstance(dialog, ExportScreen)
     return section, dialog
@@ -130,8 +128,7 @@ async def open_export_dialog(pilot: Pilot[Any]) -> tuple[LogsSection, ExportScre
 async def submit(pilot: Pilot[Any], dialog: ExportScreen, path: Path | str) -> None:
     dialog.query_one("#export-path").value = str(path)
     dialog.query_one("#export-path").focus()
-    await pilot.press("enter")
-    await settle(pilot)
+    await press_and_settle(pilot, "enter")
 
 
 def error_of(dialog: ExportScreen) -> str:
@@ -186,16 +183,14 @@ async def test_the_dialog_asks_before_replacing_and_no_leaves_the_old_file_byte_
         question = pilot.app.screen
         assert isinstance(question, ConfirmScreen)
         assert question.question == f"{target} exists: replace it?"
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert pilot.app.screen is dialog
         assert "left as it is" in error_of(dialog)
         assert target.read_bytes() == b"last week's export\n"
         assert section.last_export is None
         assert await export_audit_rows(engine) == []
         await submit(pilot, dialog, target)
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         assert section.last_export == (target, 45)
     assert target.read_text(encoding="utf-8").startswith("id,timestamp,")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600

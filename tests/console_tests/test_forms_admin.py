@@ -25,6 +25,7 @@ from tests.support.console import (
     audit_rows,
     fill,
     open_section,
+    press_and_settle,
     settle,
     signed_in,
     submit,
@@ -48,11 +49,9 @@ async def test_esc_on_a_changed_form_asks_and_no_keeps_it(engine: AsyncEngine, a
     async with signed_in(app_factory(), engine) as pilot:
         form = await edit_form_of(pilot, "bob")
         await pilot.press("x", "y", "z")  # the focus is in the first field: Email
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert pilot.app.screen is form
         assert form.query_one("#email").value.endswith("xyz")
 
@@ -62,11 +61,9 @@ async def test_esc_on_a_changed_form_then_yes_closes_it_unsaved(engine: AsyncEng
     async with signed_in(app_factory(), engine) as pilot:
         await edit_form_of(pilot, "bob")
         fill(pilot, full_name="Robert")
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         assert isinstance(pilot.app.screen, ShellScreen)
     assert await audit_rows(engine) == []
 
@@ -75,8 +72,7 @@ async def test_esc_on_an_unchanged_form_closes_it_at_once(engine: AsyncEngine, a
     await add_console_user(engine, "bob")
     async with signed_in(app_factory(), engine) as pilot:
         await edit_form_of(pilot, "bob")
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)
 
 
@@ -98,8 +94,7 @@ async def test_tick_boxes_of_the_user_form_look_ticked_or_not(engine: AsyncEngin
         assert str(admin.render()).startswith("[ ]")
         assert str(active.render()).startswith("[✓]")
         admin.focus()
-        await pilot.press("space")
-        await settle(pilot)
+        await press_and_settle(pilot, "space")
         assert str(admin.render()).startswith("[✓]")
 
 
@@ -116,16 +111,13 @@ async def test_a_new_token_is_shown_read_only_and_y_copies_it(engine: AsyncEngin
         token = shown.token
         assert token
         assert shown.shown_token == token
-        await pilot.press("a", "b", "backspace", "delete", "ctrl+u")
-        await settle(pilot)
+        await press_and_settle(pilot, "a", "b", "backspace", "delete", "ctrl+u")
         assert pilot.app.screen is shown
         assert shown.shown_token == token
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         assert pilot.app.clipboard == token
         assert any("terminal's clipboard" in n.message for n in pilot.app._notifications)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)
         assert shown.token == ""
 
@@ -137,13 +129,11 @@ async def test_deleting_yourself_is_refused_before_any_question(engine: AsyncEng
         section.table.select_key("alice")
         await settle(pilot)
         section.table.focus()
-        await pilot.press("delete")
-        await settle(pilot)
+        await press_and_settle(pilot, "delete")
         assert isinstance(pilot.app.screen, ShellScreen)
         messages = [n.message for n in pilot.app._notifications]
         assert any("cannot delete yourself" in message for message in messages)
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         assert isinstance(pilot.app.screen, ShellScreen)
         assert any("cannot deactivate yourself" in n.message for n in pilot.app._notifications)
     async with new_sessionmaker(engine)() as session:
@@ -157,11 +147,9 @@ async def test_deleting_someone_else_is_still_confirmed(engine: AsyncEngine, app
         section = await open_section(pilot, UsersSection)
         section.table.select_key("bob")
         section.table.focus()
-        await pilot.press("delete")
-        await settle(pilot)
+        await press_and_settle(pilot, "delete")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
     assert await audit_rows(engine) == []
 
 
@@ -169,13 +157,11 @@ async def test_the_metadata_keys_list_is_a_dialog_that_esc_closes(engine: AsyncE
     await add_org(engine)
     async with signed_in(app_factory(), engine, "vera", is_admin=False) as pilot:
         await open_section(pilot, ConfigSection)
-        await pilot.press("m")
-        await settle(pilot)
+        await press_and_settle(pilot, "m")
         listing = pilot.app.screen
         assert isinstance(listing, MetadataKeysScreen)
         assert pilot.app.focused is listing.query_one("#metadata-keys-table")
         in_force = {active.binding.action for active in listing.active_bindings.values() if active.enabled}
         assert not {"add", "remove_key"} & in_force
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)

@@ -26,6 +26,7 @@ from tests.support.console import (
     add_org,
     fill,
     open_section,
+    press_and_settle,
     running,
     settle,
     sign_in,
@@ -66,8 +67,7 @@ async def test_the_new_destination_form_opens_in_its_name_scrolls_and_asks_befor
     await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         await forwarding(pilot, "alice")
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         form = pilot.app.screen
         assert isinstance(form, DestinationFormScreen)
         assert isinstance(pilot.app.focused, Input)
@@ -76,14 +76,11 @@ async def test_the_new_destination_form_opens_in_its_name_scrolls_and_asks_befor
         await pilot.press("escape")  # nothing typed: it closes
         await settle(pilot)
         assert isinstance(pilot.app.screen, ShellScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         await pilot.press("s", "i", "e", "m")
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert isinstance(pilot.app.screen, DestinationFormScreen)
         assert pilot.app.screen.query_one("#name", Input).value == "siem"
 
@@ -96,19 +93,15 @@ async def test_enter_edits_a_destination_whose_form_closes_without_asking_until_
     await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         await forwarding(pilot, "alice")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         form = pilot.app.screen
         assert isinstance(form, DestinationFormScreen)
         assert form.query_one("#name", Input).value == "splunk"
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         fill(pilot, sourcetype="aifw")
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
 
 
@@ -117,8 +110,7 @@ async def test_a_long_refusal_wraps_under_its_field(engine: AsyncEngine, app_fac
     await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         await forwarding(pilot, "alice")
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         form = pilot.app.screen
         fill(pilot, name="ocsf", address="127.0.0.1:6514", format="ocsf")
         form.query_one("#risk-green").value = True
@@ -139,25 +131,21 @@ async def test_a_viewer_gets_the_settings_on_enter_and_no_dead_letter_changes(
     await add_console_user(engine, "vera", is_admin=False)
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         await forwarding(pilot, "vera")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         detail = pilot.app.screen
         assert isinstance(detail, DestinationDetailScreen)
         text = str(detail.query_one("#destination-detail-text").render())
         assert "siem.example:6514" in text
         assert "Secret       none" in text
-        await pilot.press("escape")
-        await settle(pilot)
-        await pilot.press("l")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
+        await press_and_settle(pilot, "l")
         letters = pilot.app.screen
         assert isinstance(letters, DeadLettersScreen)
         assert isinstance(pilot.app.focused, DataTable)
         offered = {key for key, active in letters.active_bindings.items() if active.enabled}
         assert not {"r", "R", "delete", "X"} & offered
         assert "retry" not in str(letters.query_one("#dead-letters-keys").render())
-        await pilot.press("X")
-        await settle(pilot)
+        await press_and_settle(pilot, "X")
         assert pilot.app.screen is letters
         assert len(letters.letters) == 2
 
@@ -171,8 +159,7 @@ async def test_the_dead_letters_dialog_focuses_its_table_and_its_keys_fit(
     await add_console_user(engine, "alice", is_admin=True)
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         await forwarding(pilot, "alice")
-        await pilot.press("l")
-        await settle(pilot)
+        await press_and_settle(pilot, "l")
         letters = pilot.app.screen
         assert isinstance(letters, DeadLettersScreen)
         assert pilot.app.focused is letters.table
@@ -180,18 +167,14 @@ async def test_the_dead_letters_dialog_focuses_its_table_and_its_keys_fit(
         assert keys.size.height == 1  # one line, whole, inside the frame
         assert keys.region.right <= letters.query_one("#dead-letters").region.right
         assert "X discard all" in str(keys.render())
-        await pilot.press("R")
-        await settle(pilot)
+        await press_and_settle(pilot, "R")
         assert isinstance(pilot.app.screen, ConfirmScreen)
         assert "3 dead letters" in str(pilot.app.screen.query_one("#confirm-question").render())
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "y")
         # Every letter waits to be sent again: asking again is refused before any question.
-        await pilot.press("R")
-        await settle(pilot)
+        await press_and_settle(pilot, "R")
         assert pilot.app.screen is letters
-        await pilot.press("question_mark")
-        await settle(pilot)
+        await press_and_settle(pilot, "question_mark")
         assert "X" in pilot.app.screen.key_names  # type: ignore[attr-defined]
 
 
@@ -204,14 +187,11 @@ async def test_columns_sort_locally_by_value(engine: AsyncEngine, app_factory) -
     async with running(app_factory(secret_key=KEY.decode()), size=(80, 24)) as pilot:
         section = await forwarding(pilot, "alice")
         shown = [section.table.cell_value(key, "name") for key in section.table.row_keys]
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert [section.table.cell_value(key, "name") for key in section.table.row_keys] == sorted(names)
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert [section.table.cell_value(key, "name") for key in section.table.row_keys] == sorted(
             names, reverse=True
         )
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert [section.table.cell_value(key, "name") for key in section.table.row_keys] == shown

@@ -33,6 +33,7 @@ from tests.support.console import (
     confirm,
     fill,
     open_section,
+    press_and_settle,
     pump_until,
     settle,
     signed_in,
@@ -131,8 +132,7 @@ async def test_adding_a_destination_stores_the_secret_and_never_shows_it_again(
     await add_org(engine)
     async with signed_in(app_factory(secret_key=KEY.decode()), engine) as pilot:
         section = await open_section(pilot, ForwardingSection)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         assert isinstance(pilot.app.screen, DestinationFormScreen)
         fill(pilot, transport="hec")
         await settle(pilot)
@@ -154,8 +154,7 @@ async def test_adding_a_destination_stores_the_secret_and_never_shows_it_again(
         assert str(row.id) in section.destinations
         # Editing shows every field again but the secret, and an empty secret keeps the stored one.
         section.table.select_key(str(row.id))
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         form = pilot.app.screen
         assert isinstance(form, DestinationFormScreen)
         assert form.query_one("#secret").value == ""
@@ -176,8 +175,7 @@ async def test_webhooks_offer_no_cef_and_ocsf_refuses_green_with_the_message(
     await add_org(engine)
     async with signed_in(app_factory(secret_key=KEY.decode()), engine) as pilot:
         await open_section(pilot, ForwardingSection)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         form = pilot.app.screen
         assert isinstance(form, DestinationFormScreen)
         fill(pilot, transport="webhook")
@@ -201,8 +199,7 @@ async def test_disabling_asks_first_and_deleting_is_confirmed_and_audited(
     row = await add_destination(engine)
     async with signed_in(app_factory(secret_key=KEY.decode()), engine) as pilot:
         section = await open_section(pilot, ForwardingSection)
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         assert isinstance(pilot.app.screen, ConfirmScreen)
         await confirm(pilot)
         assert section.destinations[str(row.id)].row.enabled is False
@@ -236,8 +233,7 @@ async def test_dead_letters_are_listed_and_retried_or_discarded_when_confirmed(
         await session.commit()
     async with signed_in(app_factory(secret_key=KEY.decode()), engine) as pilot:
         await open_section(pilot, ForwardingSection)
-        await pilot.press("l")
-        await settle(pilot)
+        await press_and_settle(pilot, "l")
         screen = pilot.app.screen
         assert isinstance(screen, DeadLettersScreen)
         assert len(screen.letters) == 2
@@ -292,8 +288,7 @@ async def test_a_viewer_sees_no_change_keys(engine: AsyncEngine, app_factory) ->
         keys = set(pilot.app.screen.active_bindings)
         assert "l" in keys
         assert not {"n", "e", "a", "t", "delete"} & keys
-        await pilot.press("delete")
-        await settle(pilot)
+        await press_and_settle(pilot, "delete")
         assert len(section.destinations) == 1
 
 
@@ -333,13 +328,11 @@ async def test_hostile_names_errors_and_dead_letters_stay_text(engine: AsyncEngi
             assert visible(value) in str(section.query_one("#forwarding-detail").render())
         for row, value in list(zip(made, values, strict=True))[::5]:
             section.table.select_key(str(row.id))
-            await pilot.press("l")
-            await settle(pilot)
+            await press_and_settle(pilot, "l")
             screen = pilot.app.screen
             assert isinstance(screen, DeadLettersScreen)
             assert visible(value) in str(screen.query_one("#dead-letter-error").render())
-            await pilot.press("escape")
-            await settle(pilot)
+            await press_and_settle(pilot, "escape")
         assert pilot.app.is_running
 
 

@@ -21,6 +21,7 @@ from tests.support.console import (
     add_console_user,
     footer_keys_cut_off,
     open_section,
+    press_and_settle,
     running,
     settle,
     sign_in,
@@ -110,12 +111,10 @@ async def test_help_lists_the_keys_of_the_section_shown(
     async with running(app_factory(), size=(120, 36)) as pilot:
         await sign_in(pilot, "alice")
         await shown(pilot, title)
-        await pilot.press("question_mark")
-        await settle(pilot)
+        await press_and_settle(pilot, "question_mark")
         help_screen = pilot.app.screen
         assert isinstance(help_screen, HelpScreen)
         assert help_screen.help_title == title
         assert expected <= set(help_screen.key_names)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)

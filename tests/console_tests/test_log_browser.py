@@ -16,6 +16,7 @@ from tests.support.console import (
     add_console_user,
     newest_first,
     open_logs,
+    press_and_settle,
     pump_until,
     running,
     settle,
@@ -125,14 +126,12 @@ async def test_filter_form_applies_several_fields_typed_by_the_user(
     async with running(app_factory()) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
-        await pilot.press("f")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
         form = pilot.app.screen
         assert isinstance(form, LogFilterScreen)
         form.query_one("#risk-red").value = True
         form.query_one("#filter-organization").value = "acme"
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press_and_settle(pilot, "ctrl+s")
         assert section.filters.describe() == "risk=red org=acme"
         assert shown_ids(section) == expected
 
@@ -160,14 +159,12 @@ async def test_paging_forward_and_back_across_equal_timestamps_shows_every_row_o
         section = await open_logs(pilot)
         pages = [shown_ids(section)]
         while section.page_state.has_older:
-            await pilot.press("n")
-            await settle(pilot)
+            await press_and_settle(pilot, "n")
             pages.append(shown_ids(section))
         assert [i for page in pages for i in page] == expected
         assert [len(page) for page in pages] == [PAGE_SIZE, PAGE_SIZE, 25]
         for page in reversed(pages[:-1]):
-            await pilot.press("p")
-            await settle(pilot)
+            await press_and_settle(pilot, "p")
             assert shown_ids(section) == page
         assert section.page_number == 1
         assert not section.page_state.has_newer
@@ -181,8 +178,7 @@ async def test_follow_mode_shows_rows_stored_after_the_page_opened(
     async with running(app_factory()) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
-        await pilot.press("t")
-        await settle(pilot)
+        await press_and_settle(pilot, "t")
         assert section.following
         late = [make_event(100 + index, risk_level="red") for index in range(3)]
         await store_logs(engine, late)
@@ -208,8 +204,7 @@ async def test_the_detail_pane_shows_the_selected_rows_metadata(
     async with running(app_factory()) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
-        await pilot.press("down")
-        await settle(pilot)
+        await press_and_settle(pilot, "down")
         record = section.query_one("#log-detail").record
         assert record["id"] == str(newest_first(events)[1])
         assert record["log_metadata"] == {"browser": "firefox-1"}
@@ -234,8 +229,7 @@ async def test_the_same_event_id_in_two_organisations_shows_two_rows_each_with_i
         for _ in range(2):
             record = section.query_one("#log-detail").record
             seen.append((record["organization_id"], record["tool_name"]))
-            await pilot.press("down")
-            await settle(pilot)
+            await press_and_settle(pilot, "down")
         assert seen == [("acme", "Claude"), ("globex", "Gemini")]
 
 
@@ -250,10 +244,8 @@ async def test_the_console_works_in_an_80_by_24_terminal(
         assert table.region.height >= 10
         assert table.region.width >= 60
         assert len(shown_ids(section)) == PAGE_SIZE
-        await pilot.press("1")
-        await settle(pilot)
-        await pilot.press("question_mark")
-        await settle(pilot)
+        await press_and_settle(pilot, "1")
+        await press_and_settle(pilot, "question_mark")
         assert type(pilot.app.screen).__name__ == "HelpScreen"
 
 
@@ -266,10 +258,8 @@ async def test_home_and_end_go_to_the_first_and_last_row_of_the_page(
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
         table = section.query_one("#log-table")
-        await pilot.press("end")
-        await settle(pilot)
+        await press_and_settle(pilot, "end")
         assert section.query_one("#log-detail").record["id"] == str(newest_first(events)[-1])
         assert table.selected_key == table_keys(section)[-1]
-        await pilot.press("home")
-        await settle(pilot)
+        await press_and_settle(pilot, "home")
         assert table.selected_key == table_keys(section)[0]

@@ -23,7 +23,7 @@ from console.widgets.tick_box import TickBox
 from db.exports import default_export_dir
 from db.logs import LogFilter
 from db.settings import Settings
-from tests.support.console import add_console_user, open_logs, running, settle, sign_in
+from tests.support.console import add_console_user, open_logs, press_and_settle, running, sign_in
 from tests.support.database import make_event, store_logs
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -65,8 +65,7 @@ async def test_the_filter_dialog_opens_on_its_first_field_and_tab_scrolls_every_
     async with running(app_factory(), size=size) as pilot:
         await sign_in(pilot, admin)
         await open_logs(pilot)
-        await pilot.press("f")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
         dialog = pilot.app.screen
         assert isinstance(dialog, LogFilterScreen)
         assert isinstance(dialog.query_one("#risk-green"), TickBox)
@@ -81,8 +80,7 @@ async def test_the_filter_dialog_opens_on_its_first_field_and_tab_scrolls_every_
             if focused is not None and focused.id in FIELDS:
                 assert fully_visible(dialog, focused.id), focused.id
                 reached.append(focused.id)
-            await pilot.press("tab")
-            await settle(pilot)
+            await press_and_settle(pilot, "tab")
         assert set(FIELDS) <= set(reached)
 
 
@@ -92,13 +90,11 @@ async def test_a_long_time_error_wraps_instead_of_being_cut(
     async with running(app_factory(), size=(80, 24)) as pilot:
         await sign_in(pilot, admin)
         await open_logs(pilot)
-        await pilot.press("f")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
         dialog = pilot.app.screen
         assert isinstance(dialog, LogFilterScreen)
         dialog.query_one("#filter-since", Input).value = "2026-13-45 10:00"
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press_and_settle(pilot, "ctrl+s")
         error = dialog.query_one("#filter-error", Label)
         drawn = " ".join(
             "".join(segment.text for segment in line).strip()
@@ -123,26 +119,19 @@ async def test_escape_asks_before_throwing_away_a_changed_filter_and_not_otherwi
     async with running(app_factory(), size=(80, 24)) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
-        await pilot.press("f")
-        await settle(pilot)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ShellScreen)
-        await pilot.press("f")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
         await pilot.press("space")  # ticks green: the first field
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, ConfirmScreen)
-        await pilot.press("n")
-        await settle(pilot)
+        await press_and_settle(pilot, "n")
         dialog = pilot.app.screen
         assert isinstance(dialog, LogFilterScreen)
         assert dialog.query_one("#risk-green", TickBox).value
-        await pilot.press("escape")
-        await settle(pilot)
-        await pilot.press("y")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
+        await press_and_settle(pilot, "y")
         assert isinstance(pilot.app.screen, ShellScreen)
         assert section.filters == LogFilter()
 
@@ -183,16 +172,14 @@ async def test_the_export_dialog_opens_on_the_file_and_proposes_downloads_never_
     async with running(app_factory(export_dir=None)) as pilot:
         await sign_in(pilot, admin)
         section = await open_logs(pilot)
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         dialog = pilot.app.screen
         assert isinstance(dialog, ExportScreen)
         path = dialog.query_one("#export-path", Input)
         assert dialog.focused is path
         assert Path(path.value).parent == home / "Downloads"
         path.value = "bare.csv"
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         assert section.last_export == (home / "Downloads" / "bare.csv", 1)
         assert any(str(home / "Downloads" / "bare.csv") in str(n.message) for n in pilot.app._notifications)
         assert any("1 row to" in str(n.message) for n in pilot.app._notifications)

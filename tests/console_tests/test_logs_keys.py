@@ -22,8 +22,8 @@ from tests.support.console import (
     add_console_user,
     newest_first,
     open_logs,
+    press_and_settle,
     running,
-    settle,
     shown_ids,
     sign_in,
 )
@@ -41,8 +41,7 @@ def notifications(pilot: Pilot[Any]) -> list[str]:
 
 
 async def press(pilot: Pilot[Any], *keys: str) -> None:
-    await pilot.press(*keys)
-    await settle(pilot)
+    await press_and_settle(pilot, *keys)
 
 
 async def to_column(pilot: Pilot[Any], section: LogsSection, column: str) -> None:

@@ -12,7 +12,7 @@ from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import Device, LogEntry, RetentionRun
 from db.overview import TopListCache, load_overview
-from tests.support.console import add_console_user, running, settle, sign_in
+from tests.support.console import add_console_user, press_and_settle, running, settle, sign_in
 from tests.support.database import make_event, store_logs
 
 
@@ -83,12 +83,10 @@ async def test_overview_shows_counts_per_window_top_lists_devices_and_last_clean
         assert overview.devices_seen_last_day == 1
         assert overview.last_retention_run is not None
         assert overview.last_retention_run.rows_deleted == 12
-        await pilot.press("w")
-        await settle(pilot)
+        await press_and_settle(pilot, "w")
         assert section.overview.window == "7d"
         assert section.overview.top_red_users == [("eve", 2)]
-        await pilot.press("w")
-        await settle(pilot)
+        await press_and_settle(pilot, "w")
         assert section.overview.top_red_users == [("eve", 2), ("mallory", 1)]
 
 

@@ -20,7 +20,7 @@ from db.engine import new_sessionmaker
 from db.identifiers import visible
 from db.models import Alert, AlertRule
 from tests.console_tests.naughty_strings import NAUGHTY, WITH_CONTROLS
-from tests.support.console import add_org, open_section, pump_until, settle, signed_in
+from tests.support.console import add_org, open_section, press_and_settle, pump_until, signed_in
 
 
 async def any_rule(engine: AsyncEngine) -> AlertRule:
@@ -95,8 +95,7 @@ async def test_the_open_alerts_follow_the_refresh(engine: AsyncEngine, app_facto
         section = await open_section(pilot, OverviewSection)
         assert "Open alerts (0)" in shown(section)
         [alert] = await add_alerts(engine, rule, [{"severity": "medium", "group_key": "mallory"}])
-        await pilot.press("r")
-        await settle(pilot)
+        await press_and_settle(pilot, "r")
         assert "1 medium" in shown(section)
         assert "mallory" in shown(section)
         async with new_sessionmaker(engine)() as session:

@@ -15,7 +15,15 @@ from console.sections.overview import OverviewSection
 from console.widgets.risk_chart import RISK_FILLS, RiskChart, draw, regroup
 from db.base import utcnow
 from db.overview import Timeline
-from tests.support.console import add_console_user, open_section, running, settle, sign_in, signed_in
+from tests.support.console import (
+    add_console_user,
+    open_section,
+    press_and_settle,
+    running,
+    settle,
+    sign_in,
+    signed_in,
+)
 from tests.support.database import make_event, store_logs
 
 #: The console tests here are about drawing and keys, not the engine: SQLite only.
@@ -152,12 +160,10 @@ async def test_l_switches_the_chart_between_log_and_linear_and_says_which(
         chart = section.query_one(RiskChart)
         assert chart.log_scale
         assert "log scale (l: linear)" in chart.text()
-        await pilot.press("l")
-        await settle(pilot)
+        await press_and_settle(pilot, "l")
         assert not chart.log_scale
         assert "linear scale (l: log)" in chart.text()
-        await pilot.press("l")
-        await settle(pilot)
+        await press_and_settle(pilot, "l")
         assert chart.log_scale
 
 
@@ -170,8 +176,7 @@ async def test_w_cycles_the_chart_through_the_three_windows(engine: AsyncEngine,
         seen = []
         for _ in range(3):
             seen.append(chart.text().splitlines()[0])
-            await pilot.press("w")
-            await settle(pilot)
+            await press_and_settle(pilot, "w")
         assert ["last 24h" in seen[0], "last 7d" in seen[1], "last 30d" in seen[2]] == [True] * 3
 
 

@@ -22,7 +22,7 @@ from db.engine import new_sessionmaker
 from db.models import Device, RetentionRun
 from tests.console_tests.naughty_strings import NAUGHTY, WITH_CONTROLS
 from tests.console_tests.test_overview_alerts import add_alerts, any_rule
-from tests.support.console import add_console_user, add_org, running, settle, sign_in
+from tests.support.console import add_console_user, add_org, press_and_settle, running, settle, sign_in
 from tests.support.database import make_event, store_logs
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -176,8 +176,7 @@ async def test_help_explains_the_panels_the_scale_and_the_keys(engine: AsyncEngi
     await add_console_user(engine, "alice")
     async with running(app_factory(), size=(120, 36)) as pilot:
         await sign_in(pilot, "alice")
-        await pilot.press("question_mark")
-        await settle(pilot)
+        await press_and_settle(pilot, "question_mark")
         help_screen = pilot.app.screen
         assert isinstance(help_screen, HelpScreen)
         assert {"w", "l", "r"} <= set(help_screen.key_names)

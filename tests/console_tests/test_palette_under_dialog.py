@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.console import add_console_user, running, settle, sign_in
+from tests.support.console import add_console_user, press_and_settle, running, sign_in
 
 
 def notifications(app) -> list[str]:
@@ -12,10 +12,8 @@ def notifications(app) -> list[str]:
 
 
 async def choose(pilot, query: str) -> None:
-    await pilot.press("ctrl+p")
-    await settle(pilot)
-    await pilot.press(*query, "enter")
-    await settle(pilot)
+    await press_and_settle(pilot, "ctrl+p")
+    await press_and_settle(pilot, *query, "enter")
 
 
 async def test_go_to_and_section_commands_do_nothing_while_a_dialog_is_open(
@@ -34,8 +32,7 @@ async def test_go_to_and_section_commands_do_nothing_while_a_dialog_is_open(
             assert pilot.app.screen is dialog
             assert shell.current.TITLE == shown
             assert any("Close the dialog first" in message for message in notifications(pilot.app))
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         await choose(pilot, "Go to Audit")  # with the dialog closed, the same command works
         assert pilot.app.screen is shell
         assert shell.current.TITLE == "Audit"

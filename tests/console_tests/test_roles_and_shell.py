@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.dialogs.confirm import ConfirmScreen
 from console.screens.shell import SECTIONS, ShellScreen
-from tests.support.console import add_console_user, open_logs, running, settle, sign_in
+from tests.support.console import add_console_user, open_logs, press_and_settle, running, sign_in
 
 
 def palette_titles(app) -> set[str]:
@@ -59,8 +59,7 @@ async def test_number_keys_switch_sections(engine: AsyncEngine, app_factory) -> 
         shell = pilot.app.screen
         assert isinstance(shell, ShellScreen)
         for key, title in (("2", "Logs"), ("5", "Config"), ("1", "Overview")):
-            await pilot.press(key)
-            await settle(pilot)
+            await press_and_settle(pilot, key)
             assert shell.current.TITLE == title
 
 
@@ -113,14 +112,11 @@ async def test_palette_commands_open_sections_never_shown_and_run_their_action(
     async with running(app_factory()) as pilot:
         await sign_in(pilot, "alice")
         for query, expected_screen in (("Logs: filter", "LogFilterScreen"), ("Go to Audit", "ShellScreen")):
-            await pilot.press("ctrl+p")
-            await settle(pilot)
-            await pilot.press(*query, "enter")
-            await settle(pilot)
+            await press_and_settle(pilot, "ctrl+p")
+            await press_and_settle(pilot, *query, "enter")
             assert type(pilot.app.screen).__name__ == expected_screen
             if expected_screen != "ShellScreen":
-                await pilot.press("escape")
-                await settle(pilot)
+                await press_and_settle(pilot, "escape")
         assert pilot.app.screen.current.TITLE == "Audit"
 
 

@@ -27,6 +27,7 @@ from tests.support.console import (
     add_org,
     footer_keys_cut_off,
     open_section,
+    press_and_settle,
     running,
     settle,
     sign_in,
@@ -53,8 +54,7 @@ async def test_enter_on_a_user_opens_the_edit_form(engine: AsyncEngine, app_fact
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await cursor_on(pilot, section.table, "bob")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         form = pilot.app.screen
         assert isinstance(form, UserFormScreen)
         assert form.user is not None
@@ -66,8 +66,7 @@ async def test_enter_on_a_user_opens_nothing_for_a_viewer(engine: AsyncEngine, a
     async with signed_in(app_factory(), engine, "vera", is_admin=False) as pilot:
         section = await open_section(pilot, UsersSection)
         await cursor_on(pilot, section.table, "bob")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         assert isinstance(pilot.app.screen, ShellScreen)
 
 
@@ -83,8 +82,7 @@ async def test_f_on_a_users_cell_searches_for_its_value(engine: AsyncEngine, app
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await cursor_on(pilot, section.table, "carol", "Username")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.search == "carol"
         assert section.table.row_keys == ["carol"]
 
@@ -97,11 +95,9 @@ async def test_s_sorts_the_users_by_the_cursors_column_then_reverses(
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, UsersSection)
         await cursor_on(pilot, section.table, "bob", "Username")
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert section.table.row_keys == ["alice", "bob", "mallory", "zed"]
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert section.table.row_keys == ["zed", "mallory", "bob", "alice"]
 
 
@@ -110,8 +106,7 @@ async def test_f_on_a_devices_type_sets_the_type_box(engine: AsyncEngine, app_fa
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
         await cursor_on(pilot, section.table, "browser-2", "Type")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.query_one("#devices-type", Select).value == "browser"
         assert set(section.devices) == {"browser-2"}
 
@@ -121,8 +116,7 @@ async def test_f_on_a_devices_user_searches_for_it(engine: AsyncEngine, app_fact
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
         await cursor_on(pilot, section.table, "cli-3", "Device")
-        await pilot.press("F")
-        await settle(pilot)
+        await press_and_settle(pilot, "F")
         assert section.filters.search == "cli-3"
         assert set(section.devices) == {"cli-3"}
 
@@ -132,8 +126,7 @@ async def test_enter_on_a_device_shows_its_logs(engine: AsyncEngine, app_factory
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
         await cursor_on(pilot, section.table, "laptop-1")
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         shell = pilot.app.screen
         assert isinstance(shell, ShellScreen)
         logs = shell.current
@@ -147,8 +140,7 @@ async def test_s_sorts_the_devices_locally(engine: AsyncEngine, app_factory) -> 
     async with signed_in(app_factory(), engine) as pilot:
         section = await open_section(pilot, DevicesSection)
         await cursor_on(pilot, section.table, "laptop-1", "Device")
-        await pilot.press("s")
-        await settle(pilot)
+        await press_and_settle(pilot, "s")
         assert section.table.row_keys == ["browser-2", "cli-3", "laptop-1"]
 
 
@@ -190,11 +182,9 @@ async def test_enter_on_a_tool_opens_its_form_and_esc_closes_it_unchanged(
         table = section.query_one("#tools-table", KeyedTable)
         first = table.row_keys[0]
         await cursor_on(pilot, table, first)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         form = pilot.app.screen
         assert form.query_one("#name").value == first
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert not isinstance(pilot.app.screen, ConfirmScreen)
         assert isinstance(pilot.app.screen, ShellScreen)

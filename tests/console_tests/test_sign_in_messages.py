@@ -18,7 +18,14 @@ from console.dialogs.help import HelpScreen
 from console.screens.login import LoginScreen
 from db.sign_in import FREE_ATTEMPTS
 from tests.console_tests.test_sign_in import let_the_wait_pass
-from tests.support.console import add_console_user, footer_keys_cut_off, running, settle, sign_in
+from tests.support.console import (
+    add_console_user,
+    footer_keys_cut_off,
+    press_and_settle,
+    running,
+    settle,
+    sign_in,
+)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -91,16 +98,14 @@ async def test_the_sign_in_keys_fit_80_columns_and_question_mark_explains_the_sc
         assert footer_keys_cut_off(pilot) == []
         assert {"^q Quit", "? Help"} <= set(footer_keys(pilot))
 
-        await pilot.press("?")
-        await settle(pilot)
+        await press_and_settle(pilot, "?")
 
         help_screen = pilot.app.screen
         assert isinstance(help_screen, HelpScreen)
         assert help_screen.help_title == "Sign in"
         assert "create-admin" in help_screen.about
         assert {"^q", "?", "f1", "esc"} <= {key.lower() for key in help_screen.key_names}
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert isinstance(pilot.app.screen, LoginScreen)
         assert username.value == ""
 
@@ -112,18 +117,15 @@ async def test_question_mark_is_typed_in_the_password_and_f1_still_opens_the_hel
     async with running(app_factory(), size=SMALLEST) as pilot:
         password = pilot.app.screen.query_one("#password", Input)
         password.focus()
-        await pilot.press("a", "?", "b")
-        await settle(pilot)
+        await press_and_settle(pilot, "a", "?", "b")
         assert password.value == "a?b"
         assert isinstance(pilot.app.screen, LoginScreen)
         assert "? Help" not in footer_keys(pilot)
 
-        await pilot.press("f1")
-        await settle(pilot)
+        await press_and_settle(pilot, "f1")
 
         assert isinstance(pilot.app.screen, HelpScreen)
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert password.value == "a?b"
 
 
@@ -134,11 +136,9 @@ async def test_escape_leaves_a_field_for_the_button_keeping_what_was_typed(
     async with running(app_factory(), size=SMALLEST) as pilot:
         password = pilot.app.screen.query_one("#password", Input)
         password.focus()
-        await pilot.press("x", "y", "escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "x", "y", "escape")
 
         assert pilot.app.screen.focused is pilot.app.screen.query_one("#sign-in", Button)
         assert password.value == "xy"
-        await pilot.press("?")
-        await settle(pilot)
+        await press_and_settle(pilot, "?")
         assert isinstance(pilot.app.screen, HelpScreen)

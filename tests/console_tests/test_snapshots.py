@@ -37,7 +37,7 @@ from console.screens.login import LoginScreen
 from console.screens.shell import ShellScreen
 from console.sections.logs import LogsSection
 from console.widgets.log_detail import LogDetail
-from tests.support.console import settle, sign_in
+from tests.support.console import press_and_settle, settle, sign_in
 from tests.support.database import PASSWORD
 from tests.support.snapshot_data import (
     ADMIN,
@@ -110,14 +110,12 @@ def signed_in_then(*keys: str, show_log_detail: bool = False) -> RunBefore:
     async def run_before(pilot: Pilot[Any]) -> None:
         await sign_in_as_admin(pilot)
         for key in keys:
-            await pilot.press(key)
-            await settle(pilot)
+            await press_and_settle(pilot, key)
         if show_log_detail:
             screen = pilot.app.screen
             assert isinstance(screen, ShellScreen)
             if not screen.query_one(LogsSection).query_one(LogDetail).display:
-                await pilot.press("d")
-                await settle(pilot)
+                await press_and_settle(pilot, "d")
         await steady(pilot)
 
     return run_before

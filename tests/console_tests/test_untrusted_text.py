@@ -50,7 +50,7 @@ from db.models import FirewallConfig, RetentionRun, User
 from db.rights import Actor
 from db.tokens import create_token
 from tests.console_tests.naughty_strings import IDENTIFIERS, NAUGHTY, WITH_CONTROLS
-from tests.support.console import confirm, open_section, settle, signed_in
+from tests.support.console import confirm, open_section, press_and_settle, settle, signed_in
 from tests.support.database import make_event, store_logs
 
 HOSTILE_TOOL = "[/]EvilTool"
@@ -174,19 +174,16 @@ async def test_overview_top_lists_show_every_naughty_string(engine: AsyncEngine,
 async def test_logs_search_for_markup_is_shown_as_typed(engine: AsyncEngine, app_factory) -> None:
     await store_logs(engine, [make_event(0, tool_name=HOSTILE_TOOL), make_event(1)])
     async with signed_in(app_factory(), engine) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
+        await press_and_settle(pilot, "2")
         section = pilot.app.screen.query_one(LogsSection)
         for search in ("[/]", HOSTILE_TOOL, "[$accent]x", "[link=https://evil.example]x"):
             await pilot.press("slash")
             section.query_one("#logs-search").value = search
-            await pilot.press("enter")
-            await settle(pilot)
+            await press_and_settle(pilot, "enter")
             assert_up(pilot)
             assert f"search={search!r}" in drawn(section.query_one("#logs-summary", Static))
         section.query_one("#logs-search").value = HOSTILE_TOOL
-        await pilot.press("slash", "enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "slash", "enter")
         assert [entry.tool_name for entry in section.page_state.rows] == [HOSTILE_TOOL]
         await pilot.press("t")  # follow mode adds its styled tag beside the typed search
         await settle(pilot)
@@ -199,11 +196,9 @@ async def test_filter_dialog_takes_markup_filters_and_shows_a_markup_time_error_
 ) -> None:
     await store_logs(engine, [make_event(0, tool_name=HOSTILE_TOOL, detected_entity_types=[HOSTILE_ENTITY])])
     async with signed_in(app_factory(), engine) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
+        await press_and_settle(pilot, "2")
         section = pilot.app.screen.query_one(LogsSection)
-        await pilot.press("f")
-        await settle(pilot)
+        await press_and_settle(pilot, "f")
         dialog = pilot.app.screen
         assert isinstance(dialog, LogFilterScreen)
         dialog.query_one("#filter-tool").value = HOSTILE_TOOL
@@ -213,8 +208,7 @@ async def test_filter_dialog_takes_markup_filters_and_shows_a_markup_time_error_
         assert_up(pilot)
         assert "not '[/]yesterday'" in text_of(dialog.query_one("#filter-error", Label))
         dialog.query_one("#filter-since").value = ""
-        await pilot.press("ctrl+s")
-        await settle(pilot)
+        await press_and_settle(pilot, "ctrl+s")
         assert [entry.tool_name for entry in section.page_state.rows] == [HOSTILE_TOOL]
         assert f"tool={HOSTILE_TOOL}" in drawn(section.query_one("#logs-summary", Static))
 
@@ -234,8 +228,7 @@ async def test_log_rows_and_detail_show_naughty_identifiers_and_metadata_exactly
     ]
     await store_logs(engine, events)
     async with signed_in(app_factory(), engine) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
+        await press_and_settle(pilot, "2")
         section = pilot.app.screen.query_one(LogsSection)
         table = section.query_one(LogTable)
         assert table.row_count == len(IDENTIFIERS)
@@ -275,26 +268,21 @@ async def test_export_dialog_and_notice_show_a_markup_filter_and_file_name(
     await store_logs(engine, [make_event(0, tool_name=HOSTILE_TOOL)])
     target = tmp_path / "[b]logs[$accent]x[@click=app.quit]q.csv"
     async with signed_in(app_factory(), engine) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
+        await press_and_settle(pilot, "2")
         section = pilot.app.screen.query_one(LogsSection)
         section.query_one("#logs-search").value = HOSTILE_TOOL
-        await pilot.press("slash", "enter")
-        await settle(pilot)
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "slash", "enter")
+        await press_and_settle(pilot, "e")
         dialog = pilot.app.screen
         assert isinstance(dialog, ExportScreen)
         assert f"search={HOSTILE_TOOL!r}" in drawn(dialog.query_one("#export-title", Label))
         dialog.query_one("#export-path").value = str(tmp_path / "[/]no-such" / "x.csv")
         dialog.query_one("#export-path").focus()
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         # The whole message: a long temporary path wraps inside the label, which drawn() would split.
         assert "[/]no-such" in text_of(dialog.query_one("#export-error", Label))
         dialog.query_one("#export-path").value = str(target)
-        await pilot.press("enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "enter")
         assert_up(pilot)
         assert section.last_export == (target, 1)
         assert f"Exported 1 row to {target}" in notifications(pilot)
@@ -338,8 +326,7 @@ async def test_acting_on_a_markup_device_shows_its_id_in_the_dialog_and_the_noti
         await settle(pilot)
         # The activity pane is hidden below 130 columns: what it holds is checked, not what it draws.
         assert text_of(section.query_one("#device-activity-text", Static)).startswith(HOSTILE_DEVICE)
-        await pilot.press("a")
-        await settle(pilot)
+        await press_and_settle(pilot, "a")
         dialog = pilot.app.screen
         assert isinstance(dialog, ConfirmScreen)
         assert f"Deactivate {HOSTILE_DEVICE!r}?" in drawn(dialog.query_one("#confirm-question", Label))
@@ -350,8 +337,7 @@ async def test_acting_on_a_markup_device_shows_its_id_in_the_dialog_and_the_noti
         await pilot.press("a")  # an inactive device is activated without a question
         await settle(pilot)
         assert f"{HOSTILE_DEVICE!r} is now active." in notifications(pilot)
-        await pilot.press("delete")
-        await settle(pilot)
+        await press_and_settle(pilot, "delete")
         assert HOSTILE_DEVICE in drawn(pilot.app.screen.query_one("#confirm-question", Label))
         await confirm(pilot)
         assert_up(pilot)
@@ -383,21 +369,17 @@ async def test_users_screen_and_edit_form_show_hostile_full_names_exactly(
             assert visible(name) in shown
         assert_no_raw_controls(drawn(table))
         section.query_one("#users-search").value = "[/]"
-        await pilot.press("slash", "enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "slash", "enter")
         assert_up(pilot)
         assert "matching '[/]'" in text_of(section.query_one("#users-summary", Static))
         section.query_one("#users-search").value = ""
-        await pilot.press("slash", "enter")
-        await settle(pilot)
+        await press_and_settle(pilot, "slash", "enter")
         table.move_cursor(row=table.get_row_index("user00"))
-        await pilot.press("e")
-        await settle(pilot)
+        await press_and_settle(pilot, "e")
         form = pilot.app.screen
         assert isinstance(form, UserFormScreen)
         assert form.query_one("#full_name").value == names[0]
-        await pilot.press("escape")
-        await settle(pilot)
+        await press_and_settle(pilot, "escape")
         assert_up(pilot)
 
 
@@ -475,8 +457,7 @@ async def test_config_shows_hostile_tool_pattern_and_token_names_and_acts_on_the
         )
         section.action_next_tab(2)  # patterns
         await settle(pilot)
-        await pilot.press("delete")
-        await settle(pilot)
+        await press_and_settle(pilot, "delete")
         dialog = pilot.app.screen
         assert isinstance(dialog, ConfirmScreen)
         assert visible(repr(pattern_name)) in drawn(dialog.query_one("#confirm-question", Label))

@@ -57,6 +57,12 @@ async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def press_and_settle(pilot: Pilot[Any], *keys: str) -> None:
+    """Press ``keys``, then :func:`settle`."""
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
 async def pump_until(pilot: Pilot[Any], condition: Callable[[], bool], within: float = 5.0) -> None:
     """Pump the app (its screen timers too, as ``pilot.pause`` does) until ``condition`` holds; fail after
     ``within`` s. Without a pilot to pump, use :func:`tests.support.waiting.wait_until`."""
@@ -85,8 +91,7 @@ async def sign_in(pilot: Pilot[Any], username: str, password: str = PASSWORD) ->
     screen.query_one("#username").value = username
     screen.query_one("#password").value = password
     screen.query_one("#password").focus()
-    await pilot.press("enter")
-    await settle(pilot)
+    await press_and_settle(pilot, "enter")
 
 
 @contextlib.asynccontextmanager
@@ -112,8 +117,7 @@ async def open_section(pilot: Pilot[Any], section_type: type[Section]) -> Any:
 
 async def open_logs(pilot: Pilot[Any]) -> LogsSection:
     """The Logs section, opened with its key."""
-    await pilot.press("2")
-    await settle(pilot)
+    await press_and_settle(pilot, "2")
     assert isinstance(pilot.app.screen, ShellScreen)
     return pilot.app.screen.query_one(LogsSection)
 
@@ -124,14 +128,12 @@ async def open_logs(pilot: Pilot[Any]) -> LogsSection:
 async def confirm(pilot: Pilot[Any], yes: bool = True) -> None:
     """Answer the confirmation dialog on top."""
     await settle(pilot)
-    await pilot.press("y" if yes else "n")
-    await settle(pilot)
+    await press_and_settle(pilot, "y" if yes else "n")
 
 
 async def submit(pilot: Pilot[Any]) -> None:
     """Save the form on top (ctrl+s) and wait for its worker."""
-    await pilot.press("ctrl+s")
-    await settle(pilot)
+    await press_and_settle(pilot, "ctrl+s")
 
 
 def fill(pilot: Pilot[Any], **values: Any) -> None:
