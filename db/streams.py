@@ -14,12 +14,13 @@ A reader saves its new position in the same transaction as what it did with the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, false, or_, select
+from sqlalchemy import ColumnElement, Text, and_, case, cast, delete, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from db.base import utcnow
 from db.commit_order import Stream, visible_bound
@@ -27,6 +28,9 @@ from db.engine import insert_for
 from db.models import AlertChange, LogEntry, StreamCursor
 
 DEFAULT_PAGE_ROWS = 2000
+
+#: The columns of a page or of its computed values, by name.
+ColumnCollection = ReadOnlyColumnCollection[str, Any]
 
 
 @dataclass(frozen=True, order=True)
@@ -130,6 +134,20 @@ def after_event_condition(position: Position) -> Any:
     )
 
 
+def _event_filters(
+    after: Position, bound: int, organization_id: str | None, risk_levels: Collection[str] | None
+) -> list[Any]:
+    filters = [LogEntry.commit_seq.is_not(None), LogEntry.commit_seq < bound, after_event_condition(after)]
+    if organization_id is not None:
+        filters.append(LogEntry.organization_id == organization_id)
+    if risk_levels is not None:
+        filters.append(LogEntry.risk_level.in_(list(risk_levels)))
+    return filters
+
+
+_EVENT_KEY = (LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id)
+
+
 async def read_events(
     session: AsyncSession,
     *,
@@ -147,18 +165,13 @@ async def read_events(
     rows they skip. Selected ``columns`` always end with ``commit_seq``, ``organization_id`` and ``id``.
     """
     bound = await visible_bound(session, "log_entries")
-    key = (LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id)
-    selected: Sequence[Any] = [LogEntry.__table__] if columns is None else [*columns, *key]
+    selected: Sequence[Any] = [LogEntry.__table__] if columns is None else [*columns, *_EVENT_KEY]
     statement = (
         select(*selected)
-        .where(LogEntry.commit_seq.is_not(None), LogEntry.commit_seq < bound, after_event_condition(after))
-        .order_by(*key)
+        .where(*_event_filters(after, bound, organization_id, risk_levels))
+        .order_by(*_EVENT_KEY)
         .limit(limit)
     )
-    if organization_id is not None:
-        statement = statement.where(LogEntry.organization_id == organization_id)
-    if risk_levels is not None:
-        statement = statement.where(LogEntry.risk_level.in_(list(risk_levels)))
     rows = (await session.execute(statement)).all()
     if len(rows) >= limit:
         last = rows[-1]
@@ -167,6 +180,71 @@ async def read_events(
         )
         return Page(rows, Position(int(seq), str(organization), str(item)))
     return Page(rows, max(after, Position(bound)))
+
+
+@dataclass(frozen=True)
+class LineTemplate:
+    """How PostgreSQL writes one line per row of a page: first ``values`` (labelled) over the row's
+    columns (named as ``log_entries``'), then ``line`` over those values and the row's key
+    (``commit_seq``, ``organization_id``, ``id``), so that a value the line uses twice is computed once."""
+
+    values: Callable[[ColumnCollection], Sequence[ColumnElement[Any]]]
+    line: Callable[[ColumnCollection], ColumnElement[str]]
+
+
+async def read_event_lines(
+    session: AsyncSession,
+    *,
+    template: LineTemplate,
+    after: Position,
+    limit: int = DEFAULT_PAGE_ROWS,
+    organization_id: str | None = None,
+    risk_levels: Collection[str] | None = None,
+) -> Page:
+    """As :func:`read_events`, but each row is the template's line computed by PostgreSQL, as UTF-8 bytes.
+
+    PostgreSQL only. A reader that relays what the database computed (a forwarder sending frames
+    built in SQL) spends under a microsecond a row: one ``bytea`` per row, and the page's last key
+    only on a full page's last row. The statement is the same for every page of a template, so it is
+    compiled once, and PostgreSQL plans it once (a prepared statement's generic plan).
+    """
+    bound = await visible_bound(session, "log_entries")
+    # Three steps, each a subquery the planner keeps whole: the page's rows (sorted and cut on their
+    # own columns, however the planner reads them), the template's values computed once per row of
+    # the page (OFFSET 0 keeps PostgreSQL from copying a value's expression into each of its uses),
+    # then the lines.
+    key = key_of(LogEntry.__table__.c)
+    page = (
+        select(LogEntry.__table__, func.row_number().over(order_by=key).label("page_row"))
+        .where(*_event_filters(after, bound, organization_id, risk_levels))
+        .order_by(*key)
+        .limit(limit)
+        .subquery("page")
+    )
+    values = (
+        select(*template.values(page.c), *key_of(page.c), page.c.page_row)
+        .order_by(*key_of(page.c))
+        .offset(0)
+        .subquery("page_values")
+    )
+    last_key = (
+        cast(values.c.commit_seq, Text) + " " + cast(values.c.id, Text) + " " + values.c.organization_id
+    )
+    # SQL does not promise that a projection keeps a subquery's order: say it (PostgreSQL sees that
+    # it holds, and sorts nothing).
+    statement = select(
+        func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
+    ).order_by(*key_of(values.c))
+    rows = (await session.execute(statement)).all()
+    if len(rows) < limit:
+        return Page([line for line, _ in rows], max(after, Position(bound)))
+    seq, item_id, organization = str(rows[-1][1]).split(" ", 2)
+    return Page([line for line, _ in rows], Position(int(seq), organization, item_id))
+
+
+def key_of(columns: ColumnCollection) -> list[ColumnElement[Any]]:
+    """The commit-order key among ``columns`` (named as ``log_entries``')."""
+    return [columns[column.key] for column in _EVENT_KEY]
 
 
 async def read_alert_changes(

@@ -36,6 +36,7 @@ from typing import cast
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.commit_order import is_postgresql
 from db.deliveries import (
     FaultState,
     Refusal,
@@ -54,17 +55,31 @@ from db.errors import is_connection_error
 from db.leases import Lease, LeaseLost
 from db.models import ForwardDestination
 from db.secrets import SecretBox, SecretUnreadable
-from db.streams import Position, load_cursor, read_alert_changes, read_events
+from db.streams import (
+    LineTemplate,
+    Page,
+    Position,
+    load_cursor,
+    read_alert_changes,
+    read_event_lines,
+    read_events,
+)
 from forwarding.formats import BodyFormat, render_body, syslog_severity
+from forwarding.formats.syslog_sql import event_message_sql
 from forwarding.items import AlertItem, ForwardItem
 from forwarding.reading import alert_item, event_item
 from forwarding.transport import DestinationDown, Message, RetryLater, Transport, TransportConfig
 from forwarding.transports import open_transport
+from forwarding.transports.syslog import SyslogStreamTransport, octet_counted
 
 log = logging.getLogger("aifw.forward")
 
 #: Rows read (and sent) per batch: the most a restart or a reconnect sends twice.
 PAGE_ROWS = 2000
+#: Events per batch where PostgreSQL builds the syslog frames (:meth:`DestinationForwarder._frames_for`):
+#: reading a page costs about 15 ms whatever its size (every weekly partition is opened), which at
+#: 2,000 rows would cost more than building them; 20,000 frames are about 12 MB.
+FRAME_PAGE_ROWS = 20_000
 DEAD_LETTER_BATCH = 100
 #: The longest a receiver's Retry-After is honoured; a larger one is read as this.
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -146,6 +161,7 @@ class DestinationForwarder:
         secrets: SecretBox,
         poll_seconds: float = 0.25,
         page_rows: int = PAGE_ROWS,
+        frame_page_rows: int = FRAME_PAGE_ROWS,
         retry_first_seconds: float = 1.0,
         retry_most_seconds: float = 60.0,
     ) -> None:
@@ -155,6 +171,8 @@ class DestinationForwarder:
         self._secrets = secrets
         self._poll = poll_seconds
         self._page_rows = page_rows
+        self._frame_page_rows = frame_page_rows
+        self._postgresql = False
         self._backoff = Backoff(retry_first_seconds, retry_most_seconds)
         self._version = product_version()
         self._transport: Transport | None = None
@@ -260,6 +278,7 @@ class DestinationForwarder:
         }
         self._cursors = {}
         async with self._sessions() as session:
+            self._postgresql = is_postgresql(session)
             for stream, name in names.items():
                 state = await load_cursor(session, name=name)
                 if state is None:
@@ -330,6 +349,8 @@ class DestinationForwarder:
     ) -> bool:
         cursor = self._cursors[stream]
         start = cursor.position
+        if stream == "event" and (frames := self._frames_for(destination, transport)) is not None:
+            return await self._deliver_frames(destination, frames, start)
         async with self._sessions() as session:
             if stream == "alert":
                 page = await read_alert_changes(
@@ -345,17 +366,42 @@ class DestinationForwarder:
                     risk_levels=list(destination.event_risk_levels),
                 )
                 items = [event_item(row) for row in page.rows]
-        if not items:
-            if page.next_position != start:
-                cursor.position, cursor.unsaved = page.next_position, True
-            return False
         messages, refused = self._format(destination, items)
         if messages:
             refused += [
                 _refusal(message.item, message.body, reason)
                 for message, reason in await transport.send(messages)
             ]
-        resend_from = page.next_position if transport.acknowledged else start
+        return await self._record_page(
+            destination,
+            stream,
+            start,
+            page,
+            limit=self._page_rows,
+            acknowledged=transport.acknowledged,
+            delivered=len(items) - len(refused),
+            refused=refused,
+        )
+
+    async def _record_page(
+        self,
+        destination: ForwardDestination,
+        stream: StreamName,
+        start: Position,
+        page: Page,
+        *,
+        limit: int,
+        acknowledged: bool,
+        delivered: int,
+        refused: list[Refusal],
+    ) -> bool:
+        """Record a page sent (or an empty one); True when it was full (``limit`` rows: more waits)."""
+        cursor = self._cursors[stream]
+        if not page.rows:
+            if page.next_position != start:
+                cursor.position, cursor.unsaved = page.next_position, True
+            return False
+        resend_from = page.next_position if acknowledged else start
         async with self._sessions() as session:
             await record_delivery(
                 session=session,
@@ -364,13 +410,65 @@ class DestinationForwarder:
                 stream=stream,
                 position=page.next_position,
                 resend_from=resend_from,
-                delivered=len(items) - len(refused),
+                delivered=delivered,
                 refused=refused,
             )
             await session.commit()
         self._renewed_at = time.monotonic()
         self._cursors[stream] = _Cursor(position=page.next_position, resend_from=resend_from)
-        return len(page.rows) >= self._page_rows
+        return len(page.rows) >= limit
+
+    def _frames_for(
+        self, destination: ForwardDestination, transport: Transport
+    ) -> tuple[SyslogStreamTransport, LineTemplate] | None:
+        """The fast path, where it applies: events in our JSON over syslog TCP or TLS from PostgreSQL.
+
+        PostgreSQL builds each RFC 5424 message as it reads the row (forwarding/formats/syslog_sql.py),
+        the same bytes this process would build, and the loop only frames and relays them: about
+        7 µs an event in the database instead of about 30 here.
+        """
+        if destination.format != "json" or not isinstance(transport, SyslogStreamTransport):
+            return None
+        if not self._postgresql:
+            return None  # SQLite: this process builds them
+        envelope = transport.envelope
+        template = event_message_sql(
+            hostname=envelope.hostname,
+            app_name=envelope.app_name,
+            facility=envelope.facility,
+            sd_id=envelope.sd_id,
+        )
+        return transport, template
+
+    async def _deliver_frames(
+        self,
+        destination: ForwardDestination,
+        frames: tuple[SyslogStreamTransport, LineTemplate],
+        start: Position,
+    ) -> bool:
+        """A page of events built by PostgreSQL, framed, sent and recorded as :meth:`_deliver_page` does."""
+        transport, template = frames
+        async with self._sessions() as session:
+            page = await read_event_lines(
+                session,
+                template=template,
+                after=start,
+                limit=self._frame_page_rows,
+                organization_id=destination.organization_id,
+                risk_levels=list(destination.event_risk_levels),
+            )
+        if page.rows:
+            await transport.send_frames(b"".join([octet_counted(message) for message in page.rows]))
+        return await self._record_page(
+            destination,
+            "event",
+            start,
+            page,
+            limit=self._frame_page_rows,
+            acknowledged=transport.acknowledged,
+            delivered=len(page.rows),
+            refused=[],
+        )
 
     def _format(
         self, destination: ForwardDestination, items: Sequence[ForwardItem]

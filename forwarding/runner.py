@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.destinations import lease_name, list_destinations
 from db.leases import Lease, acquire, release
 from db.secrets import SecretBox
-from forwarding.delivery import PAGE_ROWS, DestinationForwarder
+from forwarding.delivery import FRAME_PAGE_ROWS, PAGE_ROWS, DestinationForwarder
 
 log = logging.getLogger("aifw.forward")
 
@@ -49,6 +49,7 @@ class Forwarders:
         lease_seconds: float = 10.0,
         scan_seconds: float = SCAN_SECONDS,
         page_rows: int = PAGE_ROWS,
+        frame_page_rows: int = FRAME_PAGE_ROWS,
         retry_first_seconds: float = 1.0,
         retry_most_seconds: float = 60.0,
     ) -> None:
@@ -59,6 +60,7 @@ class Forwarders:
         self._lease_seconds = lease_seconds
         self._scan_seconds = scan_seconds
         self._page_rows = page_rows
+        self._frame_page_rows = frame_page_rows
         self._retry = (retry_first_seconds, retry_most_seconds)
         self._running: dict[uuid.UUID, _Running] = {}
         self._database_down = False
@@ -117,6 +119,7 @@ class Forwarders:
             secrets=self._secrets,
             poll_seconds=self._poll,
             page_rows=self._page_rows,
+            frame_page_rows=self._frame_page_rows,
             retry_first_seconds=self._retry[0],
             retry_most_seconds=self._retry[1],
         )

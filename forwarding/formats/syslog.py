@@ -97,7 +97,7 @@ def rfc5424(
     procid: str = "-",
 ) -> bytes:
     """The message as one RFC 5424 syslog message (no framing), UTF-8."""
-    fixed = _fixed_header(hostname, app_name, procid, sd_id, facility)
+    fixed = fixed_header(hostname, app_name, procid, sd_id, facility)
     item = message.item
     when = item.timestamp if isinstance(item, EventItem) else item.changed_at
     msgid = "event" if isinstance(item, EventItem) else "alert"
@@ -108,7 +108,7 @@ def rfc5424(
 
 
 @lru_cache(maxsize=64)
-def _fixed_header(hostname: str, app_name: str, procid: str, sd_id: str, facility: int) -> str:
+def fixed_header(hostname: str, app_name: str, procid: str, sd_id: str, facility: int) -> str:
     """HOSTNAME APP-NAME PROCID, checked and cleaned once per destination rather than once per message."""
     validate_sd_id(sd_id)
     validate_facility(facility)

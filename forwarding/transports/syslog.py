@@ -41,7 +41,7 @@ class SyslogStreamTransport:
 
     def __init__(self, config: TransportConfig, *, tls: bool) -> None:
         self._host, self._port = parse_address(config.address)
-        self._envelope = Envelope.from_options(config.options)
+        self.envelope = Envelope.from_options(config.options)
         self._timeout = timeout_of(config)
         self._config = config
         self._tls = tls
@@ -73,11 +73,16 @@ class SyslogStreamTransport:
 
     async def send(self, messages: Sequence[Message]) -> list[tuple[Message, str]]:
         """Write the batch as octet-counted frames and wait until the socket took it."""
+        await self.send_frames(b"".join(octet_counted(self.envelope.wrap(message)) for message in messages))
+        return []
+
+    async def send_frames(self, data: bytes) -> None:
+        """Write octet-counted RFC 5424 frames made elsewhere (PostgreSQL: forwarding/formats/syslog_sql.py)
+        and wait until the socket took them; the outcomes are :meth:`send`'s."""
         if self._peer_closed():
             await self.close()
             raise RetryLater(f"{self._where} closed the connection: sending the batch again", retry_after=0)
         writer = self._writer or await self._connect()
-        data = b"".join(octet_counted(self._envelope.wrap(message)) for message in messages)
         try:
             writer.write(data)
             async with asyncio.timeout(self._timeout):
@@ -91,7 +96,6 @@ class SyslogStreamTransport:
         except OSError as error:
             await self.close()
             raise RetryLater(f"connection to {self._where} lost: {error.strerror or error}") from None
-        return []
 
     async def close(self) -> None:
         """Close the connection; the next send connects again."""

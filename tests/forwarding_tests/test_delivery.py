@@ -35,7 +35,13 @@ from tests.support.waiting import wait_until
 
 #: Small batches, so a test crosses many of them (and a resend is easy to bound).
 PAGE = 10
-FAST = {"poll_seconds": 0.02, "scan_seconds": 0.1, "page_rows": PAGE, "retry_first_seconds": 0.05}
+FAST = {
+    "poll_seconds": 0.02,
+    "scan_seconds": 0.1,
+    "page_rows": PAGE,
+    "frame_page_rows": PAGE,
+    "retry_first_seconds": 0.05,
+}
 
 
 @contextlib.asynccontextmanager
@@ -175,6 +181,7 @@ async def test_a_forwarder_cancelled_mid_stream_loses_nothing_when_another_takes
         lease=lease,
         secrets=SECRETS,
         page_rows=PAGE,
+        frame_page_rows=PAGE,
         poll_seconds=0.02,
     )
     task = asyncio.create_task(first.run())
@@ -215,6 +222,7 @@ async def test_a_forwarder_that_lost_its_lease_writes_nothing(
         lease=lease,
         secrets=SECRETS,
         page_rows=PAGE,
+        frame_page_rows=PAGE,
         poll_seconds=0.02,
     )
     await asyncio.wait_for(stalled.run(), 10)  # returns by itself

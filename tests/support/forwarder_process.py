@@ -31,6 +31,7 @@ async def serve(holder: str) -> None:
         lease_seconds=float(os.environ.get("FORWARD_LEASE_SECONDS", "1.0")),
         scan_seconds=0.1,
         page_rows=int(os.environ.get("FORWARD_PAGE_ROWS", "10")),
+        frame_page_rows=int(os.environ.get("FORWARD_PAGE_ROWS", "10")),
         retry_first_seconds=0.05,
     )
     print("ready", flush=True)
