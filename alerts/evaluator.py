@@ -36,9 +36,11 @@ class RuleSet:
     silent_agent: Sequence[AlertRule]
     #: Monitored tool names (case-folded) of organisations with a new-tool rule.
     monitored_tools: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The same names as configured (alerts/prefilter.py leaves events of exactly these spellings out).
+    monitored_spellings: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, rules: Iterable[AlertRule], monitored_tools: Mapping[str, frozenset[str]]) -> RuleSet:
+    def build(cls, rules: Iterable[AlertRule], monitored_spellings: Mapping[str, frozenset[str]]) -> RuleSet:
         by_organization: dict[str, list[CompiledRule]] = {}
         rows: dict[uuid.UUID, AlertRule] = {}
         silent: list[AlertRule] = []
@@ -50,7 +52,11 @@ class RuleSet:
             elif rule.kind in EVENT_KINDS:
                 by_organization.setdefault(rule.organization_id, []).append(compile_rule(rule))
                 rows[rule.id] = rule
-        return cls(by_organization, rows, silent, monitored_tools)
+        monitored_tools = {
+            organization_id: frozenset(name.casefold() for name in names)
+            for organization_id, names in monitored_spellings.items()
+        }
+        return cls(by_organization, rows, silent, monitored_tools, monitored_spellings)
 
     def compiled(self) -> dict[uuid.UUID, CompiledRule]:
         return {rule.id: rule for rules in self.by_organization.values() for rule in rules}

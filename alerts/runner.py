@@ -17,7 +17,9 @@ How it holds together:
   caught up it polls every ``poll_seconds``. What was read is evaluated and written together once
   it is a page or ``flush_seconds`` old (1 s): one write transaction a second at most, and one
   revision a second at most for an open alert that keeps matching, whatever the ingest rate.
-  Evaluation is O(1) per event and rule and reads only the columns rules need.
+  Evaluation is O(1) per event and rule, and reads only the columns rules need of only the events
+  a rule could be met by (alerts/prefilter.py: most events, green ones of monitored tools, are not
+  read at all).
 - **Outages**: a database that is away is logged once per outage (``aifw.alerts``) and retried
   with backoff; whatever was in memory is rebuilt from the database afterwards.
 """
@@ -34,6 +36,7 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alerts.evaluator import EVENT_KINDS, RuleSet, count_events, evaluate_page
+from alerts.prefilter import candidate_filter
 from alerts.rules import EVENT_COLUMNS, EVENT_COLUMNS_WITH_KEY, facts_from_row
 from alerts.silence import DEFAULT_CHECK_SECONDS, SilenceSchedule, check_silent_agents
 from alerts.windows import SlidingWindows
@@ -84,6 +87,8 @@ class AlertEvaluator:
         self.lease: leases.Lease | None = None
         self.position: streams.Position | None = None
         self.rules = RuleSet.build([], {})
+        #: The events a rule could be met by: the only ones read (alerts/prefilter.py).
+        self.candidates = candidate_filter(self.rules)
         self.windows = SlidingWindows()
         self.silence = SilenceSchedule(silent_check_seconds)
         #: Alerts this evaluator opened or changed (for logs and tests).
@@ -235,11 +240,12 @@ class AlertEvaluator:
         async with self.sessions() as session:
             rows = await alerts.enabled_rules(session=session, kinds=(*EVENT_KINDS, "silent_agent"))
             organizations = {rule.organization_id for rule in rows if rule.kind == "new_tool"}
-            monitored = await alerts.monitored_tool_names(session=session, organization_ids=organizations)
+            monitored = await alerts.monitored_tool_spellings(session=session, organization_ids=organizations)
             # Leaving the block closes the session: the rows are detached as loaded (a rollback would
             # expire them).
         before = self.rules.compiled()
         self.rules = RuleSet.build(rows, monitored)
+        self.candidates = candidate_filter(self.rules)
         after = self.rules.compiled()
         for rule_id, rule in before.items():
             if rule_id not in after or after[rule_id].signature != rule.signature:
@@ -304,7 +310,11 @@ class AlertEvaluator:
         assert self.position is not None
         async with self.sessions() as session:
             page = await streams.read_events(
-                session, after=self.position, limit=self.page_rows, columns=EVENT_COLUMNS
+                session,
+                after=self.position,
+                limit=self.page_rows,
+                columns=EVENT_COLUMNS,
+                where=self.candidates,
             )
             # End the read before the write: on SQLite a read snapshot cannot become the writer.
             await session.rollback()

@@ -623,10 +623,11 @@ async def enabled_rules(*, session: AsyncSession, kinds: Collection[str]) -> Seq
     return (await session.scalars(statement.order_by(AlertRule.organization_id, AlertRule.id))).all()
 
 
-async def monitored_tool_names(
+async def monitored_tool_spellings(
     *, session: AsyncSession, organization_ids: Collection[str]
 ) -> dict[str, frozenset[str]]:
-    """Each organisation's monitored tool names, case-folded (the defaults for one without a config row)."""
+    """Each organisation's monitored tool names as configured, trimmed (the defaults for one without a
+    config row); case-fold them to compare as rules do."""
     found: dict[str, frozenset[str]] = {}
     if organization_ids:
         rows = await session.execute(
@@ -636,8 +637,8 @@ async def monitored_tool_names(
         )
         for organization_id, tools in rows.all():
             names = (t.get("name") for t in tools or [] if isinstance(t, dict))
-            found[organization_id] = frozenset(n.strip().casefold() for n in names if isinstance(n, str))
-    defaults = frozenset(name.casefold() for name, _ in DEFAULT_MONITORED_TOOLS)
+            found[organization_id] = frozenset(n.strip() for n in names if isinstance(n, str))
+    defaults = frozenset(name for name, _ in DEFAULT_MONITORED_TOOLS)
     return {organization_id: found.get(organization_id, defaults) for organization_id in organization_ids}
 
 

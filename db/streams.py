@@ -18,7 +18,22 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, case, cast, delete, false, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -156,13 +171,15 @@ async def read_events(
     organization_id: str | None = None,
     risk_levels: Collection[str] | None = None,
     columns: Sequence[Any] | None = None,
+    where: ColumnElement[bool] | None = None,
 ) -> Page:
     """Committed log entries after ``after``, in commit order: rows of every column, or of ``columns``.
 
     Rows are plain result rows (attribute access by column name), not ORM objects: a reader takes
     thousands a second, and building an identity-mapped object per row would cost most of its time.
-    ``organization_id`` and ``risk_levels`` filter what is returned; the position still passes the
-    rows they skip. Selected ``columns`` always end with ``commit_seq``, ``organization_id`` and ``id``.
+    ``organization_id``, ``risk_levels`` and ``where`` filter what is returned; the position still
+    passes the rows they skip. Selected ``columns`` always end with ``commit_seq``,
+    ``organization_id`` and ``id``.
     """
     bound = await visible_bound(session, "log_entries")
     selected: Sequence[Any] = [LogEntry.__table__] if columns is None else [*columns, *_EVENT_KEY]
@@ -172,6 +189,8 @@ async def read_events(
         .order_by(*_EVENT_KEY)
         .limit(limit)
     )
+    if where is not None:
+        statement = statement.where(where)
     rows = (await session.execute(statement)).all()
     if len(rows) >= limit:
         last = rows[-1]
@@ -192,54 +211,91 @@ class LineTemplate:
     line: Callable[[ColumnCollection], ColumnElement[str]]
 
 
-async def read_event_lines(
-    session: AsyncSession,
-    *,
-    template: LineTemplate,
-    after: Position,
-    limit: int = DEFAULT_PAGE_ROWS,
-    organization_id: str | None = None,
-    risk_levels: Collection[str] | None = None,
-) -> Page:
-    """As :func:`read_events`, but each row is the template's line computed by PostgreSQL, as UTF-8 bytes.
+def _after_bound_position() -> Any:
+    """:func:`after_event_condition` with the position as bind parameters (``after_seq``, ``after_org``,
+    ``after_item``): one statement for every position, so it is compiled and planned once."""
+    seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
+    after_seq = bindparam("after_seq", type_=BigInteger)
+    after_org = bindparam("after_org", type_=String)
+    after_item = bindparam("after_item", type_=String)
+    # An empty item id: every row of that organisation at that seq comes after (organisations are
+    # never empty, so an empty one puts every row at that seq after).
+    same_org = and_(org == after_org, or_(after_item == "", item > cast(func.nullif(after_item, ""), Uuid)))
+    return and_(
+        seq >= after_seq, or_(seq > after_seq, and_(seq == after_seq, or_(org > after_org, same_org)))
+    )
 
-    PostgreSQL only. A reader that relays what the database computed (a forwarder sending frames
-    built in SQL) spends under a microsecond a row: one ``bytea`` per row, and the page's last key
-    only on a full page's last row. The statement is the same for every page of a template, so it is
-    compiled once, and PostgreSQL plans it once (a prepared statement's generic plan).
+
+class EventLines:
+    """Pages of lines PostgreSQL computes from events, for one template and one filter.
+
+    As :func:`read_events`, but each row is the template's line as UTF-8 bytes. PostgreSQL only. A
+    reader that relays what the database computed (a forwarder sending frames built in SQL) spends
+    under a microsecond a row: one ``bytea`` per row, and the page's last key only on a full page's
+    last row. The statement is built once, with the position and the visible bound as parameters:
+    SQLAlchemy compiles it once, and PostgreSQL plans it once (a prepared statement's generic plan).
     """
-    bound = await visible_bound(session, "log_entries")
-    # Three steps, each a subquery the planner keeps whole: the page's rows (sorted and cut on their
-    # own columns, however the planner reads them), the template's values computed once per row of
-    # the page (OFFSET 0 keeps PostgreSQL from copying a value's expression into each of its uses),
-    # then the lines.
-    key = key_of(LogEntry.__table__.c)
-    page = (
-        select(LogEntry.__table__, func.row_number().over(order_by=key).label("page_row"))
-        .where(*_event_filters(after, bound, organization_id, risk_levels))
-        .order_by(*key)
-        .limit(limit)
-        .subquery("page")
-    )
-    values = (
-        select(*template.values(page.c), *key_of(page.c), page.c.page_row)
-        .order_by(*key_of(page.c))
-        .offset(0)
-        .subquery("page_values")
-    )
-    last_key = (
-        cast(values.c.commit_seq, Text) + " " + cast(values.c.id, Text) + " " + values.c.organization_id
-    )
-    # SQL does not promise that a projection keeps a subquery's order: say it (PostgreSQL sees that
-    # it holds, and sorts nothing).
-    statement = select(
-        func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
-    ).order_by(*key_of(values.c))
-    rows = (await session.execute(statement)).all()
-    if len(rows) < limit:
-        return Page([line for line, _ in rows], max(after, Position(bound)))
-    seq, item_id, organization = str(rows[-1][1]).split(" ", 2)
-    return Page([line for line, _ in rows], Position(int(seq), organization, item_id))
+
+    def __init__(
+        self,
+        template: LineTemplate,
+        *,
+        limit: int = DEFAULT_PAGE_ROWS,
+        organization_id: str | None = None,
+        risk_levels: Collection[str] | None = None,
+    ) -> None:
+        self.limit = limit
+        filters = [
+            LogEntry.commit_seq.is_not(None),
+            LogEntry.commit_seq < bindparam("bound", type_=BigInteger),
+            _after_bound_position(),
+        ]
+        if organization_id is not None:
+            filters.append(LogEntry.organization_id == organization_id)
+        if risk_levels is not None:
+            filters.append(LogEntry.risk_level.in_(list(risk_levels)))
+        # Three steps, each a subquery the planner keeps whole: the page's rows (sorted and cut on
+        # their own columns, however the planner reads them), the template's values computed once per
+        # row of the page (OFFSET 0 keeps PostgreSQL from copying a value's expression into each of its
+        # uses), then the lines.
+        key = key_of(LogEntry.__table__.c)
+        page = (
+            select(LogEntry.__table__, func.row_number().over(order_by=key).label("page_row"))
+            .where(*filters)
+            .order_by(*key)
+            .limit(limit)
+            .subquery("page")
+        )
+        values = (
+            select(*template.values(page.c), *key_of(page.c), page.c.page_row)
+            .order_by(*key_of(page.c))
+            .offset(0)
+            .subquery("page_values")
+        )
+        last_key = (
+            cast(values.c.commit_seq, Text) + " " + cast(values.c.id, Text) + " " + values.c.organization_id
+        )
+        # SQL does not promise that a projection keeps a subquery's order: say it (PostgreSQL sees
+        # that it holds, and sorts nothing).
+        self._statement = select(
+            func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
+        ).order_by(*key_of(values.c))
+
+    async def read(self, session: AsyncSession, *, after: Position) -> Page:
+        """The lines of the events after ``after``, in commit order, and the position after them."""
+        bound = await visible_bound(session, "log_entries")
+        parameters = {
+            "after_seq": after.seq,
+            "after_org": after.organization_id,
+            "after_item": after.item_id,
+            "bound": bound,
+        }
+        rows = (await session.execute(self._statement, parameters)).all()
+        lines = [line for line, _ in rows]
+        if len(rows) < self.limit:
+            return Page(lines, max(after, Position(bound)))
+        seq, item_id, organization = str(rows[-1][1]).split(" ", 2)
+        return Page(lines, Position(int(seq), organization, item_id))
 
 
 def key_of(columns: ColumnCollection) -> list[ColumnElement[Any]]:

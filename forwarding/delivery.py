@@ -56,12 +56,11 @@ from db.leases import Lease, LeaseLost
 from db.models import ForwardDestination
 from db.secrets import SecretBox, SecretUnreadable
 from db.streams import (
-    LineTemplate,
+    EventLines,
     Page,
     Position,
     load_cursor,
     read_alert_changes,
-    read_event_lines,
     read_events,
 )
 from forwarding.formats import BodyFormat, render_body, syslog_severity
@@ -173,6 +172,7 @@ class DestinationForwarder:
         self._page_rows = page_rows
         self._frame_page_rows = frame_page_rows
         self._postgresql = False
+        self._frame_reader: tuple[Transport, frozenset[str], EventLines] | None = None
         self._backoff = Backoff(retry_first_seconds, retry_most_seconds)
         self._version = product_version()
         self._transport: Transport | None = None
@@ -420,7 +420,7 @@ class DestinationForwarder:
 
     def _frames_for(
         self, destination: ForwardDestination, transport: Transport
-    ) -> tuple[SyslogStreamTransport, LineTemplate] | None:
+    ) -> tuple[SyslogStreamTransport, EventLines] | None:
         """The fast path, where it applies: events in our JSON over syslog TCP or TLS from PostgreSQL.
 
         PostgreSQL builds each RFC 5424 message as it reads the row (forwarding/formats/syslog_sql.py),
@@ -431,32 +431,35 @@ class DestinationForwarder:
             return None
         if not self._postgresql:
             return None  # SQLite: this process builds them
-        envelope = transport.envelope
-        template = event_message_sql(
-            hostname=envelope.hostname,
-            app_name=envelope.app_name,
-            facility=envelope.facility,
-            sd_id=envelope.sd_id,
-        )
-        return transport, template
+        risk_levels = frozenset(destination.event_risk_levels)
+        if self._frame_reader is None or self._frame_reader[:2] != (transport, risk_levels):
+            envelope = transport.envelope
+            template = event_message_sql(
+                hostname=envelope.hostname,
+                app_name=envelope.app_name,
+                facility=envelope.facility,
+                sd_id=envelope.sd_id,
+            )
+            # Built once for the transport and the risk levels: the statement is then reused.
+            lines = EventLines(
+                template,
+                limit=self._frame_page_rows,
+                organization_id=destination.organization_id,
+                risk_levels=sorted(risk_levels),
+            )
+            self._frame_reader = (transport, risk_levels, lines)
+        return transport, self._frame_reader[2]
 
     async def _deliver_frames(
         self,
         destination: ForwardDestination,
-        frames: tuple[SyslogStreamTransport, LineTemplate],
+        frames: tuple[SyslogStreamTransport, EventLines],
         start: Position,
     ) -> bool:
         """A page of events built by PostgreSQL, framed, sent and recorded as :meth:`_deliver_page` does."""
-        transport, template = frames
+        transport, lines = frames
         async with self._sessions() as session:
-            page = await read_event_lines(
-                session,
-                template=template,
-                after=start,
-                limit=self._frame_page_rows,
-                organization_id=destination.organization_id,
-                risk_levels=list(destination.event_risk_levels),
-            )
+            page = await lines.read(session, after=start)
         if page.rows:
             await transport.send_frames(b"".join([octet_counted(message) for message in page.rows]))
         return await self._record_page(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import new_sessionmaker
-from db.streams import Position, read_event_lines, read_events
+from db.streams import EventLines, Position, read_events
 from forwarding.delivery import format_message, product_version
 from forwarding.formats.syslog_sql import event_message_sql
 from forwarding.reading import event_item
@@ -86,7 +86,7 @@ async def test_postgresql_builds_the_frames_python_builds(engine: AsyncEngine, b
     )
     async with new_sessionmaker(engine)() as session:
         rows = (await read_events(session, after=Position(0), limit=1000)).rows
-        lines = (await read_event_lines(session, template=template, after=Position(0), limit=1000)).rows
+        lines = (await EventLines(template, limit=1000).read(session, after=Position(0))).rows
     assert len(lines) == len(rows) == 3 * (len(EXACT) + len(JSONB_SPELLING))
     exact = 0
     for row, line in zip(rows, lines, strict=True):
@@ -118,15 +118,9 @@ async def test_pages_of_lines_move_as_pages_of_events_do(engine: AsyncEngine, ba
     for organization_id, risk_levels in ((None, None), ("acme", ["green"]), ("globex", ["red"])):
         after_lines = after_events = Position(0)
         async with new_sessionmaker(engine)() as session:
+            reader = EventLines(template, limit=4, organization_id=organization_id, risk_levels=risk_levels)
             while True:
-                lines = await read_event_lines(
-                    session,
-                    template=template,
-                    after=after_lines,
-                    limit=4,
-                    organization_id=organization_id,
-                    risk_levels=risk_levels,
-                )
+                lines = await reader.read(session, after=after_lines)
                 events = await read_events(
                     session,
                     after=after_events,
