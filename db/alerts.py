@@ -506,26 +506,42 @@ def alert_snapshot(alert: Alert) -> dict[str, Any]:
 
 async def record_alert_change(*, session: AsyncSession, alert: Alert, activity: AlertActivity) -> None:
     """Add the ``alert_changes`` row of ``alert``'s current revision (commit order: db/commit_order.py)."""
-    values: dict[str, Any] = {
-        "alert_id": alert.id,
-        "organization_id": alert.organization_id,
-        "revision": alert.revision,
-        "activity": activity,
-        "snapshot": alert_snapshot(alert),
-        "changed_at": alert.updated_at,
-    }
+    await record_alert_changes(session=session, changes=[(alert, activity)])
+
+
+async def record_alert_changes(
+    *, session: AsyncSession, changes: Sequence[tuple[Alert, AlertActivity]]
+) -> None:
+    """Add the ``alert_changes`` rows of these alerts' current revisions, in this order, in one statement."""
+    if not changes:
+        return
     commit_seq = await next_commit_seq(session, "alert_changes")
-    if commit_seq is not None:  # PostgreSQL's column default stamps it otherwise: never send NULL there
-        values["commit_seq"] = commit_seq
-    await session.execute(insert(AlertChange).values(**values))
+    rows: list[dict[str, Any]] = []
+    for alert, activity in changes:
+        values: dict[str, Any] = {
+            "alert_id": alert.id,
+            "organization_id": alert.organization_id,
+            "revision": alert.revision,
+            "activity": activity,
+            "snapshot": alert_snapshot(alert),
+            "changed_at": alert.updated_at,
+        }
+        if commit_seq is not None:  # PostgreSQL's column default stamps it otherwise: never send NULL there
+            values["commit_seq"] = commit_seq
+        rows.append(values)
+    await session.execute(insert(AlertChange), rows)
 
 
 async def _new_revision(session: AsyncSession, alert: Alert, activity: AlertActivity, now: datetime) -> None:
     """The alert changed: one more revision, and its row for the forwarders."""
-    alert.revision = int(alert.revision) + 1
-    alert.updated_at = now
+    _next_revision(alert, now)
     await session.flush()
     await record_alert_change(session=session, alert=alert, activity=activity)
+
+
+def _next_revision(alert: Alert, now: datetime) -> None:
+    alert.revision = int(alert.revision) + 1
+    alert.updated_at = now
 
 
 async def _open(
@@ -540,7 +556,34 @@ async def _open(
     details: dict[str, Any],
     now: datetime,
 ) -> Alert:
-    alert = Alert(
+    alert = _new_alert(
+        rule,
+        group_key,
+        first_at=first_at,
+        last_at=last_at,
+        count=count,
+        event_ids=event_ids,
+        details=details,
+        now=now,
+    )
+    session.add(alert)
+    await session.flush()
+    await record_alert_change(session=session, alert=alert, activity="create")
+    return alert
+
+
+def _new_alert(
+    rule: AlertRule,
+    group_key: str,
+    *,
+    first_at: datetime,
+    last_at: datetime,
+    count: int,
+    event_ids: Sequence[str],
+    details: dict[str, Any],
+    now: datetime,
+) -> Alert:
+    return Alert(
         organization_id=rule.organization_id,
         rule_id=rule.id,
         rule_name=rule.name,
@@ -557,10 +600,6 @@ async def _open(
         opened_at=now,
         updated_at=now,
     )
-    session.add(alert)
-    await session.flush()
-    await record_alert_change(session=session, alert=alert, activity="create")
-    return alert
 
 
 # --- what the evaluator hands over ----------------------------------------------------------------
@@ -715,6 +754,7 @@ async def apply_hits(
     )
     opened_this_hour: dict[uuid.UUID, int] = {}
     changed: list[Alert] = []
+    recorded: list[tuple[Alert, AlertActivity]] = []
     for hit in hits:
         rule = rules[hit.rule_id]
         key = (hit.rule_id, hit.group_key)
@@ -728,7 +768,8 @@ async def apply_hits(
             room = MAX_ALERT_EVENT_IDS - len(ids)
             if room > 0:
                 alert.event_ids = ids + [i for i in hit.matches.ids if i not in ids][:room]
-            await _new_revision(session, alert, "update", now)
+            _next_revision(alert, now)
+            recorded.append((alert, "update"))
             changed.append(alert)
             continue
         if hit.first_trigger is None:
@@ -752,8 +793,7 @@ async def apply_hits(
             continue
         later = trigger.later
         last_at = max(at for at in (trigger.window.last_at, later.last_at) if at is not None)
-        alert = await _open(
-            session,
+        alert = _new_alert(
             rule,
             hit.group_key,
             first_at=trigger.window.first_at,
@@ -763,10 +803,15 @@ async def apply_hits(
             details={},
             now=now,
         )
+        session.add(alert)
+        recorded.append((alert, "create"))
         if rule.kind == "new_tool":
             opened_this_hour[rule.id] += 1
         live[key] = alert
         changed.append(alert)
+    # One flush and one insert of revisions for the whole page, not two round trips per alert.
+    await session.flush()
+    await record_alert_changes(session=session, changes=recorded)
     return changed
 
 
