@@ -127,8 +127,11 @@ class DispatchSettings:
     #: Whether the ingest server runs the dispatcher inside itself (INGEST_DISPATCH); leases keep one
     #: evaluator and one forwarder per destination however many servers run it.
     run_in_ingest_server: bool = True
-    #: How often an idle evaluator or forwarder looks for new rows.
+    #: How often an idle evaluator looks for new rows.
     poll_seconds: float = 0.25
+    #: How often a forwarder that caught up looks for new rows: a destination gets a batch a second at
+    #: most when trickling (Fluent Bit's flush interval), each batch costing the same few statements.
+    forward_poll_seconds: float = 1.0
     #: How long a lease lasts unrenewed: another process takes over this long after a holder dies or hangs.
     lease_seconds: float = 10.0
     #: How many days past an organisation's retention the cleanup keeps events a destination has not
@@ -673,8 +676,15 @@ SETTINGS: tuple[Setting, ...] = (
         "DISPATCH_POLL_MS",
         "dispatch.poll_seconds",
         _milliseconds(1, 10_000),
-        "milliseconds an idle evaluator or forwarder waits before looking for new rows",
+        "milliseconds an idle alert evaluator waits before looking for new rows",
         dispatch_flag="--poll-ms",
+    ),
+    Setting(
+        "FORWARD_POLL_MS",
+        "dispatch.forward_poll_seconds",
+        _milliseconds(1, 60_000),
+        "milliseconds a forwarder that caught up waits before looking for new rows",
+        dispatch_flag="--forward-poll-ms",
     ),
     Setting(
         "DISPATCH_LEASE_SECONDS",

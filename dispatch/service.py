@@ -157,7 +157,7 @@ class Dispatcher:
             self.sessions,
             holder=self.holder,
             secrets=self._secrets,
-            poll_seconds=self.settings.poll_seconds,
+            poll_seconds=self.settings.forward_poll_seconds,
             lease_seconds=self.settings.lease_seconds,
         )
 
@@ -168,10 +168,11 @@ class Dispatcher:
         else:
             watcher = None
         log.info(
-            "dispatcher %s running: %s (poll %g ms, lease %g s)",
+            "dispatcher %s running: %s (poll %g ms, forwarders %g ms, lease %g s)",
             self.holder,
             " and ".join(self.parts.names()) or "nothing",
             self.settings.poll_seconds * 1000,
+            self.settings.forward_poll_seconds * 1000,
             self.settings.lease_seconds,
         )
         try:

@@ -158,12 +158,17 @@ def test_the_dispatch_settings_reach_their_group() -> None:
         {
             "INGEST_DISPATCH": "off",
             "DISPATCH_POLL_MS": "50",
+            "FORWARD_POLL_MS": "2000",
             "DISPATCH_LEASE_SECONDS": "4",
             "FORWARD_HOLD_DAYS": "0",
         }
     )
     assert settings.dispatch == DispatchSettings(
-        run_in_ingest_server=False, poll_seconds=0.05, lease_seconds=4, forward_hold_days=0
+        run_in_ingest_server=False,
+        poll_seconds=0.05,
+        forward_poll_seconds=2.0,
+        lease_seconds=4,
+        forward_hold_days=0,
     )
     assert settings.ingest == IngestLimits()
 
@@ -173,6 +178,7 @@ def test_the_dispatch_settings_reach_their_group() -> None:
     [
         ("DISPATCH_LEASE_SECONDS", "1", "DISPATCH_LEASE_SECONDS must be at least 2 and at most 300"),
         ("DISPATCH_POLL_MS", "0", "DISPATCH_POLL_MS must be at least 1 and at most 10000"),
+        ("FORWARD_POLL_MS", "60001", "FORWARD_POLL_MS must be at least 1 and at most 60000"),
         ("FORWARD_HOLD_DAYS", "366", "FORWARD_HOLD_DAYS must be at least 0 and at most 365"),
         ("INGEST_DISPATCH", "maybe", "INGEST_DISPATCH must be true or false"),
     ],
@@ -191,6 +197,7 @@ def test_the_dispatchers_options_take_milliseconds_and_never_show_the_secret_key
     add_server_options(parser, settings, program="dispatch")
     assert key not in parser.format_help()
     assert "now 40" in parser.format_help()
-    applied = settings_with_options(settings, parser.parse_args(["--poll-ms", "100"]), program="dispatch")
-    assert applied.dispatch.poll_seconds == 0.1
+    arguments = parser.parse_args(["--poll-ms", "100", "--forward-poll-ms", "300"])
+    applied = settings_with_options(settings, arguments, program="dispatch")
+    assert (applied.dispatch.poll_seconds, applied.dispatch.forward_poll_seconds) == (0.1, 0.3)
     assert key not in repr(applied)

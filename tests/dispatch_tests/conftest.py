@@ -20,7 +20,13 @@ from db.settings import DispatchSettings, Settings
 from tests.support.database import add_organization
 
 #: Quick polls, and leases long enough that one not given up is still held when a test looks.
-FAST = DispatchSettings(run_in_ingest_server=True, poll_seconds=0.05, lease_seconds=30.0, forward_hold_days=7)
+FAST = DispatchSettings(
+    run_in_ingest_server=True,
+    poll_seconds=0.05,
+    forward_poll_seconds=0.05,
+    lease_seconds=30.0,
+    forward_hold_days=7,
+)
 
 
 @pytest.fixture

@@ -22,7 +22,13 @@ from tests.support.waiting import wait_until
 def dispatcher_env(settings: Settings, secret_key: str, **extra: str) -> dict[str, str]:
     env = environment_for(settings)
     env.update(
-        {"AIFW_SECRET_KEY": secret_key, "DISPATCH_LEASE_SECONDS": "30", "DISPATCH_POLL_MS": "50", **extra}
+        {
+            "AIFW_SECRET_KEY": secret_key,
+            "DISPATCH_LEASE_SECONDS": "30",
+            "DISPATCH_POLL_MS": "50",
+            "FORWARD_POLL_MS": "50",
+            **extra,
+        }
     )
     return env
 
@@ -139,7 +145,12 @@ async def test_without_a_usable_key_file_syslog_destinations_still_forward(
     env = environment_for(settings)
     env.pop("AIFW_SECRET_KEY", None)
     # A data folder nobody can create: the key file cannot be made; a destination without a secret needs none.
-    env.update(AIFW_DATA_DIR="/proc/aifw-no-such-folder", DISPATCH_LEASE_SECONDS="30", DISPATCH_POLL_MS="50")
+    env.update(
+        AIFW_DATA_DIR="/proc/aifw-no-such-folder",
+        DISPATCH_LEASE_SECONDS="30",
+        DISPATCH_POLL_MS="50",
+        FORWARD_POLL_MS="50",
+    )
     process = await start_dispatcher(env)
     forwarder = lease_name(destination_id)
 
