@@ -127,8 +127,8 @@ class DispatchSettings:
     #: Whether the ingest server runs the dispatcher inside itself (INGEST_DISPATCH); leases keep one
     #: evaluator and one forwarder per destination however many servers run it.
     run_in_ingest_server: bool = True
-    #: How often an idle evaluator looks for new rows.
-    poll_seconds: float = 0.25
+    #: How often an evaluator that caught up looks for new rows (what it reads is written at once).
+    poll_seconds: float = 1.0
     #: How often a forwarder that caught up looks for new rows: a destination gets a batch a second at
     #: most when trickling (Fluent Bit's flush interval), each batch costing the same few statements.
     forward_poll_seconds: float = 1.0

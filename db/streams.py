@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     String,
     Text,
@@ -149,15 +150,19 @@ def after_event_condition(position: Position) -> Any:
     )
 
 
-def _event_filters(
-    after: Position, bound: int, organization_id: str | None, risk_levels: Collection[str] | None
-) -> list[Any]:
-    filters = [LogEntry.commit_seq.is_not(None), LogEntry.commit_seq < bound, after_event_condition(after)]
-    if organization_id is not None:
-        filters.append(LogEntry.organization_id == organization_id)
-    if risk_levels is not None:
-        filters.append(LogEntry.risk_level.in_(list(risk_levels)))
-    return filters
+def _after_bound_position() -> Any:
+    """:func:`after_event_condition` with the position as bind parameters (``after_seq``,
+    ``after_org``, ``after_item`` and ``no_item``: :func:`_page_parameters`), one statement for every
+    position, so that it is compiled and planned once."""
+    seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
+    after_seq = bindparam("after_seq", type_=BigInteger)
+    after_org = bindparam("after_org", type_=String)
+    # No item id: every row of that organisation at that seq comes after (and organisations are never
+    # empty, so with no organisation either every row at that seq does).
+    no_item = bindparam("no_item", type_=Boolean)
+    same_org = and_(org == after_org, or_(no_item, item > bindparam("after_item", type_=Uuid)))
+    later = or_(seq > after_seq, and_(seq == after_seq, or_(org > after_org, same_org)))
+    return and_(seq >= after_seq, later)  # the first: the index condition
 
 
 _EVENT_KEY = (LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id)
@@ -175,30 +180,85 @@ async def read_events(
 ) -> Page:
     """Committed log entries after ``after``, in commit order: rows of every column, or of ``columns``.
 
+    One page of :class:`EventPages` (a reader that reads often keeps one of those instead).
+    """
+    pages = EventPages(
+        limit=limit, organization_id=organization_id, risk_levels=risk_levels, columns=columns, where=where
+    )
+    return await pages.read(session, after=after)
+
+
+def _page_filters(
+    organization_id: str | None, risk_levels: Collection[str] | None, where: ColumnElement[bool] | None
+) -> list[ColumnElement[bool]]:
+    """Committed rows below the visible bound (parameter ``bound``), after the position (parameters
+    ``after_seq``, ``after_org``, ``after_item``), kept by the filters."""
+    filters = [
+        LogEntry.commit_seq.is_not(None),
+        LogEntry.commit_seq < bindparam("bound", type_=BigInteger),
+        _after_bound_position(),
+    ]
+    if organization_id is not None:
+        filters.append(LogEntry.organization_id == organization_id)
+    if risk_levels is not None:
+        filters.append(LogEntry.risk_level.in_(sorted(risk_levels)))
+    if where is not None:
+        filters.append(where)
+    return filters
+
+
+def _page_parameters(after: Position, bound: int) -> dict[str, Any]:
+    return {
+        "after_seq": after.seq,
+        "after_org": after.organization_id,
+        "after_item": uuid.UUID(after.item_id) if after.item_id else None,
+        "no_item": not after.item_id,
+        "bound": bound,
+    }
+
+
+class EventPages:
+    """Pages of committed log entries in commit order, for one set of columns and filters.
+
     Rows are plain result rows (attribute access by column name), not ORM objects: a reader takes
     thousands a second, and building an identity-mapped object per row would cost most of its time.
     ``organization_id``, ``risk_levels`` and ``where`` filter what is returned; the position still
     passes the rows they skip. Selected ``columns`` always end with ``commit_seq``,
-    ``organization_id`` and ``id``.
+    ``organization_id`` and ``id``. The statement is built once, with the position and the visible
+    bound as parameters, so a reader polling a few times a second (the alert evaluator) pays for
+    building and compiling it once.
     """
-    bound = await visible_bound(session, "log_entries")
-    selected: Sequence[Any] = [LogEntry.__table__] if columns is None else [*columns, *_EVENT_KEY]
-    statement = (
-        select(*selected)
-        .where(*_event_filters(after, bound, organization_id, risk_levels))
-        .order_by(*_EVENT_KEY)
-        .limit(limit)
-    )
-    if where is not None:
-        statement = statement.where(where)
-    rows = (await session.execute(statement)).all()
-    if len(rows) >= limit:
+
+    def __init__(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_ROWS,
+        organization_id: str | None = None,
+        risk_levels: Collection[str] | None = None,
+        columns: Sequence[Any] | None = None,
+        where: ColumnElement[bool] | None = None,
+    ) -> None:
+        self.limit = limit
+        self._whole_rows = columns is None
+        selected: Sequence[Any] = [LogEntry.__table__] if columns is None else [*columns, *_EVENT_KEY]
+        self._statement = (
+            select(*selected)
+            .where(*_page_filters(organization_id, risk_levels, where))
+            .order_by(*_EVENT_KEY)
+            .limit(limit)
+        )
+
+    async def read(self, session: AsyncSession, *, after: Position) -> Page:
+        """The events after ``after`` (at most ``limit``), and the position after them."""
+        bound = await visible_bound(session, "log_entries")
+        rows = (await session.execute(self._statement, _page_parameters(after, bound))).all()
+        if len(rows) < self.limit:
+            return Page(rows, max(after, Position(bound)))
         last = rows[-1]
         seq, organization, item = (
-            (last.commit_seq, last.organization_id, last.id) if columns is None else tuple(last)[-3:]
+            (last.commit_seq, last.organization_id, last.id) if self._whole_rows else tuple(last)[-3:]
         )
         return Page(rows, Position(int(seq), str(organization), str(item)))
-    return Page(rows, max(after, Position(bound)))
 
 
 @dataclass(frozen=True)
@@ -209,21 +269,6 @@ class LineTemplate:
 
     values: Callable[[ColumnCollection], Sequence[ColumnElement[Any]]]
     line: Callable[[ColumnCollection], ColumnElement[str]]
-
-
-def _after_bound_position() -> Any:
-    """:func:`after_event_condition` with the position as bind parameters (``after_seq``, ``after_org``,
-    ``after_item``): one statement for every position, so it is compiled and planned once."""
-    seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
-    after_seq = bindparam("after_seq", type_=BigInteger)
-    after_org = bindparam("after_org", type_=String)
-    after_item = bindparam("after_item", type_=String)
-    # An empty item id: every row of that organisation at that seq comes after (organisations are
-    # never empty, so an empty one puts every row at that seq after).
-    same_org = and_(org == after_org, or_(after_item == "", item > cast(func.nullif(after_item, ""), Uuid)))
-    return and_(
-        seq >= after_seq, or_(seq > after_seq, and_(seq == after_seq, or_(org > after_org, same_org)))
-    )
 
 
 class EventLines:
@@ -245,15 +290,7 @@ class EventLines:
         risk_levels: Collection[str] | None = None,
     ) -> None:
         self.limit = limit
-        filters = [
-            LogEntry.commit_seq.is_not(None),
-            LogEntry.commit_seq < bindparam("bound", type_=BigInteger),
-            _after_bound_position(),
-        ]
-        if organization_id is not None:
-            filters.append(LogEntry.organization_id == organization_id)
-        if risk_levels is not None:
-            filters.append(LogEntry.risk_level.in_(list(risk_levels)))
+        filters = _page_filters(organization_id, risk_levels, None)
         # Three steps, each a subquery the planner keeps whole: the page's rows (sorted and cut on
         # their own columns, however the planner reads them), the template's values computed once per
         # row of the page (OFFSET 0 keeps PostgreSQL from copying a value's expression into each of its
@@ -284,13 +321,7 @@ class EventLines:
     async def read(self, session: AsyncSession, *, after: Position) -> Page:
         """The lines of the events after ``after``, in commit order, and the position after them."""
         bound = await visible_bound(session, "log_entries")
-        parameters = {
-            "after_seq": after.seq,
-            "after_org": after.organization_id,
-            "after_item": after.item_id,
-            "bound": bound,
-        }
-        rows = (await session.execute(self._statement, parameters)).all()
+        rows = (await session.execute(self._statement, _page_parameters(after, bound))).all()
         lines = [line for line, _ in rows]
         if len(rows) < self.limit:
             return Page(lines, max(after, Position(bound)))
