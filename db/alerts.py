@@ -544,28 +544,8 @@ def _next_revision(alert: Alert, now: datetime) -> None:
     alert.updated_at = now
 
 
-async def _open(
-    session: AsyncSession,
-    rule: AlertRule,
-    group_key: str,
-    *,
-    first_at: datetime,
-    last_at: datetime,
-    count: int,
-    event_ids: Sequence[str],
-    details: dict[str, Any],
-    now: datetime,
-) -> Alert:
-    alert = _new_alert(
-        rule,
-        group_key,
-        first_at=first_at,
-        last_at=last_at,
-        count=count,
-        event_ids=event_ids,
-        details=details,
-        now=now,
-    )
+async def _open(session: AsyncSession, alert: Alert) -> Alert:
+    """Store a new alert (from :func:`_new_alert`) and its first revision's row."""
     session.add(alert)
     await session.flush()
     await record_alert_change(session=session, alert=alert, activity="create")
@@ -866,14 +846,9 @@ async def sync_silent_agents(
     oldest = min(as_utc(seen) for _, seen in listed)
     return await _open(
         session,
-        rule,
-        group_key,
-        first_at=oldest,
-        last_at=now,
-        count=total,
-        event_ids=[],
-        details=details,
-        now=now,
+        _new_alert(
+            rule, group_key, first_at=oldest, last_at=now, count=total, event_ids=[], details=details, now=now
+        ),
     )
 
 
@@ -923,7 +898,10 @@ async def raise_or_update_system_alert(
     if resolved_at is not None and now < resolved_at + timedelta(seconds=rule.cooldown_seconds):
         return None
     return await _open(
-        session, rule, group_key, first_at=now, last_at=now, count=1, event_ids=[], details=details, now=now
+        session,
+        _new_alert(
+            rule, group_key, first_at=now, last_at=now, count=1, event_ids=[], details=details, now=now
+        ),
     )
 
 
