@@ -82,14 +82,6 @@ def insert_for(session: AsyncSession) -> Callable[[Any], pg_dml.Insert | sqlite_
     return pg_dml.insert if session.get_bind().dialect.name == "postgresql" else sqlite_dml.insert
 
 
-async def driver_connection(session: AsyncSession) -> Any:
-    """The session's own asyncpg connection (PostgreSQL), in the session's transaction: for COPY."""
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    assert raw is not None
-    return raw
-
-
 async def take_sqlite_write_lock(session: AsyncSession, model: type[Any]) -> None:
     """On SQLite, take the database's single write lock now; it is held until the transaction ends.
 

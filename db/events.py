@@ -41,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
 from db.commit_order import next_commit_seq
-from db.engine import driver_connection
 from db.models import LogEntry
 
 #: Columns an event row provides (``created_at`` is added here), in COPY order.
@@ -121,7 +120,7 @@ async def _insert_postgresql(session: AsyncSession, events: list[Mapping[str, An
     records = _copy_records(events)
     # Through the session, so that it also opens the transaction the raw COPY then joins.
     await session.execute(text(f"SAVEPOINT {_COPY_SAVEPOINT}"))
-    raw = await driver_connection(session)
+    raw = await _driver_connection(session)
     try:
         await raw.copy_records_to_table("log_entries", records=records, columns=EVENT_COLUMNS)
     except asyncpg.UniqueViolationError:
@@ -152,6 +151,13 @@ async def _insert_postgresql_skipping_stored(
         )
     )
     return result.rowcount  # type: ignore[attr-defined]
+
+
+async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    return raw
 
 
 def _copy_records(events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

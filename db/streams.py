@@ -30,8 +30,8 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    false,
     func,
+    literal,
     or_,
     select,
 )
@@ -138,29 +138,34 @@ async def delete_cursors(session: AsyncSession, *, names: Collection[str]) -> No
 
 def after_event_condition(position: Position) -> Any:
     """The SQL condition "this log entry comes after ``position`` in commit order"."""
-    seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
-    same_org = org == position.organization_id
-    if position.item_id:
-        same_org = and_(same_org, item > uuid.UUID(position.item_id))
-    elif not position.organization_id:
-        same_org = false()
-    return and_(
-        seq >= position.seq,  # the index condition; the rest sorts out rows of the same transaction
-        or_(seq > position.seq, and_(seq == position.seq, or_(org > position.organization_id, same_org))),
+    return _after(
+        literal(position.seq, BigInteger),
+        literal(position.organization_id, String),
+        literal(not position.item_id, Boolean),
+        literal(uuid.UUID(position.item_id) if position.item_id else None, Uuid),
     )
 
 
 def _after_bound_position() -> Any:
     """:func:`after_event_condition` with the position as bind parameters (``after_seq``,
-    ``after_org``, ``after_item`` and ``no_item``: :func:`_page_parameters`), one statement for every
+    ``after_org``, ``no_item``, ``after_item``: :func:`_page_parameters`), one statement for every
     position, so that it is compiled and planned once."""
+    return _after(
+        bindparam("after_seq", type_=BigInteger),
+        bindparam("after_org", type_=String),
+        bindparam("no_item", type_=Boolean),
+        bindparam("after_item", type_=Uuid),
+    )
+
+
+def _after(after_seq: Any, after_org: Any, no_item: Any, after_item: Any) -> Any:
+    """Rows after ``(after_seq, after_org, after_item)`` in commit order, the position given as SQL values.
+
+    No item id: every row of that organisation at that seq comes after (and organisations are never
+    empty, so with no organisation either every row at that seq does).
+    """
     seq, org, item = LogEntry.commit_seq, LogEntry.organization_id, LogEntry.id
-    after_seq = bindparam("after_seq", type_=BigInteger)
-    after_org = bindparam("after_org", type_=String)
-    # No item id: every row of that organisation at that seq comes after (and organisations are never
-    # empty, so with no organisation either every row at that seq does).
-    no_item = bindparam("no_item", type_=Boolean)
-    same_org = and_(org == after_org, or_(no_item, item > bindparam("after_item", type_=Uuid)))
+    same_org = and_(org == after_org, or_(no_item, item > after_item))
     later = or_(seq > after_seq, and_(seq == after_seq, or_(org > after_org, same_org)))
     return and_(seq >= after_seq, later)  # the first: the index condition
 
@@ -295,7 +300,7 @@ class EventLines:
         # their own columns, however the planner reads them), the template's values computed once per
         # row of the page (OFFSET 0 keeps PostgreSQL from copying a value's expression into each of its
         # uses), then the lines.
-        key = key_of(LogEntry.__table__.c)
+        key = list(_EVENT_KEY)
         page = (
             select(LogEntry.__table__, func.row_number().over(order_by=key).label("page_row"))
             .where(*filters)
@@ -312,8 +317,8 @@ class EventLines:
         last_key = (
             cast(values.c.commit_seq, Text) + " " + cast(values.c.id, Text) + " " + values.c.organization_id
         )
-        # SQL does not promise that a projection keeps a subquery's order: say it (PostgreSQL sees
-        # that it holds, and sorts nothing).
+        # SQL does not promise that a projection keeps a subquery's order: say it (PostgreSQL then
+        # sorts only within rows of equal commit_seq, which the page's own order already holds).
         self._statement = select(
             func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
         ).order_by(*key_of(values.c))

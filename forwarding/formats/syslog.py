@@ -58,9 +58,15 @@ def header_field(value: str, max_length: int) -> str:
     return cleaned or "-"
 
 
+#: RFC 5424 section 6.3.3: '"', '\\' and ']' escaped with a backslash (the backslash first).
+PARAM_VALUE_ESCAPES: Final = (("\\", "\\\\"), ('"', '\\"'), ("]", "\\]"))
+
+
 def escape_param_value(value: str) -> str:
     """An SD-PARAM value: '"', '\\' and ']' escaped with a backslash (RFC 5424 section 6.3.3)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    for character, escape in PARAM_VALUE_ESCAPES:
+        value = value.replace(character, escape)
+    return value
 
 
 def timestamp_text(value: datetime) -> str:

@@ -1,8 +1,8 @@
 """The RFC 5424 message of an event with our JSON body, as a PostgreSQL expression over ``log_entries``.
 
 The fast path of syslog over TCP and TLS in the JSON format (forwarding/delivery.py): PostgreSQL
-builds each message while it reads the row, and the forwarder only relays the bytes it copies out
-(db.streams.copy_event_lines). Building a message in Python from a decoded row costs about 30 µs;
+builds each message while it reads the row, and the forwarder only relays the bytes it reads
+(db.streams.EventLines). Building a message in Python from a decoded row costs about 30 µs;
 relaying one costs under 1.
 
 The message is the one :func:`forwarding.formats.syslog.rfc5424` writes around
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Boolean, ColumnElement, Text, and_, case, cast, func, literal
 
 from db.streams import ColumnCollection, LineTemplate
-from forwarding.formats.syslog import fixed_header
+from forwarding.formats.syslog import PARAM_VALUE_ESCAPES, fixed_header
 from forwarding.severity import EVENT_SEVERITIES
 
 #: RFC 3339 in UTC with microseconds, without the zone: timestamp_text() and orjson, before their "Z".
@@ -65,8 +65,11 @@ def _compact_json(text: ColumnElement[str]) -> ColumnElement[str]:
 
 
 def _escape_param_value(column: ColumnElement[str]) -> ColumnElement[str]:
-    """forwarding.formats.syslog.escape_param_value in SQL."""
-    return func.replace(func.replace(func.replace(column, "\\", "\\\\"), '"', '\\"'), "]", "\\]")
+    """forwarding.formats.syslog.escape_param_value in SQL: the same replacements, in the same order."""
+    escaped = column
+    for character, escape in PARAM_VALUE_ESCAPES:
+        escaped = func.replace(escaped, character, escape)
+    return escaped
 
 
 def _values(row: ColumnCollection) -> list[ColumnElement[Any]]:
