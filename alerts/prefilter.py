@@ -7,7 +7,8 @@ still moves past the others (db.streams.read_events).
 The condition keeps a superset of the events that meet a rule, never fewer: a rule narrows only by
 what SQL compares exactly as :meth:`alerts.rules.CompiledRule.matches` does (risk levels, user and
 device ids, ``was_sanitized``, having any entity type at all, and, for a new-tool rule, a tool spelt
-exactly as one of the organisation's monitored tools is configured). Tool names and entity types
+exactly as one of the organisation's monitored tools is configured, or in its lower or upper case
+when that case-folds to the same name). Tool names and entity types
 are compared case-folded by the rules, which SQL cannot do the same way, so they narrow no further;
 the evaluator decides. An organisation with a rule that narrows by nothing has all its events read.
 """
