@@ -85,3 +85,9 @@ async def visible_bound(session: AsyncSession, stream: Stream) -> int:
         await session.execute(select(CommitCounter.value).where(CommitCounter.name == stream))
     ).scalar_one_or_none()
     return int(value or 0) + 1
+
+
+async def shared_bound(session: AsyncSession) -> int | None:
+    """The :func:`visible_bound` that serves every stream in this transaction: PostgreSQL's is one for all
+    (transaction ids). None on SQLite, where each stream has its own counter: read each then."""
+    return await visible_bound(session, "log_entries") if is_postgresql(session) else None

@@ -69,39 +69,47 @@ async def _mark_active(session: AsyncSession, destination: ForwardDestination, *
         )
 
 
+@dataclass(frozen=True)
+class DeliveredBatch:
+    """One stream's batch that went out: where its cursor moves, and what the receiver refused."""
+
+    stream: StreamName
+    position: Position
+    resend_from: Position
+    delivered: int
+    refused: Sequence[Refusal] = ()
+
+
 async def record_delivery(
-    *,
-    session: AsyncSession,
-    lease: Lease,
-    destination: ForwardDestination,
-    stream: StreamName,
-    position: Position,
-    resend_from: Position,
-    delivered: int,
-    refused: Sequence[Refusal] = (),
+    *, session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
 ) -> None:
-    """A batch went out: save the stream's cursor, add its refusals as dead letters, mark the destination
-    active (resolving its forwarding alert if it was failing) and count what was delivered."""
+    """Batches went out (a round's alert changes and events): save each stream's cursor, add the refusals
+    as dead letters, mark the destination active once (resolving its forwarding alert if it was failing)
+    and count what was delivered."""
     await fence(session, lease)
-    await save_cursor(
-        session, name=_cursor_name(destination.id, stream), position=position, resend_from=resend_from
-    )
-    for refusal in refused:
-        session.add(
-            DeadLetter(
-                destination_id=destination.id,
-                organization_id=destination.organization_id,
-                stream=refusal.stream,
-                item_id=refusal.item_id,
-                revision=refusal.revision,
-                payload=refusal.payload,
-                error=_short(refusal.error),
-                attempts=1,
-                retry_requested=False,
-                created_at=utcnow(),
-            )
+    for batch in batches:
+        await save_cursor(
+            session,
+            name=_cursor_name(destination.id, batch.stream),
+            position=batch.position,
+            resend_from=batch.resend_from,
         )
-    await _mark_active(session, destination, delivered=delivered)
+        for refusal in batch.refused:
+            session.add(
+                DeadLetter(
+                    destination_id=destination.id,
+                    organization_id=destination.organization_id,
+                    stream=refusal.stream,
+                    item_id=refusal.item_id,
+                    revision=refusal.revision,
+                    payload=refusal.payload,
+                    error=_short(refusal.error),
+                    attempts=1,
+                    retry_requested=False,
+                    created_at=utcnow(),
+                )
+            )
+    await _mark_active(session, destination, delivered=sum(batch.delivered for batch in batches))
     await session.flush()
 
 

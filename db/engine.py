@@ -19,7 +19,7 @@ from sqlalchemy import event, false, func, inspect, select, update
 from sqlalchemy.dialects import postgresql as pg_dml
 from sqlalchemy.dialects import sqlite as sqlite_dml
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from db.errors import DatabaseError, DatabaseUnavailable, SchemaNotMigrated, describe_database_error
@@ -44,12 +44,27 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _refuse_closed_connection(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pool checkout without a round trip: a pooled connection the server closed (a restart, a
+    terminated backend) is replaced before it is handed out. asyncpg notices the server closing
+    the socket while the connection sits in the pool, so this catches what a ping would, except
+    a peer that vanished without closing, which the first statement then reports."""
+    driver = record.driver_connection
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     """An async engine for the configured database (pool 20 + 10 overflow on PostgreSQL).
 
     Statement errors never carry their parameters (``hide_parameters``): a failed
     insert of a user or a token would otherwise print its hash into a message or a log.
     JSON columns are read with orjson: readers of the event streams decode two per row.
+
+    PostgreSQL pools ping each connection they hand out (``pool_pre_ping``): with asyncpg that is
+    three round trips (BEGIN, an empty query, ROLLBACK). The busy loops (the ingest writer, the
+    dispatcher) pass ``pool_pre_ping=False``: their pools only check that the server has not closed
+    the connection, with no round trip, and they retry a statement that meets a lost one anyway.
     """
     if settings.is_sqlite:
         options = {
@@ -70,7 +85,10 @@ def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     }
     if options.get("poolclass") is None:
         options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
-    return create_async_engine(settings.database_url, **options)
+    engine = create_async_engine(settings.database_url, **options)
+    if not options["pool_pre_ping"]:
+        event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
 
 
 def new_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

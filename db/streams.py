@@ -182,6 +182,7 @@ async def read_events(
     risk_levels: Collection[str] | None = None,
     columns: Sequence[Any] | None = None,
     where: ColumnElement[bool] | None = None,
+    bound: int | None = None,
 ) -> Page:
     """Committed log entries after ``after``, in commit order: rows of every column, or of ``columns``.
 
@@ -190,7 +191,7 @@ async def read_events(
     pages = EventPages(
         limit=limit, organization_id=organization_id, risk_levels=risk_levels, columns=columns, where=where
     )
-    return await pages.read(session, after=after)
+    return await pages.read(session, after=after, bound=bound)
 
 
 def _page_filters(
@@ -253,9 +254,11 @@ class EventPages:
             .limit(limit)
         )
 
-    async def read(self, session: AsyncSession, *, after: Position) -> Page:
-        """The events after ``after`` (at most ``limit``), and the position after them."""
-        bound = await visible_bound(session, "log_entries")
+    async def read(self, session: AsyncSession, *, after: Position, bound: int | None = None) -> Page:
+        """The events after ``after`` (at most ``limit``), and the position after them (``bound``: as for
+        :meth:`EventLines.read`)."""
+        if bound is None:
+            bound = await visible_bound(session, "log_entries")
         rows = (await session.execute(self._statement, _page_parameters(after, bound))).all()
         if len(rows) < self.limit:
             return Page(rows, max(after, Position(bound)))
@@ -323,9 +326,13 @@ class EventLines:
             func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
         ).order_by(*key_of(values.c))
 
-    async def read(self, session: AsyncSession, *, after: Position) -> Page:
-        """The lines of the events after ``after``, in commit order, and the position after them."""
-        bound = await visible_bound(session, "log_entries")
+    async def read(self, session: AsyncSession, *, after: Position, bound: int | None = None) -> Page:
+        """The lines of the events after ``after``, in commit order, and the position after them.
+
+        ``bound``: a :func:`visible_bound` of ``log_entries`` this transaction took already (one serves
+        every read of a transaction on PostgreSQL, where every stream has the same bound)."""
+        if bound is None:
+            bound = await visible_bound(session, "log_entries")
         rows = (await session.execute(self._statement, _page_parameters(after, bound))).all()
         lines = [line for line, _ in rows]
         if len(rows) < self.limit:
@@ -345,9 +352,13 @@ async def read_alert_changes(
     after: Position,
     limit: int = DEFAULT_PAGE_ROWS,
     organization_id: str | None = None,
+    bound: int | None = None,
 ) -> Page:
-    """Committed ``alert_changes`` rows after ``after``, in commit order (``item_id`` holds the row's id)."""
-    bound = await visible_bound(session, "alert_changes")
+    """Committed ``alert_changes`` rows after ``after``, in commit order (``item_id`` holds the row's id).
+
+    ``bound``: as for :meth:`EventLines.read`."""
+    if bound is None:
+        bound = await visible_bound(session, "alert_changes")
     seq = AlertChange.commit_seq
     after_id = int(after.item_id) if after.item_id else 0
     statement = (

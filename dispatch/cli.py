@@ -67,7 +67,9 @@ async def dispatch(settings: Settings, parts: DispatcherParts) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    engine = new_engine(settings)
+    # No ping per checkout (db.engine.new_engine): the workers check out connections several times a
+    # second and ride out a lost one themselves.
+    engine = new_engine(settings, pool_pre_ping=False)
     try:
         await check_database(engine, settings)
         dispatcher = Dispatcher(new_sessionmaker(engine), settings.dispatch, secrets=box, parts=parts)

@@ -29,15 +29,16 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import cast
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.commit_order import is_postgresql
+from db.commit_order import is_postgresql, shared_bound
 from db.deliveries import (
+    DeliveredBatch,
     FaultState,
     Refusal,
     StreamName,
@@ -132,6 +133,52 @@ class _Cursor:
     unsaved: bool = False
 
 
+@dataclass
+class _Read:
+    """A page read for one stream: items to format here, or frames PostgreSQL built (``frames``)."""
+
+    stream: StreamName
+    start: Position
+    page: Page
+    limit: int
+    items: list[ForwardItem] = field(default_factory=list)
+    frames: bool = False
+
+
+@dataclass
+class _Sent:
+    """A page sent: how many messages went out and which the receiver refused."""
+
+    read: _Read
+    delivered: int
+    refused: list[Refusal]
+
+    @property
+    def stream(self) -> StreamName:
+        return self.read.stream
+
+    @property
+    def start(self) -> Position:
+        return self.read.start
+
+    @property
+    def page(self) -> Page:
+        return self.read.page
+
+    @property
+    def limit(self) -> int:
+        return self.read.limit
+
+
+@dataclass
+class _Letters:
+    """The dead letters of a round: to send again, or missing (their item is no longer stored)."""
+
+    count: int = 0
+    pending: list[tuple[uuid.UUID, ForwardItem, str]] = field(default_factory=list)
+    missing: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+
 class Backoff:
     """A delay that doubles from ``first`` to ``most`` and starts again after a success."""
 
@@ -176,6 +223,8 @@ class DestinationForwarder:
         self._backoff = Backoff(retry_first_seconds, retry_most_seconds)
         self._version = product_version()
         self._transport: Transport | None = None
+        #: The destination as the last round read it (None: load it before the next round).
+        self._destination: ForwardDestination | None = None
         self._cursors: dict[StreamName, _Cursor] = {}
         self._renewed_at = time.monotonic()
         self._database_down = False
@@ -195,7 +244,8 @@ class DestinationForwarder:
         while True:
             destination: ForwardDestination | None = None
             try:
-                destination = await self._load_destination()
+                # Each round reads the destination again (in its read transaction): the first loads it.
+                destination = self._destination or await self._load_destination()
                 if destination is None or not destination.enabled:
                     return
                 if self._transport is None:
@@ -334,93 +384,122 @@ class DestinationForwarder:
     async def _round(self, destination: ForwardDestination, transport: Transport) -> bool:
         """Send what is waiting; True when a page came back full (more waits: the next round follows at once).
 
-        A page that was not full means the stream is caught up: the loop then waits a poll before
-        the next round, rather than spinning a round (and its queries and commit) per trickle of events.
+        A round reads in one transaction (the destination again, the dead letters to retry, a page of
+        each stream under one visible bound), sends, and records both streams' pages in one more: a
+        round costs the same few statements whatever it carries. A page that was not full means the
+        stream is caught up: the loop then waits a poll before the next round.
         """
-        worked = await self._retry_dead_letters(destination, transport)
-        if destination.forward_alerts:
-            worked = await self._deliver_page(destination, transport, "alert") or worked
-        if destination.event_risk_levels:
-            worked = await self._deliver_page(destination, transport, "event") or worked
-        return worked
-
-    async def _deliver_page(
-        self, destination: ForwardDestination, transport: Transport, stream: StreamName
-    ) -> bool:
-        cursor = self._cursors[stream]
-        start = cursor.position
-        if stream == "event" and (frames := self._frames_for(destination, transport)) is not None:
-            return await self._deliver_frames(destination, frames, start)
         async with self._sessions() as session:
-            if stream == "alert":
-                page = await read_alert_changes(
-                    session, after=start, limit=self._page_rows, organization_id=destination.organization_id
-                )
-                items: list[ForwardItem] = [alert_item(row) for row in page.rows]
-            else:
-                page = await read_events(
-                    session,
-                    after=start,
-                    limit=self._page_rows,
-                    organization_id=destination.organization_id,
-                    risk_levels=list(destination.event_risk_levels),
-                )
-                items = [event_item(row) for row in page.rows]
-        messages, refused = self._format(destination, items)
+            fresh = await find_destination(session=session, destination_id=self.destination_id)
+            self._destination = fresh
+            if fresh is None or not fresh.enabled:
+                return False  # the loop ends at its next turn
+            destination = fresh
+            letters = await self._read_dead_letters(session, destination)
+            bound = await shared_bound(session)
+            streams: list[StreamName] = ["alert"] if destination.forward_alerts else []
+            if destination.event_risk_levels:
+                streams.append("event")
+            reads = [await self._read_page(session, destination, transport, name, bound) for name in streams]
+        worked = await self._retry_dead_letters(destination, transport, letters)
+        sent: list[_Sent] = []
+        try:
+            for read in reads:
+                sent.append(await self._send(destination, transport, read))
+        except BaseException:
+            # What went out before the failure is recorded: an acknowledged batch is not sent twice.
+            if any(batch.page.rows for batch in sent):
+                await self._record(destination, transport.acknowledged, sent)
+            raise
+        return await self._record(destination, transport.acknowledged, sent) or worked
+
+    async def _read_page(
+        self,
+        session: AsyncSession,
+        destination: ForwardDestination,
+        transport: Transport,
+        stream: StreamName,
+        bound: int | None,
+    ) -> _Read:
+        start = self._cursors[stream].position
+        if stream == "alert":
+            page = await read_alert_changes(
+                session,
+                after=start,
+                limit=self._page_rows,
+                organization_id=destination.organization_id,
+                bound=bound,
+            )
+            return _Read(stream, start, page, self._page_rows, [alert_item(row) for row in page.rows])
+        if (frames := self._frames_for(destination, transport)) is not None:
+            page = await frames.read(session, after=start, bound=bound)
+            return _Read(stream, start, page, self._frame_page_rows, frames=True)
+        page = await read_events(
+            session,
+            after=start,
+            limit=self._page_rows,
+            organization_id=destination.organization_id,
+            risk_levels=list(destination.event_risk_levels),
+            bound=bound,
+        )
+        return _Read(stream, start, page, self._page_rows, [event_item(row) for row in page.rows])
+
+    async def _send(self, destination: ForwardDestination, transport: Transport, read: _Read) -> _Sent:
+        """Send one page: frames PostgreSQL built are relayed as they are; items are formatted here."""
+        if read.frames:
+            assert isinstance(transport, SyslogStreamTransport)
+            if read.page.rows:
+                await transport.send_frames(b"".join([octet_counted(message) for message in read.page.rows]))
+            return _Sent(read, delivered=len(read.page.rows), refused=[])
+        messages, refused = self._format(destination, read.items)
         if messages:
             refused += [
                 _refusal(message.item, message.body, reason)
                 for message, reason in await transport.send(messages)
             ]
-        return await self._record_page(
-            destination,
-            stream,
-            start,
-            page,
-            limit=self._page_rows,
-            acknowledged=transport.acknowledged,
-            delivered=len(items) - len(refused),
-            refused=refused,
-        )
+        return _Sent(read, delivered=len(read.items) - len(refused), refused=refused)
 
-    async def _record_page(
-        self,
-        destination: ForwardDestination,
-        stream: StreamName,
-        start: Position,
-        page: Page,
-        *,
-        limit: int,
-        acknowledged: bool,
-        delivered: int,
-        refused: list[Refusal],
+    async def _record(
+        self, destination: ForwardDestination, acknowledged: bool, sent: Sequence[_Sent]
     ) -> bool:
-        """Record a page sent (or an empty one); True when it was full (``limit`` rows: more waits)."""
-        cursor = self._cursors[stream]
-        if not page.rows:
-            if page.next_position != start:
-                cursor.position, cursor.unsaved = page.next_position, True
+        """Record the pages sent (an empty page only moves the cursor in memory, saved with the lease's
+        renewal); True when one was full (more waits)."""
+        batches: list[tuple[_Sent, DeliveredBatch]] = []
+        for batch in sent:
+            cursor, page = self._cursors[batch.stream], batch.page
+            if not page.rows:
+                if page.next_position != batch.start:
+                    cursor.position, cursor.unsaved = page.next_position, True
+                continue
+            resend_from = page.next_position if acknowledged else batch.start
+            batches.append(
+                (
+                    batch,
+                    DeliveredBatch(
+                        stream=batch.stream,
+                        position=page.next_position,
+                        resend_from=resend_from,
+                        delivered=batch.delivered,
+                        refused=batch.refused,
+                    ),
+                )
+            )
+        if not batches:
             return False
-        resend_from = page.next_position if acknowledged else start
         async with self._sessions() as session:
             await record_delivery(
                 session=session,
                 lease=self.lease,
                 destination=destination,
-                stream=stream,
-                position=page.next_position,
-                resend_from=resend_from,
-                delivered=delivered,
-                refused=refused,
+                batches=[delivered for _, delivered in batches],
             )
             await session.commit()
         self._renewed_at = time.monotonic()
-        self._cursors[stream] = _Cursor(position=page.next_position, resend_from=resend_from)
-        return len(page.rows) >= limit
+        for batch, delivered in batches:
+            self._cursors[batch.stream] = _Cursor(delivered.position, delivered.resend_from)
+        return any(len(batch.page.rows) >= batch.limit for batch, _ in batches)
 
-    def _frames_for(
-        self, destination: ForwardDestination, transport: Transport
-    ) -> tuple[SyslogStreamTransport, EventLines] | None:
+    def _frames_for(self, destination: ForwardDestination, transport: Transport) -> EventLines | None:
         """The fast path, where it applies: events in our JSON over syslog TCP or TLS from PostgreSQL.
 
         PostgreSQL builds each RFC 5424 message as it reads the row (forwarding/formats/syslog_sql.py),
@@ -448,30 +527,7 @@ class DestinationForwarder:
                 risk_levels=sorted(risk_levels),
             )
             self._frame_reader = (transport, risk_levels, lines)
-        return transport, self._frame_reader[2]
-
-    async def _deliver_frames(
-        self,
-        destination: ForwardDestination,
-        frames: tuple[SyslogStreamTransport, EventLines],
-        start: Position,
-    ) -> bool:
-        """A page of events built by PostgreSQL, framed, sent and recorded as :meth:`_deliver_page` does."""
-        transport, lines = frames
-        async with self._sessions() as session:
-            page = await lines.read(session, after=start)
-        if page.rows:
-            await transport.send_frames(b"".join([octet_counted(message) for message in page.rows]))
-        return await self._record_page(
-            destination,
-            "event",
-            start,
-            page,
-            limit=self._frame_page_rows,
-            acknowledged=transport.acknowledged,
-            delivered=len(page.rows),
-            refused=[],
-        )
+        return self._frame_reader[2]
 
     def _format(
         self, destination: ForwardDestination, items: Sequence[ForwardItem]
@@ -484,43 +540,47 @@ class DestinationForwarder:
                 refused.append(_refusal(item, "", f"cannot be formatted as {destination.format}: {error}"))
         return messages, refused
 
-    async def _retry_dead_letters(self, destination: ForwardDestination, transport: Transport) -> bool:
-        """Send the dead letters an administrator asked to retry, as they were refused."""
-        pending: list[tuple[uuid.UUID, ForwardItem, str]] = []
-        missing: list[tuple[uuid.UUID, str]] = []
-        async with self._sessions() as session:
-            letters = await dead_letters_to_retry(
-                session=session, destination_id=destination.id, limit=DEAD_LETTER_BATCH
+    async def _read_dead_letters(self, session: AsyncSession, destination: ForwardDestination) -> _Letters:
+        """The dead letters an administrator asked to retry, with the items they were made from."""
+        letters = _Letters()
+        for letter in await dead_letters_to_retry(
+            session=session, destination_id=destination.id, limit=DEAD_LETTER_BATCH
+        ):
+            letters.count += 1
+            item = await self._stored_item(
+                session, letter.stream, letter.organization_id, letter.item_id, letter.revision
             )
-            for letter in letters:
-                item = await self._stored_item(
-                    session, letter.stream, letter.organization_id, letter.item_id, letter.revision
-                )
-                if item is None:
-                    missing.append((letter.id, "no longer stored (deleted by retention)"))
-                else:
-                    pending.append((letter.id, item, letter.payload))
-        if not letters:
+            if item is None:
+                letters.missing.append((letter.id, "no longer stored (deleted by retention)"))
+            else:
+                letters.pending.append((letter.id, item, letter.payload))
+        return letters
+
+    async def _retry_dead_letters(
+        self, destination: ForwardDestination, transport: Transport, letters: _Letters
+    ) -> bool:
+        """Send the dead letters to retry, as they were refused, and record what became of them."""
+        if not letters.count:
             return False
         messages = [
             (letter_id, Message(item=item, body=payload, syslog_severity=syslog_severity(item)))
-            for letter_id, item, payload in pending
+            for letter_id, item, payload in letters.pending
         ]
         answers = await transport.send([message for _, message in messages]) if messages else []
         refused = [(_letter_of(messages, message), reason) for message, reason in answers]
         refused_ids = {letter_id for letter_id, _ in refused}
-        delivered = [letter_id for letter_id, _, _ in pending if letter_id not in refused_ids]
+        delivered = [letter_id for letter_id, _, _ in letters.pending if letter_id not in refused_ids]
         async with self._sessions() as session:
             await record_dead_letter_results(
                 session=session,
                 lease=self.lease,
                 destination=destination,
                 delivered=delivered,
-                refused=refused + missing,
+                refused=refused + letters.missing,
             )
             await session.commit()
         self._renewed_at = time.monotonic()
-        return len(letters) >= DEAD_LETTER_BATCH
+        return letters.count >= DEAD_LETTER_BATCH
 
     @staticmethod
     async def _stored_item(

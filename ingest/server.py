@@ -82,8 +82,8 @@ class IngestServer:
         #: Keeps devices.last_seen current for long-lived connections (any line counts).
         self.heartbeat = DeviceHeartbeat(self.sessions)
         self.stats = IngestStats()
-        # The writer's own pool has no pre-ping (with asyncpg three round trips per checkout, so per
-        # batch): a dead connection fails its batch, which is retried on a fresh connection anyway.
+        # The writer's own pool has no ping per checkout (db.engine.new_engine; it would be three round
+        # trips per batch): a dead connection fails its batch, which is retried on a fresh one anyway.
         self.writer_engine = new_engine(settings, pool_pre_ping=False) if settings.is_postgresql else engine
         self.writer = BatchWriter(new_sessionmaker(self.writer_engine), settings.ingest, self.stats)
         #: Every connection with a running handler (shutdown stops them all).
@@ -415,8 +415,9 @@ async def serve(
     dispatcher: Dispatcher | None = None
     partitions_stop = asyncio.Event()
     partitions_task: asyncio.Task[None] | None = None
-    # The dispatcher's own pool on PostgreSQL: its forwarders never hold up an agent's hello.
-    dispatch_engine = new_engine(settings) if settings.is_postgresql else engine
+    # The dispatcher's own pool on PostgreSQL: its forwarders never hold up an agent's hello. No ping
+    # per checkout (db.engine.new_engine): its workers check out a connection several times a second.
+    dispatch_engine = new_engine(settings, pool_pre_ping=False) if settings.is_postgresql else engine
     server = IngestServer(settings, engine)
     try:
         await check_database(engine, settings)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import MAX_OVERFLOW, POOL_SIZE, check_database, head_revision, new_engine
 from db.errors import DatabaseError, DatabaseUnavailable, SchemaNotMigrated, error_reason
-from db.settings import load_settings
+from db.settings import Settings, load_settings
 from tests.support.database import create_postgres_database, drop_postgres_database, settings_for
 
 
@@ -130,3 +130,23 @@ def test_a_missing_postgresql_database_says_create_it_not_is_it_running() -> Non
         asyncio.run(check())
     assert "has no database" in str(error.value)
     assert "is it running" not in str(error.value)
+
+
+async def test_a_pool_without_pings_replaces_a_connection_the_server_closed(
+    engine: AsyncEngine, settings: Settings, backend: str
+) -> None:
+    """The busy loops' pools (no ping per checkout) hand out a fresh connection, not the closed one."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server to close a connection")
+    unpinged = new_engine(settings, pool_pre_ping=False, pool_size=1, max_overflow=0)
+    try:
+        async with unpinged.connect() as connection:
+            first = await connection.scalar(text("SELECT pg_backend_pid()"))
+        async with engine.connect() as other:
+            assert await other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        await asyncio.sleep(0.2)  # asyncpg sees the socket close once the loop runs
+        async with unpinged.connect() as connection:
+            second = await connection.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        await unpinged.dispose()
