@@ -46,6 +46,7 @@ from alerts.windows import SlidingWindows
 from db import alerts, leases, streams
 from db.alert_rules import LIVE_GRACE_SECONDS
 from db.base import utcnow
+from db.engine import reading
 from db.errors import error_reason, is_connection_error
 
 log = logging.getLogger("aifw.alerts")
@@ -239,7 +240,7 @@ class AlertEvaluator:
     # -- rules and windows --
 
     async def _read_rules(self) -> None:
-        async with self.sessions() as session:
+        async with reading(self.sessions) as session:
             rows = await alerts.enabled_rules(session=session, kinds=(*EVENT_KINDS, "silent_agent"))
             organizations = {rule.organization_id for rule in rows if rule.kind == "new_tool"}
             monitored = await alerts.monitored_tool_spellings(session=session, organization_ids=organizations)
@@ -315,7 +316,7 @@ class AlertEvaluator:
         """
         assert self.lease is not None
         assert self.position is not None
-        async with self.sessions() as session:
+        async with reading(self.sessions) as session:
             page = await self.pages.read(session, after=self.position)
             # End the read before the write: on SQLite a read snapshot cannot become the writer.
             await session.rollback()

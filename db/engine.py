@@ -6,7 +6,8 @@ Never an engine at import time: each process (and each test) calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -93,6 +94,20 @@ def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
 
 def new_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need no snapshot of their own (each statement stands alone).
+
+    On PostgreSQL its connection runs in AUTOCOMMIT, so no BEGIN and no ROLLBACK go to the server: two
+    round trips fewer for a loop that reads several times a second (the dispatcher's workers). The
+    connection goes back to the pool at its usual isolation level. SQLite: an ordinary session.
+    """
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
 
 
 def insert_for(session: AsyncSession) -> Callable[[Any], pg_dml.Insert | sqlite_dml.Insert]:

@@ -52,6 +52,7 @@ from db.deliveries import (
     stored_event,
 )
 from db.destinations import alerts_cursor_name, events_cursor_name, find_destination
+from db.engine import reading
 from db.errors import is_connection_error
 from db.leases import Lease, LeaseLost
 from db.models import ForwardDestination
@@ -315,7 +316,7 @@ class DestinationForwarder:
             )
 
     async def _load_destination(self) -> ForwardDestination | None:
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             destination = await find_destination(session=session, destination_id=self.destination_id)
         self._database_back()
         return destination
@@ -389,7 +390,7 @@ class DestinationForwarder:
         round costs the same few statements whatever it carries. A page that was not full means the
         stream is caught up: the loop then waits a poll before the next round.
         """
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             fresh = await find_destination(session=session, destination_id=self.destination_id)
             self._destination = fresh
             if fresh is None or not fresh.enabled:

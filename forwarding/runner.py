@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.destinations import lease_name, list_destinations
+from db.engine import reading
 from db.leases import Lease, acquire, release
 from db.secrets import SecretBox
 from forwarding.delivery import FRAME_PAGE_ROWS, PAGE_ROWS, DestinationForwarder
@@ -82,7 +83,7 @@ class Forwarders:
 
     async def _scan(self) -> None:
         try:
-            async with self._sessions() as session:
+            async with reading(self._sessions) as session:
                 enabled = await list_destinations(session=session, enabled_only=True)
         except (SQLAlchemyError, OSError) as error:
             if not self._database_down:

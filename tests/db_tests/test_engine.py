@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from db.engine import MAX_OVERFLOW, POOL_SIZE, check_database, head_revision, new_engine
+from db.engine import (
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    check_database,
+    head_revision,
+    new_engine,
+    new_sessionmaker,
+    reading,
+)
 from db.errors import DatabaseError, DatabaseUnavailable, SchemaNotMigrated, error_reason
 from db.settings import Settings, load_settings
 from tests.support.database import create_postgres_database, drop_postgres_database, settings_for
@@ -150,3 +158,25 @@ async def test_a_pool_without_pings_replaces_a_connection_the_server_closed(
         assert second != first
     finally:
         await unpinged.dispose()
+
+
+async def test_reading_runs_each_statement_alone_and_gives_the_connection_back_transactional(
+    engine: AsyncEngine, backend: str
+) -> None:
+    """reading() sends no BEGIN on PostgreSQL: each statement is its own transaction (now() moves); the
+    pool's next user gets an ordinary transaction again (now() stands still)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's reading() is an ordinary session")
+    sessions = new_sessionmaker(engine)
+
+    async def two_nows(session: AsyncSession) -> tuple[object, object]:
+        first = await session.scalar(text("SELECT now()"))
+        await asyncio.sleep(0.01)
+        return first, await session.scalar(text("SELECT now()"))
+
+    async with reading(sessions) as session:
+        first, second = await two_nows(session)
+        assert first != second
+    async with sessions() as session:
+        first, second = await two_nows(session)
+        assert first == second
