@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, delete, func, insert, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import flag_modified
 
 from db.alert_rules import HOUR, RuleProblem, validate_rule
 from db.audit import apply_changes, record_change
@@ -748,6 +749,10 @@ async def apply_hits(
             room = MAX_ALERT_EVENT_IDS - len(ids)
             if room > 0:
                 alert.event_ids = ids + [i for i in hit.matches.ids if i not in ids][:room]
+            # Every update sets the same columns, so the page's updates go as one statement (an
+            # executemany), not one per combination of columns that happened to change.
+            flag_modified(alert, "last_event_at")
+            flag_modified(alert, "event_ids")
             _next_revision(alert, now)
             recorded.append((alert, "update"))
             changed.append(alert)
