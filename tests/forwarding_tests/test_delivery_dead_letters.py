@@ -12,19 +12,28 @@ from db.engine import new_sessionmaker
 from db.models import AuditEvent, DeadLetter
 from db.rights import Actor
 from tests.forwarding_tests.test_delivery import forwarding
-from tests.support.forwarding_rows import add_destination, add_org, commit_order, events, reload, store
+from tests.support.forwarding_rows import (
+    add_alert_revision,
+    add_destination,
+    add_org,
+    commit_order,
+    events,
+    reload,
+    store,
+)
 from tests.support.http_receiver import HEC_TOKEN, http_receiver
 from tests.support.waiting import wait_until
 
 
 def hec_ids(received: list[dict[str, object]]) -> list[str]:
-    """The event ids in what HEC received, in order (each event's JSON body carries its ``id``)."""
+    """The ids in what HEC received, in order: each event's JSON body carries its ``id``, each alert
+    change its ``alert_id``."""
     ids = []
     for event in received:
         body = event["event"]
         document = orjson.loads(body) if isinstance(body, str) else body
         assert isinstance(document, dict)
-        ids.append(str(document["id"]))
+        ids.append(str(document["alert_id"] if document["type"] == "alert" else document["id"]))
     return ids
 
 
@@ -93,3 +102,34 @@ async def test_a_refused_event_is_a_dead_letter_and_is_delivered_when_retried(en
             await session.scalars(select(AuditEvent.action).where(AuditEvent.entity_type == "dead_letter"))
         ).all()
     assert actions == ["dead_letter.retry", "dead_letter.retry"]
+
+
+async def test_alert_changes_accepted_before_the_events_failed_are_not_sent_again(
+    engine: AsyncEngine,
+) -> None:
+    """A round sends alert changes, then events: when HEC takes the alert changes and turns the events
+    away (503), the alert changes are recorded, so they are not sent twice once the events go through."""
+    await add_org(engine)
+    async with http_receiver() as receiver:
+        destination = await add_destination(
+            engine,
+            address=receiver.url,
+            transport="hec",
+            secret=HEC_TOKEN,
+            risk_levels=("red",),
+            forward_alerts=True,
+        )
+        alert = await add_alert_revision(engine)
+        await store(engine, events(3))
+        expected = await commit_order(engine, "acme", ["red"])
+        receiver.faults.unavailable_containing = expected[0]
+        async with forwarding(engine):
+
+            async def turned_away() -> bool:
+                return (await reload(engine, destination.id)).state == "retrying"
+
+            await wait_until(turned_away, what="the events turned away")
+            assert hec_ids(receiver.hec_events) == [str(alert.id)]
+            receiver.faults.unavailable_containing = None
+            await wait_until(lambda: len(receiver.hec_events) >= 4, what="the events")
+        assert hec_ids(receiver.hec_events) == [str(alert.id), *expected]

@@ -50,6 +50,8 @@ class Faults:
     retry_after: str | None = None
     #: HEC: 400 for a request whose body holds this text (an event id); webhook: 422 for it.
     refuse_containing: str | None = None
+    #: 503 (a passing fault) for every request whose body holds this text, until the test clears it.
+    unavailable_containing: str | None = None
     #: HEC: 413 for a request of more than this many events.
     max_events: int | None = None
     #: Read the request and never answer.
@@ -147,6 +149,9 @@ class HttpReceiver:
         faults = self.faults
         if faults.status is not None:
             return faults.status, b'{"text":"refused by the test","code":99}', {}
+        unavailable = faults.unavailable_containing
+        if unavailable is not None and unavailable.encode() in request.body:
+            return 503, b'{"text":"Server is busy","code":9}', {}
         if faults.fail_times > 0:
             faults.fail_times -= 1
             headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
