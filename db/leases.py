@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import String, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.base import utcnow
@@ -81,18 +81,39 @@ async def fence(session: AsyncSession, lease: Lease) -> None:
     until the commit, so nobody can take the lease between the check and the commit.
     """
     now = utcnow()
-    ours = [WorkLease.name == lease.name, WorkLease.holder == lease.holder, WorkLease.epoch == lease.epoch]
-    if session.get_bind().dialect.name == "postgresql":
-        # _end_if_stalled's setting, taken by the same statement: one round trip less for every write
-        # a lease holder makes (evaluator and forwarders write several times a second).
-        ours.append(_stall_timeout(lease.seconds).is_not(None))
-    result = await session.execute(
-        update(WorkLease)
-        .where(*ours)
-        .values(expires_at=now + timedelta(seconds=lease.seconds), renewed_at=now)
-    )
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    parameters = {
+        "lease_name": lease.name,
+        "lease_holder": lease.holder,
+        "lease_epoch": lease.epoch,
+        "lease_expires_at": now + timedelta(seconds=lease.seconds),
+        "lease_renewed_at": now,
+    }
+    if postgresql:
+        parameters["lease_stall_ms"] = _stall_milliseconds(lease.seconds)
+    result = await session.execute(_FENCE_POSTGRESQL if postgresql else _FENCE, parameters)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(f"lease {lease.name!r} was taken over")
+
+
+def _fence_statement(*, postgresql: bool) -> Any:
+    """:func:`fence`'s UPDATE, built once: the lease and the times are bind parameters, so SQLAlchemy
+    neither builds nor keys it again for each of the several writes a second of a lease holder."""
+    ours = [
+        WorkLease.name == bindparam("lease_name"),
+        WorkLease.holder == bindparam("lease_holder"),
+        WorkLease.epoch == bindparam("lease_epoch"),
+    ]
+    if postgresql:
+        # _end_if_stalled's setting, taken by the same statement: one round trip less for every write
+        # a lease holder makes (evaluator and forwarders write several times a second).
+        ours.append(_stall_timeout(bindparam("lease_stall_ms", type_=String)).is_not(None))
+    return (
+        update(WorkLease)
+        .where(*ours)
+        .values(expires_at=bindparam("lease_expires_at"), renewed_at=bindparam("lease_renewed_at"))
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _end_if_stalled(session: AsyncSession, seconds: float) -> None:
@@ -104,13 +125,20 @@ async def _end_if_stalled(session: AsyncSession, seconds: float) -> None:
     stopped holder finds its connection gone (and its lease taken) when it resumes.
     """
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(_stall_timeout(seconds)))
+        await session.execute(select(_stall_timeout(_stall_milliseconds(seconds))))
 
 
-def _stall_timeout(seconds: float) -> Any:
+def _stall_milliseconds(seconds: float) -> str:
+    return str(max(1000, int(seconds * 1000)))
+
+
+def _stall_timeout(milliseconds: Any) -> Any:
     """``SET LOCAL idle_in_transaction_session_timeout`` as an expression (``set_config``, local)."""
-    milliseconds = str(max(1000, int(seconds * 1000)))
     return func.set_config("idle_in_transaction_session_timeout", milliseconds, True)
+
+
+_FENCE = _fence_statement(postgresql=False)
+_FENCE_POSTGRESQL = _fence_statement(postgresql=True)
 
 
 async def release(session: AsyncSession, lease: Lease) -> None:

@@ -35,6 +35,8 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -117,7 +119,8 @@ async def save_cursor(
 ) -> None:
     """Store the reader's position (and where a resend would start: by default the position itself)."""
     resend = resend_from or position
-    values = {
+    parameters = {
+        "name": name,
         "seq": position.seq,
         "organization_id": position.organization_id,
         "item_id": position.item_id,
@@ -126,8 +129,25 @@ async def save_cursor(
         "resend_item_id": resend.item_id,
         "updated_at": utcnow(),
     }
-    statement = insert_for(session)(StreamCursor).values(name=name, **values)
-    await session.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
+    dialect = session.get_bind().dialect.name
+    await session.execute(_SAVE_CURSOR[dialect], parameters)
+
+
+def _save_cursor_statement(insert: Callable[[Any], Any]) -> Any:
+    """:func:`save_cursor`'s upsert, built once with bind parameters (readers save cursors several times
+    a second: SQLAlchemy then neither builds nor keys it again)."""
+    columns = [column.key for column in StreamCursor.__table__.columns]
+    statement = insert(StreamCursor).values({column: bindparam(column) for column in columns})
+    return statement.on_conflict_do_update(
+        index_elements=["name"],
+        set_={column: statement.excluded[column] for column in columns if column != "name"},
+    )
+
+
+_SAVE_CURSOR = {
+    "postgresql": _save_cursor_statement(pg_insert),
+    "sqlite": _save_cursor_statement(sqlite_insert),
+}
 
 
 async def delete_cursors(session: AsyncSession, *, names: Collection[str]) -> None:
