@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from alerts.rules import CompiledRule, EventFacts, compile_rule
 from alerts.windows import SlidingWindows
@@ -57,6 +58,18 @@ class RuleSet:
             for organization_id, names in monitored_spellings.items()
         }
         return cls(by_organization, rows, silent, monitored_tools, monitored_spellings)
+
+    def reading_key(self) -> tuple[Any, ...]:
+        """What decides which events the evaluator reads (alerts/prefilter.py): equal keys, same reads."""
+        rules = tuple(
+            (organization_id, tuple(sorted(repr(rule.signature) for rule in compiled)))
+            for organization_id, compiled in sorted(self.by_organization.items())
+        )
+        spellings = tuple(
+            (organization_id, tuple(sorted(names)))
+            for organization_id, names in sorted(self.monitored_spellings.items())
+        )
+        return rules, spellings
 
     def compiled(self) -> dict[uuid.UUID, CompiledRule]:
         return {rule.id: rule for rules in self.by_organization.values() for rule in rules}

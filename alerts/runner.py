@@ -91,6 +91,7 @@ class AlertEvaluator:
         self.lease: leases.Lease | None = None
         self.position: streams.Position | None = None
         self.rules = RuleSet.build([], {})
+        self._pages: tuple[tuple[Any, ...], streams.EventPages] | None = None
         self.pages = self._pages_of(self.rules)
         self.windows = SlidingWindows()
         self.silence = SilenceSchedule(silent_check_seconds)
@@ -292,8 +293,15 @@ class AlertEvaluator:
         return count_events(map(facts_from_row, rows), self.rules, self.windows)
 
     def _pages_of(self, rules: RuleSet) -> streams.EventPages:
-        """The reader of the events a rule could be met by: the only ones read (alerts/prefilter.py)."""
-        return streams.EventPages(limit=self.page_rows, columns=EVENT_COLUMNS, where=candidate_filter(rules))
+        """The reader of the events a rule could be met by: the only ones read (alerts/prefilter.py).
+
+        Kept while the rules read the same events: the rules are read again every couple of seconds,
+        and a new reader is a new statement for SQLAlchemy to key and compile."""
+        key = rules.reading_key()
+        if self._pages is None or self._pages[0] != key:
+            where = candidate_filter(rules)
+            self._pages = (key, streams.EventPages(limit=self.page_rows, columns=EVENT_COLUMNS, where=where))
+        return self._pages[1]
 
     def _prune(self) -> None:
         compiled = self.rules.compiled()

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from alerts.evaluator import RuleSet
 from alerts.prefilter import candidate_filter
 from alerts.rules import EVENT_COLUMNS, facts_from_row
+from alerts.runner import AlertEvaluator
 from db.engine import new_sessionmaker
+from db.models import AlertRule
 from db.streams import Position, read_events
 from tests.alerts_tests.test_windows_and_matching import rule
 from tests.support.database import make_event, store_logs
@@ -122,3 +124,32 @@ async def test_the_prefilter_keeps_every_event_a_rule_could_meet_and_leaves_most
 async def test_without_event_rules_nothing_is_read(engine: AsyncEngine) -> None:
     await store_logs(engine, every_kind_of_event()[:20])
     assert await read_all(engine, candidate_filter(RuleSet.build([], {}))) == []
+
+
+def same_rules(**changes: object) -> list[AlertRule]:
+    """RULES again as new rows (same ids), with ``changes`` to the first one."""
+    rows = [rule(**{column: getattr(row, column) for column in RULE_COLUMNS}) for row in RULES]
+    for column, value in changes.items():
+        setattr(rows[0], column, value)
+    return rows
+
+
+RULE_COLUMNS = ("id", "organization_id", "name", "kind", "threshold", "window_seconds", "group_by", "filters")
+
+
+def test_the_evaluator_keeps_its_reader_while_the_rules_read_the_same_events() -> None:
+    """Rules are read again every couple of seconds; the page reader (a statement to key and compile)
+    is built again only when what it reads changes: a rule's filters, kinds and windows, the monitored
+    tools; not a rule's name."""
+    evaluator = AlertEvaluator(None, holder="test")  # type: ignore[arg-type]  # never reads here
+    first = evaluator._pages_of(RuleSet.build(RULES, MONITORED))
+    assert evaluator._pages_of(RuleSet.build(same_rules(), MONITORED)) is first
+    assert evaluator._pages_of(RuleSet.build(same_rules(name="renamed"), MONITORED)) is first
+    narrower = evaluator._pages_of(RuleSet.build(same_rules(filters={"risk_levels": ["amber"]}), MONITORED))
+    assert narrower is not first
+    tools = {**MONITORED, "acme": MONITORED["acme"] | {"Gemini"}}
+    assert (
+        evaluator._pages_of(RuleSet.build(same_rules(filters={"risk_levels": ["amber"]}), tools))
+        is not narrower
+    )
+    assert evaluator._pages_of(RuleSet.build(RULES, MONITORED)) is not first  # built again: a new reader
