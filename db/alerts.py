@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, union_all
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
@@ -46,6 +46,9 @@ ALERT_PAGE_SIZE = 200
 MAX_SILENT_DEVICE_IDS = 50
 #: Who resolves an alert whose cause went away by itself.
 SYSTEM_ACTOR = "system"
+
+# The mapped class declares __table__ as a FromClause; for alert_changes it is the Table itself.
+_ALERT_CHANGES = cast(Table, AlertChange.__table__)
 
 
 class AlertError(ValueError):
@@ -530,7 +533,9 @@ async def record_alert_changes(
         if commit_seq is not None:  # PostgreSQL's column default stamps it otherwise: never send NULL there
             values["commit_seq"] = commit_seq
         rows.append(values)
-    await session.execute(insert(AlertChange), rows)
+    # The table, not the mapped class: a Core executemany, compiled once, where the ORM's bulk insert
+    # keys a statement with every row's values again.
+    await session.execute(insert(_ALERT_CHANGES), rows)
 
 
 async def _new_revision(session: AsyncSession, alert: Alert, activity: AlertActivity, now: datetime) -> None:

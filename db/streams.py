@@ -376,13 +376,14 @@ async def read_alert_changes(
 ) -> Page:
     """Committed ``alert_changes`` rows after ``after``, in commit order (``item_id`` holds the row's id).
 
+    Rows are plain result rows (attribute access by column name), as for :class:`EventPages`.
     ``bound``: as for :meth:`EventLines.read`."""
     if bound is None:
         bound = await visible_bound(session, "alert_changes")
     seq = AlertChange.commit_seq
     after_id = int(after.item_id) if after.item_id else 0
     statement = (
-        select(AlertChange)
+        select(AlertChange.__table__)
         .where(
             seq.is_not(None),
             seq < bound,
@@ -394,7 +395,7 @@ async def read_alert_changes(
     )
     if organization_id is not None:
         statement = statement.where(AlertChange.organization_id == organization_id)
-    rows = (await session.scalars(statement)).all()
+    rows = (await session.execute(statement)).all()
     if len(rows) >= limit:
         last = rows[-1]
         return Page(rows, Position(int(last.commit_seq or 0), "", str(last.id)))
