@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Integer, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import alerts
@@ -21,7 +21,7 @@ from db.base import utcnow
 from db.destinations import alerts_cursor_name, events_cursor_name
 from db.leases import Lease, fence
 from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry
-from db.streams import Position, save_cursor
+from db.streams import Position, save_cursor, save_cursors
 
 StreamName = Literal["event", "alert"]
 #: A destination's state while its forwarder fails: ``paused`` (destination down), ``retrying`` (passing).
@@ -87,13 +87,14 @@ async def record_delivery(
     as dead letters, mark the destination active once (resolving its forwarding alert if it was failing)
     and count what was delivered."""
     await fence(session, lease)
+    await save_cursors(
+        session,
+        [
+            (_cursor_name(destination.id, batch.stream), batch.position, batch.resend_from)
+            for batch in batches
+        ],
+    )
     for batch in batches:
-        await save_cursor(
-            session,
-            name=_cursor_name(destination.id, batch.stream),
-            position=batch.position,
-            resend_from=batch.resend_from,
-        )
         for refusal in batch.refused:
             session.add(
                 DeadLetter(
@@ -160,14 +161,17 @@ async def dead_letters_to_retry(
     *, session: AsyncSession, destination_id: uuid.UUID, limit: int
 ) -> Sequence[DeadLetter]:
     """The destination's dead letters an administrator asked to send again, oldest first."""
-    statement = (
-        select(DeadLetter)
-        .where(DeadLetter.destination_id == destination_id, DeadLetter.retry_requested.is_(True))
-        .order_by(DeadLetter.created_at, DeadLetter.id)
-        .limit(limit)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.scalars(statement)).all()
+    return (await session.scalars(_TO_RETRY, {"destination_id": destination_id, "limit": limit})).all()
+
+
+# Built once with bind parameters: a forwarder asks every round, and usually finds nothing.
+_TO_RETRY = (
+    select(DeadLetter)
+    .where(DeadLetter.destination_id == bindparam("destination_id"), DeadLetter.retry_requested.is_(True))
+    .order_by(DeadLetter.created_at, DeadLetter.id)
+    .limit(bindparam("limit", type_=Integer))
+    .execution_options(populate_existing=True)
+)
 
 
 async def stored_event(*, session: AsyncSession, organization_id: str, event_id: str) -> LogEntry | None:

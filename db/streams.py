@@ -118,19 +118,31 @@ async def save_cursor(
     session: AsyncSession, *, name: str, position: Position, resend_from: Position | None = None
 ) -> None:
     """Store the reader's position (and where a resend would start: by default the position itself)."""
-    resend = resend_from or position
-    parameters = {
-        "name": name,
-        "seq": position.seq,
-        "organization_id": position.organization_id,
-        "item_id": position.item_id,
-        "resend_seq": resend.seq,
-        "resend_organization_id": resend.organization_id,
-        "resend_item_id": resend.item_id,
-        "updated_at": utcnow(),
-    }
-    dialect = session.get_bind().dialect.name
-    await session.execute(_SAVE_CURSOR[dialect], parameters)
+    await save_cursors(session, [(name, position, resend_from)])
+
+
+async def save_cursors(
+    session: AsyncSession, cursors: Sequence[tuple[str, Position, Position | None]]
+) -> None:
+    """:func:`save_cursor` for several cursors (name, position, resend_from) in one statement."""
+    now = utcnow()
+    rows = []
+    for name, position, resend_from in cursors:
+        resend = resend_from or position
+        rows.append(
+            {
+                "name": name,
+                "seq": position.seq,
+                "organization_id": position.organization_id,
+                "item_id": position.item_id,
+                "resend_seq": resend.seq,
+                "resend_organization_id": resend.organization_id,
+                "resend_item_id": resend.item_id,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        await session.execute(_SAVE_CURSOR[session.get_bind().dialect.name], rows)
 
 
 def _save_cursor_statement(insert: Callable[[Any], Any]) -> Any:
