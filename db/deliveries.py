@@ -11,13 +11,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Integer, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import alerts
 from db.base import utcnow
+from db.commit_order import is_postgresql, postgresql_bound_column
 from db.destinations import alerts_cursor_name, events_cursor_name
 from db.leases import Lease, fence
 from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry
@@ -172,6 +173,51 @@ _TO_RETRY = (
     .limit(bindparam("limit", type_=Integer))
     .execution_options(populate_existing=True)
 )
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    """What a forwarder's round starts from (:func:`start_round`)."""
+
+    #: The destination as stored now (None: deleted).
+    destination: ForwardDestination | None
+    #: An administrator asked for some of its dead letters to be sent again.
+    letters_to_retry: bool
+    #: PostgreSQL: the visible bound of every stream (db/commit_order.py); None on SQLite.
+    bound: int | None
+
+
+async def start_round(*, session: AsyncSession, destination_id: uuid.UUID) -> RoundStart:
+    """The destination as stored now, whether it has dead letters to retry and (PostgreSQL) the visible
+    bound, in one statement: a forwarder starts a round every second."""
+    postgresql = is_postgresql(session)
+    statement = _ROUND_START_POSTGRESQL if postgresql else _ROUND_START
+    row = (await session.execute(statement, {"destination_id": destination_id})).first()
+    if row is None:
+        return RoundStart(destination=None, letters_to_retry=False, bound=None)
+    return RoundStart(
+        destination=row[0], letters_to_retry=bool(row[1]), bound=int(row[2]) if postgresql else None
+    )
+
+
+def _round_start_statement(*, postgresql: bool) -> Any:
+    retry = (
+        select(DeadLetter.id)
+        .where(DeadLetter.destination_id == ForwardDestination.id, DeadLetter.retry_requested.is_(True))
+        .exists()
+    )
+    columns: list[Any] = [ForwardDestination, retry]
+    if postgresql:
+        columns.append(postgresql_bound_column())
+    return (
+        select(*columns)
+        .where(ForwardDestination.id == bindparam("destination_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+_ROUND_START = _round_start_statement(postgresql=False)
+_ROUND_START_POSTGRESQL = _round_start_statement(postgresql=True)
 
 
 async def stored_event(*, session: AsyncSession, organization_id: str, event_id: str) -> LogEntry | None:

@@ -36,7 +36,7 @@ from typing import cast
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.commit_order import is_postgresql, shared_bound
+from db.commit_order import is_postgresql
 from db.deliveries import (
     DeliveredBatch,
     FaultState,
@@ -48,6 +48,7 @@ from db.deliveries import (
     record_fault,
     record_position,
     renew,
+    start_round,
     stored_alert_change,
     stored_event,
 )
@@ -385,19 +386,22 @@ class DestinationForwarder:
     async def _round(self, destination: ForwardDestination, transport: Transport) -> bool:
         """Send what is waiting; True when a page came back full (more waits: the next round follows at once).
 
-        A round reads in one transaction (the destination again, the dead letters to retry, a page of
-        each stream under one visible bound), sends, and records both streams' pages in one more: a
-        round costs the same few statements whatever it carries. A page that was not full means the
-        stream is caught up: the loop then waits a poll before the next round.
+        A round reads together (in one statement the destination again, whether it has dead letters to
+        retry and the visible bound; then a page of each stream under that bound), sends, and records
+        both streams' pages in one transaction: a round costs the same few statements whatever it
+        carries. A page that was not full means the stream is caught up: the loop then waits a poll
+        before the next round.
         """
         async with reading(self._sessions) as session:
-            fresh = await find_destination(session=session, destination_id=self.destination_id)
-            self._destination = fresh
+            start = await start_round(session=session, destination_id=self.destination_id)
+            fresh = self._destination = start.destination
             if fresh is None or not fresh.enabled:
                 return False  # the loop ends at its next turn
             destination = fresh
-            letters = await self._read_dead_letters(session, destination)
-            bound = await shared_bound(session)
+            letters = (
+                await self._read_dead_letters(session, destination) if start.letters_to_retry else _Letters()
+            )
+            bound = start.bound
             streams: list[StreamName] = ["alert"] if destination.forward_alerts else []
             if destination.event_risk_levels:
                 streams.append("event")

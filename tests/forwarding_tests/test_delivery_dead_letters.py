@@ -4,14 +4,17 @@ or discards it, audited."""
 from __future__ import annotations
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.deliveries import start_round
 from db.destinations import list_dead_letters, retry_dead_letters
 from db.engine import new_sessionmaker
+from db.events import store_events
 from db.models import AuditEvent, DeadLetter
 from db.rights import Actor
 from tests.forwarding_tests.test_delivery import forwarding
+from tests.support.database import make_event
 from tests.support.forwarding_rows import (
     add_alert_revision,
     add_destination,
@@ -133,3 +136,34 @@ async def test_alert_changes_accepted_before_the_events_failed_are_not_sent_agai
             receiver.faults.unavailable_containing = None
             await wait_until(lambda: len(receiver.hec_events) >= 4, what="the events")
         assert hec_ids(receiver.hec_events) == [str(alert.id), *expected]
+
+
+async def test_a_round_starts_from_the_destination_its_retries_and_the_visible_bound(
+    engine: AsyncEngine, backend: str
+) -> None:
+    """start_round reads in one statement what a round needs first; its bound is held back by a writer
+    still in flight, as visible_bound is (db/commit_order.py)."""
+    await add_org(engine)
+    destination = await add_destination(engine, address="127.0.0.1:514")
+    sessions = new_sessionmaker(engine)
+    async with sessions() as session:
+        start = await start_round(session=session, destination_id=destination.id)
+    assert start.destination is not None
+    assert start.destination.id == destination.id
+    assert not start.letters_to_retry
+    if backend != "postgresql":
+        assert start.bound is None  # SQLite: each stream's reader takes its own
+        return
+    async with sessions() as writer, sessions() as later:
+        await store_events(session=writer, events=[make_event(1, organization_id="early")])
+        writer_id = int(await writer.scalar(text("SELECT pg_current_xact_id()::text::bigint")))
+        # A later transaction that ends first: the bound must still stop at the writer's id.
+        await store_events(session=later, events=[make_event(2, organization_id="late")])
+        await later.commit()
+        async with sessions() as session:
+            held = await start_round(session=session, destination_id=destination.id)
+        await writer.commit()
+    async with sessions() as session:
+        after = await start_round(session=session, destination_id=destination.id)
+    assert held.bound is not None
+    assert held.bound <= writer_id < (after.bound or 0)
