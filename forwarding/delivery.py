@@ -155,22 +155,6 @@ class _Sent:
     delivered: int
     refused: list[Refusal]
 
-    @property
-    def stream(self) -> StreamName:
-        return self.read.stream
-
-    @property
-    def start(self) -> Position:
-        return self.read.start
-
-    @property
-    def page(self) -> Page:
-        return self.read.page
-
-    @property
-    def limit(self) -> int:
-        return self.read.limit
-
 
 @dataclass
 class _Letters:
@@ -253,7 +237,7 @@ class DestinationForwarder:
                 if self._transport is None:
                     self._transport = open_transport(transport_config(destination, self._secrets))
                     await self._load_cursors()
-                worked = await self._round(destination, self._transport)
+                worked = await self._round(self._transport)
                 self._backoff.reset()
                 if not worked:
                     await self._idle()
@@ -383,7 +367,7 @@ class DestinationForwarder:
 
     # --- one round -----------------------------------------------------------------------------
 
-    async def _round(self, destination: ForwardDestination, transport: Transport) -> bool:
+    async def _round(self, transport: Transport) -> bool:
         """Send what is waiting; True when a page came back full (more waits: the next round follows at once).
 
         A round reads together (in one statement the destination again, whether it has dead letters to
@@ -411,9 +395,9 @@ class DestinationForwarder:
         try:
             for read in reads:
                 sent.append(await self._send(destination, transport, read))
-        except BaseException:
+        except Exception:
             # What went out before the failure is recorded: an acknowledged batch is not sent twice.
-            if any(batch.page.rows for batch in sent):
+            if any(batch.read.page.rows for batch in sent):
                 await self._record(destination, transport.acknowledged, sent)
             raise
         return await self._record(destination, transport.acknowledged, sent) or worked
@@ -469,19 +453,20 @@ class DestinationForwarder:
     ) -> bool:
         """Record the pages sent (an empty page only moves the cursor in memory, saved with the lease's
         renewal); True when one was full (more waits)."""
-        batches: list[tuple[_Sent, DeliveredBatch]] = []
+        batches: list[tuple[_Read, DeliveredBatch]] = []
         for batch in sent:
-            cursor, page = self._cursors[batch.stream], batch.page
+            read, page = batch.read, batch.read.page
+            cursor = self._cursors[read.stream]
             if not page.rows:
-                if page.next_position != batch.start:
+                if page.next_position != read.start:
                     cursor.position, cursor.unsaved = page.next_position, True
                 continue
-            resend_from = page.next_position if acknowledged else batch.start
+            resend_from = page.next_position if acknowledged else read.start
             batches.append(
                 (
-                    batch,
+                    read,
                     DeliveredBatch(
-                        stream=batch.stream,
+                        stream=read.stream,
                         position=page.next_position,
                         resend_from=resend_from,
                         delivered=batch.delivered,
@@ -500,9 +485,9 @@ class DestinationForwarder:
             )
             await session.commit()
         self._renewed_at = time.monotonic()
-        for batch, delivered in batches:
-            self._cursors[batch.stream] = _Cursor(delivered.position, delivered.resend_from)
-        return any(len(batch.page.rows) >= batch.limit for batch, _ in batches)
+        for read, delivered in batches:
+            self._cursors[read.stream] = _Cursor(delivered.position, delivered.resend_from)
+        return any(len(read.page.rows) >= read.limit for read, _ in batches)
 
     def _frames_for(self, destination: ForwardDestination, transport: Transport) -> EventLines | None:
         """The fast path, where it applies: events in our JSON over syslog TCP or TLS from PostgreSQL.

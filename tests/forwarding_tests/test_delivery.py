@@ -250,9 +250,11 @@ async def test_two_processes_deliver_each_message_once(engine: AsyncEngine) -> N
                 await wait_until(lambda receiver=receiver: len(receiver.messages) >= 100, what="every event")
             assert one.destinations.isdisjoint(two.destinations)
             assert len(one.destinations | two.destinations) == 3
+            # Read while both run: once one stops, the other takes its destinations over, and over TCP a
+            # takeover sends the last batch again (docs/forwarding.md), which is not what is tested here.
+            received = [receiver.ids() for receiver in receivers]
         expected = await commit_order(engine, "acme", ["red"])
-        for receiver in receivers:
-            assert receiver.ids() == expected
+        assert received == [expected] * len(receivers)
     finally:
         for receiver in receivers:
             await receiver.close()
