@@ -165,7 +165,7 @@ async def dead_letters_to_retry(
     return (await session.scalars(_TO_RETRY, {"destination_id": destination_id, "limit": limit})).all()
 
 
-# Built once with bind parameters: a forwarder asks every round, and usually finds nothing.
+# Built once with bind parameters, as the other statements a forwarder sends every round or so.
 _TO_RETRY = (
     select(DeadLetter)
     .where(DeadLetter.destination_id == bindparam("destination_id"), DeadLetter.retry_requested.is_(True))

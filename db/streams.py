@@ -361,8 +361,8 @@ class EventLines:
     async def read(self, session: AsyncSession, *, after: Position, bound: int | None = None) -> Page:
         """The lines of the events after ``after``, in commit order, and the position after them.
 
-        ``bound``: a :func:`visible_bound` of ``log_entries`` this transaction took already (one serves
-        every read of a transaction on PostgreSQL, where every stream has the same bound)."""
+        ``bound``: a :func:`visible_bound` of ``log_entries`` taken before this read (on PostgreSQL one
+        serves every stream, so a reader of several takes it once: db.deliveries.start_round)."""
         if bound is None:
             bound = await visible_bound(session, "log_entries")
         rows = (await session.execute(self._statement, _page_parameters(after, bound))).all()
