@@ -91,7 +91,8 @@ class AlertEvaluator:
         self.lease: leases.Lease | None = None
         self.position: streams.Position | None = None
         self.rules = RuleSet.build([], {})
-        self._pages: tuple[tuple[Any, ...], streams.EventPages] | None = None
+        #: What the page reader was built for (RuleSet.reading_key); None before the first.
+        self._reading_key: tuple[Any, ...] | None = None
         self.pages = self._pages_of(self.rules)
         self.windows = SlidingWindows()
         self.silence = SilenceSchedule(silent_check_seconds)
@@ -298,10 +299,12 @@ class AlertEvaluator:
         Kept while the rules read the same events: the rules are read again every couple of seconds,
         and a new reader is a new statement for SQLAlchemy to key and compile."""
         key = rules.reading_key()
-        if self._pages is None or self._pages[0] != key:
-            where = candidate_filter(rules)
-            self._pages = (key, streams.EventPages(limit=self.page_rows, columns=EVENT_COLUMNS, where=where))
-        return self._pages[1]
+        if key != self._reading_key:
+            self._reading_key = key
+            self.pages = streams.EventPages(
+                limit=self.page_rows, columns=EVENT_COLUMNS, where=candidate_filter(rules)
+            )
+        return self.pages
 
     def _prune(self) -> None:
         compiled = self.rules.compiled()

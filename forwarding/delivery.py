@@ -160,9 +160,12 @@ class _Sent:
 class _Letters:
     """The dead letters of a round: to send again, or missing (their item is no longer stored)."""
 
-    count: int = 0
     pending: list[tuple[uuid.UUID, ForwardItem, str]] = field(default_factory=list)
     missing: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.pending) + len(self.missing)
 
 
 class Backoff:
@@ -536,7 +539,6 @@ class DestinationForwarder:
         for letter in await dead_letters_to_retry(
             session=session, destination_id=destination.id, limit=DEAD_LETTER_BATCH
         ):
-            letters.count += 1
             item = await self._stored_item(
                 session, letter.stream, letter.organization_id, letter.item_id, letter.revision
             )
