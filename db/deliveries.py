@@ -3,7 +3,7 @@
 Every function here is called by the forwarder holding the destination's lease
 (db/leases.py) and fences it first, so a forwarder that lost its lease (a hang, a
 takeover) writes nothing: :class:`~db.leases.LeaseLost` rolls the transaction back.
-The caller commits.
+The caller commits, except after :func:`record_delivery`, which commits itself.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Integer, bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ARRAY, BigInteger, Integer, String, bindparam, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import alerts
-from db.base import utcnow
+from db.base import UTCDateTime, utcnow
 from db.commit_order import is_postgresql, postgresql_bound_column
 from db.destinations import alerts_cursor_name, events_cursor_name
-from db.leases import Lease, fence
-from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry
+from db.engine import autocommit
+from db.leases import Lease, fence, fence_cte, fence_parameters, lease_lost
+from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry, StreamCursor
 from db.streams import Position, save_cursor, save_cursors
 
 StreamName = Literal["event", "alert"]
@@ -51,7 +53,7 @@ def _short(error: str) -> str:
 
 
 async def _mark_active(session: AsyncSession, destination: ForwardDestination, *, delivered: int) -> None:
-    was_failing = destination.state in ("paused", "retrying")
+    was_failing = destination.state in _FAILING
     values: dict[str, object] = {"state": "active", "last_error": None}
     if delivered:
         values["last_delivered_at"] = utcnow()
@@ -82,11 +84,149 @@ class DeliveredBatch:
 
 
 async def record_delivery(
-    *, session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    lease: Lease,
+    destination: ForwardDestination,
+    batches: Sequence[DeliveredBatch],
 ) -> None:
     """Batches went out (a round's alert changes and events): save each stream's cursor, add the refusals
     as dead letters, mark the destination active once (resolving its forwarding alert if it was failing)
-    and count what was delivered."""
+    and count what was delivered; commit.
+
+    On PostgreSQL a round with nothing refused by a destination that was not failing (nearly every
+    round) is one statement in AUTOCOMMIT: five round trips (BEGIN, the fence, the cursors, the
+    destination, COMMIT) become one, for a loop that records a round a second per destination.
+    """
+    async with sessions() as session:
+        if is_postgresql(session) and _plain(destination, batches):
+            await autocommit(session)
+            await _record_plain_round(session, lease, destination, batches)
+            return
+        await _record_round(session, lease, destination, batches)
+        await session.commit()
+
+
+def _plain(destination: ForwardDestination, batches: Sequence[DeliveredBatch]) -> bool:
+    """Only cursors and counters to write: nothing refused, every batch delivered, no alert to resolve."""
+    return destination.state not in _FAILING and all(
+        batch.delivered and not batch.refused for batch in batches
+    )
+
+
+async def _record_plain_round(
+    session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
+) -> None:
+    now = utcnow()
+    names, seqs, organizations, items, resend_seqs, resend_organizations, resend_items = zip(
+        *(_cursor_row(destination.id, batch) for batch in batches), strict=True
+    )
+    fenced, _, _ = (
+        await session.execute(
+            _PLAIN_ROUND,
+            {
+                **fence_parameters(lease, postgresql=True),
+                "names": list(names),
+                "seqs": list(seqs),
+                "organization_ids": list(organizations),
+                "item_ids": list(items),
+                "resend_seqs": list(resend_seqs),
+                "resend_organization_ids": list(resend_organizations),
+                "resend_item_ids": list(resend_items),
+                "now": now,
+                "destination_id": destination.id,
+                "delivered": sum(batch.delivered for batch in batches),
+            },
+        )
+    ).one()
+    if not fenced:
+        raise lease_lost(lease)
+
+
+def _cursor_row(destination_id: uuid.UUID, batch: DeliveredBatch) -> tuple[str, int, str, str, int, str, str]:
+    position, resend = batch.position, batch.resend_from
+    return (
+        _cursor_name(destination_id, batch.stream),
+        position.seq,
+        position.organization_id,
+        position.item_id,
+        resend.seq,
+        resend.organization_id,
+        resend.item_id,
+    )
+
+
+def _plain_round_statement() -> Any:
+    """:func:`_record_plain_round`'s statement, built once: the fence as a CTE, then the cursors' upsert
+    (from arrays, one element per stream) and the destination's update, each only if the fence has its
+    row. It returns whether it had."""
+    fence = fence_cte()
+    fenced = exists(select(fence.c.epoch))
+    cursors = (
+        func.unnest(
+            bindparam("names", type_=ARRAY(String)),
+            bindparam("seqs", type_=ARRAY(BigInteger)),
+            bindparam("organization_ids", type_=ARRAY(String)),
+            bindparam("item_ids", type_=ARRAY(String)),
+            bindparam("resend_seqs", type_=ARRAY(BigInteger)),
+            bindparam("resend_organization_ids", type_=ARRAY(String)),
+            bindparam("resend_item_ids", type_=ARRAY(String)),
+        )
+        .table_valued(*_CURSOR_FIELDS)
+        .render_derived(name="saved")
+    )
+    upsert = pg_insert(StreamCursor).from_select(
+        _CURSOR_COLUMNS,
+        select(*cursors.c, bindparam("now", type_=UTCDateTime)).where(fenced),
+    )
+    saved = (
+        upsert.on_conflict_do_update(
+            index_elements=["name"],
+            set_={column: upsert.excluded[column] for column in _CURSOR_COLUMNS if column != "name"},
+        )
+        .returning(StreamCursor.name)
+        .cte("saved_cursors")
+    )
+    counted = (
+        update(ForwardDestination)
+        .where(
+            ForwardDestination.id == bindparam("destination_id"), ForwardDestination.enabled.is_(True), fenced
+        )
+        .values(
+            state="active",
+            last_error=None,
+            last_delivered_at=bindparam("now", type_=UTCDateTime),
+            delivered_count=ForwardDestination.delivered_count + bindparam("delivered", type_=Integer),
+        )
+        .returning(ForwardDestination.id)
+        .cte("counted")
+    )
+    # SQLAlchemy renders only the CTEs a statement names: the count of each names them.
+    return select(
+        exists(select(fence.c.epoch)),
+        select(func.count()).select_from(saved).scalar_subquery(),
+        select(func.count()).select_from(counted).scalar_subquery(),
+    )
+
+
+_FAILING = ("paused", "retrying")
+#: A cursor row's fields, in the order of :func:`_cursor_row`; ``updated_at`` follows them.
+_CURSOR_FIELDS = (
+    "name",
+    "seq",
+    "organization_id",
+    "item_id",
+    "resend_seq",
+    "resend_organization_id",
+    "resend_item_id",
+)
+_CURSOR_COLUMNS = [*_CURSOR_FIELDS, "updated_at"]
+_PLAIN_ROUND = _plain_round_statement()
+
+
+async def _record_round(
+    session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
+) -> None:
     await fence(session, lease)
     await save_cursors(
         session,

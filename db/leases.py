@@ -80,9 +80,22 @@ async def fence(session: AsyncSession, lease: Lease) -> None:
     Call it first in every transaction that writes the job's results: it holds the lease row
     until the commit, so nobody can take the lease between the check and the commit.
     """
-    now = utcnow()
     postgresql = session.get_bind().dialect.name == "postgresql"
-    parameters = {
+    result = await session.execute(
+        _FENCE_POSTGRESQL if postgresql else _FENCE, fence_parameters(lease, postgresql=postgresql)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise lease_lost(lease)
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"lease {lease.name!r} was taken over")
+
+
+def fence_parameters(lease: Lease, *, postgresql: bool) -> dict[str, Any]:
+    """The bind parameters of :func:`fence`'s statement (and of :func:`fence_cte`'s, ``postgresql``)."""
+    now = utcnow()
+    parameters: dict[str, Any] = {
         "lease_name": lease.name,
         "lease_holder": lease.holder,
         "lease_epoch": lease.epoch,
@@ -91,9 +104,17 @@ async def fence(session: AsyncSession, lease: Lease) -> None:
     }
     if postgresql:
         parameters["lease_stall_ms"] = _stall_milliseconds(lease.seconds)
-    result = await session.execute(_FENCE_POSTGRESQL if postgresql else _FENCE, parameters)
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLost(f"lease {lease.name!r} was taken over")
+    return parameters
+
+
+def fence_cte(name: str = "fence") -> Any:
+    """:func:`fence` on PostgreSQL as a common table expression: one row when the lease is still ours.
+
+    For a write that fits in one statement (run in AUTOCOMMIT): its other parts write only if this CTE
+    has a row, and the caller raises :func:`lease_lost` if it has none. The UPDATE locks the lease row
+    as :func:`fence` does, so a takeover and the statement are ordered the same way.
+    """
+    return _FENCE_POSTGRESQL.returning(WorkLease.epoch).cte(name)
 
 
 def _fence_statement(*, postgresql: bool) -> Any:

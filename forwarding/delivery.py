@@ -479,14 +479,12 @@ class DestinationForwarder:
             )
         if not batches:
             return False
-        async with self._sessions() as session:
-            await record_delivery(
-                session=session,
-                lease=self.lease,
-                destination=destination,
-                batches=[delivered for _, delivered in batches],
-            )
-            await session.commit()
+        await record_delivery(
+            sessions=self._sessions,
+            lease=self.lease,
+            destination=destination,
+            batches=[delivered for _, delivered in batches],
+        )
         self._renewed_at = time.monotonic()
         for read, delivered in batches:
             self._cursors[read.stream] = _Cursor(delivered.position, delivered.resend_from)

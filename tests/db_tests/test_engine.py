@@ -180,3 +180,22 @@ async def test_reading_runs_each_statement_alone_and_gives_the_connection_back_t
     async with sessions() as session:
         first, second = await two_nows(session)
         assert first == second
+
+
+async def test_a_pool_hands_out_the_connection_used_last(settings: Settings, backend: str) -> None:
+    """PostgreSQL pools are last in, first out: a loop that polls a few times a second keeps talking to one
+    warm backend rather than waking each idle one in turn (and idle connections can time out)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's pool holds one file's connections")
+    engine = new_engine(settings, pool_pre_ping=False)
+    try:
+        pid = text("SELECT pg_backend_pid()")
+        async with engine.connect() as first, engine.connect() as second:
+            first_pid, second_pid = await first.scalar(pid), await second.scalar(pid)
+        # Both are back, the first one returned last ("async with" closes in reverse order).
+        for _ in range(3):
+            async with engine.connect() as connection:
+                assert await connection.scalar(pid) == first_pid
+        assert first_pid != second_pid
+    finally:
+        await engine.dispose()

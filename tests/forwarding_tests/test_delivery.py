@@ -288,3 +288,24 @@ async def test_a_disabled_destination_stops_and_resumes_where_it_was(
     assert_in_order_with_duplicates_within_one_batch(
         receiver.ids(), await commit_order(engine, "acme", ["red"])
     )
+
+
+async def test_a_tcp_syslog_forwarder_started_again_resends_its_last_batch_only(
+    engine: AsyncEngine, receiver: SyslogReceiver
+) -> None:
+    # Plain TCP only says "accepted by the connection": the receiver may have lost the last batch, so the
+    # cursor keeps where it started, and a new forwarder sends it again (and nothing before it).
+    await add_org(engine)
+    destination = await add_destination(engine, address=receiver.address, risk_levels=("red",))
+    await store(engine, events(PAGE + 3))
+
+    async def recorded() -> bool:
+        return (await reload(engine, destination.id)).delivered_count >= PAGE + 3
+
+    async with forwarding(engine):
+        await wait_until(recorded, what="two batches sent and recorded")
+    async with forwarding(engine, holder="again"):
+        await wait_until(lambda: len(receiver.messages) >= PAGE + 6, what="the last batch again")
+        await asyncio.sleep(0.2)  # and nothing more
+    expected = await commit_order(engine, "acme", ["red"])
+    assert receiver.ids() == expected + expected[PAGE:]
