@@ -352,12 +352,13 @@ class AlertEvaluator:
 
     async def _flush(self) -> None:
         """Evaluate the events read, then write their alerts and the cursor past them in one transaction."""
+        assert self.lease is not None
         assert self.position is not None
         hits = evaluate_page(map(facts_from_row, self._pending), self.rules, self.windows)
         async with self.sessions() as session:
-            await self._fence(session)
+            # The cursor goes past the events read, with their alerts written in the same transaction.
+            await streams.fence_and_save_cursors(session, self.lease, [(CURSOR_NAME, self.position, None)])
             written = await alerts.apply_hits(session=session, hits=hits, rules=self.rules.rows)
-            await streams.save_cursor(session, name=CURSOR_NAME, position=self.position)
             await session.commit()
         self._fenced_at = asyncio.get_running_loop().time()
         self._pending = []

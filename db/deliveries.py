@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ARRAY, BigInteger, Integer, String, bindparam, delete, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Integer, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import alerts
@@ -23,8 +22,8 @@ from db.commit_order import is_postgresql, postgresql_bound_column
 from db.destinations import alerts_cursor_name, events_cursor_name
 from db.engine import autocommit
 from db.leases import Lease, fence, fence_cte, fence_parameters, lease_lost
-from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry, StreamCursor
-from db.streams import Position, save_cursor, save_cursors
+from db.models import AlertChange, DeadLetter, ForwardDestination, LogEntry
+from db.streams import Position, cursor_arrays, fenced_cursors_upsert, save_cursor, save_cursors
 
 StreamName = Literal["event", "alert"]
 #: A destination's state while its forwarder fails: ``paused`` (destination down), ``retrying`` (passing).
@@ -117,23 +116,14 @@ def _plain(destination: ForwardDestination, batches: Sequence[DeliveredBatch]) -
 async def _record_plain_round(
     session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
 ) -> None:
-    now = utcnow()
-    names, seqs, organizations, items, resend_seqs, resend_organizations, resend_items = zip(
-        *(_cursor_row(destination.id, batch) for batch in batches), strict=True
-    )
+    cursors = [(_cursor_name(destination.id, b.stream), b.position, b.resend_from) for b in batches]
     fenced, _, _ = (
         await session.execute(
             _PLAIN_ROUND,
             {
                 **fence_parameters(lease, postgresql=True),
-                "names": list(names),
-                "seqs": list(seqs),
-                "organization_ids": list(organizations),
-                "item_ids": list(items),
-                "resend_seqs": list(resend_seqs),
-                "resend_organization_ids": list(resend_organizations),
-                "resend_item_ids": list(resend_items),
-                "now": now,
+                **cursor_arrays(cursors),
+                "now": utcnow(),
                 "destination_id": destination.id,
                 "delivered": sum(batch.delivered for batch in batches),
             },
@@ -143,50 +133,12 @@ async def _record_plain_round(
         raise lease_lost(lease)
 
 
-def _cursor_row(destination_id: uuid.UUID, batch: DeliveredBatch) -> tuple[str, int, str, str, int, str, str]:
-    position, resend = batch.position, batch.resend_from
-    return (
-        _cursor_name(destination_id, batch.stream),
-        position.seq,
-        position.organization_id,
-        position.item_id,
-        resend.seq,
-        resend.organization_id,
-        resend.item_id,
-    )
-
-
 def _plain_round_statement() -> Any:
     """:func:`_record_plain_round`'s statement, built once: the fence as a CTE, then the cursors' upsert
-    (from arrays, one element per stream) and the destination's update, each only if the fence has its
-    row. It returns whether it had."""
+    and the destination's update, each only if the fence has its row. It returns whether it had."""
     fence = fence_cte()
     fenced = exists(select(fence.c.epoch))
-    cursors = (
-        func.unnest(
-            bindparam("names", type_=ARRAY(String)),
-            bindparam("seqs", type_=ARRAY(BigInteger)),
-            bindparam("organization_ids", type_=ARRAY(String)),
-            bindparam("item_ids", type_=ARRAY(String)),
-            bindparam("resend_seqs", type_=ARRAY(BigInteger)),
-            bindparam("resend_organization_ids", type_=ARRAY(String)),
-            bindparam("resend_item_ids", type_=ARRAY(String)),
-        )
-        .table_valued(*_CURSOR_FIELDS)
-        .render_derived(name="saved")
-    )
-    upsert = pg_insert(StreamCursor).from_select(
-        _CURSOR_COLUMNS,
-        select(*cursors.c, bindparam("now", type_=UTCDateTime)).where(fenced),
-    )
-    saved = (
-        upsert.on_conflict_do_update(
-            index_elements=["name"],
-            set_={column: upsert.excluded[column] for column in _CURSOR_COLUMNS if column != "name"},
-        )
-        .returning(StreamCursor.name)
-        .cte("saved_cursors")
-    )
+    saved = fenced_cursors_upsert(fenced)
     counted = (
         update(ForwardDestination)
         .where(
@@ -203,24 +155,13 @@ def _plain_round_statement() -> Any:
     )
     # SQLAlchemy renders only the CTEs a statement names: the count of each names them.
     return select(
-        exists(select(fence.c.epoch)),
+        fenced,
         select(func.count()).select_from(saved).scalar_subquery(),
         select(func.count()).select_from(counted).scalar_subquery(),
     )
 
 
 _FAILING = ("paused", "retrying")
-#: A cursor row's fields, in the order of :func:`_cursor_row`; ``updated_at`` follows them.
-_CURSOR_FIELDS = (
-    "name",
-    "seq",
-    "organization_id",
-    "item_id",
-    "resend_seq",
-    "resend_organization_id",
-    "resend_item_id",
-)
-_CURSOR_COLUMNS = [*_CURSOR_FIELDS, "updated_at"]
 _PLAIN_ROUND = _plain_round_statement()
 
 

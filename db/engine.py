@@ -82,14 +82,13 @@ def new_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         return engine
     options = {
         "pool_pre_ping": True,
-        "pool_use_lifo": True,
         "connect_args": {"timeout": 10},
         "hide_parameters": True,
         "json_deserializer": orjson.loads,
         **overrides,
     }
     if options.get("poolclass") is None:
-        options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+        options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_use_lifo=True)
     engine = create_async_engine(settings.database_url, **options)
     if not options["pool_pre_ping"]:
         event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Boolean,
     ColumnElement,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     literal,
     or_,
@@ -40,9 +42,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from db.base import utcnow
-from db.commit_order import Stream, visible_bound
+from db.base import UTCDateTime, utcnow
+from db.commit_order import Stream, is_postgresql, visible_bound
 from db.engine import insert_for
+from db.leases import Lease, fence, fence_cte, fence_parameters, lease_lost
 from db.models import AlertChange, LogEntry, StreamCursor
 
 DEFAULT_PAGE_ROWS = 2000
@@ -160,6 +163,93 @@ _SAVE_CURSOR = {
     "postgresql": _save_cursor_statement(pg_insert),
     "sqlite": _save_cursor_statement(sqlite_insert),
 }
+
+
+async def fence_and_save_cursors(
+    session: AsyncSession, lease: Lease, cursors: Sequence[tuple[str, Position, Position | None]]
+) -> None:
+    """:func:`db.leases.fence`, then :func:`save_cursors`: the start of a lease holder's write transaction
+    whose cursors are known before its other writes. On PostgreSQL one statement, one round trip less
+    for a loop that writes every second (the alert evaluator)."""
+    if not is_postgresql(session):
+        await fence(session, lease)
+        await save_cursors(session, cursors)
+        return
+    fenced, _ = (
+        await session.execute(
+            _FENCED_CURSORS, {**fence_parameters(lease, postgresql=True), **cursor_arrays(cursors)}
+        )
+    ).one()
+    if not fenced:
+        raise lease_lost(lease)
+
+
+#: A cursor row's fields as :func:`cursor_arrays` gives them; ``updated_at`` follows them.
+_CURSOR_FIELDS = (
+    "name",
+    "seq",
+    "organization_id",
+    "item_id",
+    "resend_seq",
+    "resend_organization_id",
+    "resend_item_id",
+)
+_CURSOR_ARRAY_TYPES = (String, BigInteger, String, String, BigInteger, String, String)
+
+
+def cursor_arrays(cursors: Sequence[tuple[str, Position, Position | None]]) -> dict[str, Any]:
+    """The parameters of :func:`fenced_cursors_upsert`: one array per field, one element per cursor."""
+    rows = []
+    for name, position, resend_from in cursors:
+        resend = resend_from or position
+        rows.append(
+            (
+                name,
+                position.seq,
+                position.organization_id,
+                position.item_id,
+                resend.seq,
+                resend.organization_id,
+                resend.item_id,
+            )
+        )
+    arrays: dict[str, Any] = {
+        f"cursor_{field}s": [row[index] for row in rows] for index, field in enumerate(_CURSOR_FIELDS)
+    }
+    return {**arrays, "cursors_saved_at": utcnow()}
+
+
+def fenced_cursors_upsert(fenced: ColumnElement[bool]) -> Any:
+    """PostgreSQL: :func:`save_cursors` as a common table expression over :func:`cursor_arrays`' parameters,
+    writing only where ``fenced`` holds (:func:`db.leases.fence_cte` has its row)."""
+    arrays: list[Any] = [
+        bindparam(f"cursor_{field}s", type_=ARRAY(kind))
+        for field, kind in zip(_CURSOR_FIELDS, _CURSOR_ARRAY_TYPES, strict=True)
+    ]
+    cursors = func.unnest(*arrays).table_valued(*_CURSOR_FIELDS).render_derived(name="cursor")
+    columns = [*_CURSOR_FIELDS, "updated_at"]
+    upsert = pg_insert(StreamCursor).from_select(
+        columns, select(*cursors.c, bindparam("cursors_saved_at", type_=UTCDateTime)).where(fenced)
+    )
+    return (
+        upsert.on_conflict_do_update(
+            index_elements=["name"],
+            set_={column: upsert.excluded[column] for column in columns if column != "name"},
+        )
+        .returning(StreamCursor.name)
+        .cte("saved_cursors")
+    )
+
+
+def _fenced_cursors_statement() -> Any:
+    fence = fence_cte()
+    fenced = exists(select(fence.c.epoch))
+    saved = fenced_cursors_upsert(fenced)
+    # SQLAlchemy renders only the CTEs a statement names: the count names the upsert.
+    return select(fenced, select(func.count()).select_from(saved).scalar_subquery())
+
+
+_FENCED_CURSORS = _fenced_cursors_statement()
 
 
 async def delete_cursors(session: AsyncSession, *, names: Collection[str]) -> None:

@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from alerts.runner import LEASE_NAME, AlertEvaluator
+from alerts.runner import CURSOR_NAME, LEASE_NAME, AlertEvaluator
+from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.events import store_events
+from db.leases import LeaseLost, acquire
 from db.models import Alert, AlertChange, WorkLease
 from db.settings import REPO_ROOT
+from db.streams import load_cursor
 from tests.alerts_tests.support import (
     alerts_of,
     count_creates,
@@ -212,3 +215,22 @@ async def test_a_stopped_evaluator_is_replaced_and_writes_nothing_when_it_resume
             "a process stopped while it holds SQLite's write lock stops every writer: one evaluator there"
         )
     await takeover_after(engine, session, subprocess_env, signal.SIGSTOP)
+
+
+async def test_an_evaluator_whose_lease_was_taken_writes_neither_alerts_nor_its_cursor(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    await organization_with_rule(session, threshold_rule(threshold=3, window_seconds=60))
+    stalled = await started_evaluator(engine, holder="stalled")
+    # It hung past its lease: the lease expired and another process took it.
+    await session.execute(update(WorkLease).where(WorkLease.name == LEASE_NAME).values(expires_at=utcnow()))
+    await session.commit()
+    assert await acquire(session, name=LEASE_NAME, holder="other", seconds=30) is not None
+    await session.commit()
+    before = await load_cursor(session, name=CURSOR_NAME)
+    await burst(engine, "mallory")
+    with pytest.raises(LeaseLost):
+        await stalled.catch_up()
+    assert await alerts_of(engine) == []
+    assert await load_cursor(session, name=CURSOR_NAME) == before
+    assert await lease_holder(engine) == "other"
