@@ -57,7 +57,7 @@ bench-alerts: setup
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/alerts.py --postgres
 	$(BIN)/python bench/dispatch_cpu.py
-	$(BIN)/python bench/dispatch_cpu.py --postgres
+	$(BIN)/python bench/dispatch_cpu.py --postgres --together --rounds 7 --seconds 15
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -448,6 +448,10 @@ class EventLines:
             func.convert_to(template.line(values.c), "UTF8"), case((values.c.page_row == limit, last_key))
         ).order_by(*key_of(values.c))
 
+    def statement(self, *, after: Position, bound: int) -> Any:
+        """The page's statement with its parameters bound (for a benchmark's ``EXPLAIN``)."""
+        return self._statement.params(_page_parameters(after, bound))
+
     async def read(self, session: AsyncSession, *, after: Position, bound: int | None = None) -> Page:
         """The lines of the events after ``after``, in commit order, and the position after them.
 
