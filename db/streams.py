@@ -129,21 +129,10 @@ async def save_cursors(
 ) -> None:
     """:func:`save_cursor` for several cursors (name, position, resend_from) in one statement."""
     now = utcnow()
-    rows = []
-    for name, position, resend_from in cursors:
-        resend = resend_from or position
-        rows.append(
-            {
-                "name": name,
-                "seq": position.seq,
-                "organization_id": position.organization_id,
-                "item_id": position.item_id,
-                "resend_seq": resend.seq,
-                "resend_organization_id": resend.organization_id,
-                "resend_item_id": resend.item_id,
-                "updated_at": now,
-            }
-        )
+    rows = [
+        {**dict(zip(_CURSOR_FIELDS, _cursor_fields(*cursor), strict=True)), "updated_at": now}
+        for cursor in cursors
+    ]
     if rows:
         await session.execute(_SAVE_CURSOR[session.get_bind().dialect.name], rows)
 
@@ -184,7 +173,7 @@ async def fence_and_save_cursors(
         raise lease_lost(lease)
 
 
-#: A cursor row's fields as :func:`cursor_arrays` gives them; ``updated_at`` follows them.
+#: A cursor row's fields as :func:`_cursor_fields` gives them; ``updated_at`` follows them.
 _CURSOR_FIELDS = (
     "name",
     "seq",
@@ -197,22 +186,23 @@ _CURSOR_FIELDS = (
 _CURSOR_ARRAY_TYPES = (String, BigInteger, String, String, BigInteger, String, String)
 
 
+def _cursor_fields(name: str, position: Position, resend_from: Position | None) -> tuple[Any, ...]:
+    """A cursor's values in the order of ``_CURSOR_FIELDS`` (a resend starts at the position by default)."""
+    resend = resend_from or position
+    return (
+        name,
+        position.seq,
+        position.organization_id,
+        position.item_id,
+        resend.seq,
+        resend.organization_id,
+        resend.item_id,
+    )
+
+
 def cursor_arrays(cursors: Sequence[tuple[str, Position, Position | None]]) -> dict[str, Any]:
     """The parameters of :func:`fenced_cursors_upsert`: one array per field, one element per cursor."""
-    rows = []
-    for name, position, resend_from in cursors:
-        resend = resend_from or position
-        rows.append(
-            (
-                name,
-                position.seq,
-                position.organization_id,
-                position.item_id,
-                resend.seq,
-                resend.organization_id,
-                resend.item_id,
-            )
-        )
+    rows = [_cursor_fields(*cursor) for cursor in cursors]
     arrays: dict[str, Any] = {
         f"cursor_{field}s": [row[index] for row in rows] for index, field in enumerate(_CURSOR_FIELDS)
     }
