@@ -106,6 +106,15 @@ async def record_delivery(
         await session.commit()
 
 
+def _cursors(
+    destination: ForwardDestination, batches: Sequence[DeliveredBatch]
+) -> list[tuple[str, Position, Position | None]]:
+    """Each batch's cursor as the cursor writers take it: (name, position, resend_from)."""
+    return [
+        (_cursor_name(destination.id, batch.stream), batch.position, batch.resend_from) for batch in batches
+    ]
+
+
 def _plain(destination: ForwardDestination, batches: Sequence[DeliveredBatch]) -> bool:
     """Only cursors and counters to write: nothing refused, every batch delivered, no alert to resolve."""
     return destination.state not in _FAILING and all(
@@ -116,13 +125,12 @@ def _plain(destination: ForwardDestination, batches: Sequence[DeliveredBatch]) -
 async def _record_plain_round(
     session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
 ) -> None:
-    cursors = [(_cursor_name(destination.id, b.stream), b.position, b.resend_from) for b in batches]
     fenced, _, _ = (
         await session.execute(
             _PLAIN_ROUND,
             {
                 **fence_parameters(lease, postgresql=True),
-                **cursor_arrays(cursors),
+                **cursor_arrays(_cursors(destination, batches)),
                 "now": utcnow(),
                 "destination_id": destination.id,
                 "delivered": sum(batch.delivered for batch in batches),
@@ -169,13 +177,7 @@ async def _record_round(
     session: AsyncSession, lease: Lease, destination: ForwardDestination, batches: Sequence[DeliveredBatch]
 ) -> None:
     await fence(session, lease)
-    await save_cursors(
-        session,
-        [
-            (_cursor_name(destination.id, batch.stream), batch.position, batch.resend_from)
-            for batch in batches
-        ],
-    )
+    await save_cursors(session, _cursors(destination, batches))
     for batch in batches:
         for refusal in batch.refused:
             session.add(
