@@ -7,7 +7,8 @@ for the first page, the next page, every single filter, a search by event id and
 filter: the console's query time (``db.logs.page``), the same query's ``EXPLAIN ANALYZE``
 execution time, whether the plan has a sequential scan of ``log_entries``, and the time from a
 key press to the rendered page through Textual's Pilot; deep pages (a cursor weeks back); then
-the overview's queries (``db.overview``) for each window; then the drawing of the three overview
+the overview's queries (``db.overview``) for each window, without and with the sums of closed hours
+that the ingest server makes once an hour; then the drawing of the three overview
 charts (24h, 7d, 30d, from the database's timelines) at 200×50. Targets (issues 14 and 15): every
 page under :data:`PAGE_TARGET_MS` from key press to rows, the overview under
 :data:`OVERVIEW_TARGET_MS`, the three charts together under :data:`CHARTS_TARGET_MS` (printed as a
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fill import DEFAULT_ADMIN_URL, DEFAULT_DB_NAME, ensure_filled  # noqa: E402
 from bench.fill import DEFAULT_ROWS as FILL_ROWS  # noqa: E402
-from db import logs, overview  # noqa: E402
+from db import logs, overview, rollups  # noqa: E402
 from db.engine import new_engine, new_sessionmaker  # noqa: E402
 from db.settings import load_settings  # noqa: E402
 
@@ -245,12 +246,18 @@ async def measure_deep_pages(url: str, now: datetime, results: list[dict[str, An
     return figures
 
 
-async def measure_overview(url: str, now: datetime) -> list[float]:
+async def measure_overview(url: str, now: datetime) -> tuple[list[float], list[float]]:
+    """The overview's reads at ``now``: each part, then the whole overview as a console reads it without
+    the sums of closed hours (no ingest server) and with them (made as the ingest server makes them once
+    an hour). Returns the whole overview's milliseconds per window: (with the sums, without)."""
     settings = load_settings({"DATABASE_URL": url})
     engine = new_engine(settings)
+    sessions = new_sessionmaker(engine)
     try:
-        async with new_sessionmaker(engine)() as session:
-            totals: list[float] = []
+        async with sessions.begin() as session:
+            await rollups.forget_overview_sums(session=session)
+        async with sessions() as session:
+            without: list[float] = []
             ms, _ = await timed(lambda: overview.risk_totals(session=session, now=now))
             log(f"  risk totals (24h/7d/30d in one query)      {ms:7.1f} ms")
             for window, hours in overview.WINDOWS.items():
@@ -273,6 +280,29 @@ async def measure_overview(url: str, now: datetime) -> list[float]:
                 total, _ = await timed(
                     lambda w=window: overview.load_overview(session=session, window=w, now=now)
                 )
+                without.append(total)
+                log(
+                    f"  window {window:>3}: whole overview without the sums of closed hours {total:7.1f} ms "
+                    f"({', '.join(figures)} ms)"
+                )
+            ms, _ = await timed(
+                lambda: overview.devices_seen_since(session=session, since=now - timedelta(days=1))
+            )
+            log(f"  devices seen in the last day               {ms:7.1f} ms")
+            ms, _ = await timed(lambda: overview.last_retention_run(session=session))
+            log(f"  last retention run                         {ms:7.1f} ms")
+        started = time.perf_counter()
+        await overview.store_closed_sums(sessions, now=now)
+        log(
+            f"  the sums of closed hours of every top list and window, made as the ingest server makes "
+            f"them once an hour: {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
+        async with sessions() as session:
+            totals: list[float] = []
+            for window in overview.WINDOWS:
+                total, _ = await timed(
+                    lambda w=window: overview.load_overview(session=session, window=w, now=now)
+                )
                 totals.append(total)
                 cache = overview.TopListCache()
                 await overview.load_overview(session=session, window=window, now=now, cache=cache)
@@ -282,18 +312,12 @@ async def measure_overview(url: str, now: datetime) -> list[float]:
                     )
                 )
                 log(
-                    f"  window {window:>3}: whole overview {total:7.1f} ms, refresh with the console's cache "
-                    f"{refresh:6.1f} ms  ({', '.join(figures)} ms)"
+                    f"  window {window:>3}: whole overview with the sums {total:7.1f} ms, refresh with the "
+                    f"console's cache {refresh:6.1f} ms"
                 )
-            ms, _ = await timed(
-                lambda: overview.devices_seen_since(session=session, since=now - timedelta(days=1))
-            )
-            log(f"  devices seen in the last day               {ms:7.1f} ms")
-            ms, _ = await timed(lambda: overview.last_retention_run(session=session))
-            log(f"  last retention run                         {ms:7.1f} ms")
     finally:
         await engine.dispose()
-    return totals
+    return totals, without
 
 
 async def overview_timelines(url: str, now: datetime) -> dict[str, overview.Timeline]:
@@ -440,7 +464,7 @@ async def main_async(args: argparse.Namespace) -> None:
     log("\nDeep pages (db.logs.page after a cursor days back, every filter above, median of 3):")
     deep = await measure_deep_pages(url, now, results)
     log("\nOverview (db.overview, median of 5):")
-    overview_ms = await measure_overview(url, now)
+    overview_ms, overview_alone_ms = await measure_overview(url, now)
     log(
         f"\nOverview charts drawn at {CHARTS_SIZE[0]}×{CHARTS_SIZE[1]} (RiskChart.render_lines, median of 9):"
     )
@@ -465,6 +489,7 @@ async def main_async(args: argparse.Namespace) -> None:
         ("slowest page query (db.logs.page)", pages, PAGE_TARGET_MS),
         ("slowest key press → rows (Pilot)", pressed, PAGE_TARGET_MS),
         ("slowest whole overview", overview_ms, OVERVIEW_TARGET_MS),
+        ("  the same without an ingest server", overview_alone_ms, OVERVIEW_TARGET_MS),
         ("three overview charts drawn (200×50)", [charts_ms], CHARTS_TARGET_MS),
     ):
         if figures:

@@ -336,6 +336,26 @@ class LogWeeklyCount(_RollupCount, Base):
     )
 
 
+class OverviewKeySums(Base):
+    """Events per key of one overview top list over the closed hours of its window, fleet-wide.
+
+    Written by the ingest server at each turn of the hour (:mod:`db.overview`, migration 0016) so
+    that no console sums 10,000 users' rollup rows again; a console without a row for the current
+    hour sums them itself. ``sums`` is a JSON object of key to count; ``risk_level`` is empty for
+    every level. Only the current hour's rows are kept: they are derived, never the record.
+    """
+
+    __tablename__ = "overview_key_sums"
+
+    #: The current hour when the sums were made: they cover the window's hours before it.
+    closed_before: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    window_hours: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    risk_level: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sums: Mapped[str] = mapped_column(Text)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class AuditEvent(Base):
     """A change made from the console or the CLI: who, when, what, before and after."""
 

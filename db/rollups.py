@@ -43,7 +43,15 @@ from db.audit import record_change
 from db.base import UTCDateTime, as_utc, utcnow
 from db.engine import take_sqlite_write_lock
 from db.identifiers import MAX_ROLLUP_KEY_CHARS
-from db.models import FirewallConfig, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount, RollupSettings
+from db.models import (
+    FirewallConfig,
+    LogDailyCount,
+    LogEntry,
+    LogHourlyCount,
+    LogWeeklyCount,
+    OverviewKeySums,
+    RollupSettings,
+)
 from db.partition_layout import WEEK, week_start
 from db.retention import cutoff_for
 from db.rights import Actor, require_admin
@@ -135,6 +143,13 @@ async def set_key_cap(*, session: AsyncSession, actor: Actor, max_keys: int) -> 
             entity_id="rollup_settings",
             changes={"max_keys_per_bucket": {"before": before, "after": max_keys}},
         )
+
+
+async def forget_overview_sums(*, session: AsyncSession) -> None:
+    """Drop the overview's stored sums of closed hours (:func:`db.overview.store_closed_sums`), in the
+    caller's transaction: they were made from rollups that just changed. Consoles sum the rollups
+    themselves until the next hour's sums are made."""
+    await session.execute(delete(OverviewKeySums))
 
 
 # --- rebuilding from the raw rows -------------------------------------------------------------------
@@ -593,6 +608,7 @@ async def rebuild(
             await _report(
                 progress, RebuildProgress(org, "week", week, events, result.days + result.weeks, total)
             )
+    await forget_overview_sums(session=session)
     await record_change(
         session=session,
         actor=actor,

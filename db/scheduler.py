@@ -21,11 +21,16 @@ The partition maintainer (:func:`run_partition_maintainer`) is a plain loop, not
 the ingest server runs it at start and about hourly, whatever the retention settings,
 because without the weeks ahead the server could not store what it accepts. Several
 servers may run it; the advisory lock in :mod:`db.partitions` lets one work at a time.
+
+So is the keeper of the overview's sums (:func:`run_overview_sums_keeper`): shortly after start and
+a few seconds after each turn of the hour it sums the overview's top lists over their closed hours once for
+every console (:func:`db.overview.store_closed_sums`). A second server finds them made and skips.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -35,6 +40,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.base import utcnow
+from db.overview import store_closed_sums
 from db.partitions import maintain_partitions
 from db.retention import (
     DEFAULT_FORWARD_HOLD_DAYS,
@@ -61,6 +67,12 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 PARTITION_MAINTENANCE_SECONDS = 3600.0
 
 partition_logger = logging.getLogger("aifw.partitions.maintainer")
+
+#: How long after the hour turns the overview's sums are made: events of the hour just closed that
+#: are still in a batch being committed get in. A console that asks before sums the rollups itself.
+OVERVIEW_SUMS_DELAY_SECONDS = 10.0
+
+overview_logger = logging.getLogger("aifw.overview.sums")
 
 
 class RetentionScheduler:
@@ -266,3 +278,34 @@ async def run_partition_maintainer(
             await asyncio.wait_for(stop.wait(), interval)
         except TimeoutError:
             pass
+
+
+async def run_overview_sums_keeper(
+    sessions: async_sessionmaker[AsyncSession],
+    stop: asyncio.Event,
+    *,
+    first_delay: float = STARTUP_DELAY_SECONDS,
+    delay: float = OVERVIEW_SUMS_DELAY_SECONDS,
+) -> None:
+    """Make the overview's sums of closed hours ``first_delay`` seconds after start (start-up is not
+    slowed) and :data:`OVERVIEW_SUMS_DELAY_SECONDS` after each turn of the hour, until ``stop`` is set.
+    A failure is logged and the loop goes on (consoles then sum the rollups themselves)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), first_delay)
+    while not stop.is_set():
+        started = utcnow()
+        try:
+            made = await store_closed_sums(sessions, now=started)
+        except Exception:
+            overview_logger.exception("summing the overview's closed hours failed; it is tried next hour")
+        else:
+            if made:
+                overview_logger.info(
+                    "overview sums of the hours before %s made in %.0f ms",
+                    started.strftime("%H:00"),
+                    (utcnow() - started).total_seconds() * 1000,
+                )
+        next_hour = started.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        wait = (next_hour - utcnow()).total_seconds() + delay
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(wait, delay))

@@ -55,7 +55,7 @@ from db.identifiers import (
 from db.metadata_keys import Shape, metadata_problem, organization_shapes
 from db.models import Device, LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.rights import Actor, require_admin
-from db.rollups import CAPPED_DIMENSIONS, OVERFLOW_KEY, ROLLUP_KEY, counting_paused
+from db.rollups import CAPPED_DIMENSIONS, OVERFLOW_KEY, ROLLUP_KEY, counting_paused, forget_overview_sums
 
 RollupTable = type[LogHourlyCount] | type[LogDailyCount] | type[LogWeeklyCount]
 
@@ -343,6 +343,9 @@ async def _scrub_rollups(session: AsyncSession, report: ScrubReport, apply: bool
                 await _fold(
                     session, table, in_window, bad[offset : offset + KEYS_PER_STATEMENT], report, apply
                 )
+            if bad and apply:
+                # The overview's sums still name the keys just folded: they are made again next hour.
+                await forget_overview_sums(session=session)
             await (session.commit() if apply else session.rollback())
             start = end
         report.rollup_keys += len(seen_bad)

@@ -54,8 +54,8 @@ log = logging.getLogger("aifw.ingest")
 
 #: File descriptors the server needs besides its connections: listener, two database pools, logs.
 SPARE_FILE_DESCRIPTORS: Final = 128
-#: How long a stopping server waits for a partition maintenance step that is under way.
-PARTITIONS_STOP_SECONDS: Final = 10
+#: How long a stopping server waits for a partition maintenance step or the overview sums under way.
+HOUSEKEEPING_STOP_SECONDS: Final = 10
 
 
 @dataclass(frozen=True)
@@ -413,8 +413,9 @@ async def serve(
     scheduler: Any = None
     stats_task: asyncio.Task[None] | None = None
     dispatcher: Dispatcher | None = None
-    partitions_stop = asyncio.Event()
+    housekeeping_stop = asyncio.Event()
     partitions_task: asyncio.Task[None] | None = None
+    sums_task: asyncio.Task[None] | None = None
     # The dispatcher's own pool on PostgreSQL: its forwarders never hold up an agent's hello. No ping
     # per checkout (db.engine.new_engine): its workers check out a connection several times a second.
     dispatch_engine = new_engine(settings, pool_pre_ping=False) if settings.is_postgresql else engine
@@ -423,8 +424,10 @@ async def serve(
         await check_database(engine, settings)
         # PostgreSQL: the weeks ahead get their partitions now and hourly (db/partitions.py).
         partitions_task = asyncio.create_task(
-            _maintain_partitions(engine, partitions_stop), name="partition-maintainer"
+            _maintain_partitions(engine, housekeeping_stop), name="partition-maintainer"
         )
+        # The overview's top lists over closed hours, made once an hour for every console (db/overview.py).
+        sums_task = asyncio.create_task(_keep_overview_sums(engine, housekeeping_stop), name="overview-sums")
         dispatcher = _new_dispatcher(settings, dispatch_engine)
         running = await server.start()
         proxies = settings.ingest.trusted_proxies if settings.ingest.proxy_protocol else None
@@ -455,10 +458,11 @@ async def serve(
     finally:
         if stats_task is not None:
             stats_task.cancel()
-        partitions_stop.set()
-        if partitions_task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(partitions_task, PARTITIONS_STOP_SECONDS)
+        housekeeping_stop.set()
+        for task in (partitions_task, sums_task):
+            if task is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(task, HOUSEKEEPING_STOP_SECONDS)
         # After the writer's flush: what it committed last is the evaluator's to see next time.
         if dispatcher is not None:
             await dispatcher.stop_and_wait()
@@ -495,6 +499,12 @@ async def _maintain_partitions(engine: AsyncEngine, stop: asyncio.Event) -> None
     from db.scheduler import run_partition_maintainer
 
     await run_partition_maintainer(engine, stop)
+
+
+async def _keep_overview_sums(engine: AsyncEngine, stop: asyncio.Event) -> None:
+    from db.scheduler import run_overview_sums_keeper
+
+    await run_overview_sums_keeper(new_sessionmaker(engine), stop)
 
 
 def _start_retention_scheduler(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Any:

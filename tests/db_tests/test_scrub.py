@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.base import utcnow
 from db.engine import new_engine, new_sessionmaker
-from db.models import AuditEvent, Device, LogEntry, LogHourlyCount
+from db.models import AuditEvent, Device, LogEntry, LogHourlyCount, OverviewKeySums
 from db.rights import Actor
-from db.rollups import OVERFLOW_KEY
+from db.rollups import OVERFLOW_KEY, hour_of
 from db.scrub import ScrubReport, repaired_identifier, scrub
 from tests.support.database import settings_for
 from tests.support.legacy import BAD_ID, BAD_TOOL
@@ -65,10 +66,22 @@ def test_dry_run_reports_what_the_rules_refuse_and_changes_nothing(legacy_url: s
 
 def test_apply_repairs_the_rows_keeps_the_totals_and_is_audited(legacy_url: str) -> None:
     async def work(session: AsyncSession) -> tuple[ScrubReport, Any, Any, dict[str, int], list[AuditEvent]]:
+        # The overview's stored sums name the bad tool too: the scrub must drop them with the key.
+        session.add(
+            OverviewKeySums(
+                closed_before=hour_of(utcnow()),
+                window_hours=24,
+                dimension="tool",
+                risk_level="",
+                sums=f'{{"{BAD_TOOL}": 2}}',
+            )
+        )
+        await session.commit()
         report = await scrub(session=session, apply=True, actor=Actor(name="tester", source="cli"))
         bad = await session.scalar(select(LogEntry).where(LogEntry.id == BAD_ID))
         device = await session.scalar(select(Device))
         audits = list((await session.scalars(select(AuditEvent))).all())
+        assert await session.scalar(select(func.count()).select_from(OverviewKeySums)) == 0
         return report, bad, device, await _tool_keys(session), audits
 
     report, bad, device, keys, audits = run(legacy_url, work)
