@@ -304,7 +304,7 @@ async def measure_overview(url: str, now: datetime) -> tuple[list[float], list[f
                     lambda w=window: overview.load_overview(session=session, window=w, now=now)
                 )
                 totals.append(total)
-                cache = overview.TopListCache()
+                cache = overview.OverviewCache()
                 await overview.load_overview(session=session, window=window, now=now, cache=cache)
                 refresh, _ = await timed(
                     lambda w=window, c=cache: overview.load_overview(

@@ -337,12 +337,14 @@ class LogWeeklyCount(_RollupCount, Base):
 
 
 class OverviewKeySums(Base):
-    """Events per key of one overview top list over the closed hours of its window, fleet-wide.
+    """One part of the overview over the closed hours of its window, fleet-wide: a top list or the timeline.
 
     Written by the ingest server at each turn of the hour (:mod:`db.overview`, migration 0016) so
     that no console sums 10,000 users' rollup rows again; a console without a row for the current
-    hour sums them itself. ``sums`` is a JSON object of key to count; ``risk_level`` is empty for
-    every level. Only the current hour's rows are kept: they are derived, never the record.
+    hour reads the rollups itself. ``sums`` is JSON: for a top list (``dimension`` tool, user or
+    entity; ``risk_level`` empty for every level) an object of key to count, for the timeline
+    (``dimension`` timeline) an object of risk level to the counts of its bins. Only the current
+    hour's rows are kept: they are derived, never the record.
     """
 
     __tablename__ = "overview_key_sums"

@@ -7,11 +7,11 @@ daily ones and only its partial days from the hourly ones, so a 30-day top
 list reads about 15 rows per key instead of 720. The rest are two small reads: devices seen in the
 last day and the newest retention run.
 
-Even so a 30-day list of users by red events sums about 100,000 rows for 10,000 users. Its closed
-hours change only when the hour turns, so the ingest server sums every top list of every window once
-an hour (:func:`store_closed_sums`, kept in ``overview_key_sums``) and a console reads that one row
-and adds the current hour. Without it (no ingest server running, or in the seconds after the hour
-turns) the console sums the rollups itself, as before.
+Even so a 30-day list of users by red events sums about 100,000 rows for 10,000 users. The closed
+hours of a window's timeline and top lists change only when the hour turns, so the ingest server
+reads them for every window once an hour (:func:`store_closed_sums`, kept in ``overview_key_sums``)
+and a console reads those rows and adds the current hour. Without them (no ingest server running, or
+in the seconds after the hour turns) the console reads the rollups itself, as before.
 """
 
 from __future__ import annotations
@@ -210,9 +210,15 @@ def _bin_hours(hours: int) -> int:
 
 
 async def timeline(
-    *, session: AsyncSession, now: datetime, hours: int, organization: str | None = None
+    *,
+    session: AsyncSession,
+    now: datetime,
+    hours: int,
+    organization: str | None = None,
+    end: datetime | None = None,
 ) -> Timeline:
-    """Events over time by risk level for the last ``hours`` hours, in bins of whole hours.
+    """Events over time by risk level for the last ``hours`` hours, in bins of whole hours; only
+    the hours before ``end`` if given (the bins stay those of the whole window).
 
     Bins start on UTC multiples of their length (00:00, 04:00, … for 4-hour bins), so the first
     one may also span hours before the window (they count nothing: only the window's hours are
@@ -233,7 +239,7 @@ async def timeline(
         func.sum(LogHourlyCount.event_count),
         dimension="risk",
         start=start,
-        end=None,
+        end=end,
         risk_level=None,
         organization=organization,
     ).group_by(bin_index, LogHourlyCount.risk_level)
@@ -318,19 +324,46 @@ def _top(sums: dict[str, int], limit: int) -> list[tuple[str, int]]:
     return heapq.nsmallest(limit, sums.items(), key=lambda item: (-item[1], item[0]))
 
 
-class TopListCache:
-    """Top lists refreshed cheaply: the closed hours of a window are summed once per hour.
+#: The stored closed hours of a window's timeline: ``dimension`` of its row (each level's bins).
+TIMELINE_DIMENSION: Final = "timeline"
+#: One part of a window's closed hours: a top list (dimension, risk level) or the timeline.
+Part = tuple[str, str | None]
+TIMELINE: Final[Part] = (TIMELINE_DIMENSION, None)
 
-    The first read of a window in an hour takes the sums of its closed hours that the ingest server
-    stored for every console (:func:`store_closed_sums`), or, when there are none (a list scoped to
-    one organisation, no ingest server, the first seconds of the hour), sums every key over the
-    closed hours itself (whole weeks and days from the weekly and daily counts, the rest from the
-    hourly ones). Until the hour turns, a refresh only reads the current hour's rows and adds them.
-    Counts that arrive late for an already closed hour (an agent's backlog) show up at the next hour.
+
+class OverviewCache:
+    """The overview refreshed cheaply: a window's closed hours are read once per hour.
+
+    The timeline and the top lists of a window change, for every hour but the current one, only
+    when the hour turns. The first read of a window in an hour takes what the ingest server stored
+    of its closed hours for every console (:func:`store_closed_sums`), or, when there is none (an
+    overview scoped to one organisation, no ingest server, the first seconds of the hour), reads the
+    closed hours from the rollups itself (whole weeks and days from the weekly and daily counts, the
+    rest from the hourly ones). Until the hour turns, a refresh reads only the current hour's rows
+    and adds them. Counts that arrive late for an already closed hour (an agent's backlog) show up
+    there at the next hour; the risk totals are always read whole.
     """
 
     def __init__(self) -> None:
-        self._closed: dict[tuple[str, str | None, str | None, datetime, datetime], dict[str, int]] = {}
+        self._closed: dict[tuple[Part, str | None, int, datetime], Any] = {}
+
+    async def _closed_hours(
+        self, *, session: AsyncSession, part: Part, hours: int, now: datetime, organization: str | None
+    ) -> Any:
+        current = hour_of(now)
+        key = (part, organization, hours, current)
+        if key in self._closed:
+            return self._closed[key]
+        closed = None
+        if organization is None:
+            closed = await stored_closed_hours(session=session, part=part, hours=hours, current=current)
+        if closed is None:
+            closed = await closed_hours(
+                session=session, part=part, hours=hours, current=current, organization=organization
+            )
+        self._closed = {k: v for k, v in self._closed.items() if k[3] == current}
+        self._closed[key] = closed
+        return closed
 
     async def top(
         self,
@@ -343,36 +376,79 @@ class TopListCache:
         organization: str | None = None,
         limit: int = TOP_LIMIT,
     ) -> list[tuple[str, int]]:
-        current = hour_of(now)
-        start = window_start(now, hours)
-        key = (dimension, risk_level, organization, start, current)
-        scope = {
-            "session": session,
-            "dimension": dimension,
-            "risk_level": risk_level,
-            "organization": organization,
-        }
-        closed = self._closed.get(key)
-        if closed is None:
-            if organization is None:
-                closed = await stored_closed_sums(
-                    session=session, dimension=dimension, risk_level=risk_level, hours=hours, current=current
-                )
-            if closed is None:
-                closed = dict(await key_sums(start=start, end=current, **scope))  # type: ignore[arg-type]
-            self._closed = {k: v for k, v in self._closed.items() if k[4] == current}
-            self._closed[key] = closed
+        closed: dict[str, int] = await self._closed_hours(
+            session=session, part=(dimension, risk_level), hours=hours, now=now, organization=organization
+        )
         sums = dict(closed)
-        for name, count in await key_sums(start=current, **scope):  # type: ignore[arg-type]
+        for name, count in await key_sums(
+            session=session,
+            dimension=dimension,
+            start=hour_of(now),
+            risk_level=risk_level,
+            organization=organization,
+        ):
             sums[name] = sums.get(name, 0) + count
         return _top(sums, limit)
 
+    async def timeline(
+        self, *, session: AsyncSession, now: datetime, hours: int, organization: str | None = None
+    ) -> Timeline:
+        closed: dict[str, list[int]] = await self._closed_hours(
+            session=session, part=TIMELINE, hours=hours, now=now, organization=organization
+        )
+        current = await timeline(session=session, now=now, hours=1, organization=organization)
+        shown = timeline_shape(now=now, hours=hours)
+        series = {level: list(counts) for level, counts in closed.items()}
+        for level, counts in current.series.items():
+            # The current hour is in the window's last bin, whatever the bins' length.
+            series.setdefault(level, [0] * len(shown.starts))[-1] += counts[-1]
+        return Timeline(bin_hours=shown.bin_hours, starts=shown.starts, series=series)
 
-async def stored_closed_sums(
-    *, session: AsyncSession, dimension: str, risk_level: str | None, hours: int, current: datetime
-) -> dict[str, int] | None:
-    """The fleet's events per key over the closed hours of a window ending with hour ``current``, as
-    :func:`store_closed_sums` stored them; None if it has not (yet) for that hour."""
+
+def timeline_shape(*, now: datetime, hours: int) -> Timeline:
+    """The bins of a window's timeline, every count zero."""
+    start = window_start(now, hours)
+    bin_hours = _bin_hours(hours)
+    bin_seconds = bin_hours * 3600
+    first = int(start.timestamp()) // bin_seconds
+    bins = int(hour_of(now).timestamp()) // bin_seconds - first + 1
+    starts = [datetime.fromtimestamp((first + index) * bin_seconds, UTC) for index in range(bins)]
+    return Timeline(bin_hours=bin_hours, starts=starts, series={level: [0] * bins for level in RISK_LEVELS})
+
+
+async def closed_hours(
+    *, session: AsyncSession, part: Part, hours: int, current: datetime, organization: str | None = None
+) -> dict[str, int] | dict[str, list[int]]:
+    """One part of a window's closed hours (every hour before ``current``), read from the rollups:
+    the timeline's bins per level, or a top list's events per key."""
+    if part == TIMELINE:
+        closed = await timeline(
+            session=session, now=current, hours=hours, organization=organization, end=current
+        )
+        return closed.series
+    dimension, risk_level = part
+    return dict(
+        await key_sums(
+            session=session,
+            dimension=dimension,
+            start=window_start(current, hours),
+            end=current,
+            risk_level=risk_level,
+            organization=organization,
+        )
+    )
+
+
+#: Every part of a window's closed hours that the ingest server stores: the timeline and the top lists.
+STORED_PARTS: Final[tuple[Part, ...]] = (TIMELINE, *TOP_LISTS)
+
+
+async def stored_closed_hours(
+    *, session: AsyncSession, part: Part, hours: int, current: datetime
+) -> Any | None:
+    """One part of the fleet's closed hours of a window ending with hour ``current``, as
+    :func:`store_closed_sums` stored it; None if it has not (yet) for that hour."""
+    dimension, risk_level = part
     stored = await session.scalar(
         select(OverviewKeySums.sums).where(
             OverviewKeySums.closed_before == current,
@@ -381,44 +457,36 @@ async def stored_closed_sums(
             OverviewKeySums.risk_level == (risk_level or ""),
         )
     )
-    if stored is None:
-        return None
-    sums: dict[str, int] = orjson.loads(stored)
-    return sums
+    return None if stored is None else orjson.loads(stored)
 
 
 async def store_closed_sums(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime | None = None
 ) -> bool:
-    """Sum every top list of every window (:data:`TOP_LISTS`, :data:`WINDOWS`) over its closed hours,
-    fleet-wide, and store the sums for the current hour, dropping older ones. False (nothing done)
-    if they are there already: another ingest server made them.
+    """Read every part of every window's closed hours (:data:`STORED_PARTS`, :data:`WINDOWS`) fleet-wide
+    and store them for the current hour, dropping older ones. False (nothing done) if they are there
+    already: another ingest server made them.
 
-    The sums are read in one session and written in another short transaction: on SQLite a read
+    They are read in one session and written in another short transaction: on SQLite a read
     transaction that turns into a write fails if another writer committed meanwhile.
     """
     current = hour_of(now or utcnow())
     stored_for = select(func.count()).where(OverviewKeySums.closed_before == current)
     rows = []
     async with sessions() as session:
-        if await session.scalar(stored_for) == len(WINDOWS) * len(TOP_LISTS):
+        if await session.scalar(stored_for) == len(WINDOWS) * len(STORED_PARTS):
             return False
         for hours in WINDOWS.values():
-            for dimension, risk_level in TOP_LISTS:
-                sums = await key_sums(
-                    session=session,
-                    dimension=dimension,
-                    start=window_start(current, hours),
-                    end=current,
-                    risk_level=risk_level,
-                )
+            for part in STORED_PARTS:
+                closed = await closed_hours(session=session, part=part, hours=hours, current=current)
+                dimension, risk_level = part
                 rows.append(
                     {
                         "closed_before": current,
                         "window_hours": hours,
                         "dimension": dimension,
                         "risk_level": risk_level or "",
-                        "sums": orjson.dumps(dict(sums)).decode(),
+                        "sums": orjson.dumps(closed).decode(),
                         "computed_at": utcnow(),
                     }
                 )
@@ -454,24 +522,25 @@ async def load_overview(
     window: str = "24h",
     now: datetime | None = None,
     organization: str | None = None,
-    cache: TopListCache | None = None,
+    cache: OverviewCache | None = None,
 ) -> Overview:
     """Every figure of the overview for ``window`` (one of :data:`WINDOWS`).
 
-    Pass the same ``cache`` to every refresh so top lists read only the current hour; without one
-    the top lists still take the closed hours' sums the ingest server stored, if any.
+    Pass the same ``cache`` to every refresh so the timeline and top lists read only the current
+    hour; without one they still take the closed hours the ingest server stored, if any.
     """
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; use one of {', '.join(WINDOWS)}")
     now = now or utcnow()
     hours = WINDOWS[window]
     scope = {"session": session, "now": now, "hours": hours, "organization": organization}
-    top = (cache or TopListCache()).top
+    cache = cache or OverviewCache()
+    top = cache.top
     return Overview(
         window=window,
         generated_at=now,
         totals=await risk_totals(session=session, now=now, organization=organization),
-        timeline=await timeline(**scope),  # type: ignore[arg-type]
+        timeline=await cache.timeline(**scope),  # type: ignore[arg-type]
         top_tools=await top(dimension="tool", **scope),  # type: ignore[arg-type]
         top_red_users=await top(dimension="user", risk_level="red", **scope),  # type: ignore[arg-type]
         top_entity_types=await top(dimension="entity", **scope),  # type: ignore[arg-type]

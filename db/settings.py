@@ -106,6 +106,8 @@ class IngestLimits:
     batch_max_events: int = 2000
     #: 0 = group commit: each batch takes what queued up during the previous commit.
     batch_max_wait_ms: float = 0.0
+    #: Batches in flight at once on PostgreSQL, each in its own transaction (SQLite writes one at a time).
+    writers: int = 2
     stats_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
     db_retry_max_seconds: float = 5.0
@@ -607,6 +609,13 @@ SETTINGS: tuple[Setting, ...] = (
         _NOT_NEGATIVE,
         "under load, milliseconds the writer waits to fill a batch",
         "--batch-max-wait-ms",
+    ),
+    Setting(
+        "INGEST_WRITERS",
+        "ingest.writers",
+        _whole(1),
+        "batches in flight at once on PostgreSQL (SQLite: always 1)",
+        "--writers",
     ),
     Setting(
         "INGEST_TLS_CERT",

@@ -74,6 +74,8 @@ class BatchWriter:
         self._stats = stats
         self._abandon = asyncio.Event()
         self._outage_reported = False
+        #: The tasks of :meth:`run` still storing.
+        self._running = 0
 
     def abandon(self) -> None:
         """Stop retrying (shutdown grace is over): what is not committed is not acknowledged."""
@@ -83,14 +85,25 @@ class BatchWriter:
         """Queue the stop marker (waits for room): :meth:`run` ends once what was queued is stored."""
         await self.queue.put(STOP)
 
-    async def run(self) -> None:
-        """Store batches until the stop marker; never raises for a failed batch."""
+    async def run(self, *, concurrent: int = 1) -> None:
+        """Store batches until the stop marker; never raises for a failed batch.
+
+        With ``concurrent`` above 1, that many batches may be in flight at once, each in its own
+        transaction: while one commits, the next is already being written, so an event waits for
+        the commit of its own batch only, not also for the one before it. Acks may then come out of
+        order between batches, which the protocol allows (docs/protocol.md).
+        """
+        self._running = max(1, concurrent)
+        await asyncio.gather(*(self._run_one() for _ in range(self._running)))
+
+    async def _run_one(self) -> None:
         limits = self._limits
         queue = self.queue
         stopping = False
         while not stopping:
             first = await queue.get()
             if first is STOP:
+                stopping = True
                 break
             batch = [first]
             stopping = self._drain_into(batch)
@@ -118,6 +131,13 @@ class BatchWriter:
                 log.exception("unexpected error storing a batch of %d events", len(batch))
                 for row, source in batch:
                     source.refuse(store_fault(row["ack_id"]))
+        # The marker is met once, by one task: it is passed on while another task runs, so every task
+        # ends once what was queued before it is taken, and the last leaves the queue empty. Nothing
+        # is queued after the marker, so there is room for it.
+        self._running -= 1
+        if self._running:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(STOP)
 
     def _drain_into(self, batch: list[QueuedEvent]) -> bool:
         """Move what is queued into ``batch`` up to its limit; True if the stop marker was met."""

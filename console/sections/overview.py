@@ -30,7 +30,7 @@ from console.widgets.overview_widgets import OpenAlertsView, RankedList, RiskTot
 from console.widgets.risk_chart import RiskChart
 from console.widgets.time_format import when
 from db.alerts import OpenAlerts, open_alerts
-from db.overview import WINDOWS, Overview, TopListCache, load_overview
+from db.overview import WINDOWS, Overview, OverviewCache, load_overview
 from db.wording import counted
 
 REFRESH_SECONDS = 5.0
@@ -90,7 +90,7 @@ What happened lately, read again every few seconds from the hourly counts (never
         self.overview: Overview | None = None
         self.open_alerts: OpenAlerts | None = None
         self._timer: Timer | None = None
-        self._cache = TopListCache()
+        self._cache = OverviewCache()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="overview-scroll", can_focus=True):

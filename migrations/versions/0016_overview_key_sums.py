@@ -1,10 +1,11 @@
-"""The overview's top lists over closed hours, made once an hour for every console
+"""The overview's timeline and top lists over closed hours, made once an hour for every console
 
-``overview_key_sums`` holds, for each top list of the overview (tools, users by red events, entity
-types) and each window (24 h, 7 d, 30 d), the events per key over the window's closed hours, as the
-ingest server sums them from the rollups at each turn of the hour (db/overview.py). A console then
-reads one row and adds the current hour, instead of summing about 100,000 rollup rows of 10,000
-users for a 30-day list. The rows are derived: the downgrade drops the table and nothing is lost.
+``overview_key_sums`` holds, for the timeline and each top list of the overview (tools, users by red
+events, entity types) and each window (24 h, 7 d, 30 d), the counts over the window's closed hours,
+as the ingest server reads them from the rollups at each turn of the hour (db/overview.py). A
+console then reads those rows and adds the current hour, instead of summing about 100,000 rollup
+rows of 10,000 users for a 30-day list. The rows are derived: the downgrade drops the table and
+nothing is lost.
 
 Revision ID: 0016
 Revises: 0015

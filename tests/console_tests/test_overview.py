@@ -11,7 +11,7 @@ from console.sections.overview import OverviewSection
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import Device, LogEntry, RetentionRun
-from db.overview import TopListCache, load_overview
+from db.overview import OverviewCache, load_overview
 from tests.support.console import add_console_user, press_and_settle, running, settle, sign_in
 from tests.support.database import make_event, store_logs
 
@@ -103,7 +103,7 @@ async def test_overview_of_an_empty_database_says_no_events_yet(engine: AsyncEng
 async def test_cached_top_lists_add_events_of_the_current_hour(engine: AsyncEngine) -> None:
     now = utcnow()
     await store_logs(engine, [make_event(timestamp=now - timedelta(days=2), risk_level="red", user_id="eve")])
-    cache = TopListCache()
+    cache = OverviewCache()
     async with new_sessionmaker(engine)() as session:
         first = await load_overview(session=session, window="7d", now=now, cache=cache)
         assert first.top_red_users == [("eve", 1)]

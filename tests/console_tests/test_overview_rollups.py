@@ -17,7 +17,7 @@ from db.engine import alembic_config, new_engine, new_sessionmaker
 from db.models import LogDailyCount, LogEntry, LogHourlyCount, LogWeeklyCount
 from db.overview import (
     WINDOWS,
-    TopListCache,
+    OverviewCache,
     key_sums,
     load_overview,
     split_by_bucket,
@@ -119,7 +119,7 @@ async def test_overview_window_gives_the_numbers_of_counting_raw_rows(
         )
         raw_totals = dict(raw.all())
         shown = await load_overview(session=session, window=window, now=now)
-        cached = await load_overview(session=session, window=window, now=now, cache=TopListCache())
+        cached = await load_overview(session=session, window=window, now=now, cache=OverviewCache())
     seen = in_window(events, now, hours)
     totals = {t.window: t.counts for t in shown.totals}[window]
     assert {risk: n for risk, n in totals.items() if n} == raw_totals

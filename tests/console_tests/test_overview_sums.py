@@ -17,7 +17,7 @@ from db import rollups
 from db.base import utcnow
 from db.engine import new_sessionmaker
 from db.models import OverviewKeySums
-from db.overview import TOP_LISTS, WINDOWS, hour_of, load_overview, store_closed_sums
+from db.overview import STORED_PARTS, WINDOWS, hour_of, load_overview, store_closed_sums, timeline
 from db.rights import Actor
 from db.scheduler import run_overview_sums_keeper
 from tests.console_tests.test_overview_rollups import in_window, ranked, spread_events
@@ -36,39 +36,45 @@ async def test_stored_sums_give_the_top_lists_of_counting_raw_rows(engine: Async
     await store_logs(engine, events)
     sessions = new_sessionmaker(engine)
     assert await store_closed_sums(sessions, now=now)
-    assert await stored_hours(engine) == {hour_of(now): len(WINDOWS) * len(TOP_LISTS)}
+    assert await stored_hours(engine) == {hour_of(now): len(WINDOWS) * len(STORED_PARTS)}
     assert not await store_closed_sums(sessions, now=now), "made twice in one hour"
     async with sessions() as session:
         shown = await load_overview(session=session, window=window, now=now)
+        whole = await timeline(session=session, now=now, hours=WINDOWS[window])
     # The current hour's events (spread_events puts one there) are added to the stored closed hours.
+    assert shown.timeline == whole
     seen = in_window(events, now, WINDOWS[window])
     assert shown.top_tools == ranked(Counter(e["tool_name"] for e in seen))
     assert shown.top_red_users == ranked(Counter(e["user_id"] for e in seen if e["risk_level"] == "red"))
     assert shown.top_entity_types == ranked(Counter(t for e in seen for t in e["detected_entity_types"]))
 
 
-async def set_stored_users(engine: AsyncEngine, sums: dict[str, int]) -> None:
+async def set_stored(engine: AsyncEngine, dimension: str, stored: object) -> None:
     async with new_sessionmaker(engine).begin() as session:
         await session.execute(
             update(OverviewKeySums)
-            .where(OverviewKeySums.dimension == "user", OverviewKeySums.window_hours == WINDOWS["24h"])
-            .values(sums=orjson.dumps(sums).decode())
+            .where(OverviewKeySums.dimension == dimension, OverviewKeySums.window_hours == WINDOWS["24h"])
+            .values(sums=orjson.dumps(stored).decode())
         )
 
 
-async def test_the_overview_reads_the_stored_sums_of_its_hour_only(engine: AsyncEngine) -> None:
+async def test_the_overview_reads_the_stored_closed_hours_of_its_hour_only(engine: AsyncEngine) -> None:
     now = utcnow()
     await store_logs(engine, spread_events(now, days=2))
     sessions = new_sessionmaker(engine)
     await store_closed_sums(sessions, now=now)
-    await set_stored_users(engine, {"zed": 999})
+    await set_stored(engine, "user", {"zed": 999})
+    bins = WINDOWS["24h"]  # a day's timeline has hourly bins
+    await set_stored(engine, "timeline", {"green": [7777] * bins, "amber": [0] * bins, "red": [0] * bins})
     async with sessions() as session:
         fleet = await load_overview(session=session, window="24h", now=now)
         one_organisation = await load_overview(session=session, window="24h", now=now, organization="acme")
         next_hour = await load_overview(session=session, window="24h", now=now + timedelta(hours=1))
     assert fleet.top_red_users[0] == ("zed", 999)
+    assert fleet.timeline.series["green"][0] == 7777
     assert all(user != "zed" for user, _ in one_organisation.top_red_users), "sums are the fleet's only"
     assert all(user != "zed" for user, _ in next_hour.top_red_users), "sums of another hour were used"
+    assert 7777 not in one_organisation.timeline.series["green"] + next_hour.timeline.series["green"]
 
 
 async def test_sums_of_a_new_hour_replace_the_older_ones(engine: AsyncEngine) -> None:
@@ -102,4 +108,4 @@ async def test_the_keeper_makes_the_sums_after_its_first_delay_and_stops_when_to
         await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(keeper, 5)
-    assert sum((await stored_hours(engine)).values()) == len(WINDOWS) * len(TOP_LISTS)
+    assert sum((await stored_hours(engine)).values()) == len(WINDOWS) * len(STORED_PARTS)

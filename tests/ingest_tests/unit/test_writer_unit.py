@@ -229,3 +229,57 @@ async def test_a_fault_of_the_writer_itself_refuses_the_batch_as_internal_error_
     harness.writer.queue.put_nowait((row("b"), faulty))
     await wait_until(lambda: bool(faulty.acked), timeout=5)
     assert faulty.acked == ["b"]
+
+
+@dataclass
+class GatedStore(FakeStore):
+    """A store whose first batch waits until ``gate`` opens, as a slow commit would."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    calls: int = 0
+
+    async def __call__(self, *, session: Any, events: Sequence[Mapping[str, Any]]) -> StoredBatch:
+        self.calls += 1
+        if self.calls == 1:
+            self.journal.append(f"waiting {','.join(event['ack_id'] for event in events)}")
+            await self.gate.wait()
+        return await super().__call__(session=session, events=events)
+
+
+async def test_with_two_writers_a_batch_is_stored_and_acknowledged_while_the_one_before_waits() -> None:
+    journal: list[str] = []
+    store = GatedStore(journal)
+    writer = BatchWriter(lambda: cast(Any, FakeSession(journal)), LIMITS, IngestStats(), store=store)
+    connection = FakeConnection("x", journal)
+    task = asyncio.create_task(writer.run(concurrent=2))
+    writer.queue.put_nowait((row("a"), connection))
+    await wait_until(lambda: "waiting a" in journal, timeout=5)
+    writer.queue.put_nowait((row("b"), connection))
+    await wait_until(lambda: connection.acked == ["b"], timeout=5)
+    assert "ack x a" not in journal, "acknowledged before its batch was committed"
+    store.gate.set()
+    await wait_until(lambda: connection.acked == ["b", "a"], timeout=5)
+    assert journal.index("ack x a") > journal.index("store a") + 1 > journal.index("ack x b")
+    await writer.finish()
+    async with asyncio.timeout(5):
+        await task
+
+
+async def test_every_writer_ends_at_the_stop_marker_once_what_was_queued_before_it_is_stored() -> None:
+    journal: list[str] = []
+    store = FakeStore(journal)
+    writer = BatchWriter(
+        lambda: cast(Any, FakeSession(journal)),
+        replace(LIMITS, batch_max_events=4),
+        IngestStats(),
+        store=store,
+    )
+    connection = FakeConnection("c", journal)
+    for index in range(10):
+        writer.queue.put_nowait((row(str(index)), connection))
+    await writer.finish()
+    async with asyncio.timeout(5):
+        await writer.run(concurrent=3)
+    assert sorted(connection.acked, key=int) == [str(index) for index in range(10)]
+    assert len(connection.acked) == 10, "an event acknowledged twice"
+    assert writer.queue.empty(), "a stop marker left behind reads as an event not stored"
