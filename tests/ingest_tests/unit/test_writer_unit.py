@@ -124,7 +124,8 @@ async def test_events_are_acknowledged_after_their_batch_is_committed_grouped_by
     )
 
 
-async def test_batches_never_exceed_their_limit() -> None:
+async def ten_events_then_the_stop_marker() -> tuple[BatchWriter, FakeStore, FakeConnection]:
+    """A writer of batches of at most 4, with ten events of one connection queued, then the stop marker."""
     journal: list[str] = []
     store = FakeStore(journal)
     writer = BatchWriter(
@@ -137,6 +138,11 @@ async def test_batches_never_exceed_their_limit() -> None:
     for index in range(10):
         writer.queue.put_nowait((row(str(index)), connection))
     await writer.finish()
+    return writer, store, connection
+
+
+async def test_batches_never_exceed_their_limit() -> None:
+    writer, store, connection = await ten_events_then_the_stop_marker()
     async with asyncio.timeout(5):
         await writer.run()
     assert [len(batch) for batch in store.batches] == [4, 4, 2]
@@ -266,18 +272,7 @@ async def test_with_two_writers_a_batch_is_stored_and_acknowledged_while_the_one
 
 
 async def test_every_writer_ends_at_the_stop_marker_once_what_was_queued_before_it_is_stored() -> None:
-    journal: list[str] = []
-    store = FakeStore(journal)
-    writer = BatchWriter(
-        lambda: cast(Any, FakeSession(journal)),
-        replace(LIMITS, batch_max_events=4),
-        IngestStats(),
-        store=store,
-    )
-    connection = FakeConnection("c", journal)
-    for index in range(10):
-        writer.queue.put_nowait((row(str(index)), connection))
-    await writer.finish()
+    writer, _, connection = await ten_events_then_the_stop_marker()
     async with asyncio.timeout(5):
         await writer.run(concurrent=3)
     assert sorted(connection.acked, key=int) == [str(index) for index in range(10)]
