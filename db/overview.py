@@ -226,11 +226,10 @@ async def timeline(
     read). The hours are summed by the database over organisations: a 30-day chart fetches at
     most about 540 rows (180 bins, three levels).
     """
-    start = window_start(now, hours)
-    bin_hours = _bin_hours(hours)
-    bin_seconds = bin_hours * 3600
-    first = int(start.timestamp()) // bin_seconds
-    bins = int(hour_of(now).timestamp()) // bin_seconds - first + 1
+    shape = timeline_shape(now=now, hours=hours)
+    bin_seconds = shape.bin_hours * 3600
+    first = int(shape.starts[0].timestamp()) // bin_seconds
+    bins = len(shape.starts)
     seconds = _epoch_seconds(LogHourlyCount.bucket_start, session.get_bind().dialect.name)
     bin_index = (seconds // bin_seconds - first).label("bin")
     statement = _rollup_rows(
@@ -239,17 +238,16 @@ async def timeline(
         LogHourlyCount.risk_level,
         func.sum(LogHourlyCount.event_count),
         dimension="risk",
-        start=start,
+        start=window_start(now, hours),
         end=end,
         risk_level=None,
         organization=organization,
     ).group_by(bin_index, LogHourlyCount.risk_level)
-    series = {level: [0] * bins for level in RISK_LEVELS}
+    series = shape.series
     for position, risk, total in (await session.execute(statement)).all():
         if 0 <= int(position) < bins:
             series.setdefault(risk, [0] * bins)[int(position)] += int(total or 0)
-    starts = [datetime.fromtimestamp((first + index) * bin_seconds, UTC) for index in range(bins)]
-    return Timeline(bin_hours=bin_hours, starts=starts, series=series)
+    return shape
 
 
 def _epoch_seconds(column: SQLColumnExpression[datetime], dialect: str) -> ColumnElement[int]:
@@ -367,7 +365,7 @@ class OverviewCache:
                 session=session, part=part, hours=hours, current=current, organization=organization
             )
         self._closed = {k: v for k, v in self._closed.items() if k[3] == current}
-        self._late = {late for late in self._late if late[2] == current}
+        self._late = {window for window in self._late if window[2] == current}
         self._closed[key] = closed
         return closed
 
@@ -430,7 +428,7 @@ class OverviewCache:
 
 
 def timeline_shape(*, now: datetime, hours: int) -> Timeline:
-    """The bins of a window's timeline, every count zero."""
+    """The bins of a window's timeline (see :func:`timeline`), every count zero."""
     start = window_start(now, hours)
     bin_hours = _bin_hours(hours)
     bin_seconds = bin_hours * 3600

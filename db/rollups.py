@@ -147,8 +147,8 @@ async def set_key_cap(*, session: AsyncSession, actor: Actor, max_keys: int) -> 
 
 async def forget_overview_sums(*, session: AsyncSession) -> None:
     """Drop the overview's stored sums of closed hours (:func:`db.overview.store_closed_sums`), in the
-    caller's transaction: they were made from rollups that just changed. Consoles sum the rollups
-    themselves until the next hour's sums are made."""
+    caller's transaction: they were made from rollups that just changed. Consoles read the rollups
+    themselves until the next hour's are made."""
     await session.execute(delete(OverviewKeySums))
 
 

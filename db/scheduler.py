@@ -23,8 +23,9 @@ because without the weeks ahead the server could not store what it accepts. Seve
 servers may run it; the advisory lock in :mod:`db.partitions` lets one work at a time.
 
 So is the keeper of the overview's sums (:func:`run_overview_sums_keeper`): shortly after start and
-a few seconds after each turn of the hour it sums the overview's top lists over their closed hours once for
-every console (:func:`db.overview.store_closed_sums`). A second server finds them made and skips.
+a few seconds after each turn of the hour it reads the overview's timeline and top lists over their
+closed hours once for every console (:func:`db.overview.store_closed_sums`). A second server finds
+them made and skips.
 """
 
 from __future__ import annotations

@@ -429,12 +429,13 @@ async def serve(
         partitions_task = asyncio.create_task(
             _maintain_partitions(engine, housekeeping_stop), name="partition-maintainer"
         )
-        # The overview's top lists over closed hours, made once an hour for every console (db/overview.py).
+        # The overview's timeline and top lists over closed hours, read once an hour for every console.
         sums_task = asyncio.create_task(_keep_overview_sums(engine, housekeeping_stop), name="overview-sums")
         dispatcher = _new_dispatcher(settings, dispatch_engine)
         running = await server.start()
-        # What start-up made (modules, models, the pools) lives as long as the server: out of the
-        # collector's sight, a full collection pauses the loop (and every ack) for about a third as long.
+        # What start-up made (modules, models, pools, connections) lives as long as the server: out of
+        # the collector's sight, a full collection pauses the loop (and every ack) about a third as long.
+        # (Objects that die later are still freed; only cycles among them are left to the process end.)
         gc.freeze()
         proxies = settings.ingest.trusted_proxies if settings.ingest.proxy_protocol else None
         log.info(
