@@ -294,7 +294,7 @@ async def measure_overview(url: str, now: datetime) -> tuple[list[float], list[f
         started = time.perf_counter()
         await overview.store_closed_sums(sessions, now=now)
         log(
-            f"  the sums of closed hours of every top list and window, made as the ingest server makes "
+            f"  the closed hours of every window (timeline and top lists), stored as the ingest server makes "
             f"them once an hour: {(time.perf_counter() - started) * 1000:.0f} ms"
         )
         async with sessions() as session:
